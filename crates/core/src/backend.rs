@@ -1,0 +1,61 @@
+//! The OS/distro-specific part, seen by handlers only through these traits.
+//!
+//! A backend *plans* (pure functions over the guest's files read through [`Root`](crate::Root))
+//! and lets [`apply`](crate::plan::apply) carry the plan out. Each capability is a method with a
+//! default that answers "unsupported", so adding a capability never breaks other backends.
+
+use std::fmt;
+
+use crate::plan::ApplyError;
+use crate::root::RootError;
+use crate::runner::CommandError;
+
+/// A backend failure; `Display` is the short reason sent to the host (never secrets).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0} is not supported on this OS")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Root(#[from] RootError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// One OS family (Debian, RHEL, FreeBSD, Windows, …).
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// Short name for logs (`debian`, `freebsd`, `windows`, …).
+    fn name(&self) -> &str;
+}
+
+/// Read access to host-provided data (XenStore `vm-data/…`), offered by transports that have it.
+/// Paths are relative to the guest's home (`vm-data/hostname`).
+pub trait HostData: Send + Sync + 'static {
+    /// The value at `path`, or `None` when it does not exist.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, HostDataError>;
+    /// The children of `path` (empty when it does not exist).
+    fn list(&self, path: &str) -> Result<Vec<String>, HostDataError>;
+}
+
+/// Reading host data failed (the channel is down, permission denied, …).
+#[derive(Debug, thiserror::Error)]
+#[error("reading host data at '{path}' failed: {reason}")]
+pub struct HostDataError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// A backend with no OS-specific capabilities (for tests and unknown systems).
+#[derive(Debug, Default)]
+pub struct NullBackend;
+
+impl Backend for NullBackend {
+    fn name(&self) -> &str {
+        "none"
+    }
+}

@@ -1,0 +1,400 @@
+//! The dispatcher: decodes nothing itself, applies the command policy, runs the handler with a
+//! timeout on a blocking thread, turns every error into a reply (in this one place) and logs
+//! one line per request. One bad request never takes the daemon down.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::backend::{Backend, BackendError, HostData};
+use crate::plan::ApplyError;
+use crate::root::{Root, RootError};
+use crate::runner::{CommandError, CommandRunner};
+use crate::wire::{Incoming, Reply, RequestError, code, msg};
+
+/// Everything a handler may touch on the guest.
+#[derive(Clone)]
+pub struct Env {
+    pub root: Root,
+    pub runner: Arc<dyn CommandRunner>,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("root", &self.root)
+            .field("backend", &self.backend.name())
+            .finish()
+    }
+}
+
+/// One wire command.
+pub trait Handler: Send + Sync + 'static {
+    /// The command name on the wire (`version`, `keyinit`, …).
+    fn name(&self) -> &'static str;
+
+    /// Run the command. Runs on a blocking thread; may do file and process I/O.
+    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError>;
+
+    /// A command-specific default timeout, overridable by configuration.
+    fn default_timeout(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A handler failure. The reply carries a short stable reason; details go to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The host sent an unusable value; the text is safe to send back.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Reply with this exact code and message (e.g. the spec's strings).
+    #[error("{message}")]
+    Reply { returncode: String, message: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Root(#[from] RootError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl HandlerError {
+    /// `"500"` with exactly this message.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Reply {
+            returncode: code::ERROR.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The reply sent to the host.
+    pub fn to_reply(&self) -> Reply {
+        match self {
+            Self::Reply {
+                returncode,
+                message,
+            } => Reply::new(returncode.clone(), message.clone()),
+            other => Reply::error(other.to_string()),
+        }
+    }
+}
+
+/// What a handler sees of the world while it runs.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub env: &'a Env,
+    pub channel: &'a Channel,
+    enabled: &'a [&'static str],
+}
+
+impl Context<'_> {
+    /// Enabled commands in registration order (what `features` reports).
+    pub fn enabled_commands(&self) -> &[&'static str] {
+        self.enabled
+    }
+}
+
+/// One conversation with the host (a unix connection, a serial port, a XenStore domain).
+/// Handler state that spans requests (the key agreed by `keyinit`) lives here, so that a key
+/// agreed on one channel cannot be used from another.
+pub struct Channel {
+    name: String,
+    host_data: Option<Arc<dyn HostData>>,
+    state: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+    /// Held while a handler of this channel runs, so requests never overlap even after a timeout.
+    busy: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            host_data: None,
+            state: Mutex::new(HashMap::new()),
+            busy: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// A channel whose transport can read host-provided data (XenStore `vm-data/`).
+    pub fn with_host_data(mut self, data: Arc<dyn HostData>) -> Self {
+        self.host_data = Some(data);
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn host_data(&self) -> Option<&dyn HostData> {
+        self.host_data.as_deref()
+    }
+
+    /// Run `f` on this channel's state of type `T` (created with `Default` on first use).
+    pub fn with_state<T: Default + Send + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()));
+        f(slot
+            .downcast_mut::<T>()
+            .expect("state slot holds its own type"))
+    }
+}
+
+/// Which commands may run (`commands.enabled` / `commands.disabled` in the config).
+#[derive(Debug, Clone, Default)]
+pub struct CommandPolicy {
+    /// Allow list; `None` allows every registered command.
+    pub enabled: Option<Vec<String>>,
+    /// Block list, applied after the allow list.
+    pub disabled: Vec<String>,
+}
+
+impl CommandPolicy {
+    pub fn allows(&self, name: &str) -> bool {
+        self.enabled
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|n| n == name))
+            && !self.disabled.iter().any(|n| n == name)
+    }
+}
+
+/// A start-up configuration error.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("command '{0}' is registered twice")]
+    Duplicate(&'static str),
+}
+
+/// Builds a [`Dispatcher`]: handlers are registered explicitly.
+pub struct DispatcherBuilder {
+    handlers: Vec<Arc<dyn Handler>>,
+    policy: CommandPolicy,
+    default_timeout: Duration,
+    timeouts: HashMap<String, Duration>,
+}
+
+impl fmt::Debug for DispatcherBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.handlers.iter().map(|h| h.name()).collect();
+        f.debug_struct("DispatcherBuilder")
+            .field("handlers", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DispatcherBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DispatcherBuilder {
+    pub fn new() -> Self {
+        Self {
+            handlers: Vec::new(),
+            policy: CommandPolicy::default(),
+            default_timeout: Duration::from_secs(60),
+            timeouts: HashMap::new(),
+        }
+    }
+
+    /// Register one command. A second handler with the same name is a start-up error.
+    pub fn register(mut self, handler: impl Handler) -> Result<Self, DispatchError> {
+        let name = handler.name();
+        if self.handlers.iter().any(|h| h.name() == name) {
+            return Err(DispatchError::Duplicate(name));
+        }
+        self.handlers.push(Arc::new(handler));
+        Ok(self)
+    }
+
+    pub fn policy(mut self, policy: CommandPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Timeout of commands that have no specific one.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Per-command timeout from the configuration (wins over the handler's default).
+    pub fn timeout(mut self, name: impl Into<String>, timeout: Duration) -> Self {
+        self.timeouts.insert(name.into(), timeout);
+        self
+    }
+
+    pub fn build(self, env: Env) -> Dispatcher {
+        let registered: BTreeSet<&str> = self.handlers.iter().map(|h| h.name()).collect();
+        let named = self
+            .policy
+            .enabled
+            .iter()
+            .flatten()
+            .chain(&self.policy.disabled);
+        for name in named.chain(self.timeouts.keys()) {
+            if !registered.contains(name.as_str()) {
+                warn!(command = %name, "configuration names a command this guestd does not have");
+            }
+        }
+        let enabled = self
+            .handlers
+            .iter()
+            .map(|h| h.name())
+            .filter(|n| self.policy.allows(n))
+            .collect();
+        Dispatcher {
+            handlers: self.handlers,
+            enabled,
+            default_timeout: self.default_timeout,
+            timeouts: self.timeouts,
+            env,
+        }
+    }
+}
+
+/// Runs requests. Shared by every transport.
+pub struct Dispatcher {
+    handlers: Vec<Arc<dyn Handler>>,
+    enabled: Vec<&'static str>,
+    default_timeout: Duration,
+    timeouts: HashMap<String, Duration>,
+    env: Env,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// Enabled commands, in registration order.
+    pub fn enabled_commands(&self) -> &[&'static str] {
+        &self.enabled
+    }
+
+    /// Every registered command, enabled or not.
+    pub fn registered_commands(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.handlers.iter().map(|h| h.name())
+    }
+
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    fn timeout_for(&self, handler: &dyn Handler) -> Duration {
+        self.timeouts
+            .get(handler.name())
+            .copied()
+            .or_else(|| handler.default_timeout())
+            .unwrap_or(self.default_timeout)
+    }
+
+    /// Answer one decoded request (or decoding failure) on `channel`, logging one line.
+    pub async fn dispatch(self: &Arc<Self>, channel: &Arc<Channel>, incoming: Incoming) -> Reply {
+        let id = incoming.id.as_ref().map(id_text).unwrap_or_default();
+        let command = match &incoming.request {
+            Ok(r) => r.name.clone(),
+            Err(_) => String::new(),
+        };
+        let span = info_span!("request", channel = %channel.name(), id = %id, command = %command);
+        async move {
+            let started = Instant::now();
+            let reply = match incoming.request {
+                Err(RequestError(reply)) => reply,
+                Ok(request) => self.run(channel, request.name, request.value).await,
+            };
+            info!(
+                returncode = %reply.returncode,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "{}",
+                if reply.is_success() { "done" } else { reply.message.as_str() }
+            );
+            reply
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run(self: &Arc<Self>, channel: &Arc<Channel>, name: String, value: Value) -> Reply {
+        let Some(handler) = self.handlers.iter().find(|h| h.name() == name).cloned() else {
+            return Reply::new(code::NOT_FOUND, format!("No such agent command '{name}'"));
+        };
+        if !self.enabled.contains(&handler.name()) {
+            return Reply::new(
+                code::FORBIDDEN,
+                format!("Command '{name}' is disabled by this guest's configuration"),
+            );
+        }
+        let timeout = self.timeout_for(handler.as_ref());
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || {
+            Reply::error(format!(
+                "Command '{name}' timed out after {}s",
+                timeout.as_secs()
+            ))
+        };
+        // Wait for a previous (timed-out) handler of this channel; never start late work after
+        // the host was told it timed out.
+        let Ok(guard) = tokio::time::timeout_at(deadline, channel.busy.clone().lock_owned()).await
+        else {
+            warn!("the previous command of this channel is still running");
+            return timed_out();
+        };
+        let this = Arc::clone(self);
+        let chan = Arc::clone(channel);
+        let task = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let ctx = Context {
+                env: &this.env,
+                channel: &chan,
+                enabled: &this.enabled,
+            };
+            handler.run(&ctx, &value)
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Err(_) => {
+                warn!("handler still running after its timeout; its result will be dropped");
+                timed_out()
+            }
+            Ok(Err(join)) => {
+                warn!(error = %join, "handler panicked");
+                Reply::error(msg::INTERNAL)
+            }
+            Ok(Ok(Ok(reply))) => reply,
+            Ok(Ok(Err(err))) => {
+                warn!(error = ?err, "command failed");
+                err.to_reply()
+            }
+        }
+    }
+}
+
+fn id_text(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

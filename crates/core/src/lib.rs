@@ -1,0 +1,38 @@
+//! guestd core: what every transport, handler and backend shares.
+//!
+//! - [`wire`]: the request and reply types of the XenServer/OpenStack protocol and their exact
+//!   encoding (ASCII-only JSON, string return codes, the spec's error strings).
+//! - [`framing`] and [`stream`]: newline-delimited JSON with `0xFF` resynchronisation, and the
+//!   conversation loop every stream transport runs.
+//! - [`dispatch`]: the [`Handler`] trait and the [`Dispatcher`] (command policy, timeouts, one
+//!   reply per error, one log line per request, per-channel state).
+//! - [`transport`]: the [`Transport`] trait and the shutdown signal.
+//! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
+//!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use.
+//! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
+//!   (host-provided data such as XenStore `vm-data/`).
+//!
+//! Adding a command: implement [`Handler`] in the `handlers` crate and register it in the
+//! daemon. Adding a transport: implement [`Transport`] (stream transports just call
+//! [`stream::serve_stream`] per connection).
+
+pub mod backend;
+pub mod dispatch;
+pub mod framing;
+pub mod plan;
+pub mod root;
+pub mod runner;
+pub mod stream;
+pub mod transport;
+pub mod wire;
+
+pub use backend::{Backend, BackendError, HostData, HostDataError, NullBackend};
+pub use dispatch::{
+    Channel, CommandPolicy, Context, DispatchError, Dispatcher, DispatcherBuilder, Env, Handler,
+    HandlerError,
+};
+pub use plan::{ApplyError, ApplyOptions, FileChange, Plan, PlannedCommand, apply};
+pub use root::{FileMeta, Root, RootError, WriteOptions};
+pub use runner::{Command, CommandError, CommandRunner, Output, SystemRunner};
+pub use transport::{BoxFuture, Shutdown, ShutdownTrigger, Transport, TransportError};
+pub use wire::{Incoming, Reply, Request, RequestError};

@@ -1,0 +1,478 @@
+//! A [`Plan`] is what a backend wants done: files to write or remove, then commands to run.
+//! [`apply`] carries it out with the rules every backend shares: unchanged files are skipped,
+//! replaced files are backed up, writes are atomic, and when a file change or a command fails
+//! every file is put back as it was and the plan's rollback commands run.
+
+use std::fmt;
+use std::path::Path;
+
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use crate::root::{FileMeta, Root, RootError, WriteOptions};
+use crate::runner::{Command, CommandError, CommandRunner};
+
+/// One change to the guest's files.
+#[derive(Clone, PartialEq, Eq)]
+pub enum FileChange {
+    /// Write `contents` atomically (contents may be secret: wiped on drop, never printed).
+    Write {
+        path: String,
+        contents: Zeroizing<Vec<u8>>,
+        options: WriteOptions,
+    },
+    /// Remove a file or symlink (missing is fine).
+    Remove { path: String },
+    /// Point a symlink at `target`.
+    Symlink { path: String, target: String },
+}
+
+impl FileChange {
+    pub fn write(
+        path: impl Into<String>,
+        contents: impl Into<Vec<u8>>,
+        options: WriteOptions,
+    ) -> Self {
+        Self::Write {
+            path: path.into(),
+            contents: Zeroizing::new(contents.into()),
+            options,
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Write { path, .. } | Self::Remove { path } | Self::Symlink { path, .. } => path,
+        }
+    }
+}
+
+impl fmt::Debug for FileChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Write {
+                path,
+                contents,
+                options,
+            } => {
+                write!(
+                    f,
+                    "Write({path}, {} bytes, mode {:o})",
+                    contents.len(),
+                    options.mode
+                )
+            }
+            Self::Remove { path } => write!(f, "Remove({path})"),
+            Self::Symlink { path, target } => write!(f, "Symlink({path} -> {target})"),
+        }
+    }
+}
+
+/// What a command's result must look like for the plan to go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Exit status 0.
+    Success,
+    /// Any result (the command is best effort).
+    Anything,
+    /// Exit status 0 and stdout containing this text (e.g. an address after a restart).
+    StdoutContains(String),
+}
+
+/// A command of a plan with what its result must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedCommand {
+    pub command: Command,
+    pub expect: Expect,
+}
+
+impl From<Command> for PlannedCommand {
+    fn from(command: Command) -> Self {
+        Self {
+            command,
+            expect: Expect::Success,
+        }
+    }
+}
+
+/// Files to change, then commands to run; on failure, rollback commands after the files are
+/// restored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<FileChange>,
+    pub commands: Vec<PlannedCommand>,
+    pub rollback_commands: Vec<PlannedCommand>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.commands.is_empty()
+    }
+}
+
+/// How to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Backups kept per replaced file (`<file>.bak.<n>`; 0 = none on disk).
+    pub keep_backups: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self { keep_backups: 1 }
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Guest paths that changed.
+    pub changed: Vec<String>,
+    /// Backup files written.
+    pub backups: Vec<String>,
+}
+
+/// Applying failed; everything was put back (`restored`) or the log says what could not be.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{source}")]
+    File {
+        #[source]
+        source: RootError,
+        restored: bool,
+    },
+    #[error("{source}")]
+    Command {
+        #[source]
+        source: CommandError,
+        restored: bool,
+    },
+    #[error("'{program}' did not report the expected result")]
+    Unexpected { program: String, restored: bool },
+}
+
+/// The state of a path before the plan touched it.
+enum Prior {
+    Absent,
+    File {
+        contents: Zeroizing<Vec<u8>>,
+        meta: FileMeta,
+    },
+    Link {
+        target: String,
+    },
+}
+
+/// Carry out `plan`. See the module docs for the rules.
+pub fn apply(
+    plan: &Plan,
+    root: &Root,
+    runner: &dyn CommandRunner,
+    options: ApplyOptions,
+) -> Result<Applied, ApplyError> {
+    let mut applied = Applied::default();
+    let mut undo: Vec<(String, Prior)> = Vec::new();
+    for change in &plan.changes {
+        let result = snapshot(root, change.path()).and_then(|prior| {
+            if unchanged(change, &prior) {
+                return Ok(());
+            }
+            if let (Prior::File { contents, meta }, true) = (&prior, options.keep_backups > 0) {
+                applied.backups.push(write_backup(
+                    root,
+                    change.path(),
+                    contents,
+                    *meta,
+                    options.keep_backups,
+                )?);
+            }
+            undo.push((change.path().to_string(), prior));
+            perform(root, change)?;
+            applied.changed.push(change.path().to_string());
+            Ok(())
+        });
+        if let Err(source) = result {
+            let restored = restore(root, &mut undo);
+            return Err(ApplyError::File { source, restored });
+        }
+    }
+    for planned in &plan.commands {
+        let failure = match runner.run(&planned.command) {
+            Err(e) => Some(ApplyError::Command {
+                source: e,
+                restored: false,
+            }),
+            Ok(out) => match &planned.expect {
+                Expect::Anything => None,
+                Expect::Success => {
+                    out.check(&planned.command.program)
+                        .err()
+                        .map(|e| ApplyError::Command {
+                            source: e,
+                            restored: false,
+                        })
+                }
+                Expect::StdoutContains(text) => {
+                    let found = out.success()
+                        && String::from_utf8_lossy(&out.stdout).contains(text.as_str());
+                    (!found).then(|| ApplyError::Unexpected {
+                        program: planned.command.program.clone(),
+                        restored: false,
+                    })
+                }
+            },
+        };
+        if let Some(mut err) = failure {
+            warn!(command = %planned.command, error = %err, "plan failed; rolling back");
+            let ok = restore(root, &mut undo);
+            for cmd in &plan.rollback_commands {
+                match runner.run(&cmd.command) {
+                    Ok(out) if out.success() || cmd.expect == Expect::Anything => {}
+                    Ok(out) => {
+                        warn!(command = %cmd.command, code = ?out.code, "rollback command failed")
+                    }
+                    Err(e) => warn!(command = %cmd.command, error = %e, "rollback command failed"),
+                }
+            }
+            match &mut err {
+                ApplyError::Command { restored, .. }
+                | ApplyError::Unexpected { restored, .. }
+                | ApplyError::File { restored, .. } => *restored = ok,
+            }
+            return Err(err);
+        }
+    }
+    if !applied.changed.is_empty() {
+        info!(files = ?applied.changed, "plan applied");
+    }
+    Ok(applied)
+}
+
+fn snapshot(root: &Root, path: &str) -> Result<Prior, RootError> {
+    if root.is_symlink(path) {
+        return Ok(Prior::Link {
+            target: root.read_link(path)?.to_string_lossy().into_owned(),
+        });
+    }
+    match root.read_optional(path)? {
+        None => Ok(Prior::Absent),
+        Some(bytes) => Ok(Prior::File {
+            contents: Zeroizing::new(bytes),
+            meta: root.metadata(path)?,
+        }),
+    }
+}
+
+fn unchanged(change: &FileChange, prior: &Prior) -> bool {
+    match (change, prior) {
+        (
+            FileChange::Write {
+                contents, options, ..
+            },
+            Prior::File {
+                contents: old,
+                meta,
+            },
+        ) => contents == old && (options.preserve || options.mode == meta.mode),
+        (FileChange::Remove { .. }, Prior::Absent) => true,
+        (FileChange::Symlink { target, .. }, Prior::Link { target: old }) => target == old,
+        _ => false,
+    }
+}
+
+fn perform(root: &Root, change: &FileChange) -> Result<(), RootError> {
+    match change {
+        FileChange::Write {
+            path,
+            contents,
+            options,
+        } => {
+            if let Some(parent) = Path::new(path).parent() {
+                if !root.is_dir(parent) {
+                    root.create_dir_all(parent, 0o755)?;
+                }
+            }
+            // Replacing a symlink with a file: write the file, not the link target.
+            if root.is_symlink(path) {
+                root.remove_file(path)?;
+            }
+            root.write_atomic(path, contents, *options)
+        }
+        FileChange::Remove { path } => root.remove_file(path),
+        FileChange::Symlink { path, target } => root.symlink(path, target),
+    }
+}
+
+/// Put every recorded path back, newest first. Returns whether all of it worked.
+fn restore(root: &Root, undo: &mut Vec<(String, Prior)>) -> bool {
+    let mut ok = true;
+    while let Some((path, prior)) = undo.pop() {
+        let result = match prior {
+            Prior::Absent => root.remove_file(&path),
+            Prior::Link { target } => root.symlink(&path, &target),
+            Prior::File { contents, meta } => {
+                let opts = WriteOptions {
+                    mode: meta.mode,
+                    owner: Some((meta.uid, meta.gid)),
+                    preserve: false,
+                };
+                if root.is_symlink(&path) {
+                    let _ = root.remove_file(&path);
+                }
+                root.write_atomic(&path, &contents, opts)
+            }
+        };
+        if let Err(e) = result {
+            warn!(path = %path, error = %e, "could not restore file");
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Write `<path>.bak.<n>` (with the original's mode and owner) and keep the newest `keep`.
+pub fn write_backup(
+    root: &Root,
+    path: &str,
+    contents: &[u8],
+    meta: FileMeta,
+    keep: usize,
+) -> Result<String, RootError> {
+    let guest = Path::new(path);
+    let (Some(parent), Some(name)) = (guest.parent(), guest.file_name()) else {
+        return Err(RootError::NotAbsolute(path.to_string()));
+    };
+    let prefix = format!("{}.bak.", name.to_string_lossy());
+    let mut existing: Vec<u64> = root
+        .read_dir(parent)?
+        .iter()
+        .filter_map(|n| n.strip_prefix(&prefix)?.parse().ok())
+        .collect();
+    existing.sort_unstable();
+    let next = existing.last().map_or(1, |n| n + 1);
+    let backup = parent
+        .join(format!("{prefix}{next}"))
+        .to_string_lossy()
+        .into_owned();
+    let opts = WriteOptions {
+        mode: meta.mode,
+        owner: Some((meta.uid, meta.gid)),
+        preserve: false,
+    };
+    root.write_atomic(&backup, contents, opts)?;
+    existing.push(next);
+    let excess = existing.len().saturating_sub(keep.max(1));
+    for old in &existing[..excess] {
+        root.remove_file(parent.join(format!("{prefix}{old}")))?;
+    }
+    Ok(backup)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::runner::Output;
+    use std::sync::Mutex;
+
+    /// Fails every command whose program is in `fail`.
+    #[derive(Default)]
+    struct Recorder {
+        fail: Vec<&'static str>,
+        ran: Mutex<Vec<String>>,
+    }
+
+    impl CommandRunner for Recorder {
+        fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+            self.ran.lock().unwrap().push(cmd.command_line());
+            let code = if self.fail.contains(&cmd.program.as_str()) {
+                1
+            } else {
+                0
+            };
+            Ok(Output {
+                code: Some(code),
+                ..Output::default()
+            })
+        }
+        fn exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Root) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/a"), b"old a").unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        (d, root)
+    }
+
+    fn plan() -> Plan {
+        Plan {
+            changes: vec![
+                FileChange::write("/etc/a", "new a", WriteOptions::default()),
+                FileChange::write("/etc/sub/b", "new b", WriteOptions::mode(0o600)),
+            ],
+            commands: vec![Command::new("restart").into()],
+            rollback_commands: vec![Command::new("restart-again").into()],
+        }
+    }
+
+    #[test]
+    fn applies_with_backup() {
+        let (_d, root) = setup();
+        let runner = Recorder::default();
+        let applied = apply(&plan(), &root, &runner, ApplyOptions::default()).unwrap();
+        assert_eq!(applied.changed, vec!["/etc/a", "/etc/sub/b"]);
+        assert_eq!(applied.backups, vec!["/etc/a.bak.1"]);
+        assert_eq!(root.read("/etc/a.bak.1").unwrap(), b"old a");
+        assert_eq!(root.read("/etc/sub/b").unwrap(), b"new b");
+        assert_eq!(*runner.ran.lock().unwrap(), vec!["restart"]);
+        // Unchanged files are skipped on a second run.
+        let again = apply(&plan(), &root, &runner, ApplyOptions::default()).unwrap();
+        assert!(again.changed.is_empty());
+    }
+
+    #[test]
+    fn failed_command_restores_files_and_runs_rollback() {
+        let (_d, root) = setup();
+        let runner = Recorder {
+            fail: vec!["restart"],
+            ..Default::default()
+        };
+        let err = apply(&plan(), &root, &runner, ApplyOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, ApplyError::Command { restored: true, .. }),
+            "{err:?}"
+        );
+        assert_eq!(root.read("/etc/a").unwrap(), b"old a");
+        assert!(!root.exists("/etc/sub/b"));
+        assert_eq!(
+            *runner.ran.lock().unwrap(),
+            vec!["restart", "restart-again"]
+        );
+    }
+
+    #[test]
+    fn backups_rotate() {
+        let (_d, root) = setup();
+        for i in 0..5 {
+            write_backup(
+                &root,
+                "/etc/a",
+                format!("v{i}").as_bytes(),
+                FileMeta {
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                },
+                2,
+            )
+            .unwrap();
+        }
+        let names: Vec<_> = root.read_dir("/etc").unwrap();
+        assert_eq!(names, vec!["a", "a.bak.4", "a.bak.5"]);
+        assert_eq!(root.read("/etc/a.bak.5").unwrap(), b"v4");
+        assert_eq!(root.metadata("/etc/a.bak.5").unwrap().mode, 0o600);
+    }
+}

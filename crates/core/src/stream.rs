@@ -1,0 +1,119 @@
+//! One conversation over a byte stream (a unix or TCP connection, a vsock, a virtio-serial
+//! port), shared by every stream transport.
+//!
+//! Requests are `{"id": …, "name": …, "value": …}` lines, replies `{"id": …, "returncode": …,
+//! "message": …}` lines, answered in order. The built-in `sync` request (`{"id": …, "name":
+//! "sync", "value": <token>}`) is answered at once with the token as message and a `0xFF` byte
+//! before the reply, so a host that reconnects can skip whatever stale output precedes it.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+
+use crate::dispatch::{Channel, Dispatcher};
+use crate::framing::{Frame, LineDecoder, RESYNC};
+use crate::transport::Shutdown;
+use crate::wire::{Reply, parse_request};
+
+/// Default longest request line.
+pub const DEFAULT_MAX_LINE: usize = 1024 * 1024;
+
+/// The name of the built-in resynchronisation request.
+pub const SYNC_COMMAND: &str = "sync";
+
+/// Limits of a stream conversation.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub max_line: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_line: DEFAULT_MAX_LINE,
+        }
+    }
+}
+
+/// What a decoded line turns into: bytes to write back.
+async fn answer(
+    dispatcher: &Arc<Dispatcher>,
+    channel: &Arc<Channel>,
+    frame: Frame,
+    limits: StreamLimits,
+) -> Vec<u8> {
+    let (id, reply, resync) = match frame {
+        Frame::TooLong => {
+            let r = Reply::error(format!(
+                "Request is too large (over {} bytes)",
+                limits.max_line
+            ));
+            (None, r, false)
+        }
+        Frame::Line(line) => {
+            let incoming = parse_request(&line);
+            match &incoming.request {
+                Ok(req) if req.name == SYNC_COMMAND => {
+                    debug!(channel = %channel.name(), "sync");
+                    let token = match &req.value {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (incoming.id, Reply::ok(token), true)
+                }
+                _ => {
+                    let id = incoming.id.clone();
+                    (id, dispatcher.dispatch(channel, incoming).await, false)
+                }
+            }
+        }
+    };
+    let mut out = Vec::with_capacity(64 + reply.message.len());
+    if resync {
+        out.push(RESYNC);
+    }
+    out.extend_from_slice(reply.encode_with_id(id.as_ref()).as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// Serve one stream until the peer closes it or shutdown is requested (the request in flight is
+/// finished and answered first).
+pub async fn serve_stream<S>(
+    mut stream: S,
+    dispatcher: Arc<Dispatcher>,
+    channel: Arc<Channel>,
+    limits: StreamLimits,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut decoder = LineDecoder::new(limits.max_line);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut frames = Vec::new();
+    loop {
+        let n = tokio::select! {
+            read = stream.read(&mut buf) => read?,
+            () = shutdown.wait() => return Ok(()),
+        };
+        if n == 0 {
+            if decoder.has_partial() {
+                debug!(channel = %channel.name(), "peer closed with a partial request; dropped");
+            }
+            return Ok(());
+        }
+        decoder.push(&buf[..n], &mut frames);
+        for frame in frames.drain(..) {
+            let out = answer(&dispatcher, &channel, frame, limits).await;
+            stream.write_all(&out).await?;
+        }
+        stream.flush().await?;
+        if shutdown.is_triggered() {
+            return Ok(());
+        }
+    }
+}

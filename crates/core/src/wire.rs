@@ -1,0 +1,281 @@
+//! Wire types of the XenServer/OpenStack agent protocol (spec §3) and their exact encoding.
+//!
+//! A request is `{"name": <command>, "value": <any JSON>}`; a reply is
+//! `{"returncode": "<string>", "message": "<string>"}`. Replies are always a JSON object whose
+//! `returncode` is a JSON string, encoded as 7-bit ASCII with `\uXXXX` escapes (spec §2.1, §2.4).
+
+use serde_json::{Map, Value};
+
+/// Return codes of record (spec §3.1). Always strings on the wire.
+pub mod code {
+    /// Success.
+    pub const OK: &str = "0";
+    /// Success of `keyinit`.
+    pub const KEYINIT_OK: &str = "D0";
+    /// Command refused by the configured command policy.
+    pub const FORBIDDEN: &str = "403";
+    /// Unknown command.
+    pub const NOT_FOUND: &str = "404";
+    /// Any failure.
+    pub const ERROR: &str = "500";
+}
+
+/// Messages of record (spec §3, U1's strings). Hosts and operators grep for these.
+pub mod msg {
+    pub const MALFORMED: &str = "Request is malformed";
+    pub const MISSING_NAME: &str = "Request is missing 'name' key";
+    pub const INTERNAL: &str = "Internal error with request";
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub name: String,
+    pub value: Value,
+}
+
+impl Request {
+    pub fn new(name: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    /// Encode as the host writes it (`{"name": …, "value": …}`), ASCII-only.
+    pub fn encode(&self) -> String {
+        let mut obj = Map::new();
+        obj.insert("name".into(), Value::String(self.name.clone()));
+        obj.insert("value".into(), self.value.clone());
+        to_ascii_json(&Value::Object(obj))
+    }
+}
+
+/// A reply. `returncode` is kept as a string so that an integer can never reach the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub returncode: String,
+    pub message: String,
+}
+
+impl Reply {
+    pub fn new(returncode: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            returncode: returncode.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `"0"` with a message.
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self::new(code::OK, message)
+    }
+
+    /// `"500"` with a message.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::new(code::ERROR, message)
+    }
+
+    /// Whether the code is one a host counts as success (`"0"`, `"D0"`).
+    pub fn is_success(&self) -> bool {
+        self.returncode == code::OK || self.returncode == code::KEYINIT_OK
+    }
+
+    /// The reply object as the XenStore transport writes it.
+    pub fn encode(&self) -> String {
+        self.encode_with_id(None)
+    }
+
+    /// The reply object with an optional `"id"`, as the stream transports write it. Keys are in
+    /// sorted order (`id`, `message`, `returncode`), which is also the old agents' order.
+    pub fn encode_with_id(&self, id: Option<&Value>) -> String {
+        let mut obj = Map::new();
+        if let Some(id) = id {
+            obj.insert("id".into(), id.clone());
+        }
+        obj.insert("returncode".into(), Value::String(self.returncode.clone()));
+        obj.insert("message".into(), Value::String(self.message.clone()));
+        to_ascii_json(&Value::Object(obj))
+    }
+
+    /// Decode a reply written by an agent. Tolerates an integer returncode (old agents).
+    pub fn decode(text: &str) -> Result<(Option<Value>, Reply), String> {
+        let value: Value =
+            serde_json::from_str(text.trim()).map_err(|e| format!("reply is not JSON: {e}"))?;
+        let Value::Object(mut obj) = value else {
+            return Err("reply is not a JSON object".into());
+        };
+        let returncode = match obj.remove("returncode") {
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err("reply has no returncode".into()),
+        };
+        let message = match obj.remove("message") {
+            Some(Value::String(s)) => s,
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        Ok((
+            obj.remove("id"),
+            Reply {
+                returncode,
+                message,
+            },
+        ))
+    }
+}
+
+/// Why a request could not be decoded; carries the reply of record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct RequestError(pub Reply);
+
+impl RequestError {
+    fn malformed() -> Self {
+        Self(Reply::error(msg::MALFORMED))
+    }
+}
+
+/// A decoded request plus the optional stream `"id"` (string or number, echoed as sent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub id: Option<Value>,
+    pub request: Result<Request, RequestError>,
+}
+
+/// Decode one request. Invalid UTF-8, invalid JSON, a non-object, or a non-string name are
+/// `Request is malformed`; a missing name is `Request is missing 'name' key`; a missing value is
+/// JSON null.
+pub fn parse_request(bytes: &[u8]) -> Incoming {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Incoming {
+            id: None,
+            request: Err(RequestError::malformed()),
+        };
+    };
+    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text.trim()) else {
+        return Incoming {
+            id: None,
+            request: Err(RequestError::malformed()),
+        };
+    };
+    let id = match obj.remove("id") {
+        Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
+        _ => None,
+    };
+    let request = match obj.remove("name") {
+        None => Err(RequestError(Reply::error(msg::MISSING_NAME))),
+        Some(Value::String(name)) => Ok(Request {
+            name,
+            value: obj.remove("value").unwrap_or(Value::Null),
+        }),
+        Some(_) => Err(RequestError::malformed()),
+    };
+    Incoming { id, request }
+}
+
+/// Serialise JSON with every non-ASCII character escaped as `\uXXXX` (surrogate pairs above the
+/// BMP), like Python's `json.dumps(ensure_ascii=True)`.
+pub fn to_ascii_json(value: &Value) -> String {
+    let compact = value.to_string();
+    if compact.is_ascii() {
+        return compact;
+    }
+    // Non-ASCII can only occur inside strings (serde_json never escapes it), so escaping every
+    // non-ASCII char of the compact output is exact.
+    let mut out = String::with_capacity(compact.len() + 16);
+    for ch in compact.chars() {
+        if ch.is_ascii() {
+            out.push(ch);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in ch.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn spec_error_vectors() {
+        assert_eq!(
+            parse_request(b"abc").request.unwrap_err().0,
+            Reply::error(msg::MALFORMED)
+        );
+        assert_eq!(
+            parse_request(br#"{"value": ""}"#).request.unwrap_err().0,
+            Reply::error(msg::MISSING_NAME)
+        );
+        assert_eq!(
+            parse_request(b"[1,2]").request.unwrap_err().0.message,
+            msg::MALFORMED
+        );
+        assert_eq!(
+            parse_request(br#"{"name": 5}"#)
+                .request
+                .unwrap_err()
+                .0
+                .message,
+            msg::MALFORMED
+        );
+        assert_eq!(
+            parse_request(b"\xff\xfe{}").request.unwrap_err().0.message,
+            msg::MALFORMED
+        );
+    }
+
+    #[test]
+    fn parses_host_vectors() {
+        let inc = parse_request(br#"{"name": "version", "value": "agent"}"#);
+        assert_eq!(inc.request.unwrap(), Request::new("version", "agent"));
+        let inc = parse_request(
+            br#"{"name": "file_inject", "value": {"b64_file": "eA==", "b64_path": "L3g="}}"#,
+        );
+        assert_eq!(inc.request.unwrap().value["b64_path"], "L3g=");
+        let inc = parse_request(br#"{"id": 7, "name": "features"}"#);
+        assert_eq!(inc.id, Some(json!(7)));
+        assert_eq!(inc.request.unwrap().value, Value::Null);
+    }
+
+    #[test]
+    fn deep_nesting_is_malformed_not_a_crash() {
+        let deep = format!(
+            "{{\"name\":\"x\",\"value\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(
+            parse_request(deep.as_bytes())
+                .request
+                .unwrap_err()
+                .0
+                .message,
+            msg::MALFORMED
+        );
+    }
+
+    #[test]
+    fn reply_encoding_is_ascii_with_string_code() {
+        let r = Reply::ok("pässwörd-密码-🔑\n\"");
+        let enc = r.encode();
+        assert!(enc.is_ascii());
+        assert_eq!(
+            enc,
+            r#"{"message":"p\u00e4ssw\u00f6rd-\u5bc6\u7801-\ud83d\udd11\n\"","returncode":"0"}"#
+        );
+        let (_, back) = Reply::decode(&enc).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn reply_with_id_echoes_id() {
+        let enc = Reply::new("404", "x").encode_with_id(Some(&json!("a1")));
+        assert_eq!(enc, r#"{"id":"a1","message":"x","returncode":"404"}"#);
+    }
+}
