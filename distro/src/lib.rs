@@ -1,1 +1,41 @@
-//! placeholder
+//! guestd-distro: everything OS-specific, behind `guestd_core::Backend`.
+//!
+//! [`family`] detects the OS family from the guest's files (through `Root`, so a sandbox tree
+//! is detected like a real system). [`SystemBackend`] is the one `Backend` the daemon uses; its
+//! capabilities dispatch on the family. Planners are pure functions over `Root` that return a
+//! `guestd_core::Plan`, so the Windows and FreeBSD ones are tested on Linux too.
+//!
+//! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
+
+pub mod family;
+
+use guestd_core::{Backend, Root};
+
+pub use family::OsFamily;
+
+/// The backend for the guest guestd runs in (or the sandbox it was pointed at).
+#[derive(Debug, Clone)]
+pub struct SystemBackend {
+    family: OsFamily,
+}
+
+impl SystemBackend {
+    pub fn new(family: OsFamily) -> Self {
+        Self { family }
+    }
+
+    /// Detect the family of the system under `root`.
+    pub fn detect(root: &Root) -> Self {
+        Self::new(OsFamily::detect(root))
+    }
+
+    pub fn family(&self) -> OsFamily {
+        self.family
+    }
+}
+
+impl Backend for SystemBackend {
+    fn name(&self) -> &str {
+        self.family.name()
+    }
+}
