@@ -1,5 +1,7 @@
 //! Helpers for end-to-end tests: start the real `guestd` in a sandbox root, talk to it with the
 //! real `guestctl` or raw sockets, stop it with a signal, read its log.
+//! They run on Unix hosts (the Windows binaries are driven from Linux by their own tests).
+#![cfg(unix)]
 #![allow(clippy::disallowed_methods)] // these tests spawn the binaries they test
 
 use std::path::{Path, PathBuf};

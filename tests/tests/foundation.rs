@@ -1,4 +1,5 @@
 //! Issue "Foundation": the real guestd and guestctl over a unix socket.
+#![cfg(unix)]
 #![allow(clippy::disallowed_methods)]
 
 use guestd_tests::{Guestd, LineClient};

@@ -48,6 +48,8 @@ pub enum ClientError {
 /// Open a client for `spec`.
 pub fn connect(spec: &str, timeout: Duration) -> Result<Box<dyn Client>, ClientError> {
     let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    #[cfg(not(unix))]
+    let _ = (rest, timeout);
     match kind {
         #[cfg(unix)]
         "unix" if !rest.is_empty() => Ok(Box::new(StreamClient::connect_unix(rest, timeout)?)),
