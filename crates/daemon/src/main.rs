@@ -6,7 +6,6 @@
 
 mod cli;
 mod commands;
-mod config;
 mod listen;
 
 use std::process::ExitCode;
@@ -16,6 +15,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use guestd_core::stream::StreamLimits;
 use guestd_core::{Backend, Env, Root, Shutdown, SystemRunner};
+use guestd_daemon::config;
 use guestd_distro::SystemBackend;
 use tracing::{error, info, warn};
 
