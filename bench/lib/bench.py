@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import extras  # noqa: E402
 import procstat  # noqa: E402
 from agents import Guestd, QemuGa, stop  # noqa: E402
-from client import percentile, pipelined, sequential  # noqa: E402
+from client import percentile  # noqa: E402
 
 KEYS = ("rss_kib", "startup_ms", "p50_us", "p99_us", "rps", "pipelined_rps", "idle_wakeups_10s")
 
@@ -56,6 +56,20 @@ def startup(agent, workdir, runs):
             finally:
                 stop(proc)
     return times
+
+
+def loadgen(binary, mode, sock, agent, n):
+    """Run the Rust load generator (bench/loadgen.rs) against one agent; its JSON result."""
+    kind = "qemu-ga" if agent.name == "qemu-ga" else "guestd"
+    out = subprocess.run([binary, mode, sock, kind, str(n)], capture_output=True, text=True,
+                         timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen {mode} against {agent.name}: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def median(values):
+    return percentile(values, 50)
 
 
 def machine():
@@ -134,14 +148,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--guestd", required=True, help="the guestd binary (release build)")
     ap.add_argument("--qemu-ga", default=shutil.which("qemu-ga") or "/usr/sbin/qemu-ga")
+    ap.add_argument("--loadgen", required=True, help="the load generator (bench/loadgen.rs)")
     ap.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results",
                                                   "latest.json"))
     a = ap.parse_args()
 
-    n_seq = 3000 if a.quick else 20000
-    n_pipe = 5000 if a.quick else 50000
+    n_seq = 5000 if a.quick else 20000
+    n_pipe = 20000 if a.quick else 100000
     rounds = 1 if a.quick else 3
     start_runs = 5 if a.quick else 20
 
@@ -178,24 +193,25 @@ def main():
             res[key]["idle_wakeups_10s"] = round(w["wakeups"] * 10.0 / a.idle_seconds)
             res[key]["idle_window"] = w
 
-        lat = {key: [] for key in agents}
-        wall = {key: 0.0 for key in agents}
+        for c in clients.values():
+            c.close()
+        clients.clear()
+        socks = {key: os.path.join(workdir, f"{key}.sock") for key in agents}
+        seq = {key: [] for key in agents}
         pipe = {key: [] for key in agents}
         for r in range(rounds):
-            for key, agent in agents.items():
+            for key, agent in agents.items():  # interleaved, so that noise hits both
                 log(f"round {r + 1}/{rounds}: {agent.name}, {n_seq} sequential + {n_pipe} pipelined")
-                sequential(clients[key], agent, 200)  # warm-up
-                l, w = sequential(clients[key], agent, n_seq)
-                lat[key] += l
-                wall[key] += w
-                pipe[key].append(pipelined(clients[key], agent, n_pipe))
+                loadgen(a.loadgen, "seq", socks[key], agent, 500)  # warm-up
+                seq[key].append(loadgen(a.loadgen, "seq", socks[key], agent, n_seq))
+                pipe[key].append(loadgen(a.loadgen, "pipe", socks[key], agent, n_pipe)["rps"])
         for key in agents:
-            us = [x * 1e6 for x in lat[key]]
-            res[key]["p50_us"] = round(percentile(us, 50), 1)
-            res[key]["p99_us"] = round(percentile(us, 99), 1)
-            res[key]["rps"] = round(len(us) / wall[key])
-            res[key]["pipelined_rps"] = round(percentile(pipe[key], 50))
-            res[key]["requests"] = len(us) + n_pipe * rounds
+            res[key]["p50_us"] = round(median([x["p50_us"] for x in seq[key]]), 1)
+            res[key]["p99_us"] = round(median([x["p99_us"] for x in seq[key]]), 1)
+            res[key]["rps"] = round(median([x["rps"] for x in seq[key]]))
+            res[key]["pipelined_rps"] = round(median(pipe[key]))
+            res[key]["rounds"] = {"sequential": seq[key], "pipelined_rps": pipe[key]}
+            res[key]["requests"] = (n_seq + n_pipe + 500) * rounds
             res[key]["rss_after_load_kib"] = procstat.status(procs[key].pid)["VmRSS"]
             res[key]["cpu_ms_total"] = procstat.cpu_ms(procs[key].pid)
 

@@ -1,11 +1,11 @@
-"""A small newline-delimited JSON client over a unix socket, and the timing loops built on it.
+"""A small newline-delimited JSON client over a unix socket, for start-up and idle checks (the
+timed loops are the Rust load generator's, `bench/loadgen.rs`, so that client cost stays low).
 
 The same client drives guestd (`{"id", "name", "value"}` lines) and qemu-ga (`{"execute", "id"}`
 lines); the agent description says what to send and how to recognise a good reply.
 """
 import json
 import socket
-import threading
 import time
 
 
@@ -59,28 +59,3 @@ def percentile(values, p):
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
     return ordered[rank - 1]
-
-
-def sequential(client, agent, n):
-    """n round trips one after the other: (latencies in seconds, wall seconds)."""
-    latencies = []
-    start = time.perf_counter()
-    for i in range(n):
-        t0 = time.perf_counter()
-        client.send(agent.request(i))
-        reply = client.recv()
-        latencies.append(time.perf_counter() - t0)
-        agent.check(reply, i)
-    return latencies, time.perf_counter() - start
-
-
-def pipelined(client, agent, n):
-    """Write n requests from one thread while reading the n replies: requests per second."""
-    payload = b"".join(agent.request(i) for i in range(n))
-    start = time.perf_counter()
-    writer = threading.Thread(target=client.send, args=(payload,))
-    writer.start()
-    for i in range(n):
-        agent.check(client.recv(), i)
-    writer.join()
-    return n / (time.perf_counter() - start)

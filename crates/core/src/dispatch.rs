@@ -46,6 +46,14 @@ pub trait Handler: Send + Sync + 'static {
     fn default_timeout(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether `run` may block (file or process I/O, slow work): then it runs on a blocking
+    /// thread under its timeout. A handler that only builds its reply from memory returns
+    /// `false` and runs on the transport's thread, without the hand-off to another thread (the
+    /// round trip of `version` or `features` is then a fraction of qemu-ga's `guest-ping`).
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// A handler failure. The reply carries a short stable reason; details go to the log.
@@ -363,6 +371,28 @@ impl Dispatcher {
             warn!("the previous command of this channel is still running");
             return timed_out();
         };
+        if !handler.may_block() {
+            let ctx = Context {
+                env: &self.env,
+                channel,
+                enabled: &self.enabled,
+            };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler.run(&ctx, &value)
+            }));
+            drop(guard);
+            return match result {
+                Err(_) => {
+                    warn!("handler panicked");
+                    Reply::error(msg::INTERNAL)
+                }
+                Ok(Ok(reply)) => reply,
+                Ok(Err(err)) => {
+                    warn!(error = ?err, "command failed");
+                    err.to_reply()
+                }
+            };
+        }
         let this = Arc::clone(self);
         let chan = Arc::clone(channel);
         let task = tokio::task::spawn_blocking(move || {

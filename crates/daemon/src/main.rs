@@ -129,20 +129,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Log to stderr (journald picks it up under systemd: no timestamps there, it adds its own).
+///
+/// The level is `info`, or `target=level` directives (`info,guestd_core=debug`). A `Targets`
+/// filter rather than `EnvFilter`: the same syntax for everything guestd documents, without a
+/// regex engine compiled at start-up (a third of the idle RSS of the binary's own pages).
 fn init_logging(level: &str) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_new(level).with_context(|| format!("invalid log level '{level}'"))?;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter: Targets = level
+        .parse()
+        .with_context(|| format!("invalid log level '{level}'"))?;
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(false);
     if under_journald {
-        builder.without_time().init();
+        tracing_subscriber::registry()
+            .with(layer.without_time())
+            .with(filter)
+            .init();
     } else {
-        builder.init();
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(filter)
+            .init();
     }
     Ok(())
 }
