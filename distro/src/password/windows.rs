@@ -33,9 +33,7 @@ pub fn choose_account<'a>(
     match wanted {
         Some(name) => accounts
             .iter()
-            .find(|a| {
-                a.name.eq_ignore_ascii_case(name) || a.name.to_lowercase() == name.to_lowercase()
-            })
+            .find(|a| a.name.to_lowercase() == name.to_lowercase())
             .ok_or_else(|| BackendError::Invalid(format!("no local account named '{name}'"))),
         None => accounts
             .iter()
