@@ -8,8 +8,9 @@
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod family;
+pub mod password;
 
-use guestd_core::{Backend, Root};
+use guestd_core::{Backend, BackendError, Env, Root, SecretString};
 
 pub use family::OsFamily;
 
@@ -37,5 +38,14 @@ impl SystemBackend {
 impl Backend for SystemBackend {
     fn name(&self) -> &str {
         self.family.name()
+    }
+
+    fn set_password(
+        &self,
+        env: &Env,
+        user: Option<&str>,
+        password: &SecretString,
+    ) -> Result<(), BackendError> {
+        password::set_password(self.family, env, user, password)
     }
 }
