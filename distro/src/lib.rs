@@ -8,8 +8,9 @@
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod family;
+pub mod network;
 
-use guestd_core::{Backend, Root};
+use guestd_core::{Backend, BackendError, Env, NetworkRequest, Root};
 
 pub use family::OsFamily;
 
@@ -37,5 +38,13 @@ impl SystemBackend {
 impl Backend for SystemBackend {
     fn name(&self) -> &str {
         self.family.name()
+    }
+
+    fn reset_network(
+        &self,
+        env: &Env,
+        request: &NetworkRequest<'_>,
+    ) -> Result<String, BackendError> {
+        network::reset_network(env, request, self.family)
     }
 }
