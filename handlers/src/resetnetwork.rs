@@ -144,7 +144,10 @@ mod tests {
             config_drive_path: Some("/mnt/cd".into()),
         };
         let reply = run(backend.clone(), config, Value::String(String::new()));
-        assert_eq!((reply.returncode.as_str(), reply.message.as_str()), ("0", ""));
+        assert_eq!(
+            (reply.returncode.as_str(), reply.message.as_str()),
+            ("0", "")
+        );
         assert_eq!(
             backend.seen.lock().unwrap().as_slice(),
             ["\"\" Some(\"netplan\") Some(\"/mnt/cd\") false false"]

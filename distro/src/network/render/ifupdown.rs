@@ -86,6 +86,9 @@ fn stanzas(iface: &Interface) -> String {
     let mut first = true;
     for (family, addrs) in [("inet", &v4), ("inet6", &v6)] {
         for (n, a) in addrs.iter().enumerate() {
+            if !first {
+                s.push('\n');
+            }
             let _ = writeln!(s, "iface {} {family} static", iface.name);
             if first && iface.label.is_some() {
                 let _ = writeln!(s, "    # label: {}", iface.label.as_deref().unwrap_or(""));
@@ -127,7 +130,6 @@ fn stanzas(iface: &Interface) -> String {
                 let _ = writeln!(s, "    dns-nameservers {}", dns.join(" "));
             }
             first = false;
-            s.push('\n');
         }
     }
     s
@@ -147,7 +149,12 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
             if let Some(text) = read(&path)? {
                 let kept = strip_interfaces(&text, &names);
                 if kept != text {
-                    files.push(FileChange::write(path, kept, WriteOptions::default()));
+                    let kept = kept.trim_start_matches('\n').to_string();
+                    files.push(if kept.trim().is_empty() {
+                        FileChange::Remove { path }
+                    } else {
+                        FileChange::write(path, kept, WriteOptions::default())
+                    });
                 }
             }
         }

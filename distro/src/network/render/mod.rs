@@ -23,7 +23,7 @@ use super::model::{IpNet, Network, NetworkError};
 use crate::OsFamily;
 
 /// First lines of every file guestd writes (in the file's comment syntax).
-pub const HEADER: &str = "Written by guestd (resetnetwork) from the host's network data.\nLocal changes are replaced by the next resetnetwork; the previous file is kept as .bak.N.";
+pub const HEADER: &str = "Written by guestd (resetnetwork) from the host's network data.\nLocal changes are replaced by the next resetnetwork; previous versions are kept in /var/lib/guestd/backup.";
 
 /// What a renderer sees of the system besides the model.
 #[derive(Debug, Clone, Copy)]
