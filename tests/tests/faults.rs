@@ -221,8 +221,9 @@ fn sigkill_during_atomic_writes_leaves_a_whole_file() {
 #[test]
 fn host_disconnects_at_every_point_of_a_conversation() {
     let mut g = Guestd::start(&[]);
+    let pid = g.pid();
     let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", g.pid()))
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .count()
     };
