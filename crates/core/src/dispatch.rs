@@ -322,9 +322,10 @@ impl Dispatcher {
 
     /// Answer one decoded request (or decoding failure) on `channel`, logging one line.
     pub async fn dispatch(self: &Arc<Self>, channel: &Arc<Channel>, incoming: Incoming) -> Reply {
-        let id = incoming.id.as_ref().map(id_text).unwrap_or_default();
+        // Clipped: a hostile host must not turn one request into a megabyte log line.
+        let id = clip(&incoming.id.as_ref().map(id_text).unwrap_or_default()).into_owned();
         let command = match &incoming.request {
-            Ok(r) => r.name.clone(),
+            Ok(r) => clip(&r.name).into_owned(),
             Err(_) => String::new(),
         };
         let span = info_span!("request", channel = %channel.name(), id = %id, command = %command);
@@ -348,7 +349,10 @@ impl Dispatcher {
 
     async fn run(self: &Arc<Self>, channel: &Arc<Channel>, name: String, value: Value) -> Reply {
         let Some(handler) = self.handlers.iter().find(|h| h.name() == name).cloned() else {
-            return Reply::new(code::NOT_FOUND, format!("No such agent command '{name}'"));
+            return Reply::new(
+                code::NOT_FOUND,
+                format!("No such agent command '{}'", clip(&name)),
+            );
         };
         if !self.enabled.contains(&handler.name()) {
             return Reply::new(
@@ -420,6 +424,21 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Longest command name or id quoted back in a reply or a log line.
+const MAX_QUOTED: usize = 128;
+
+/// `text`, cut to [`MAX_QUOTED`] bytes (at a character boundary) with `...` appended when cut.
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_QUOTED {
+        return text.into();
+    }
+    let mut end = MAX_QUOTED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end]).into()
 }
 
 fn id_text(id: &Value) -> String {

@@ -86,3 +86,36 @@ fn inline_and_blocking_handlers_answer_alike() {
     assert_eq!(*inline_thread.lock().unwrap(), Some(here));
     assert_ne!(*blocking_thread.lock().unwrap(), Some(here));
 }
+
+#[test]
+fn an_unknown_command_name_is_quoted_clipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env {
+        root: Root::sandbox(dir.path()).unwrap(),
+        runner: Arc::new(SystemRunner),
+        backend: Arc::new(NullBackend),
+    };
+    let dispatcher = Arc::new(DispatcherBuilder::new().build(env));
+    let channel = Arc::new(Channel::new("test"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = |name: String| {
+        let incoming = Incoming {
+            id: None,
+            request: Ok(Request::new(name, Value::Null)),
+        };
+        rt.block_on(dispatcher.dispatch(&channel, incoming))
+    };
+    assert_eq!(
+        call("nosuch".into()),
+        Reply::new("404", "No such agent command 'nosuch'")
+    );
+    // Multi-byte characters straddle the cut: it lands on a character boundary.
+    let long = "é".repeat(100_000);
+    let reply = call(long);
+    assert_eq!(reply.returncode, "404");
+    assert!(reply.message.len() < 200, "{} bytes", reply.message.len());
+    assert!(reply.message.ends_with("...'"), "{}", reply.message);
+}

@@ -58,18 +58,18 @@ fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
             1 => Just(b' '),
             4 => prop::char::range('a', 'z').prop_map(|c| c as u8),
         ],
-        0..600,
+        0..300,
     )
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
     fn matches_the_model_however_the_input_is_split(
         max in 0usize..40,
         input in stream_bytes(),
-        mut cuts in prop::collection::vec(0usize..600, 0..12),
+        mut cuts in prop::collection::vec(0usize..300, 0..12),
     ) {
         cuts.sort_unstable();
         prop_assert_eq!(decode_chunked(max, &input, &cuts), model(max, &input));
