@@ -368,7 +368,7 @@ mod tests {
         let c = cache(8, 60);
         let runs = AtomicUsize::new(0);
         let id = json!(5);
-        let pending = c.answer(&id, b"req", || std::future::pending::<Reply>());
+        let pending = c.answer(&id, b"req", std::future::pending::<Reply>);
         // Poll once, then drop: the entry must not stay "running" forever.
         let _ = tokio::time::timeout(Duration::from_millis(5), pending).await;
         assert_eq!(ask(&c, json!(5), "req", &runs).await.message, "run 1");
