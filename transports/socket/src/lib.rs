@@ -1,1 +1,5 @@
 //! placeholder
+mod accept;
+pub mod tcp;
+#[cfg(target_os = "linux")]
+pub mod vsock;
