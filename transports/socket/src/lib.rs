@@ -1,5 +1,25 @@
-//! placeholder
+//! guestd-transport-socket: listeners whose every connection is one channel running the shared
+//! NDJSON conversation (`guestd_core::stream::serve_stream_with`).
+//!
+//! - [`unix`]: `unix:PATH`, mode 0600, many clients at once (the default transport when no
+//!   hypervisor channel exists).
+//! - [`tcp`]: `tcp:HOST:PORT`, plain on loopback only, mutual TLS (rustls) anywhere else.
+//! - [`vsock`]: `vsock:PORT`, only the host (CID 2) unless configured.
+//!
+//! Every listener shares one reply cache across its connections, so a host that lost a reply
+//! can reconnect and repeat the request id. Adding a listener: a module with an `Acceptor`
+//! (see `accept.rs`) handed to `serve_listener`, or its own accept loop around
+//! `serve_stream_with` with its own `Channel` per connection.
+
 mod accept;
 pub mod tcp;
+#[cfg(unix)]
+pub mod unix;
 #[cfg(target_os = "linux")]
 pub mod vsock;
+
+pub use tcp::{TcpConfig, TcpTransport};
+#[cfg(unix)]
+pub use unix::UnixTransport;
+#[cfg(target_os = "linux")]
+pub use vsock::{VsockConfig, VsockTransport};
