@@ -17,7 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, info};
@@ -25,7 +25,7 @@ use tracing::{debug, info};
 use crate::wire::Reply;
 
 /// How many replies a transport remembers, and for how long (`[retry]` in the config).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Replies remembered per transport; 0 turns safe retries off.

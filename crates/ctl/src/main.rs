@@ -75,8 +75,12 @@ fn generate(what: &str) -> ExitCode {
     let mut cmd = Cli::command();
     let mut out = std::io::stdout();
     let done = match what {
-        "man" => clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| e.to_string()),
-        shell => shell.parse::<clap_complete::Shell>().map(|s| clap_complete::generate(s, &mut cmd, "guestctl", &mut out)),
+        "man" => clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .map_err(|e| e.to_string()),
+        shell => shell
+            .parse::<clap_complete::Shell>()
+            .map(|s| clap_complete::generate(s, &mut cmd, "guestctl", &mut out)),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,7 +55,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let dispatcher = Arc::new(commands::build_dispatcher(&config, env)?);
 
     if cli.check_config {
-        return check_config(&config, &files, &backend, &dispatcher, &specs_for(&cli, &config)?);
+        return check_config(
+            &config,
+            &files,
+            &backend,
+            &dispatcher,
+            &specs_for(&cli, &config)?,
+        );
     }
     if cli.self_test {
         println!(
@@ -77,7 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .collect::<Result<_, String>>()
             .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))?
     } else {
-        listen::detect()
+        listen::detect(&config)
     };
     let limits = StreamLimits {
         max_line: config.transports.max_line_bytes.max(64),
@@ -91,7 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut transports = Vec::new();
         for spec in &specs {
-            transports.push(listen::open(spec, limits).with_context(|| format!("opening {spec}"))?);
+            transports.push(listen::open(spec, limits, &config).with_context(|| format!("opening {spec}"))?);
         }
         info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -156,10 +162,13 @@ fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpe
             .transports
             .listen
             .iter()
-            .map(|s| s.parse().map_err(|e| anyhow::anyhow!("transports.listen: {e}")))
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))
+            })
             .collect();
     }
-    Ok(listen::detect())
+    Ok(listen::detect(config))
 }
 
 /// `--check-config`: what guestd would do, without doing it.
@@ -170,13 +179,34 @@ fn check_config(
     dispatcher: &guestd_core::Dispatcher,
     specs: &[ListenSpec],
 ) -> anyhow::Result<()> {
-    let list = |items: Vec<String>| if items.is_empty() { "(none)".to_string() } else { items.join(", ") };
-    println!("# guestd {} configuration check: OK", env!("CARGO_PKG_VERSION"));
-    println!("# files: {}", list(files.iter().map(|f| f.display().to_string()).collect()));
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "(none)".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    println!(
+        "# guestd {} configuration check: OK",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "# files: {}",
+        list(files.iter().map(|f| f.display().to_string()).collect())
+    );
     println!("# os backend: {}", backend.name());
-    println!("# commands enabled: {}", dispatcher.enabled_commands().join(","));
-    println!("# transports: {}", list(specs.iter().map(ToString::to_string).collect()));
-    print!("{}", toml::to_string_pretty(config).context("printing the configuration")?);
+    println!(
+        "# commands enabled: {}",
+        dispatcher.enabled_commands().join(",")
+    );
+    println!(
+        "# transports: {}",
+        list(specs.iter().map(ToString::to_string).collect())
+    );
+    print!(
+        "{}",
+        toml::to_string_pretty(config).context("printing the configuration")?
+    );
     Ok(())
 }
 
@@ -188,7 +218,9 @@ fn generate(what: &str) -> anyhow::Result<()> {
     match what {
         "man" => clap_mangen::Man::new(cmd).section("8").render(&mut out)?,
         shell => {
-            let shell: clap_complete::Shell = shell.parse().map_err(|e| anyhow::anyhow!("--generate: {e}"))?;
+            let shell: clap_complete::Shell = shell
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--generate: {e}"))?;
             clap_complete::generate(shell, &mut cmd, "guestd", &mut out);
         }
     }

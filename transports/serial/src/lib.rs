@@ -24,7 +24,7 @@ use std::time::Duration;
 use guestd_core::retry::{ReplyCache, RetryConfig};
 use guestd_core::stream::{StreamLimits, StreamOptions, serve_stream_with};
 use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 #[cfg(target_os = "linux")]
@@ -37,11 +37,16 @@ mod windows;
 #[cfg(windows)]
 pub use windows::PortStream;
 
+#[cfg(not(any(target_os = "linux", windows)))]
+mod unsupported;
+#[cfg(not(any(target_os = "linux", windows)))]
+pub use unsupported::PortStream;
+
 /// The port name OpenStack (nova) gives the agent's virtio-serial port.
 pub const DEFAULT_PORT_NAME: &str = "org.openstack.guest_agent.0";
 
 /// `[serial]` in the daemon config.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SerialConfig {
     /// Name of the virtio-serial port.
@@ -142,7 +147,6 @@ pub fn auto_detect(config: &SerialConfig) -> Option<String> {
 #[derive(Debug)]
 pub struct SerialTransport {
     described: String,
-    #[cfg(any(target_os = "linux", windows))]
     port: PortStream,
     options: StreamOptions,
 }
@@ -175,7 +179,6 @@ impl SerialTransport {
         Self::open_path(&path, label, config, retry, limits)
     }
 
-    #[cfg(any(target_os = "linux", windows))]
     fn open_path(
         path: &Path,
         label: String,
@@ -197,22 +200,7 @@ impl SerialTransport {
         Ok(Self::from_port(port, label, retry, limits))
     }
 
-    #[cfg(not(any(target_os = "linux", windows)))]
-    fn open_path(
-        path: &Path,
-        _label: String,
-        _config: &SerialConfig,
-        _retry: &RetryConfig,
-        _limits: StreamLimits,
-    ) -> Result<Self, TransportError> {
-        Err(TransportError::Config(format!(
-            "virtio-serial ({}) is not supported on this operating system yet",
-            path.display()
-        )))
-    }
-
     /// Serve an already open port (tests use one end of a socket pair).
-    #[cfg(any(target_os = "linux", windows))]
     pub fn from_port(
         port: PortStream,
         label: String,
@@ -238,7 +226,6 @@ impl Transport for SerialTransport {
         self.described.clone()
     }
 
-    #[cfg(any(target_os = "linux", windows))]
     fn serve(
         self: Box<Self>,
         dispatcher: Arc<Dispatcher>,
@@ -282,15 +269,6 @@ impl Transport for SerialTransport {
                 }
             }
         })
-    }
-
-    #[cfg(not(any(target_os = "linux", windows)))]
-    fn serve(
-        self: Box<Self>,
-        _dispatcher: Arc<Dispatcher>,
-        _shutdown: Shutdown,
-    ) -> BoxFuture<'static, Result<(), TransportError>> {
-        Box::pin(async { Err(TransportError::Config("virtio-serial unsupported".into())) })
     }
 }
 

@@ -15,11 +15,11 @@ mod accept;
 pub mod tcp;
 #[cfg(unix)]
 pub mod unix;
-#[cfg(target_os = "linux")]
 pub mod vsock;
 
 pub use tcp::{TcpConfig, TcpTransport};
 #[cfg(unix)]
 pub use unix::UnixTransport;
+pub use vsock::VsockConfig;
 #[cfg(target_os = "linux")]
-pub use vsock::{VsockConfig, VsockTransport};
+pub use vsock::VsockTransport;
