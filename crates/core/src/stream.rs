@@ -150,6 +150,25 @@ pub async fn serve_stream_with<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let result = converse(&mut stream, &dispatcher, &channel, options, &mut shutdown).await;
+    if result.is_ok() {
+        // A clean end is announced (TCP FIN, TLS close_notify), without waiting long on a
+        // peer that does not read.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+    result
+}
+
+async fn converse<S>(
+    stream: &mut S,
+    dispatcher: &Arc<Dispatcher>,
+    channel: &Arc<Channel>,
+    options: &StreamOptions,
+    shutdown: &mut Shutdown,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let limits = options.limits;
     let mut decoder = LineDecoder::new(limits.max_line);
     let mut buf = vec![0u8; 16 * 1024];
@@ -168,8 +187,8 @@ where
         decoder.push(&buf[..n], &mut frames);
         for frame in frames.drain(..) {
             let out = answer(
-                &dispatcher,
-                &channel,
+                dispatcher,
+                channel,
                 frame,
                 limits,
                 options.replies.as_deref(),

@@ -25,6 +25,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub mod checks;
+pub mod pki;
 
 /// Longest request line of the transports under test (small, so oversized lines are cheap).
 pub const MAX_LINE: usize = 8192;
@@ -200,6 +201,20 @@ impl Peer {
             conn,
             buf: Vec::new(),
         }
+    }
+
+    /// Wrap an open connection.
+    pub fn from_conn(conn: Conn) -> Self {
+        Self {
+            conn,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Write without failing the test if the transport already closed the connection.
+    pub async fn try_send(&mut self, bytes: &[u8]) {
+        let _ = self.conn.write_all(bytes).await;
+        let _ = self.conn.flush().await;
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
