@@ -188,3 +188,51 @@ pub fn replay(conn: &mut dyn LineConn, cases: &[Case]) -> Vec<String> {
     }
     failures
 }
+
+/// A line connection over loopback TCP.
+#[derive(Debug)]
+pub struct TcpLine {
+    stream: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl TcpLine {
+    /// Connect, retrying for up to 20 s while the listener comes up.
+    pub fn connect(addr: std::net::SocketAddr) -> Self {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let stream = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() > deadline => panic!("connect {addr}: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        Self { stream, reader }
+    }
+}
+
+impl LineConn for TcpLine {
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        std::io::Write::write_all(&mut self.stream, bytes).expect("write");
+    }
+
+    fn recv_line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        std::io::BufRead::read_until(&mut self.reader, b'\n', &mut line).expect("read");
+        assert_eq!(line.pop(), Some(b'\n'), "connection closed mid-reply");
+        line
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

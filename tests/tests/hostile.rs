@@ -3,7 +3,7 @@
 //! stays up, and nothing is written outside the sandbox root.
 #![cfg(unix)]
 
-use guestd_tests::hostile::{self, files_below};
+use guestd_tests::hostile::{self, TcpLine, files_below, free_tcp_port};
 use guestd_tests::{Guestd, LineClient};
 
 /// Files whose name says a hostile request put them there.
@@ -38,4 +38,16 @@ fn hostile_corpus_over_unix() {
         .filter(|p| !p.starts_with(&root))
         .collect();
     assert!(escaped.is_empty(), "written outside the root: {escaped:?}");
+}
+
+#[test]
+fn hostile_corpus_over_loopback_tcp() {
+    let cases = hostile::load();
+    let port = free_tcp_port();
+    let listen = format!("tcp:127.0.0.1:{port}");
+    let mut g = Guestd::start(&["--listen", &listen]);
+    let mut conn = TcpLine::connect(([127, 0, 0, 1], port).into());
+    let failures = hostile::replay(&mut conn, &cases);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(g.alive(), "guestd died:\n{}", g.log());
 }
