@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use crate::plan::ApplyError;
-use crate::root::RootError;
+use crate::plan::{ApplyError, Plan};
+use crate::root::{Root, RootError};
 use crate::runner::CommandError;
 
 /// A backend failure; `Display` is the short reason sent to the host (never secrets).
@@ -31,6 +31,41 @@ pub enum BackendError {
 pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Short name for logs (`debian`, `freebsd`, `windows`, …).
     fn name(&self) -> &str;
+
+    /// `kmsactivate` (spec §4.8): the plan that registers/activates this OS.
+    /// Files are read through `root`; nothing is changed here (the handler applies the plan).
+    fn kms_activate(&self, _root: &Root, _request: &KmsRequest) -> Result<Plan, BackendError> {
+        Err(BackendError::Unsupported("KMS".into()))
+    }
+}
+
+/// What `kmsactivate` asks for (spec §4.8).
+#[derive(Clone, PartialEq, Eq)]
+pub enum KmsRequest {
+    /// Linux (RHEL): register with Red Hat Network using an activation key.
+    Rhn {
+        /// Secret: never logged, never in argv of our commands.
+        activation_key: zeroize::Zeroizing<String>,
+        profile: String,
+        /// RHN server host names (become `serverURL` in `up2date`).
+        domains: Vec<String>,
+    },
+    /// Windows: activate against this KMS server (`host` or `host:port`).
+    Kms { server: String },
+}
+
+impl fmt::Debug for KmsRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rhn {
+                profile, domains, ..
+            } => write!(
+                f,
+                "Rhn {{ profile: {profile:?}, domains: {domains:?}, activation_key: <hidden> }}"
+            ),
+            Self::Kms { server } => write!(f, "Kms {{ server: {server:?} }}"),
+        }
+    }
 }
 
 /// Read access to host-provided data (XenStore `vm-data/…`), offered by transports that have it.

@@ -26,7 +26,7 @@ pub mod stream;
 pub mod transport;
 pub mod wire;
 
-pub use backend::{Backend, BackendError, HostData, HostDataError, NullBackend};
+pub use backend::{Backend, BackendError, HostData, HostDataError, KmsRequest, NullBackend};
 pub use dispatch::{
     Channel, CommandPolicy, Context, DispatchError, Dispatcher, DispatcherBuilder, Env, Handler,
     HandlerError,
