@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use guestd_core::plan::{ApplyOptions, FileChange, Plan, apply};
 use guestd_core::{Context, Env, Handler, HandlerError, Reply, Root, WriteOptions};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::info;
 use zeroize::Zeroizing;
@@ -29,7 +29,7 @@ pub mod msg {
 }
 
 /// `[inject]` in guestd.toml.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InjectConfig {
     /// Largest file accepted, in bytes.

@@ -1,13 +1,18 @@
-//! guestd-handlers: one module per wire command.
+//! guestd-handlers: one module per wire command (spec §4).
 //!
-//! Adding a command: a module with a type implementing `guestd_core::Handler`, its config
-//! struct (if any) with `#[serde(deny_unknown_fields, default)]`, a `pub use` here, and one
-//! `.register(...)` line in the daemon.
+//! Each handler implements `guestd_core::Handler`, sees the guest only through the `Context`
+//! (`Root`, `CommandRunner`, `Backend`, per-channel state) and is registered explicitly by the
+//! daemon. Adding a command: a new module here with its handler (and its config struct, if it
+//! has settings), one `pub use` line below, one `register` line in the daemon, tests.
 
+mod features;
 pub mod inject;
 pub mod kms;
 pub mod update;
+mod version;
 
+pub use features::FeaturesHandler;
 pub use inject::{FileInjectHandler, InjectConfig, InjectFileHandler};
 pub use kms::KmsActivateHandler;
 pub use update::{AgentUpdateHandler, UpdateConfig};
+pub use version::{AGENT_VERSION, VersionHandler};

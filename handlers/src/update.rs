@@ -8,7 +8,7 @@
 //! 3. [`archive`]: the `.tar.gz` must hold `guestd` (top level or one directory down) and may
 //!    hold `installer.sh`. Both are staged under `state_dir/staged`.
 //! 4. The staged binary must pass `guestd --self-test` (it parses the config and builds the
-//!    dispatcher, then prints `guestd <version> self-test ok`). `installer.sh`, if any, then
+//!    dispatcher, then prints `guestd <version> self-test ok: …`). `installer.sh`, if any, then
 //!    runs with an empty environment. Any failure up to here changes nothing installed.
 //! 5. The installed binary is copied to `<install_path>.previous`, the new one replaces it
 //!    atomically, the [`watchdog`] state is written and the watchdog is started outside the
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use guestd_core::{Command, Context, Handler, HandlerError, Reply, Root, WriteOptions};
 use md5::Digest as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -47,7 +47,7 @@ pub mod msg {
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `[update]` in guestd.toml. Paths are guest paths (read through `Root`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpdateConfig {
     /// PEM CA bundle trusted for HTTPS downloads instead of the built-in roots.
@@ -405,7 +405,7 @@ impl Updater<'_> {
         })
     }
 
-    /// Run `<staged> --self-test`; its last line must be `guestd <version> self-test ok`.
+    /// Run `<staged> --self-test`; it must exit 0 and print `guestd <version> self-test ok…`.
     fn self_test(&self, binary: &str) -> Result<String, HandlerError> {
         let host = self.root.resolve(binary).map_err(failed)?;
         let cmd = Command::new(host.to_string_lossy())
@@ -500,10 +500,11 @@ impl Updater<'_> {
                 .map(|h| h.to_string_lossy().into_owned())
                 .map_err(failed)
         };
+        // The program is a host path; the state file a guest path under `--root`.
         let mut argv = vec![
             resolve(previous)?,
             "--update-watchdog".to_string(),
-            resolve(&self.config.state_file())?,
+            self.config.state_file(),
         ];
         if let Some(base) = self.root.base() {
             argv.extend(["--root".to_string(), base.to_string_lossy().into_owned()]);
@@ -531,12 +532,14 @@ struct Staged {
     installer_dir: Option<String>,
 }
 
-/// The version from `guestd <version> self-test ok` (the last such line).
+/// The version from `guestd <version> self-test ok[: …]` (the last such line).
 pub fn parse_self_test(stdout: &str) -> Option<String> {
     stdout.lines().rev().find_map(|line| {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["guestd", version, "self-test", "ok"] => Some((*version).to_string()),
+            ["guestd", version, "self-test", ok, ..] if ok.trim_end_matches(':') == "ok" => {
+                Some((*version).to_string())
+            }
             _ => None,
         }
     })
@@ -604,7 +607,12 @@ mod tests {
             parse_self_test("config ok\nguestd 1.2.3 self-test ok\n"),
             Some("1.2.3".into())
         );
+        assert_eq!(
+            parse_self_test("guestd 0.1.0 self-test ok: 6 commands\n"),
+            Some("0.1.0".into())
+        );
         assert_eq!(parse_self_test("guestd 1.2.3\n"), None);
+        assert_eq!(parse_self_test("guestd 1.2.3 self-test failed\n"), None);
         assert_eq!(
             join("/var/lib/guestd/update/", "x"),
             "/var/lib/guestd/update/x"

@@ -1,3 +1,4 @@
+#![cfg(unix)]
 //! injectfile / file_inject through a real dispatcher on a sandbox root.
 
 mod support;

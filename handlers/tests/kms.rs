@@ -1,3 +1,4 @@
+#![cfg(unix)]
 //! kmsactivate through a real dispatcher with the distro backend (RHEL, Windows, others).
 
 mod support;

@@ -1,3 +1,4 @@
+#![cfg(unix)]
 //! agentupdate end to end: a real HTTP server on 127.0.0.1 serves the tarball, the staged
 //! "binary" (a shell script) really runs its self-test, the service manager is a recording
 //! fake, and the watchdog runs against the same sandbox.
@@ -247,7 +248,7 @@ fn good_update_replaces_binary_keeps_previous_and_restarts_through_the_service_m
         "{lines:?}"
     );
     assert!(lines[1].ends_with(&format!(
-        "{base}/usr/sbin/guestd.previous --update-watchdog {base}/var/lib/guestd/update/state.json --root {base}"
+        "{base}/usr/sbin/guestd.previous --update-watchdog /var/lib/guestd/update/state.json --root {base}"
     )), "{lines:?}");
     let state = WatchState::load(&g.root, "/var/lib/guestd/update/state.json").unwrap();
     assert_eq!(state.status, Status::Pending);

@@ -1,0 +1,179 @@
+//! The `guestctl` command line.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use guestctl::{Client, ClientError, DEFAULT_CONNECT, connect};
+use guestd_core::{Reply, Request};
+use serde_json::Value;
+
+/// guestctl: talk to a guestd agent from the host.
+#[derive(Debug, Parser)]
+#[command(name = "guestctl", version)]
+struct Cli {
+    /// The guest's channel: unix:PATH.
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_CONNECT, global = true)]
+    connect: String,
+
+    /// Print the agent's raw reply as JSON instead of its message.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Seconds to wait for a reply.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, global = true)]
+    timeout: f64,
+
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The agent's version.
+    Version,
+    /// The commands the agent has enabled.
+    Features,
+    /// Write LOCAL's contents to the absolute path REMOTE in the guest (`file_inject`; falls
+    /// back to `injectfile` for agents that lack it). An existing file keeps its mode and owner.
+    InjectFile {
+        local: std::path::PathBuf,
+        remote: String,
+    },
+    /// Have the agent update itself from URL (a .tar.gz holding the new `guestd`), verified
+    /// with the given checksum (`agentupdate`).
+    #[command(group(clap::ArgGroup::new("checksum").required(true).args(["sha256", "md5"])))]
+    Update {
+        #[arg(long)]
+        url: String,
+        /// SHA-256 of the tarball (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// MD5 of the tarball (32 hex digits), as nova sends it.
+        #[arg(long, value_name = "HEX")]
+        md5: Option<String>,
+    },
+    /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
+    Raw { name: String, value: Option<String> },
+    /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`).
+    #[command(hide = true)]
+    Generate { what: String },
+}
+
+/// Exit codes: 0 success, 1 the agent answered with an error, 2 usage, 3 no answer.
+const EXIT_AGENT_ERROR: u8 = 1;
+const EXIT_NO_ANSWER: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
+    let request = match &cli.command {
+        Cmd::Generate { what } => return generate(what),
+        Cmd::Version => Request::new("version", "agent"),
+        Cmd::Features => Request::new("features", ""),
+        Cmd::Raw { name, value } => Request::new(name.clone(), parse_value(value.as_deref())),
+        Cmd::InjectFile { local, remote } => match std::fs::read(local) {
+            Ok(contents) => file_inject(remote, &contents),
+            Err(e) => {
+                eprintln!("guestctl: cannot read {}: {e}", local.display());
+                return ExitCode::from(2);
+            }
+        },
+        Cmd::Update { url, sha256, md5 } => {
+            let sum = sha256.as_deref().or(md5.as_deref()).unwrap_or_default();
+            Request::new("agentupdate", format!("{url},{sum}"))
+        }
+    };
+    let reply = connect(&cli.connect, timeout).and_then(|mut client: Box<dyn Client>| {
+        let reply = client.call(&request, timeout)?;
+        // Agents older than `file_inject` (all the reference ones) only know `injectfile`.
+        match &cli.command {
+            Cmd::InjectFile { local, remote } if reply.returncode == "404" => {
+                let contents = std::fs::read(local)?;
+                client.call(&injectfile(remote, &contents), timeout)
+            }
+            _ => Ok(reply),
+        }
+    });
+    match reply {
+        Ok(reply) => report(&reply, cli.json),
+        Err(e) => {
+            eprintln!("guestctl: {e}");
+            ExitCode::from(if matches!(e, ClientError::Spec(_)) {
+                2
+            } else {
+                EXIT_NO_ANSWER
+            })
+        }
+    }
+}
+
+fn generate(what: &str) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    let done = match what {
+        "man" => clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .map_err(|e| e.to_string()),
+        shell => shell
+            .parse::<clap_complete::Shell>()
+            .map(|s| clap_complete::generate(s, &mut cmd, "guestctl", &mut out)),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestctl generate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `file_inject` as nova's plugin sends it.
+fn file_inject(remote: &str, contents: &[u8]) -> Request {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Request::new(
+        "file_inject",
+        serde_json::json!({"b64_path": b64.encode(remote), "b64_file": b64.encode(contents)}),
+    )
+}
+
+/// `injectfile`: base64 of `path,contents`.
+fn injectfile(remote: &str, contents: &[u8]) -> Request {
+    use base64::Engine;
+    let mut data = remote.as_bytes().to_vec();
+    data.push(b',');
+    data.extend_from_slice(contents);
+    Request::new(
+        "injectfile",
+        base64::engine::general_purpose::STANDARD.encode(data),
+    )
+}
+
+/// A JSON value if it parses, else the text as a JSON string.
+fn parse_value(text: Option<&str>) -> Value {
+    match text {
+        None => Value::String(String::new()),
+        Some(t) => serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string())),
+    }
+}
+
+fn report(reply: &Reply, json: bool) -> ExitCode {
+    if json {
+        println!("{}", reply.encode());
+    } else if reply.is_success() && !reply.message.is_empty() {
+        println!("{}", reply.message);
+    }
+    let _ = std::io::stdout().flush();
+    if reply.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "guestctl: agent answered {}: {}",
+            reply.returncode, reply.message
+        );
+        ExitCode::from(EXIT_AGENT_ERROR)
+    }
+}
