@@ -9,9 +9,10 @@
 
 pub mod family;
 pub mod kms;
+pub mod password;
 
 use guestd_core::plan::Plan;
-use guestd_core::{Backend, BackendError, KmsRequest, Root};
+use guestd_core::{Backend, BackendError, Env, KmsRequest, Root, SecretString};
 
 pub use family::OsFamily;
 
@@ -39,6 +40,15 @@ impl SystemBackend {
 impl Backend for SystemBackend {
     fn name(&self) -> &str {
         self.family.name()
+    }
+
+    fn set_password(
+        &self,
+        env: &Env,
+        user: Option<&str>,
+        password: &SecretString,
+    ) -> Result<(), BackendError> {
+        password::set_password(self.family, env, user, password)
     }
 
     fn kms_activate(&self, root: &Root, request: &KmsRequest) -> Result<Plan, BackendError> {

@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
+use crate::dispatch::Env;
 use crate::plan::{ApplyError, Plan};
 use crate::root::{Root, RootError};
 use crate::runner::CommandError;
@@ -32,10 +35,43 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Short name for logs (`debian`, `freebsd`, `windows`, …).
     fn name(&self) -> &str;
 
+    /// Set the password of `user` (`None`: the OS's administrator account — `root` on Unix, the
+    /// built-in Administrator on Windows) and verify it took effect. The password never goes
+    /// to argv, logs or errors.
+    fn set_password(
+        &self,
+        env: &Env,
+        user: Option<&str>,
+        password: &SecretString,
+    ) -> Result<(), BackendError> {
+        let _ = (env, user, password);
+        Err(BackendError::Unsupported("setting a password".into()))
+    }
+
     /// `kmsactivate` (spec §4.8): the plan that registers/activates this OS.
     /// Files are read through `root`; nothing is changed here (the handler applies the plan).
     fn kms_activate(&self, _root: &Root, _request: &KmsRequest) -> Result<Plan, BackendError> {
         Err(BackendError::Unsupported("KMS".into()))
+    }
+}
+
+/// A secret (a password) handed to a backend: wiped on drop, never shown by `Debug`.
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    pub fn new(secret: Zeroizing<String>) -> Self {
+        Self(secret)
+    }
+
+    /// The secret itself; keep the borrow short and never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<hidden>)")
     }
 }
 
@@ -45,7 +81,7 @@ pub enum KmsRequest {
     /// Linux (RHEL): register with Red Hat Network using an activation key.
     Rhn {
         /// Secret: never logged, never in argv of our commands.
-        activation_key: zeroize::Zeroizing<String>,
+        activation_key: Zeroizing<String>,
         profile: String,
         /// RHN server host names (become `serverURL` in `up2date`).
         domains: Vec<String>,
