@@ -173,6 +173,7 @@ pub fn inject(
         },
     )
     .map_err(|e| HandlerError::failed(format!("Cannot inject '{path}': {e}")))?;
+    sweep_stale_temps(root, path);
     info!(
         path,
         bytes = contents.len(),
@@ -181,6 +182,34 @@ pub fn inject(
         "file injected"
     );
     Ok(())
+}
+
+/// Remove temp files an earlier guestd left beside `path` (or beside its backups) when it was
+/// killed mid-write. `Root::write_atomic` names them `.<file>.guestd-tmp.<pid>.<n>`; only
+/// those of other processes are removed.
+fn sweep_stale_temps(root: &Root, path: &str) {
+    let p = Path::new(path);
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let ours = std::process::id().to_string();
+    for entry in root.read_dir(parent).unwrap_or_default() {
+        let Some((file, rest)) = entry.split_once(".guestd-tmp.") else {
+            continue;
+        };
+        let of_target = file == format!(".{name}")
+            || file
+                .strip_prefix(&format!(".{name}.bak."))
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        if of_target && rest.split('.').next() != Some(ours.as_str()) {
+            let stale = parent.join(&entry);
+            match root.remove_file(&stale) {
+                Ok(()) => info!(file = %stale.display(), "removed a temp file left by a crash"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove a stale temp file"),
+            }
+        }
+    }
 }
 
 /// Absolute, no `..`, no NUL, names a file (not `/` or `dir/`).
@@ -301,7 +330,8 @@ fn ssh_owner(root: &Root, path: &str) -> Option<SshOwner> {
 }
 
 /// Create missing parents: 0755 root, except the home and `~/.ssh` of the user the file is for
-/// (0700, the user's), so that sshd's StrictModes accepts them.
+/// (0700, the user's) and any other `.ssh` directory (0700), so that sshd's StrictModes
+/// accepts them.
 fn create_parents(root: &Root, path: &str, owner: Option<&SshOwner>) -> Result<(), HandlerError> {
     let Some(parent) = Path::new(path).parent() else {
         return Ok(());
@@ -312,7 +342,13 @@ fn create_parents(root: &Root, path: &str, owner: Option<&SshOwner>) -> Result<(
         .collect();
     for dir in missing.into_iter().rev() {
         let in_ssh = owner.filter(|o| dir.starts_with(&o.home));
-        let mode = if in_ssh.is_some() { 0o700 } else { 0o755 };
+        // sshd wants `.ssh` private even when the account is unknown (no passwd entry).
+        let ssh_like = dir.components().any(|c| c.as_os_str() == ".ssh");
+        let mode = if in_ssh.is_some() || ssh_like {
+            0o700
+        } else {
+            0o755
+        };
         let fail = |e: guestd_core::RootError| {
             HandlerError::failed(format!("Cannot create directory for '{path}': {e}"))
         };
@@ -415,6 +451,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn stale_temp_files_of_other_processes_are_swept() {
+        let (d, root) = sandbox();
+        let stale = d.path().join("etc/.motd.guestd-tmp.999999999.3");
+        let stale_bak = d.path().join("etc/.motd.bak.12.guestd-tmp.999999999.0");
+        let other = d.path().join("etc/.other.guestd-tmp.999999999.3");
+        let ours = d
+            .path()
+            .join(format!("etc/.motd.guestd-tmp.{}.77", std::process::id()));
+        for f in [&stale, &stale_bak, &other, &ours] {
+            fs::write(f, b"half").unwrap();
+        }
+        inject(&env(&root), &InjectConfig::default(), "/etc/motd", b"hi").unwrap();
+        assert!(!stale.exists());
+        assert!(!stale_bak.exists());
+        assert!(ours.exists(), "a temp file of this process may be in use");
+        assert!(
+            other.exists(),
+            "only temps of the injected file are touched"
+        );
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct UpdateConfig {
     pub state_dir: String,
     /// File the daemon writes its version to once it serves (see [`watchdog`]).
     pub ready_marker: String,
+    /// The configuration file the daemon was started with (set by the daemon, not read from
+    /// TOML): the new binary's self-test loads this one.
+    #[serde(skip)]
+    pub self_test_config: Option<String>,
 }
 
 impl Default for UpdateConfig {
@@ -100,6 +104,7 @@ impl Default for UpdateConfig {
             } else {
                 "/run/guestd/ready".into()
             },
+            self_test_config: None,
         }
     }
 }
@@ -408,9 +413,11 @@ impl Updater<'_> {
     /// Run `<staged> --self-test`; it must exit 0 and print `guestd <version> self-test ok…`.
     fn self_test(&self, binary: &str) -> Result<String, HandlerError> {
         let host = self.root.resolve(binary).map_err(failed)?;
-        let cmd = Command::new(host.to_string_lossy())
-            .arg("--self-test")
-            .timeout(Duration::from_secs(self.config.self_test_timeout_secs));
+        let mut cmd = Command::new(host.to_string_lossy()).arg("--self-test");
+        if let Some(config) = &self.config.self_test_config {
+            cmd = cmd.args(["--config", config]);
+        }
+        let cmd = cmd.timeout(Duration::from_secs(self.config.self_test_timeout_secs));
         let out = self
             .runner
             .run(&cmd)

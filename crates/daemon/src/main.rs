@@ -39,16 +39,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(what) = &cli.generate {
         return generate(what);
     }
-    let (config, files) = config::load(cli.config.as_deref())?;
-    init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level))?;
-
     let root = match &cli.root {
         Some(dir) => Root::sandbox(dir).with_context(|| format!("--root {}", dir.display()))?,
         None => Root::system(),
     };
     if let Some(state) = &cli.update_watchdog {
+        // Needs nothing from the configuration: everything is in the state file.
+        init_logging(cli.log_level.as_deref().unwrap_or("info"))?;
         return update_watchdog(&root, state);
     }
+    let (mut config, files) = config::load(cli.config.as_deref())?;
+    init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level))?;
+    // A new binary's self-test checks the configuration this daemon runs with.
+    config.update.self_test_config = cli.config.as_ref().map(|p| p.display().to_string());
     let ready_marker = ReadyMarker {
         root: root.clone(),
         path: config.update.ready_marker.clone(),
