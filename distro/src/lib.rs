@@ -9,10 +9,11 @@
 
 pub mod family;
 pub mod kms;
+pub mod network;
 pub mod password;
 
 use guestd_core::plan::Plan;
-use guestd_core::{Backend, BackendError, Env, KmsRequest, Root, SecretString};
+use guestd_core::{Backend, BackendError, Env, KmsRequest, NetworkRequest, Root, SecretString};
 
 pub use family::OsFamily;
 
@@ -49,6 +50,14 @@ impl Backend for SystemBackend {
         password: &SecretString,
     ) -> Result<(), BackendError> {
         password::set_password(self.family, env, user, password)
+    }
+
+    fn reset_network(
+        &self,
+        env: &Env,
+        request: &NetworkRequest<'_>,
+    ) -> Result<String, BackendError> {
+        network::reset_network(env, request, self.family)
     }
 
     fn kms_activate(&self, root: &Root, request: &KmsRequest) -> Result<Plan, BackendError> {

@@ -35,6 +35,12 @@ enum Cmd {
     Version,
     /// The commands the agent has enabled.
     Features,
+    /// Rewrite the guest's network configuration (`resetnetwork`): from the host's data, or
+    /// from FILE: a JSON list of interface objects or {"interfaces": [...], "hostname": "..."}.
+    ResetNetwork {
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
     /// Write LOCAL's contents to the absolute path REMOTE in the guest (`file_inject`; falls
     /// back to `injectfile` for agents that lack it). An existing file keeps its mode and owner.
     InjectFile {
@@ -73,6 +79,13 @@ fn main() -> ExitCode {
         Cmd::Version => Request::new("version", "agent"),
         Cmd::Features => Request::new("features", ""),
         Cmd::Raw { name, value } => Request::new(name.clone(), parse_value(value.as_deref())),
+        Cmd::ResetNetwork { config } => match network_value(config.as_deref()) {
+            Ok(value) => Request::new("resetnetwork", value),
+            Err(e) => {
+                eprintln!("guestctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Cmd::InjectFile { local, remote } => match std::fs::read(local) {
             Ok(contents) => file_inject(remote, &contents),
             Err(e) => {
@@ -150,6 +163,24 @@ fn injectfile(remote: &str, contents: &[u8]) -> Request {
         "injectfile",
         base64::engine::general_purpose::STANDARD.encode(data),
     )
+}
+
+/// The `resetnetwork` value: `""` (the host's data), or the JSON in FILE.
+fn network_value(file: Option<&std::path::Path>) -> Result<Value, String> {
+    let Some(file) = file else {
+        return Ok(Value::String(String::new()));
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+    if !(value.is_array() || value.is_object()) {
+        return Err(format!(
+            "{} must hold a JSON list of interfaces or an object with \"interfaces\" and \"hostname\"",
+            file.display()
+        ));
+    }
+    Ok(value)
 }
 
 /// A JSON value if it parses, else the text as a JSON string.

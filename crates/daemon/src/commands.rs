@@ -5,7 +5,7 @@ use std::time::Duration;
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
 use guestd_handlers::{
     AgentUpdateHandler, FeaturesHandler, FileInjectHandler, InjectFileHandler, KmsActivateHandler,
-    VersionHandler,
+    ResetNetworkHandler, VersionHandler,
 };
 
 use crate::config::Config;
@@ -15,6 +15,7 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
     let builder = DispatcherBuilder::new()
         .register(VersionHandler)?
         .register(FeaturesHandler)?
+        .register(ResetNetworkHandler::new(config.network.clone()))?
         .register(InjectFileHandler::new(config.inject.clone()))?
         .register(FileInjectHandler::new(config.inject.clone()))?
         .register(AgentUpdateHandler::new(config.update.clone()))?

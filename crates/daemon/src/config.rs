@@ -19,6 +19,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     pub transports: TransportsConfig,
     pub log: LogConfig,
+    /// `[network]`: how `resetnetwork` finds its data and which network manager it writes for.
+    pub network: guestd_handlers::NetworkConfig,
     /// `[inject]`: injectfile / file_inject.
     pub inject: guestd_handlers::InjectConfig,
     /// `[update]`: agentupdate.

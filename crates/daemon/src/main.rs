@@ -49,6 +49,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return update_watchdog(&root, state);
     }
     let (mut config, files) = config::load(cli.config.as_deref())?;
+    if let Some(manager) = &config.network.manager {
+        guestd_distro::network::Manager::from_name(manager)
+            .map_err(|e| anyhow::anyhow!("[network] manager: {e}"))?;
+    }
     init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level))?;
     // A new binary's self-test checks the configuration this daemon runs with.
     config.update.self_test_config = cli.config.as_ref().map(|p| p.display().to_string());
