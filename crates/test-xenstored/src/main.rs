@@ -17,7 +17,9 @@ fn main() -> anyhow::Result<()> {
                 let (domid, path) = spec
                     .split_once(':')
                     .with_context(|| format!("--guest wants DOMID:PATH, got '{spec}'"))?;
-                let domid: u32 = domid.parse().with_context(|| format!("bad domid '{domid}'"))?;
+                let domid: u32 = domid
+                    .parse()
+                    .with_context(|| format!("bad domid '{domid}'"))?;
                 if domid == 0 {
                     bail!("--guest domid must not be 0 (use --dom0)");
                 }

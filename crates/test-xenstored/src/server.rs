@@ -14,7 +14,9 @@ use guestd_transport_xenstore::wire::{
     HEADER_LEN, Message, MsgType, PAYLOAD_MAX, WireError, errno, read_message, split_fields,
 };
 
-use crate::store::{Caller, Node, OpResult, Perm, Quota, Store, canonical, is_at_or_below, parent_of};
+use crate::store::{
+    Caller, Node, OpResult, Perm, Quota, Store, canonical, is_at_or_below, parent_of,
+};
 
 /// What to listen on.
 #[derive(Debug, Clone, Default)]
@@ -126,6 +128,20 @@ impl TestXenstored {
         Ok(Self { shared, listeners })
     }
 
+    /// Close every client connection but keep listening and keep the tree, as when xenstored
+    /// restarts with its database intact (or a connection is reset).
+    pub fn disconnect_all(&self) {
+        let state = lock(&self.shared);
+        for conn in state.conns.values() {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// How many clients are connected now.
+    pub fn connections(&self) -> usize {
+        lock(&self.shared).conns.len()
+    }
+
     /// Close every connection and socket.
     pub fn stop(mut self) {
         self.shutdown();
@@ -134,10 +150,13 @@ impl TestXenstored {
     fn shutdown(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for (path, handle) in self.listeners.drain(..) {
-            // Wake the blocking accept so the thread sees `stopping`.
-            let _ = UnixStream::connect(&path);
-            let _ = handle.join();
-            let _ = std::fs::remove_file(&path);
+            // Wake the blocking accept so the thread sees `stopping`. When the socket file is
+            // already gone (its directory was removed) nothing can reach the listener any
+            // more: leave the thread parked in accept rather than hang here.
+            if UnixStream::connect(&path).is_ok() {
+                let _ = handle.join();
+                let _ = std::fs::remove_file(&path);
+            }
         }
         let state = lock(&self.shared);
         for conn in state.conns.values() {
@@ -218,7 +237,10 @@ fn serve_conn(stream: UnixStream, caller: Caller, shared: Arc<Shared>) {
             Ok(Ok(Some(msg))) => msg,
             Ok(Err(WireError::TooLarge(n))) => {
                 // C xenstored drops a client that announces an oversized payload.
-                eprintln!("test-xenstored: dom{} sent a {n}-byte payload; closing", caller.domid);
+                eprintln!(
+                    "test-xenstored: dom{} sent a {n}-byte payload; closing",
+                    caller.domid
+                );
                 break;
             }
             _ => break,
@@ -333,13 +355,22 @@ impl State {
             MsgType::GetPerms => {
                 let (p, _) = path()?;
                 let perms = self.view(tx_id, &p).get_perms(caller, &p)?;
-                Ok(perms.iter().flat_map(|p| nul_terminated(&p.render())).collect())
+                Ok(perms
+                    .iter()
+                    .flat_map(|p| nul_terminated(&p.render()))
+                    .collect())
             }
             MsgType::Write => {
                 let split = payload.iter().position(|b| *b == 0).ok_or(errno::EINVAL)?;
                 let given = std::str::from_utf8(&payload[..split]).map_err(|_| errno::EINVAL)?;
                 let (p, _) = canonical(caller, given)?;
-                self.mutate(conn, caller, tx_id, Op::Write(p, payload[split + 1..].to_vec()), outbox)?;
+                self.mutate(
+                    conn,
+                    caller,
+                    tx_id,
+                    Op::Write(p, payload[split + 1..].to_vec()),
+                    outbox,
+                )?;
                 Ok(ok())
             }
             MsgType::Mkdir => {
@@ -515,10 +546,11 @@ impl State {
     }
 
     fn commit(&mut self, caller: Caller, tx: Tx, outbox: &mut Outbox) -> OpResult<()> {
-        let conflict = tx
-            .accessed
-            .iter()
-            .any(|p| self.modified.get(p).is_some_and(|g| *g > tx.start_generation));
+        let conflict = tx.accessed.iter().any(|p| {
+            self.modified
+                .get(p)
+                .is_some_and(|g| *g > tx.start_generation)
+        });
         if conflict {
             return Err(errno::EAGAIN);
         }
@@ -570,7 +602,9 @@ fn apply(store: &mut Store, caller: Caller, op: &Op) -> OpResult<Vec<(String, No
         Op::Write(p, v) => store.write(caller, p, v).map(|_| Vec::new()),
         Op::Mkdir(p) => store.mkdir(caller, p).map(|_| Vec::new()),
         Op::Rm(p) => store.rm(caller, p),
-        Op::SetPerms(p, perms) => store.set_perms(caller, p, perms.clone()).map(|_| Vec::new()),
+        Op::SetPerms(p, perms) => store
+            .set_perms(caller, p, perms.clone())
+            .map(|_| Vec::new()),
     }
 }
 
@@ -618,7 +652,9 @@ mod tests {
 
     #[test]
     fn directory_part_chunks_cover_the_list() {
-        let children: Vec<String> = (0..500).map(|i| format!("child-{i:04}-xxxxxxxxxxxx")).collect();
+        let children: Vec<String> = (0..500)
+            .map(|i| format!("child-{i:04}-xxxxxxxxxxxx"))
+            .collect();
         let mut offset = 0;
         let mut got = Vec::new();
         loop {
@@ -626,7 +662,10 @@ mod tests {
             assert!(chunk.len() <= PAYLOAD_MAX);
             let body = &chunk[2..];
             let complete = body.ends_with(b"\0\0") || body == b"\0";
-            let names: Vec<&[u8]> = split_fields(body).into_iter().filter(|n| !n.is_empty()).collect();
+            let names: Vec<&[u8]> = split_fields(body)
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect();
             for n in &names {
                 offset += n.len() + 1;
                 got.push(String::from_utf8(n.to_vec()).unwrap());

@@ -198,7 +198,11 @@ impl Store {
             };
             for (path, value, perms) in [
                 (home.clone(), String::new(), read_only(domid)),
-                (format!("{home}/name"), format!("guest-{domid}"), read_only(domid)),
+                (
+                    format!("{home}/name"),
+                    format!("guest-{domid}"),
+                    read_only(domid),
+                ),
                 (format!("{home}/domid"), domid.to_string(), read_only(domid)),
                 (format!("{home}/vm-data"), String::new(), read_only(domid)),
                 (
@@ -211,7 +215,9 @@ impl Store {
                     }],
                 ),
             ] {
-                store.write(dom0, &path, value.as_bytes()).expect("fresh tree");
+                store
+                    .write(dom0, &path, value.as_bytes())
+                    .expect("fresh tree");
                 store.set_perms(dom0, &path, perms).expect("fresh tree");
             }
         }
@@ -398,12 +404,19 @@ mod tests {
             s.write(GUEST, "/local/domain/5/vm-data/x", b"v"),
             Err(errno::EACCES)
         );
-        assert_eq!(s.write(GUEST, "/local/domain/5/name", b"v"), Err(errno::EACCES));
+        assert_eq!(
+            s.write(GUEST, "/local/domain/5/name", b"v"),
+            Err(errno::EACCES)
+        );
         assert_eq!(s.read(GUEST, "/local/domain/5/name").unwrap(), b"guest-5");
         assert_eq!(s.read(GUEST, "/local/domain/6/name"), Err(errno::EACCES));
         // dom0 writing below the guest's data keeps the guest's ownership.
-        s.write(DOM0, "/local/domain/5/data/host/y", b"req").unwrap();
-        assert_eq!(s.get_perms(GUEST, "/local/domain/5/data/host/y").unwrap()[0].domid, 5);
+        s.write(DOM0, "/local/domain/5/data/host/y", b"req")
+            .unwrap();
+        assert_eq!(
+            s.get_perms(GUEST, "/local/domain/5/data/host/y").unwrap()[0].domid,
+            5
+        );
         s.rm(GUEST, "/local/domain/5/data/host/y").unwrap();
     }
 
@@ -417,8 +430,12 @@ mod tests {
             },
         );
         let big = vec![b'x'; 2049];
-        assert_eq!(s.write(GUEST, "/local/domain/5/data/a", &big), Err(errno::E2BIG));
-        s.write(GUEST, "/local/domain/5/data/a", &big[..2048]).unwrap();
+        assert_eq!(
+            s.write(GUEST, "/local/domain/5/data/a", &big),
+            Err(errno::E2BIG)
+        );
+        s.write(GUEST, "/local/domain/5/data/a", &big[..2048])
+            .unwrap();
         s.write(DOM0, "/local/domain/5/data/b", &big).unwrap();
         // data, a, b owned by 5: one more allowed, then the quota bites.
         s.write(GUEST, "/local/domain/5/data/c", b"").unwrap();
