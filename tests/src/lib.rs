@@ -1,1 +1,187 @@
-//! placeholder
+//! Helpers for end-to-end tests: start the real `guestd` in a sandbox root, talk to it with the
+//! real `guestctl` or raw sockets, stop it with a signal, read its log.
+//! They run on Unix hosts (the Windows binaries are driven from Linux by their own tests).
+#![cfg(unix)]
+#![allow(clippy::disallowed_methods)] // these tests spawn the binaries they test
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use guestd_testkit::bin;
+
+/// A running guestd with its own sandbox root and unix socket.
+#[derive(Debug)]
+pub struct Guestd {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    log: PathBuf,
+}
+
+impl Guestd {
+    /// Start guestd with `--root <tmp>/root --listen unix:<tmp>/guestd.sock` plus `extra` args,
+    /// and wait until the socket answers.
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    /// Like [`start`](Self::start) but in a prepared directory (`root/` inside it is the root).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let sock = dir.path().join("guestd.sock");
+        let log = dir.path().join("guestd.log");
+        let child = Command::new(bin::path("guestd"))
+            .arg("--root")
+            .arg(&root)
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .args(["--log-level", "debug"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn guestd");
+        let mut g = Self {
+            child: Some(child),
+            dir,
+            sock,
+            log,
+        };
+        g.wait_ready();
+        g
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.sock).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "guestd exited with {status} before listening:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("guestd did not listen within 20 s:\n{}", self.log());
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Run `guestctl --connect unix:<sock> ARGS`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin::path("guestctl"))
+            .arg("--connect")
+            .arg(format!("unix:{}", self.sock.display()))
+            .args(args)
+            .output()
+            .expect("run guestctl")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        signal(self.pid(), "TERM");
+        wait_timeout(self.child.as_mut().unwrap(), Duration::from_secs(20))
+    }
+}
+
+impl Drop for Guestd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `kill -SIG pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// Wait for a child with a deadline (then kill it and fail).
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A raw line client on a unix socket.
+#[derive(Debug)]
+pub struct LineClient {
+    stream: std::os::unix::net::UnixStream,
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl LineClient {
+    pub fn connect(path: &Path) -> Self {
+        let stream = std::os::unix::net::UnixStream::connect(path).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        Self { stream, reader }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Read one reply line as JSON.
+    pub fn recv(&mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).expect("read");
+        assert!(!line.is_empty(), "connection closed");
+        let text = String::from_utf8(line).expect("replies are UTF-8");
+        assert!(text.is_ascii(), "replies are ASCII: {text:?}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("reply {text:?}: {e}"))
+    }
+
+    /// Read raw bytes (through the line buffer).
+    pub fn read_raw(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::io::Read::read(&mut self.reader, buf)
+    }
+
+    /// Send a line and read the reply.
+    pub fn roundtrip(&mut self, line: &[u8]) -> serde_json::Value {
+        self.send(line);
+        self.send(b"\n");
+        self.recv()
+    }
+}

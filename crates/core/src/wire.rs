@@ -49,6 +49,15 @@ impl Request {
         obj.insert("value".into(), self.value.clone());
         to_ascii_json(&Value::Object(obj))
     }
+
+    /// Encode with an `"id"`, as a stream client sends it.
+    pub fn encode_with_id(&self, id: &str) -> String {
+        let mut obj = Map::new();
+        obj.insert("id".into(), Value::String(id.to_string()));
+        obj.insert("name".into(), Value::String(self.name.clone()));
+        obj.insert("value".into(), self.value.clone());
+        to_ascii_json(&Value::Object(obj))
+    }
 }
 
 /// A reply. `returncode` is kept as a string so that an integer can never reach the wire.

@@ -1,1 +1,55 @@
-//! placeholder
+//! guestd-testkit: what tests use instead of the real world.
+//!
+//! - [`FakeRunner`]: a `CommandRunner` that records every command (with its stdin) and answers
+//!   from scripted rules instead of running anything.
+//! - [`MemoryTransport`]: a `Transport` fed from the test through a channel.
+//! - [`golden`]: the golden-tree harness for backends (`before/`, `input`, `after/`, `commands`).
+//! - [`bin`]: locate (and build on demand) the workspace binaries for end-to-end tests.
+//! - [`test_env`] / [`call`]: a dispatcher over a sandbox root in one line.
+
+pub mod bin;
+pub mod golden;
+mod memory;
+mod runner;
+
+use std::sync::Arc;
+
+use guestd_core::{
+    Backend, Channel, Dispatcher, DispatcherBuilder, Env, NullBackend, Reply, Request, Root,
+    wire::Incoming,
+};
+
+pub use memory::{MemoryClient, MemoryTransport};
+pub use runner::{FakeRunner, Recorded};
+
+/// An `Env` over `root` with a fake runner and the given backend (`NullBackend` if `None`).
+pub fn test_env(root: Root, runner: Arc<FakeRunner>, backend: Option<Arc<dyn Backend>>) -> Env {
+    Env {
+        root,
+        runner,
+        backend: backend.unwrap_or_else(|| Arc::new(NullBackend)),
+    }
+}
+
+/// Dispatch one request on `channel` from a synchronous test (builds a small runtime).
+pub fn call(
+    dispatcher: &Arc<Dispatcher>,
+    channel: &Arc<Channel>,
+    name: &str,
+    value: serde_json::Value,
+) -> Reply {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let incoming = Incoming {
+        id: None,
+        request: Ok(Request::new(name, value)),
+    };
+    rt.block_on(dispatcher.dispatch(channel, incoming))
+}
+
+/// A dispatcher with `builder`'s handlers over `env`.
+pub fn dispatcher(builder: DispatcherBuilder, env: Env) -> Arc<Dispatcher> {
+    Arc::new(builder.build(env))
+}

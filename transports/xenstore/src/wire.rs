@@ -194,6 +194,7 @@ impl Message {
 }
 
 /// Read one message from a blocking reader. `Ok(None)` on a clean end of stream before a header.
+#[allow(clippy::type_complexity)] // io error outside, protocol error inside
 pub fn read_message(reader: &mut impl Read) -> std::io::Result<Result<Option<(Header, Vec<u8>)>, WireError>> {
     let mut head = [0u8; HEADER_LEN];
     let mut got = 0;

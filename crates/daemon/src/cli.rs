@@ -1,0 +1,44 @@
+//! Command-line flags of `guestd`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::listen::ListenSpec;
+
+/// guestd: the guest agent. Takes commands from the host over a host-only channel (XenStore,
+/// virtio-serial, vsock, or a local socket) and carries them out with the guest's own tools.
+#[derive(Debug, Parser)]
+#[command(name = "guestd", version)]
+pub struct Cli {
+    /// Configuration file (drop-ins are read from `conf.d/*.toml` beside it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Act on this directory tree instead of `/` (a sandbox: every file a command reads or
+    /// writes is below it).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Serve this channel (repeatable): `unix:PATH`. Overrides `transports.listen`.
+    #[arg(long = "listen", value_name = "SPEC")]
+    pub listen: Vec<ListenSpec>,
+
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Check that this binary can start with the configuration (load it, build every command)
+    /// and exit; used before a self-update is installed.
+    #[arg(long)]
+    pub self_test: bool,
+
+    /// Print the effective configuration and the transports guestd would serve, then exit
+    /// (non-zero when the configuration is invalid). For image builders.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`) and exit.
+    #[arg(long, value_name = "WHAT", hide = true)]
+    pub generate: Option<String>,
+}

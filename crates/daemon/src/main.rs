@@ -1,0 +1,289 @@
+//! guestd, the in-guest agent daemon: CLI, configuration, logging, runtime and signals.
+//!
+//! Start-up: parse flags, load the configuration, pick the OS backend, register the commands,
+//! open every transport (so the host can talk as soon as we say we are up), then serve until
+//! SIGTERM/SIGINT, finishing the request in flight.
+
+mod cli;
+mod commands;
+mod config;
+mod listen;
+mod notify;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use guestd_core::stream::StreamLimits;
+use guestd_core::{Backend, Env, Root, Shutdown, SystemRunner};
+use guestd_distro::SystemBackend;
+use tracing::{error, info, warn};
+
+use crate::cli::Cli;
+use crate::listen::ListenSpec;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Logging may not be up yet; stderr is where both end up.
+            eprintln!("guestd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(what) = &cli.generate {
+        return generate(what);
+    }
+    let (config, files) = config::load(cli.config.as_deref())?;
+    if let Some(manager) = &config.network.manager {
+        guestd_distro::network::Manager::from_name(manager)
+            .map_err(|e| anyhow::anyhow!("[network] manager: {e}"))?;
+    }
+    init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level))?;
+
+    let root = match &cli.root {
+        Some(dir) => Root::sandbox(dir).with_context(|| format!("--root {}", dir.display()))?,
+        None => Root::system(),
+    };
+    let backend = SystemBackend::detect(&root);
+    let env = Env {
+        root,
+        runner: Arc::new(SystemRunner),
+        backend: Arc::new(backend.clone()),
+    };
+    let dispatcher = Arc::new(commands::build_dispatcher(&config, env)?);
+
+    if cli.check_config {
+        return check_config(
+            &config,
+            &files,
+            &backend,
+            &dispatcher,
+            &specs_for(&cli, &config)?,
+        );
+    }
+    if cli.self_test {
+        println!(
+            "guestd {} self-test ok: {} commands",
+            env!("CARGO_PKG_VERSION"),
+            dispatcher.enabled_commands().len()
+        );
+        return Ok(());
+    }
+
+    let specs: Vec<ListenSpec> = if !cli.listen.is_empty() {
+        cli.listen.clone()
+    } else if !config.transports.listen.is_empty() {
+        config
+            .transports
+            .listen
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, String>>()
+            .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))?
+    } else {
+        listen::detect()
+    };
+    let limits = StreamLimits {
+        max_line: config.transports.max_line_bytes.max(64),
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let mut transports = Vec::new();
+        for spec in &specs {
+            transports.push(listen::open(spec, limits).with_context(|| format!("opening {spec}"))?);
+        }
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            backend = %backend.name(),
+            root = %cli.root.as_ref().map_or("/".into(), |p| p.display().to_string()),
+            config = ?files,
+            commands = %dispatcher.enabled_commands().join(","),
+            transports = %transports.iter().map(|t| t.describe()).collect::<Vec<_>>().join(","),
+            "guestd ready"
+        );
+        notify::notify(&format!("READY=1\nSTATUS=serving {} channel(s)", specs.len()));
+        if let Some(every) = notify::watchdog_interval() {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    notify::notify("WATCHDOG=1");
+                }
+            });
+        }
+        let (trigger, shutdown) = Shutdown::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for transport in transports {
+            let name = transport.describe();
+            let fut = transport.serve(dispatcher.clone(), shutdown.clone());
+            tasks.spawn(async move { (name, fut.await) });
+        }
+        let mut signals = Signals::new()?;
+        loop {
+            tokio::select! {
+                which = signals.recv() => {
+                    info!(signal = which, "stopping: finishing requests in flight");
+                    notify::notify("STOPPING=1");
+                    trigger.trigger();
+                    break;
+                }
+                done = tasks.join_next() => match done {
+                    None => anyhow::bail!("no transport left to serve"),
+                    Some(Ok((name, Ok(())))) => warn!(transport = %name, "transport stopped"),
+                    Some(Ok((name, Err(e)))) => error!(transport = %name, error = %e, "transport failed"),
+                    Some(Err(e)) => error!(error = %e, "transport task panicked"),
+                },
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((name, Err(e))) = done {
+                warn!(transport = %name, error = %e, "transport ended with an error");
+            }
+        }
+        info!("stopped");
+        Ok(())
+    })
+}
+
+/// The transports to serve: `--listen`, else `transports.listen`, else what this guest has.
+fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpec>> {
+    if !cli.listen.is_empty() {
+        return Ok(cli.listen.clone());
+    }
+    if !config.transports.listen.is_empty() {
+        return config
+            .transports
+            .listen
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))
+            })
+            .collect();
+    }
+    Ok(listen::detect())
+}
+
+/// `--check-config`: what guestd would do, without doing it.
+fn check_config(
+    config: &config::Config,
+    files: &[std::path::PathBuf],
+    backend: &SystemBackend,
+    dispatcher: &guestd_core::Dispatcher,
+    specs: &[ListenSpec],
+) -> anyhow::Result<()> {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "(none)".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    println!(
+        "# guestd {} configuration check: OK",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "# files: {}",
+        list(files.iter().map(|f| f.display().to_string()).collect())
+    );
+    println!("# os backend: {}", backend.name());
+    println!(
+        "# commands enabled: {}",
+        dispatcher.enabled_commands().join(",")
+    );
+    println!(
+        "# transports: {}",
+        list(specs.iter().map(ToString::to_string).collect())
+    );
+    print!(
+        "{}",
+        toml::to_string_pretty(config).context("printing the configuration")?
+    );
+    Ok(())
+}
+
+/// `--generate man|bash|zsh|fish`: documentation generated from the CLI definition.
+fn generate(what: &str) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    match what {
+        "man" => clap_mangen::Man::new(cmd).section("8").render(&mut out)?,
+        shell => {
+            let shell: clap_complete::Shell = shell
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--generate: {e}"))?;
+            clap_complete::generate(shell, &mut cmd, "guestd", &mut out);
+        }
+    }
+    Ok(())
+}
+
+/// Log to stderr (journald picks it up under systemd: no timestamps there, it adds its own).
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_new(level).with_context(|| format!("invalid log level '{level}'"))?;
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false);
+    if under_journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT (Ctrl-C on Windows).
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `unix:PATH`: a unix-socket listener, mode 0600, serving many clients concurrently.
+//!
+//! The socket is bound under a temporary name, restricted to 0600 and then renamed into place,
+//! so there is never a moment when another user could connect. A stale socket left by a crashed
+//! guestd is replaced; a live one (something answers) is an error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use guestd_core::stream::{StreamLimits, serve_stream};
+use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
+use tokio::net::UnixListener;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// A listening unix socket.
+#[derive(Debug)]
+pub struct UnixTransport {
+    path: PathBuf,
+    listener: UnixListener,
+    limits: StreamLimits,
+}
+
+impl UnixTransport {
+    /// Bind `path` (creating its directory with mode 0755 if needed). Must be called inside a
+    /// tokio runtime.
+    pub fn bind(path: impl AsRef<Path>, limits: StreamLimits) -> Result<Self, TransportError> {
+        let path = path.as_ref().to_path_buf();
+        let what = format!("unix socket {}", path.display());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(TransportError::io(what.clone()))?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(TransportError::Config(format!(
+                    "{what}: another process is already listening there"
+                )));
+            }
+            std::fs::remove_file(&path).map_err(TransportError::io(what.clone()))?;
+        }
+        let tmp = path.with_file_name(format!(
+            ".{}.{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp).map_err(TransportError::io(what.clone()))?;
+        let restrict = || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = restrict() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(TransportError::io(what)(e));
+        }
+        info!(path = %path.display(), "listening");
+        Ok(Self {
+            path,
+            listener,
+            limits,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Transport for UnixTransport {
+    fn describe(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+
+    fn serve(
+        self: Box<Self>,
+        dispatcher: Arc<Dispatcher>,
+        mut shutdown: Shutdown,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        Box::pin(async move {
+            let counter = AtomicU64::new(0);
+            let mut connections = JoinSet::new();
+            loop {
+                let accepted = tokio::select! {
+                    accepted = self.listener.accept() => accepted,
+                    () = shutdown.wait() => break,
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // EMFILE and friends: log and keep serving the others.
+                        warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                let channel = Arc::new(Channel::new(format!("unix#{n}")));
+                debug!(channel = %channel.name(), "client connected");
+                let (dispatcher, shutdown, limits) =
+                    (dispatcher.clone(), shutdown.clone(), self.limits);
+                connections.spawn(async move {
+                    if let Err(e) = serve_stream(stream, dispatcher, channel.clone(), limits, shutdown).await {
+                        debug!(channel = %channel.name(), error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            // Let every connection finish its request in flight.
+            while connections.join_next().await.is_some() {}
+            let _ = std::fs::remove_file(&self.path);
+            Ok(())
+        })
+    }
+}
