@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use guestd_core::stream::StreamLimits;
 use guestd_core::{Transport, TransportError};
+use guestd_transport_xenstore::{XenstoreConfig, XenstoreTransport};
 
 /// Where the default unix socket lives when no hypervisor channel exists.
 pub const DEFAULT_UNIX_SOCKET: &str = "/run/guestd/guestd.sock";
@@ -15,6 +16,9 @@ pub const DEFAULT_UNIX_SOCKET: &str = "/run/guestd/guestd.sock";
 pub enum ListenSpec {
     /// `unix:PATH`
     Unix(PathBuf),
+    /// `xenstore` (the configured or detected device) or `xenstore:PATH` (a xenbus device or a
+    /// xenstored socket).
+    Xenstore(Option<PathBuf>),
 }
 
 impl FromStr for ListenSpec {
@@ -27,8 +31,10 @@ impl FromStr for ListenSpec {
             "unix" => Err(format!(
                 "'{spec}': unix needs a path (unix:/run/guestd/guestd.sock)"
             )),
+            "xenstore" if rest.is_empty() => Ok(Self::Xenstore(None)),
+            "xenstore" => Ok(Self::Xenstore(Some(PathBuf::from(rest)))),
             _ => Err(format!(
-                "'{spec}': unknown transport '{kind}' (expected unix:PATH)"
+                "'{spec}': unknown transport '{kind}' (expected unix:PATH, xenstore or xenstore:PATH)"
             )),
         }
     }
@@ -38,19 +44,39 @@ impl std::fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Xenstore(None) => write!(f, "xenstore"),
+            Self::Xenstore(Some(path)) => write!(f, "xenstore:{}", path.display()),
         }
     }
 }
 
 /// What to serve when nothing is configured: the hypervisor channels this guest has, else the
-/// local unix socket.
-pub fn detect() -> Vec<ListenSpec> {
+/// local unix socket. A Xen guest is recognised by its xenbus device on the real file system
+/// (`/dev/xen/xenbus`, `/proc/xen/xenbus`; never through a sandbox root).
+pub fn detect(xenstore: &XenstoreConfig) -> Vec<ListenSpec> {
+    if xenstore.auto_detect {
+        if let Some(path) = xenstore
+            .path
+            .clone()
+            .or_else(guestd_transport_xenstore::detect)
+        {
+            return vec![ListenSpec::Xenstore(Some(path))];
+        }
+    }
     vec![ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET))]
 }
 
 /// Open (bind, connect) one transport. Must run inside the runtime.
-pub fn open(spec: &ListenSpec, limits: StreamLimits) -> Result<Box<dyn Transport>, TransportError> {
+pub fn open(
+    spec: &ListenSpec,
+    limits: StreamLimits,
+    xenstore: &XenstoreConfig,
+) -> Result<Box<dyn Transport>, TransportError> {
     match spec {
+        ListenSpec::Xenstore(path) => Ok(Box::new(XenstoreTransport::open(
+            path.as_deref(),
+            xenstore,
+        )?)),
         #[cfg(unix)]
         ListenSpec::Unix(path) => Ok(Box::new(guestd_transport_socket::UnixTransport::bind(
             path, limits,
@@ -88,5 +114,18 @@ mod tests {
                 .contains("unknown transport")
         );
         assert_eq!(ListenSpec::Unix("/a".into()).to_string(), "unix:/a");
+        assert_eq!(
+            "xenstore".parse::<ListenSpec>(),
+            Ok(ListenSpec::Xenstore(None))
+        );
+        assert_eq!(
+            "xenstore:/dev/xen/xenbus".parse::<ListenSpec>(),
+            Ok(ListenSpec::Xenstore(Some("/dev/xen/xenbus".into())))
+        );
+        assert_eq!(ListenSpec::Xenstore(None).to_string(), "xenstore");
+        assert_eq!(
+            ListenSpec::Xenstore(Some("/s".into())).to_string(),
+            "xenstore:/s"
+        );
     }
 }

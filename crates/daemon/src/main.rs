@@ -76,19 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let specs: Vec<ListenSpec> = if !cli.listen.is_empty() {
-        cli.listen.clone()
-    } else if !config.transports.listen.is_empty() {
-        config
-            .transports
-            .listen
-            .iter()
-            .map(|s| s.parse())
-            .collect::<Result<_, String>>()
-            .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))?
-    } else {
-        listen::detect()
-    };
+    let specs: Vec<ListenSpec> = specs_for(&cli, &config)?;
     let limits = StreamLimits {
         max_line: config.transports.max_line_bytes.max(64),
     };
@@ -101,7 +89,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut transports = Vec::new();
         for spec in &specs {
-            transports.push(listen::open(spec, limits).with_context(|| format!("opening {spec}"))?);
+            transports.push(
+                listen::open(spec, limits, &config.xenstore)
+                    .with_context(|| format!("opening {spec}"))?,
+            );
         }
         info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -156,10 +147,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-/// The transports to serve: `--listen`, else `transports.listen`, else what this guest has.
+/// The transports to serve: `--listen`/`--xenstore`, else `transports.listen`, else what this
+/// guest has.
 fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpec>> {
-    if !cli.listen.is_empty() {
-        return Ok(cli.listen.clone());
+    if !cli.listen.is_empty() || cli.xenstore.is_some() {
+        let mut specs = cli.listen.clone();
+        specs.extend(cli.xenstore.clone().map(|p| ListenSpec::Xenstore(Some(p))));
+        return Ok(specs);
     }
     if !config.transports.listen.is_empty() {
         return config
@@ -172,7 +166,7 @@ fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpe
             })
             .collect();
     }
-    Ok(listen::detect())
+    Ok(listen::detect(&config.xenstore))
 }
 
 /// `--check-config`: what guestd would do, without doing it.
