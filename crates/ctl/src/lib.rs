@@ -10,12 +10,14 @@
 //! Adding a transport: a module with a `Client` implementation and one arm in [`connect`].
 
 mod stream;
+mod xenstore;
 
 use std::time::Duration;
 
 use guestd_core::{Reply, Request};
 
 pub use stream::StreamClient;
+pub use xenstore::XenstoreClient;
 
 /// The default spec: the local unix socket guestd serves when no hypervisor channel exists.
 pub const DEFAULT_CONNECT: &str = "unix:/run/guestd/guestd.sock";
@@ -53,8 +55,16 @@ pub fn connect(spec: &str, timeout: Duration) -> Result<Box<dyn Client>, ClientE
     match kind {
         #[cfg(unix)]
         "unix" if !rest.is_empty() => Ok(Box::new(StreamClient::connect_unix(rest, timeout)?)),
+        "xenstore" => {
+            let domid = rest.parse::<u32>().map_err(|_| {
+                ClientError::Spec(format!(
+                    "'{spec}': xenstore needs a domain id (xenstore:DOMID)"
+                ))
+            })?;
+            Ok(Box::new(XenstoreClient::connect(domid)?))
+        }
         _ => Err(ClientError::Spec(format!(
-            "'{spec}': unknown or incomplete connect spec (expected unix:PATH)"
+            "'{spec}': unknown or incomplete connect spec (expected unix:PATH or xenstore:DOMID)"
         ))),
     }
 }

@@ -13,7 +13,8 @@ use serde_json::Value;
 #[derive(Debug, Parser)]
 #[command(name = "guestctl", version)]
 struct Cli {
-    /// The guest's channel: unix:PATH.
+    /// The guest's channel: unix:PATH, or xenstore:DOMID from dom0 (xenstored socket from
+    /// XENSTORED_PATH, default /var/run/xenstored/socket).
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_CONNECT, global = true)]
     connect: String,
 

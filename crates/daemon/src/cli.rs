@@ -21,9 +21,15 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 
     /// Serve this channel (repeatable): `unix:PATH`, `serial:[NAME|PATH]`, `tcp:HOST:PORT`,
-    /// `vsock:PORT`. Overrides `transports.listen`.
+    /// `vsock:PORT`, `xenstore` (the detected xenbus device) or `xenstore:PATH` (a xenbus device
+    /// or a xenstored socket). Overrides `transports.listen`.
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,
+
+    /// Serve XenStore at PATH (a xenbus device or a xenstored unix socket); the same as
+    /// `--listen xenstore:PATH`.
+    #[arg(long, value_name = "PATH")]
+    pub xenstore: Option<PathBuf>,
 
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
     #[arg(long, value_name = "LEVEL")]

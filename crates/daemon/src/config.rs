@@ -30,6 +30,8 @@ pub struct Config {
     pub inject: guestd_handlers::InjectConfig,
     /// `[update]`: agentupdate.
     pub update: guestd_handlers::UpdateConfig,
+    /// `[xenstore]`: the XenStore transport (device or socket, reply pruning, backend).
+    pub xenstore: guestd_transport_xenstore::XenstoreConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.

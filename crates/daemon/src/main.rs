@@ -86,19 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let specs: Vec<ListenSpec> = if !cli.listen.is_empty() {
-        cli.listen.clone()
-    } else if !config.transports.listen.is_empty() {
-        config
-            .transports
-            .listen
-            .iter()
-            .map(|s| s.parse())
-            .collect::<Result<_, String>>()
-            .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))?
-    } else {
-        listen::detect(&config)
-    };
+    let specs: Vec<ListenSpec> = specs_for(&cli, &config)?;
     let limits = StreamLimits {
         max_line: config.transports.max_line_bytes.max(64),
     };
@@ -199,10 +187,13 @@ impl ReadyMarker {
     }
 }
 
-/// The transports to serve: `--listen`, else `transports.listen`, else what this guest has.
+/// The transports to serve: `--listen`/`--xenstore`, else `transports.listen`, else what this
+/// guest has.
 fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpec>> {
-    if !cli.listen.is_empty() {
-        return Ok(cli.listen.clone());
+    if !cli.listen.is_empty() || cli.xenstore.is_some() {
+        let mut specs = cli.listen.clone();
+        specs.extend(cli.xenstore.clone().map(|p| ListenSpec::Xenstore(Some(p))));
+        return Ok(specs);
     }
     if !config.transports.listen.is_empty() {
         return config

@@ -54,15 +54,27 @@ impl HostClient {
     }
 
     /// Send `request` to domain `domid` and return its decoded reply.
-    pub async fn call(&self, domid: u32, request: &Request, timeout: Duration) -> Result<Reply, HostError> {
-        let raw = self.call_raw(domid, request.encode().as_bytes(), timeout).await?;
+    pub async fn call(
+        &self,
+        domid: u32,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Reply, HostError> {
+        let raw = self
+            .call_raw(domid, request.encode().as_bytes(), timeout)
+            .await?;
         let (_, reply) = Reply::decode(&raw).map_err(HostError::BadReply)?;
         Ok(reply)
     }
 
     /// Write `value` as a request and return the reply text exactly as the guest wrote it
     /// (surrounding whitespace stripped, as nova's plugin does).
-    pub async fn call_raw(&self, domid: u32, value: &[u8], timeout: Duration) -> Result<String, HostError> {
+    pub async fn call_raw(
+        &self,
+        domid: u32,
+        value: &[u8],
+        timeout: Duration,
+    ) -> Result<String, HostError> {
         let home = format!("/local/domain/{domid}");
         match self.client.read(&home).await {
             Err(e) if e.is_enoent() => return Err(HostError::NoDomain(domid)),
