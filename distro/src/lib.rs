@@ -8,8 +8,10 @@
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod family;
+pub mod network;
+pub mod password;
 
-use guestd_core::{Backend, Root};
+use guestd_core::{Backend, BackendError, Env, NetworkRequest, Root, SecretString};
 
 pub use family::OsFamily;
 
@@ -37,5 +39,22 @@ impl SystemBackend {
 impl Backend for SystemBackend {
     fn name(&self) -> &str {
         self.family.name()
+    }
+
+    fn set_password(
+        &self,
+        env: &Env,
+        user: Option<&str>,
+        password: &SecretString,
+    ) -> Result<(), BackendError> {
+        password::set_password(self.family, env, user, password)
+    }
+
+    fn reset_network(
+        &self,
+        env: &Env,
+        request: &NetworkRequest<'_>,
+    ) -> Result<String, BackendError> {
+        network::reset_network(env, request, self.family)
     }
 }

@@ -6,7 +6,9 @@
 //! has settings), one `pub use` line below, one `register` line in the daemon, tests.
 
 mod features;
+mod resetnetwork;
 mod version;
 
 pub use features::FeaturesHandler;
+pub use resetnetwork::{NetworkConfig, ResetNetworkHandler};
 pub use version::{AGENT_VERSION, VersionHandler};

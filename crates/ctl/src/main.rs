@@ -55,6 +55,12 @@ enum Cmd {
     Version,
     /// The commands the agent has enabled.
     Features,
+    /// Rewrite the guest's network configuration (`resetnetwork`): from the host's data, or
+    /// from FILE: a JSON list of interface objects or {"interfaces": [...], "hostname": "..."}.
+    ResetNetwork {
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
     /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
     Raw { name: String, value: Option<String> },
     /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`).
@@ -74,6 +80,13 @@ fn main() -> ExitCode {
         Cmd::Version => Request::new("version", "agent"),
         Cmd::Features => Request::new("features", ""),
         Cmd::Raw { name, value } => Request::new(name.clone(), parse_value(value.as_deref())),
+        Cmd::ResetNetwork { config } => match network_value(config.as_deref()) {
+            Ok(value) => Request::new("resetnetwork", value),
+            Err(e) => {
+                eprintln!("guestctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let options = ConnectOptions {
         tls: TlsFiles {
@@ -124,6 +137,24 @@ fn generate(what: &str) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The `resetnetwork` value: `""` (the host's data), or the JSON in FILE.
+fn network_value(file: Option<&std::path::Path>) -> Result<Value, String> {
+    let Some(file) = file else {
+        return Ok(Value::String(String::new()));
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+    if !(value.is_array() || value.is_object()) {
+        return Err(format!(
+            "{} must hold a JSON list of interfaces or an object with \"interfaces\" and \"hostname\"",
+            file.display()
+        ));
+    }
+    Ok(value)
 }
 
 /// A JSON value if it parses, else the text as a JSON string.

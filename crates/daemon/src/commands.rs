@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
-use guestd_handlers::{FeaturesHandler, VersionHandler};
+use guestd_handlers::{FeaturesHandler, ResetNetworkHandler, VersionHandler};
 
 use crate::config::Config;
 
@@ -11,7 +11,8 @@ use crate::config::Config;
 pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, DispatchError> {
     let builder = DispatcherBuilder::new()
         .register(VersionHandler)?
-        .register(FeaturesHandler)?;
+        .register(FeaturesHandler)?
+        .register(ResetNetworkHandler::new(config.network.clone()))?;
 
     let commands = &config.commands;
     let mut builder = builder

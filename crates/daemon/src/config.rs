@@ -24,6 +24,8 @@ pub struct Config {
     pub tcp: guestd_transport_socket::TcpConfig,
     pub vsock: guestd_transport_socket::VsockConfig,
     pub log: LogConfig,
+    /// `[network]`: how `resetnetwork` finds its data and which network manager it writes for.
+    pub network: guestd_handlers::NetworkConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.
