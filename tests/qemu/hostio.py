@@ -51,7 +51,23 @@ def console(path, cmd, timeout=60.0):
     tag = "E2E%d%d" % (os.getpid(), int(time.time() * 1000) % 100000)
     # The marker is computed by the shell, so the command text itself never matches it.
     s.sendall(("%s\necho; echo \"@@%s-$((40+2))@@\"\n" % (cmd, tag)).encode())
-    out = read_until(s, ("@@%s-42@@" % tag).encode(), timeout)
+    needle = ("@@%s-42@@" % tag).encode()
+    out = b""
+    deadline = time.time() + timeout
+    while needle not in out:
+        if time.time() > deadline:
+            raise TimeoutError("no console answer to %r; got %r" % (cmd, out[-300:]))
+        s.settimeout(0.3)
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            # The emulated 8250 UART sometimes holds the last output until the next received
+            # byte (a lost transmit interrupt under TCG); an empty line to the shell flushes it.
+            s.sendall(b"\n")
+            continue
+        if not chunk:
+            raise EOFError("console closed")
+        out += chunk
     s.close()
     text = out.decode(errors="replace").split("@@%s-42@@" % tag)[0]
     sys.stdout.write(text.strip() + "\n")

@@ -14,13 +14,14 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
 done
 ip link set lo up
 # The console is the host's window into the guest: raw, no echo, one shell.
-stty -F /dev/ttyS0 raw -echo 2>/dev/null
+stty -F /dev/ttyS0 raw -echo clocal 2>/dev/null
 echo "GUESTD-E2E: init up, uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
 ( while true; do
     /bin/guestd --log-level debug >>/tmp/guestd.log 2>&1
     echo "guestd exited rc=$?" >>/tmp/guestd.log
     sleep 1
   done ) &
+# stdin is a pipe, not the tty: a non-interactive shell (no prompt, no line editing echo).
 while true; do
-  /bin/sh </dev/ttyS0 >/dev/ttyS0 2>&1
+  cat /dev/ttyS0 | /bin/sh >/dev/ttyS0 2>&1
 done

@@ -143,6 +143,7 @@ fi
 has_feature() { echo ",$FEATURES," | grep -q ",$1,"; }
 
 GUESTD_PID=$(con 'pidof guestd' | tail -1)
+case "$GUESTD_PID" in ''|*[!0-9]*) fail "console" "no guestd pid from the guest console: '$GUESTD_PID'"; GUESTD_PID=1;; esac
 if con 'grep -o "transport=serial:[^ ]*" /tmp/guestd.log | head -1' | grep -q '/dev/vport'; then
   pass "port auto-detected through /sys/class/virtio-ports (pid $GUESTD_PID)"
 else
