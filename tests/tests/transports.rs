@@ -103,7 +103,15 @@ fn guestctl_over_tcp_with_mutual_tls_next_to_the_unix_socket() {
     let log = g.log();
     assert!(log.contains("connection refused"), "{log}");
     // Plain TCP to the TLS port gets no answer either.
-    let out = guestctl(&["--connect", &spec, "--attempts", "1", "--timeout", "5", "version"]);
+    let out = guestctl(&[
+        "--connect",
+        &spec,
+        "--attempts",
+        "1",
+        "--timeout",
+        "5",
+        "version",
+    ]);
     assert!(!out.status.success(), "{out:?}");
 }
 
@@ -141,6 +149,10 @@ fn guestctl_rejects_bad_specs_with_usage_errors() {
     ] {
         let out = guestctl(&["--connect", spec, "version"]);
         assert_eq!(out.status.code(), Some(2), "{spec}: {out:?}");
-        assert!(text(&out.stderr).contains(want), "{spec}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(want),
+            "{spec}: {}",
+            text(&out.stderr)
+        );
     }
 }
