@@ -209,7 +209,10 @@ where
                     None => written.await,
                 }
             };
+            // The reply comes first: on shutdown, a reply the peer can take is still written;
+            // only a peer that does not read loses it.
             tokio::select! {
+                biased;
                 result = timed => result?,
                 () = shutdown.wait() => return Ok(()),
             }
