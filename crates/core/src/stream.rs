@@ -209,12 +209,16 @@ where
                     None => written.await,
                 }
             };
-            // The reply comes first: on shutdown, a reply the peer can take is still written;
-            // only a peer that does not read loses it.
+            // The reply to a request already run is never dropped for a shutdown: it gets a
+            // short grace period to reach a peer that reads.
+            let mut timed = std::pin::pin!(timed);
             tokio::select! {
                 biased;
-                result = timed => result?,
-                () = shutdown.wait() => return Ok(()),
+                result = &mut timed => result?,
+                () = shutdown.wait() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), timed).await;
+                    return Ok(());
+                }
             }
         }
         if shutdown.is_triggered() {

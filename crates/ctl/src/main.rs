@@ -61,6 +61,25 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
     },
+    /// Write LOCAL's contents to the absolute path REMOTE in the guest (`file_inject`; falls
+    /// back to `injectfile` for agents that lack it). An existing file keeps its mode and owner.
+    InjectFile {
+        local: std::path::PathBuf,
+        remote: String,
+    },
+    /// Have the agent update itself from URL (a .tar.gz holding the new `guestd`), verified
+    /// with the given checksum (`agentupdate`).
+    #[command(group(clap::ArgGroup::new("checksum").required(true).args(["sha256", "md5"])))]
+    Update {
+        #[arg(long)]
+        url: String,
+        /// SHA-256 of the tarball (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// MD5 of the tarball (32 hex digits), as nova sends it.
+        #[arg(long, value_name = "HEX")]
+        md5: Option<String>,
+    },
     /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
     Raw { name: String, value: Option<String> },
     /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`).
@@ -87,6 +106,17 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Cmd::InjectFile { local, remote } => match std::fs::read(local) {
+            Ok(contents) => file_inject(remote, &contents),
+            Err(e) => {
+                eprintln!("guestctl: cannot read {}: {e}", local.display());
+                return ExitCode::from(2);
+            }
+        },
+        Cmd::Update { url, sha256, md5 } => {
+            let sum = sha256.as_deref().or(md5.as_deref()).unwrap_or_default();
+            Request::new("agentupdate", format!("{url},{sum}"))
+        }
     };
     let options = ConnectOptions {
         tls: TlsFiles {
@@ -95,16 +125,30 @@ fn main() -> ExitCode {
             ca: cli.tls_ca.clone(),
         },
     };
-    let reply = call_with_retry(
-        &cli.connect,
-        &options,
-        &request,
-        timeout,
-        cli.attempts,
-        |attempt, e| {
-            eprintln!("guestctl: attempt {attempt} failed ({e}); retrying with the same request id")
-        },
-    );
+    let call = |request: &Request| {
+        call_with_retry(
+            &cli.connect,
+            &options,
+            request,
+            timeout,
+            cli.attempts,
+            |attempt, e| {
+                eprintln!(
+                    "guestctl: attempt {attempt} failed ({e}); retrying with the same request id"
+                )
+            },
+        )
+    };
+    let reply = call(&request).and_then(|reply| {
+        // Agents older than `file_inject` (all the reference ones) only know `injectfile`.
+        match &cli.command {
+            Cmd::InjectFile { local, remote } if reply.returncode == "404" => {
+                let contents = std::fs::read(local)?;
+                call(&injectfile(remote, &contents))
+            }
+            _ => Ok(reply),
+        }
+    });
     match reply {
         Ok(reply) => report(&reply, cli.json),
         Err(e) => {
@@ -137,6 +181,28 @@ fn generate(what: &str) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `file_inject` as nova's plugin sends it.
+fn file_inject(remote: &str, contents: &[u8]) -> Request {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Request::new(
+        "file_inject",
+        serde_json::json!({"b64_path": b64.encode(remote), "b64_file": b64.encode(contents)}),
+    )
+}
+
+/// `injectfile`: base64 of `path,contents`.
+fn injectfile(remote: &str, contents: &[u8]) -> Request {
+    use base64::Engine;
+    let mut data = remote.as_bytes().to_vec();
+    data.push(b',');
+    data.extend_from_slice(contents);
+    Request::new(
+        "injectfile",
+        base64::engine::general_purpose::STANDARD.encode(data),
+    )
 }
 
 /// The `resetnetwork` value: `""` (the host's data), or the JSON in FILE.

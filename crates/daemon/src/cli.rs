@@ -34,6 +34,11 @@ pub struct Cli {
     #[arg(long)]
     pub self_test: bool,
 
+    /// Run the update watchdog for this state file (started by `agentupdate`, not by hand):
+    /// restart guestd, wait for the new daemon to report ready, roll back if it does not.
+    #[arg(long, value_name = "STATE", hide = true)]
+    pub update_watchdog: Option<String>,
+
     /// Print the effective configuration and the transports guestd would serve, then exit
     /// (non-zero when the configuration is invalid). For image builders.
     #[arg(long)]

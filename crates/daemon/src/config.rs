@@ -26,6 +26,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[network]`: how `resetnetwork` finds its data and which network manager it writes for.
     pub network: guestd_handlers::NetworkConfig,
+    /// `[inject]`: injectfile / file_inject.
+    pub inject: guestd_handlers::InjectConfig,
+    /// `[update]`: agentupdate.
+    pub update: guestd_handlers::UpdateConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.
