@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use guestctl::{Client, ClientError, DEFAULT_CONNECT, connect};
+use std::path::PathBuf;
+
+use guestctl::{ClientError, ConnectOptions, DEFAULT_CONNECT, TlsFiles, call_with_retry};
 use guestd_core::{Reply, Request};
 use serde_json::Value;
 
@@ -13,10 +15,28 @@ use serde_json::Value;
 #[derive(Debug, Parser)]
 #[command(name = "guestctl", version)]
 struct Cli {
-    /// The guest's channel: unix:PATH, or xenstore:DOMID from dom0 (xenstored socket from
-    /// XENSTORED_PATH, default /var/run/xenstored/socket).
+    /// The guest's channel: unix:PATH, serial:PATH (QEMU's chardev socket of the guest's
+    /// virtio-serial port), tcp:HOST:PORT, vsock:CID:PORT, or xenstore:DOMID from dom0
+    /// (xenstored socket from XENSTORED_PATH, default /var/run/xenstored/socket).
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_CONNECT, global = true)]
     connect: String,
+
+    /// tcp: this host's client certificate (PEM), presented to guestd.
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_cert: Option<PathBuf>,
+
+    /// tcp: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_key: Option<PathBuf>,
+
+    /// tcp: the CA that signed guestd's server certificate (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+
+    /// Attempts in all when a reply is lost (connection lost, no answer in time); each retry
+    /// reconnects and repeats the request with the same id, so the guest does not run it twice.
+    #[arg(long, value_name = "N", default_value_t = 3, global = true)]
+    attempts: u32,
 
     /// Print the agent's raw reply as JSON instead of its message.
     #[arg(long, global = true)]
@@ -99,13 +119,33 @@ fn main() -> ExitCode {
             Request::new("agentupdate", format!("{url},{sum}"))
         }
     };
-    let reply = connect(&cli.connect, timeout).and_then(|mut client: Box<dyn Client>| {
-        let reply = client.call(&request, timeout)?;
+    let options = ConnectOptions {
+        tls: TlsFiles {
+            cert: cli.tls_cert.clone(),
+            key: cli.tls_key.clone(),
+            ca: cli.tls_ca.clone(),
+        },
+    };
+    let call = |request: &Request| {
+        call_with_retry(
+            &cli.connect,
+            &options,
+            request,
+            timeout,
+            cli.attempts,
+            |attempt, e| {
+                eprintln!(
+                    "guestctl: attempt {attempt} failed ({e}); retrying with the same request id"
+                )
+            },
+        )
+    };
+    let reply = call(&request).and_then(|reply| {
         // Agents older than `file_inject` (all the reference ones) only know `injectfile`.
         match &cli.command {
             Cmd::InjectFile { local, remote } if reply.returncode == "404" => {
                 let contents = std::fs::read(local)?;
-                client.call(&injectfile(remote, &contents), timeout)
+                call(&injectfile(remote, &contents))
             }
             _ => Ok(reply),
         }
@@ -114,7 +154,7 @@ fn main() -> ExitCode {
         Ok(reply) => report(&reply, cli.json),
         Err(e) => {
             eprintln!("guestctl: {e}");
-            ExitCode::from(if matches!(e, ClientError::Spec(_)) {
+            ExitCode::from(if matches!(e, ClientError::Spec(_) | ClientError::Tls(_)) {
                 2
             } else {
                 EXIT_NO_ANSWER
