@@ -398,20 +398,26 @@ async fn a_burst_of_1000_gets_1000_replies_once() {
             .watch(&format!("{HOME}/data/guest"), "burst")
             .await
             .unwrap();
-        // All 1000 land in one transaction: the guest sees them at once.
-        let tx = dom0.transaction_start().await.unwrap();
-        for i in 0..1000 {
-            let req = format!(r#"{{"name": "record", "value": "r{i}"}}"#);
-            let payload = guestd_transport_xenstore::wire::write_payload(
-                &format!("{HOME}/data/host/r{i:04}"),
-                req.as_bytes(),
-            )
-            .unwrap();
-            dom0.request(guestd_transport_xenstore::wire::MsgType::Write, tx, payload)
-                .await
+        // All 1000 land in one transaction: the guest sees them at once. A conflicting commit
+        // (EAGAIN) is retried, as every XenStore client does.
+        loop {
+            let tx = dom0.transaction_start().await.unwrap();
+            for i in 0..1000 {
+                let req = format!(r#"{{"name": "record", "value": "r{i}"}}"#);
+                let payload = guestd_transport_xenstore::wire::write_payload(
+                    &format!("{HOME}/data/host/r{i:04}"),
+                    req.as_bytes(),
+                )
                 .unwrap();
+                dom0.request(guestd_transport_xenstore::wire::MsgType::Write, tx, payload)
+                    .await
+                    .unwrap();
+            }
+            match dom0.transaction_end(tx, true).await {
+                Err(e) if e.is("EAGAIN") => continue,
+                other => break other.unwrap(),
+            }
         }
-        dom0.transaction_end(tx, true).await.unwrap();
         tokio::time::timeout(Duration::from_secs(120), async {
             loop {
                 watch.next().await.unwrap();
