@@ -613,6 +613,16 @@ async fn replies_left_by_an_earlier_run_are_pruned_and_not_rerun() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_read_vm_data() {
+    read_vm_data().await;
+}
+
+/// guestd runs a current-thread runtime: handlers block on it from the blocking pool.
+#[tokio::test(flavor = "current_thread")]
+async fn handlers_read_vm_data_on_a_current_thread_runtime() {
+    read_vm_data().await;
+}
+
+async fn read_vm_data() {
     for backend in backends() {
         let g = Guest::start(backend, |_, _| {}).await;
         let dom0 = g.dom0();
