@@ -514,6 +514,12 @@ impl State {
     }
 
     fn apply_live(&mut self, caller: Caller, op: &Op, outbox: &mut Outbox) -> OpResult<()> {
+        if let Op::Mkdir(path) = op {
+            if self.store.exists(path) {
+                // Nothing changes: no generation bump (no transaction conflict), no event.
+                return self.store.mkdir(caller, path);
+            }
+        }
         let removed = apply(&mut self.store, caller, op)?;
         self.generation += 1;
         let path = op_path(op).to_string();
