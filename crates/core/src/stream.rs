@@ -209,9 +209,16 @@ where
                     None => written.await,
                 }
             };
+            // The reply to a request already run is never dropped for a shutdown: it gets a
+            // short grace period to reach a peer that reads.
+            let mut timed = std::pin::pin!(timed);
             tokio::select! {
-                result = timed => result?,
-                () = shutdown.wait() => return Ok(()),
+                biased;
+                result = &mut timed => result?,
+                () = shutdown.wait() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), timed).await;
+                    return Ok(());
+                }
             }
         }
         if shutdown.is_triggered() {

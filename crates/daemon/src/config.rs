@@ -26,6 +26,12 @@ pub struct Config {
     pub log: LogConfig,
     /// `[network]`: how `resetnetwork` finds its data and which network manager it writes for.
     pub network: guestd_handlers::NetworkConfig,
+    /// `[inject]`: injectfile / file_inject.
+    pub inject: guestd_handlers::InjectConfig,
+    /// `[update]`: agentupdate.
+    pub update: guestd_handlers::UpdateConfig,
+    /// `[xenstore]`: the XenStore transport (device or socket, reply pruning, backend).
+    pub xenstore: guestd_transport_xenstore::XenstoreConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.

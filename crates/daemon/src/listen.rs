@@ -8,6 +8,7 @@ use std::sync::Arc;
 use guestd_core::retry::ReplyCache;
 use guestd_core::stream::{StreamLimits, StreamOptions};
 use guestd_core::{Transport, TransportError};
+use guestd_transport_xenstore::XenstoreTransport;
 
 use crate::config::Config;
 
@@ -25,6 +26,9 @@ pub enum ListenSpec {
     Tcp(String),
     /// `vsock:PORT`
     Vsock(String),
+    /// `xenstore` (the configured or detected device) or `xenstore:PATH` (a xenbus device or a
+    /// xenstored socket).
+    Xenstore(Option<PathBuf>),
 }
 
 impl FromStr for ListenSpec {
@@ -37,6 +41,8 @@ impl FromStr for ListenSpec {
             "unix" => Err(format!(
                 "'{spec}': unix needs a path (unix:/run/guestd/guestd.sock)"
             )),
+            "xenstore" if rest.is_empty() => Ok(Self::Xenstore(None)),
+            "xenstore" => Ok(Self::Xenstore(Some(PathBuf::from(rest)))),
             "serial" => Ok(Self::Serial(rest.to_owned())),
             "tcp"
                 if rest
@@ -53,7 +59,7 @@ impl FromStr for ListenSpec {
                 .map_err(|e| format!("'{spec}': {e}")),
             _ => Err(format!(
                 "'{spec}': unknown transport '{kind}' (expected unix:PATH, serial:[NAME|PATH], \
-                 tcp:HOST:PORT or vsock:PORT)"
+                 tcp:HOST:PORT, vsock:PORT, xenstore or xenstore:PATH)"
             )),
         }
     }
@@ -66,18 +72,37 @@ impl std::fmt::Display for ListenSpec {
             Self::Serial(target) => write!(f, "serial:{target}"),
             Self::Tcp(target) => write!(f, "tcp:{target}"),
             Self::Vsock(port) => write!(f, "vsock:{port}"),
+            Self::Xenstore(None) => write!(f, "xenstore"),
+            Self::Xenstore(Some(path)) => write!(f, "xenstore:{}", path.display()),
         }
     }
 }
 
 /// What to serve when nothing is configured: the hypervisor channels this guest has, else the
-/// local unix socket.
+/// local unix socket. A Xen guest is recognised by its xenbus device on the real file system
+/// (`/dev/xen/xenbus`, `/proc/xen/xenbus`; never through a sandbox root), a KVM guest by its
+/// virtio-serial port.
 pub fn detect(config: &Config) -> Vec<ListenSpec> {
-    if let Some(spec) = guestd_transport_serial::auto_detect(&config.serial) {
-        let target = spec.trim_start_matches("serial:").to_owned();
-        return vec![ListenSpec::Serial(target)];
+    let mut found = Vec::new();
+    if config.xenstore.auto_detect {
+        if let Some(path) = config
+            .xenstore
+            .path
+            .clone()
+            .or_else(guestd_transport_xenstore::detect)
+        {
+            found.push(ListenSpec::Xenstore(Some(path)));
+        }
     }
-    vec![ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET))]
+    if let Some(spec) = guestd_transport_serial::auto_detect(&config.serial) {
+        found.push(ListenSpec::Serial(
+            spec.trim_start_matches("serial:").to_owned(),
+        ));
+    }
+    if found.is_empty() {
+        found.push(ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET)));
+    }
+    found
 }
 
 /// Open (bind, connect) one transport with its own reply cache. Must run inside the runtime.
@@ -92,6 +117,10 @@ pub fn open(
         ..StreamOptions::default()
     };
     match spec {
+        ListenSpec::Xenstore(path) => Ok(Box::new(XenstoreTransport::open(
+            path.as_deref(),
+            &config.xenstore,
+        )?)),
         #[cfg(unix)]
         ListenSpec::Unix(path) => Ok(Box::new(
             guestd_transport_socket::UnixTransport::bind(path, limits)?.with_options(options),
@@ -168,5 +197,18 @@ mod tests {
             let err = bad.parse::<ListenSpec>().unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
+        assert_eq!(
+            "xenstore".parse::<ListenSpec>(),
+            Ok(ListenSpec::Xenstore(None))
+        );
+        assert_eq!(
+            "xenstore:/dev/xen/xenbus".parse::<ListenSpec>(),
+            Ok(ListenSpec::Xenstore(Some("/dev/xen/xenbus".into())))
+        );
+        assert_eq!(ListenSpec::Xenstore(None).to_string(), "xenstore");
+        assert_eq!(
+            ListenSpec::Xenstore(Some("/s".into())).to_string(),
+            "xenstore:/s"
+        );
     }
 }

@@ -128,6 +128,20 @@ impl TestXenstored {
         Ok(Self { shared, listeners })
     }
 
+    /// Close every client connection but keep listening and keep the tree, as when xenstored
+    /// restarts with its database intact (or a connection is reset).
+    pub fn disconnect_all(&self) {
+        let state = lock(&self.shared);
+        for conn in state.conns.values() {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// How many clients are connected now.
+    pub fn connections(&self) -> usize {
+        lock(&self.shared).conns.len()
+    }
+
     /// Close every connection and socket.
     pub fn stop(mut self) {
         self.shutdown();
@@ -136,10 +150,13 @@ impl TestXenstored {
     fn shutdown(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for (path, handle) in self.listeners.drain(..) {
-            // Wake the blocking accept so the thread sees `stopping`.
-            let _ = UnixStream::connect(&path);
-            let _ = handle.join();
-            let _ = std::fs::remove_file(&path);
+            // Wake the blocking accept so the thread sees `stopping`. When the socket file is
+            // already gone (its directory was removed) nothing can reach the listener any
+            // more: leave the thread parked in accept rather than hang here.
+            if UnixStream::connect(&path).is_ok() {
+                let _ = handle.join();
+                let _ = std::fs::remove_file(&path);
+            }
         }
         let state = lock(&self.shared);
         for conn in state.conns.values() {
@@ -497,6 +514,12 @@ impl State {
     }
 
     fn apply_live(&mut self, caller: Caller, op: &Op, outbox: &mut Outbox) -> OpResult<()> {
+        if let Op::Mkdir(path) = op {
+            if self.store.exists(path) {
+                // Nothing changes: no generation bump (no transaction conflict), no event.
+                return self.store.mkdir(caller, path);
+            }
+        }
         let removed = apply(&mut self.store, caller, op)?;
         self.generation += 1;
         let path = op_path(op).to_string();

@@ -32,8 +32,9 @@ const ZERO: Timespec = Timespec {
 
 /// A virtio-serial port (or any pollable fd standing in for one) as a non-blocking stream.
 ///
-/// Writes never block: a reply the host does not accept within the write timeout, or one
-/// written while the host is away, is dropped and logged (the host can repeat the request id).
+/// Writes never block the thread: a reply the host does not accept within the write timeout
+/// (host away, or not reading) is dropped and logged, and so are further replies until a write
+/// succeeds again (the host can repeat the request id).
 #[derive(Debug)]
 pub struct PortStream {
     file: File,
@@ -175,19 +176,25 @@ impl AsyncWrite for PortStream {
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if this.host_away() {
-                        return this.drop_reply(data.len(), "the host is not connected");
-                    }
                     if this.congested {
-                        return this.drop_reply(data.len(), "the host is not reading");
+                        return this.drop_reply(data.len(), "the host is not taking replies");
                     }
+                    // Wait (bounded) even when the port says the host is away: the guest kernel
+                    // can deliver a reconnected host's first request before it processes the
+                    // "host connected" control message, so the port turns writable a moment
+                    // later.
                     let limit = this.write_timeout;
                     let deadline = this
                         .write_deadline
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                     if deadline.as_mut().poll(cx).is_ready() {
                         this.congested = true;
-                        return this.drop_reply(data.len(), "the host did not accept it in time");
+                        let why = if this.host_away() {
+                            "the host is not connected"
+                        } else {
+                            "the host did not accept it in time"
+                        };
+                        return this.drop_reply(data.len(), why);
                     }
                     ready!(this.poll_event(cx))?;
                 }

@@ -19,6 +19,7 @@ use crate::accept::DEFAULT_MAX_CONNECTIONS;
 /// The host's context id.
 pub const HOST_CID: u32 = 2;
 /// Bind on every local CID.
+#[cfg(target_os = "linux")]
 const CID_ANY: u32 = u32::MAX;
 
 /// `[vsock]` in the daemon config.

@@ -52,7 +52,10 @@ impl XsError {
 
     /// The connection is unusable (as opposed to one operation being refused).
     pub fn is_connection_lost(&self) -> bool {
-        matches!(self, Self::Disconnected | Self::Io { .. } | Self::Protocol(_))
+        matches!(
+            self,
+            Self::Disconnected | Self::Io { .. } | Self::Protocol(_)
+        )
     }
 }
 
@@ -138,35 +141,35 @@ fn lock(routes: &Mutex<Routes>) -> std::sync::MutexGuard<'_, Routes> {
 impl XsClient {
     /// Connect to a xenstored unix socket or open a xenbus device (`/dev/xen/xenbus`,
     /// `/proc/xen/xenbus`), whichever `path` is.
-    #[cfg(unix)]
     pub async fn connect(path: &Path) -> Result<Self, XsError> {
+        Self::open(path)
+    }
+
+    /// [`connect`](Self::connect) without awaiting: opening a local socket or device does not
+    /// block. Needs a tokio runtime context.
+    #[cfg(unix)]
+    pub fn open(path: &Path) -> Result<Self, XsError> {
         use std::os::unix::fs::FileTypeExt;
-        let what = || format!("connecting to xenstore at {}", path.display());
-        let meta = std::fs::metadata(path).map_err(|source| XsError::Io {
-            what: what(),
+        let io = |source| XsError::Io {
+            what: format!("connecting to xenstore at {}", path.display()),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
         let endpoint = path.display().to_string();
         if meta.file_type().is_socket() {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(|source| XsError::Io {
-                    what: what(),
-                    source,
-                })?;
+            let std_stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+            std_stream.set_nonblocking(true).map_err(io)?;
+            let stream = tokio::net::UnixStream::from_std(std_stream).map_err(io)?;
             Ok(Self::from_stream(stream, endpoint))
         } else {
-            let device = crate::device::DeviceStream::open(path).map_err(|source| XsError::Io {
-                what: what(),
-                source,
-            })?;
+            let device = crate::device::DeviceStream::open(path).map_err(io)?;
             Ok(Self::from_stream(device, endpoint))
         }
     }
 
     /// XenStore devices and sockets only exist on unix-like guests.
     #[cfg(not(unix))]
-    pub async fn connect(path: &Path) -> Result<Self, XsError> {
+    pub fn open(path: &Path) -> Result<Self, XsError> {
         Err(XsError::Io {
             what: format!("connecting to xenstore at {}", path.display()),
             source: std::io::Error::new(
@@ -208,7 +211,12 @@ impl XsClient {
     }
 
     /// Send one request and wait for its reply payload. An `ERROR` reply is [`XsError::Errno`].
-    pub async fn request(&self, ty: MsgType, tx_id: u32, payload: Vec<u8>) -> Result<Vec<u8>, XsError> {
+    pub async fn request(
+        &self,
+        ty: MsgType,
+        tx_id: u32,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, XsError> {
         let mut req_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if req_id == 0 {
             req_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -273,13 +281,18 @@ impl XsClient {
 
     /// Remove a node and its children.
     pub async fn rm(&self, path: &str) -> Result<(), XsError> {
-        self.request(MsgType::Rm, 0, path_payload(path)?).await.map(drop)
+        self.request(MsgType::Rm, 0, path_payload(path)?)
+            .await
+            .map(drop)
     }
 
     /// The names of a node's children. Falls back to `DIRECTORY_PART` paging when the list does
     /// not fit one message (`E2BIG`), as libxenstore does.
     pub async fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
-        match self.request(MsgType::Directory, 0, path_payload(path)?).await {
+        match self
+            .request(MsgType::Directory, 0, path_payload(path)?)
+            .await
+        {
             Ok(payload) => Ok(names(&payload)),
             Err(e) if e.is(errno::E2BIG) => self.directory_paged(path).await,
             Err(e) => Err(e),
@@ -366,7 +379,10 @@ impl XsClient {
     /// Remove a watch (an already gone watch is fine).
     pub async fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
         lock(&self.inner.routes).watches.remove(token);
-        match self.request(MsgType::Unwatch, 0, watch_payload(path, token)?).await {
+        match self
+            .request(MsgType::Unwatch, 0, watch_payload(path, token)?)
+            .await
+        {
             Err(e) if e.is_enoent() => Ok(()),
             other => other.map(drop),
         }
@@ -425,7 +441,11 @@ async fn read_message<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Message, X
     })
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, routes: Arc<Mutex<Routes>>, endpoint: String) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
+    routes: Arc<Mutex<Routes>>,
+    endpoint: String,
+) {
     loop {
         let message = match read_message(&mut reader).await {
             Ok(m) => m,

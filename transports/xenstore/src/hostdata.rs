@@ -43,8 +43,14 @@ impl<S: Store> XenstoreHostData<S> {
             path: path.to_string(),
             reason,
         };
-        if path.starts_with('/') || path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            return Err(error("host data paths are relative to the guest's home".into()));
+        if path.starts_with('/')
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(error(
+                "host data paths are relative to the guest's home".into(),
+            ));
         }
         let session = self
             .current
@@ -54,7 +60,12 @@ impl<S: Store> XenstoreHostData<S> {
             .ok_or_else(|| error("XenStore is not connected".into()))?;
         self.runtime
             .block_on(async { tokio::time::timeout(READ_TIMEOUT, op(session)).await })
-            .map_err(|_| error(format!("no answer from XenStore in {}s", READ_TIMEOUT.as_secs())))?
+            .map_err(|_| {
+                error(format!(
+                    "no answer from XenStore in {}s",
+                    READ_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| error(e.to_string()))
     }
 }

@@ -22,9 +22,9 @@ mod config;
 mod device;
 mod host;
 mod hostdata;
-mod lifecycle;
 #[cfg(feature = "libxenstore")]
 pub mod libxs;
+mod lifecycle;
 mod store;
 mod transport;
 pub mod wire;

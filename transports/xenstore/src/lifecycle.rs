@@ -73,7 +73,13 @@ impl From<XsError> for Ended {
 }
 
 impl<S: Store> Lifecycle<S> {
-    pub fn new(path: PathBuf, session: S, channel: Arc<Channel>, current: Current<S>, tunables: Tunables) -> Self {
+    pub fn new(
+        path: PathBuf,
+        session: S,
+        channel: Arc<Channel>,
+        current: Current<S>,
+        tunables: Tunables,
+    ) -> Self {
         Self {
             path,
             session: Some(session),
@@ -127,7 +133,7 @@ impl<S: Store> Lifecycle<S> {
                 _ = tokio::time::sleep(delay) => {}
             }
             attempts += 1;
-            match S::connect(&self.path).await {
+            match S::connect(&self.path) {
                 Ok(s) => {
                     info!(path = %self.path.display(), attempts, "reconnected to XenStore");
                     return Some(s);
@@ -145,7 +151,12 @@ impl<S: Store> Lifecycle<S> {
         }
     }
 
-    async fn run_session(&mut self, s: &S, dispatcher: &Arc<Dispatcher>, shutdown: &mut Shutdown) -> Ended {
+    async fn run_session(
+        &mut self,
+        s: &S,
+        dispatcher: &Arc<Dispatcher>,
+        shutdown: &mut Shutdown,
+    ) -> Ended {
         match self.start_session(s, dispatcher, shutdown).await {
             Ok(watch) => self.event_loop(s, watch, dispatcher, shutdown).await,
             Err(e) => e,
@@ -217,7 +228,12 @@ impl<S: Store> Lifecycle<S> {
     }
 
     /// List `data/host` and handle every new request.
-    async fn scan(&mut self, s: &S, dispatcher: &Arc<Dispatcher>, shutdown: &Shutdown) -> Result<(), Ended> {
+    async fn scan(
+        &mut self,
+        s: &S,
+        dispatcher: &Arc<Dispatcher>,
+        shutdown: &Shutdown,
+    ) -> Result<(), Ended> {
         let listed = match s.directory(REQUEST_DIR).await {
             Ok(ids) => ids,
             Err(e) if e.is_enoent() => {
@@ -320,7 +336,10 @@ impl<S: Store> Lifecycle<S> {
             Err(_) => return Ok(()),
         };
         if !old.is_empty() {
-            debug!(count = old.len(), "replies from an earlier run will be pruned later");
+            debug!(
+                count = old.len(),
+                "replies from an earlier run will be pruned later"
+            );
         }
         let now = Instant::now();
         self.written.extend(old.into_iter().map(|id| (now, id)));

@@ -12,7 +12,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Short name of the backend for logs (`native`, `libxenstore`).
     const BACKEND: &'static str;
 
-    fn connect(path: &Path) -> impl Future<Output = Result<Self, XsError>> + Send;
+    /// Open a connection (local and quick, so not async). Needs a tokio runtime context.
+    fn connect(path: &Path) -> Result<Self, XsError>;
     fn read(&self, path: &str) -> impl Future<Output = Result<Vec<u8>, XsError>> + Send;
     fn write(&self, path: &str, value: &[u8]) -> impl Future<Output = Result<(), XsError>> + Send;
     fn mkdir(&self, path: &str) -> impl Future<Output = Result<(), XsError>> + Send;
@@ -30,8 +31,8 @@ pub trait Store: Clone + Send + Sync + 'static {
 impl Store for XsClient {
     const BACKEND: &'static str = "native";
 
-    async fn connect(path: &Path) -> Result<Self, XsError> {
-        XsClient::connect(path).await
+    fn connect(path: &Path) -> Result<Self, XsError> {
+        XsClient::open(path)
     }
     async fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
         XsClient::read(self, path).await

@@ -50,8 +50,8 @@ impl std::fmt::Debug for XenstoreTransport {
 
 impl XenstoreTransport {
     /// Connect to XenStore at `path` (a xenbus device or a xenstored unix socket), or at
-    /// `config.path`, or at the detected device. Needs a tokio runtime.
-    pub async fn open(path: Option<&Path>, config: &XenstoreConfig) -> Result<Self, TransportError> {
+    /// `config.path`, or at the detected device. Needs a tokio runtime context.
+    pub fn open(path: Option<&Path>, config: &XenstoreConfig) -> Result<Self, TransportError> {
         let path = match path.or(config.path.as_deref()) {
             Some(p) => p.to_path_buf(),
             None => detect().ok_or_else(|| {
@@ -63,9 +63,9 @@ impl XenstoreTransport {
         };
         let describe = format!("xenstore:{}", path.display());
         let opened = match config.backend {
-            BackendKind::Native => Opened::Native(lifecycle(&path, config).await?),
+            BackendKind::Native => Opened::Native(lifecycle(&path, config)?),
             #[cfg(feature = "libxenstore")]
-            BackendKind::Libxenstore => Opened::Lib(lifecycle(&path, config).await?),
+            BackendKind::Libxenstore => Opened::Lib(lifecycle(&path, config)?),
             #[cfg(not(feature = "libxenstore"))]
             BackendKind::Libxenstore => {
                 return Err(TransportError::Config(
@@ -79,16 +79,18 @@ impl XenstoreTransport {
     }
 }
 
-async fn lifecycle<S: Store>(path: &Path, config: &XenstoreConfig) -> Result<Lifecycle<S>, TransportError> {
-    let session = S::connect(path).await.map_err(|e| {
-        TransportError::Io {
-            what: format!("opening XenStore at {}", path.display()),
-            source: std::io::Error::other(e.to_string()),
-        }
+fn lifecycle<S: Store>(
+    path: &Path,
+    config: &XenstoreConfig,
+) -> Result<Lifecycle<S>, TransportError> {
+    let session = S::connect(path).map_err(|e| TransportError::Io {
+        what: format!("opening XenStore at {}", path.display()),
+        source: std::io::Error::other(e.to_string()),
     })?;
     let current = Arc::new(RwLock::new(None));
     let host_data = XenstoreHostData::new(Arc::clone(&current), tokio::runtime::Handle::current());
-    let channel = Channel::new(format!("xenstore:{}", path.display())).with_host_data(Arc::new(host_data));
+    let channel =
+        Channel::new(format!("xenstore:{}", path.display())).with_host_data(Arc::new(host_data));
     Ok(Lifecycle::new(
         path.to_path_buf(),
         session,

@@ -95,7 +95,8 @@ pub struct Header {
 impl Header {
     /// Decode and check the payload length (never trust `len` for an allocation).
     pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, WireError> {
-        let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let word =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let header = Self {
             ty: word(0),
             req_id: word(4),
@@ -195,7 +196,9 @@ impl Message {
 
 /// Read one message from a blocking reader. `Ok(None)` on a clean end of stream before a header.
 #[allow(clippy::type_complexity)] // io error outside, protocol error inside
-pub fn read_message(reader: &mut impl Read) -> std::io::Result<Result<Option<(Header, Vec<u8>)>, WireError>> {
+pub fn read_message(
+    reader: &mut impl Read,
+) -> std::io::Result<Result<Option<(Header, Vec<u8>)>, WireError>> {
     let mut head = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -316,7 +319,10 @@ mod tests {
             Header::decode(&head),
             Err(WireError::TooLarge(u32::MAX as usize))
         );
-        assert_eq!(Message::parse(&head), Err(WireError::TooLarge(u32::MAX as usize)));
+        assert_eq!(
+            Message::parse(&head),
+            Err(WireError::TooLarge(u32::MAX as usize))
+        );
     }
 
     #[test]
@@ -328,12 +334,20 @@ mod tests {
 
     #[test]
     fn fields_and_errors() {
-        let ev = Message::new(MsgType::WatchEvent, 0, 0, watch_payload("data/host/x", "tok").unwrap())
-            .unwrap();
+        let ev = Message::new(
+            MsgType::WatchEvent,
+            0,
+            0,
+            watch_payload("data/host/x", "tok").unwrap(),
+        )
+        .unwrap();
         assert_eq!(ev.fields(), vec![&b"data/host/x"[..], &b"tok"[..]]);
         let err = Message::new(MsgType::Error, 3, 0, b"ENOENT\0".to_vec()).unwrap();
         assert_eq!(err.error_name().as_deref(), Some("ENOENT"));
-        assert_eq!(split_fields(b"a\0b\0\0"), vec![&b"a"[..], &b"b"[..], &b""[..]]);
+        assert_eq!(
+            split_fields(b"a\0b\0\0"),
+            vec![&b"a"[..], &b"b"[..], &b""[..]]
+        );
         assert!(split_fields(b"").is_empty());
         assert!(path_payload("a\0b").is_err());
     }
