@@ -47,11 +47,13 @@ def static_build(binary, workdir):
             "rss_anon_kib": st.get("RssAnon"), "pss_kib": st.get("Pss")}
 
 
-def xenstore_roundtrip(binary, n):
-    """Host-side round trips of `version` over XenStore on test-xenstored (tests/src/bin/
-    xs-latency.rs): write of `data/host/<id>` to the reply read after its watch fired. This
-    bounds guestd's request-write to reply-write latency from above."""
-    out = subprocess.run([binary, str(n)], capture_output=True, text=True, timeout=600)
+def xenstore_roundtrip(binary, guestd, xenstored, n):
+    """Host-side round trips of `version` to the guestd binary serving XenStore on
+    test-xenstored (tests/src/bin/xs-latency.rs): write of `data/host/<id>` to the reply read
+    after its watch fired. This bounds guestd's request-write to reply-write latency from
+    above."""
+    out = subprocess.run([binary, guestd, xenstored, str(n)], capture_output=True, text=True,
+                         timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"xs-latency: {out.stderr.strip()}")
     return json.loads(out.stdout)
@@ -62,7 +64,8 @@ def run_all(args, guestd, workdir, log):
     if args.xs_latency and os.path.exists(args.xs_latency):
         n = 500 if args.quick else 3000
         log(f"XenStore round trips on test-xenstored, {n}")
-        xs = xenstore_roundtrip(args.xs_latency, n)
+        xenstored = os.path.join(os.path.dirname(args.xs_latency), "test-xenstored")
+        xs = xenstore_roundtrip(args.xs_latency, guestd.binary, xenstored, n)
         xs["vs_polling_mean"] = round(out["polling_model"]["mean_ms"] * 1000 / xs["mean_us"])
         out["xenstore"] = xs
     if args.guestd_static and os.path.exists(args.guestd_static):

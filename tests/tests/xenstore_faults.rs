@@ -1,7 +1,8 @@
 //! Issue 8 over XenStore: the hostile corpus through the real XenStore transport on
 //! test-xenstored, and xenstored killed (SIGKILL) and restarted while a request is running.
-//! guestd's side is the real `XenstoreTransport` and dispatcher in this process (the daemon
-//! binary does not have a `--listen xenstore:` arm yet); the host is `HostClient` on dom0.
+//! The corpus goes to the real daemon (`--listen xenstore:SOCKET`); the restart test runs the
+//! real `XenstoreTransport` in this process with a deliberately slow command. The host is
+//! `HostClient` on the dom0 socket.
 #![cfg(unix)]
 #![allow(clippy::disallowed_methods)] // the test spawns and kills test-xenstored
 
@@ -116,7 +117,7 @@ fn serve_guest(s: &Setup) {
         ..XenstoreConfig::default()
     };
     let transport =
-        s.rt.block_on(XenstoreTransport::open(Some(&s.guest), &config))
+        s.rt.block_on(async { XenstoreTransport::open(Some(&s.guest), &config) })
             .expect("open the XenStore transport");
     let (trigger, shutdown) = Shutdown::new();
     std::mem::forget(trigger); // serve until the runtime is dropped
@@ -127,7 +128,9 @@ fn serve_guest(s: &Setup) {
 fn hostile_corpus_over_xenstore() {
     let s = setup();
     let _xenstored = Xenstored::start(&s.dom0, &s.guest);
-    serve_guest(&s);
+    // The real daemon with every command, serving the guest's XenStore socket.
+    let listen = format!("xenstore:{}", s.guest.display());
+    let mut g = guestd_tests::Guestd::start(&["--listen", &listen]);
     let host = s.rt.block_on(HostClient::connect(Some(&s.dom0))).unwrap();
     let mut failures = Vec::new();
     let mut sent = 0;
@@ -159,6 +162,12 @@ fn hostile_corpus_over_xenstore() {
         .expect("guest still answers");
     assert_eq!(probe.returncode, "0");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(g.alive(), "guestd died:\n{}", g.log());
+    let escaped: Vec<_> = hostile::files_below(g.dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("guestd-hostile") && !p.starts_with(g.root()))
+        .collect();
+    assert!(escaped.is_empty(), "written outside the root: {escaped:?}");
 }
 
 #[test]
