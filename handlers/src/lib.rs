@@ -6,7 +6,11 @@
 //! has settings), one `pub use` line below, one `register` line in the daemon, tests.
 
 mod features;
+mod keyinit;
+mod password;
 mod version;
 
 pub use features::FeaturesHandler;
+pub use keyinit::{Keyinit2Handler, KeyinitHandler};
+pub use password::{PasswordConfig, PasswordHandler};
 pub use version::{AGENT_VERSION, VersionHandler};
