@@ -35,7 +35,9 @@ impl ChannelKey {
 
 fn exchange_error(e: KeyExchangeError) -> HandlerError {
     match e {
-        KeyExchangeError::BadPublicKey(msg) => HandlerError::BadRequest(msg),
+        KeyExchangeError::BadPublicKey(msg) | KeyExchangeError::BadInput(msg) => {
+            HandlerError::BadRequest(msg)
+        }
         other => HandlerError::failed(other.to_string()),
     }
 }

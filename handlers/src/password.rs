@@ -4,6 +4,10 @@
 //!
 //! Errors of record (all `"500"`): `Couldn't decode base64 data`, `Password without key
 //! exchange` (checked after decoding, as U1 did), `Invalid password data received`.
+//!
+//! The value is nova's base64 string, a strong `$gd2$…` string, or (strong mode only) the
+//! object `{"user": NAME, "password": "$gd2$…"}` where the user name is authenticated by the
+//! MAC and overrides `password.user`.
 
 use std::sync::Arc;
 
@@ -54,18 +58,39 @@ impl PasswordHandler {
 /// The value, decoded but not yet decrypted.
 enum Ciphertext {
     Legacy(zeroize::Zeroizing<Vec<u8>>),
-    Strong(String),
+    Strong { value: String, user: Option<String> },
 }
 
-fn decode(value: &Value) -> Result<Ciphertext, PasswordError> {
-    let Value::String(text) = value else {
-        return Err(PasswordError::Base64);
+fn decode(value: &Value) -> Result<Ciphertext, HandlerError> {
+    let failed = |e: PasswordError| HandlerError::failed(e.to_string());
+    let (text, user) = match value {
+        Value::String(text) => (text.as_str(), None),
+        Value::Object(obj) => {
+            let field = |k: &str| obj.get(k).and_then(Value::as_str);
+            let (Some(text), Some(user), 2) = (field("password"), field("user"), obj.len()) else {
+                return Err(HandlerError::BadRequest(
+                    "a password object must be {\"user\": NAME, \"password\": VALUE}".into(),
+                ));
+            };
+            if !strong::is_strong_value(text) {
+                return Err(HandlerError::BadRequest(
+                    "a user can only be chosen with the strong key exchange (keyinit2)".into(),
+                ));
+            }
+            (text, Some(user.to_string()))
+        }
+        _ => return Err(failed(PasswordError::Base64)),
     };
     if strong::is_strong_value(text) {
-        strong::decode_value(text)?;
-        Ok(Ciphertext::Strong(text.clone()))
+        strong::decode_value(text).map_err(failed)?;
+        Ok(Ciphertext::Strong {
+            value: text.to_string(),
+            user,
+        })
     } else {
-        decode_base64_lenient(text).map(Ciphertext::Legacy)
+        decode_base64_lenient(text)
+            .map(Ciphertext::Legacy)
+            .map_err(failed)
     }
 }
 
@@ -76,7 +101,7 @@ impl Handler for PasswordHandler {
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let failed = |e: PasswordError| HandlerError::failed(e.to_string());
-        let ciphertext = decode(value).map_err(failed)?;
+        let ciphertext = decode(value)?;
         // Decrypt inside the state lock so the key is never copied out.
         let (password, mode) =
             ctx.channel
@@ -85,8 +110,10 @@ impl Handler for PasswordHandler {
                         let (pw, digest) = legacy::decrypt_password(shared, ct).map_err(failed)?;
                         Ok((pw, format!("legacy, {} key derivation", digest.name())))
                     }
-                    (ChannelKey::Strong(keys), Ciphertext::Strong(text)) => {
-                        let pw = keys.decrypt_password(text).map_err(failed)?;
+                    (ChannelKey::Strong(keys), Ciphertext::Strong { value, user }) => {
+                        let pw = keys
+                            .decrypt_password(user.as_deref(), value)
+                            .map_err(failed)?;
                         Ok((pw, "keyinit2".to_string()))
                     }
                     _ => Err(HandlerError::failed(NO_KEY_EXCHANGE)),
@@ -94,7 +121,10 @@ impl Handler for PasswordHandler {
         if password.expose().is_empty() {
             return Err(HandlerError::failed("Refusing to set an empty password"));
         }
-        let user = self.config.user.as_deref();
+        let user = match &ciphertext {
+            Ciphertext::Strong { user: Some(u), .. } => Some(u.as_str()),
+            _ => self.config.user.as_deref(),
+        };
         let secret = SecretString::new(Password::into_inner(password));
         ctx.env.backend.set_password(ctx.env, user, &secret)?;
         ctx.channel.with_state::<ChannelKey, _>(ChannelKey::forget);

@@ -245,7 +245,7 @@ fn legacy_can_be_disabled() {
     let r = g.call(&c, "keyinit2", json!(host.public_base64()));
     assert_eq!(r.returncode, "D0");
     let keys = host.agree(Role::Host, &r.message).unwrap();
-    let v = keys.encrypt_password("strong one").unwrap();
+    let v = keys.encrypt_password(None, "strong one").unwrap();
     assert_eq!(g.call(&c, "password", json!(v)), Reply::ok(""));
     assert_eq!(
         g.set(),
@@ -262,7 +262,7 @@ fn strong_and_legacy_values_do_not_mix() {
     let host = StrongDh::generate().unwrap();
     let other = StrongDh::generate().unwrap();
     let keys = host.agree(Role::Host, &other.public_base64()).unwrap();
-    let strong_value = keys.encrypt_password("x").unwrap();
+    let strong_value = keys.encrypt_password(None, "x").unwrap();
     assert_eq!(
         g.call(&c, "password", json!(strong_value)).message,
         "Password without key exchange"
@@ -283,10 +283,49 @@ fn strong_and_legacy_values_do_not_mix() {
         g.call(&c, "password", json!("$gd2$!!")).message,
         "Couldn't decode base64 data"
     );
-    let good = keys.encrypt_password("finally").unwrap();
+    let good = keys.encrypt_password(None, "finally").unwrap();
     assert_eq!(g.call(&c, "password", json!(good)), Reply::ok(""));
     assert_eq!(g.set(), vec![(None, "finally".to_string())]);
     let r = g.call(&c, "keyinit2", json!("AAAA"));
+    assert_eq!(r.returncode, "500");
+}
+
+#[test]
+fn strong_mode_can_choose_the_user_and_the_name_is_authenticated() {
+    let g = guest(PasswordConfig::default(), false);
+    let c = chan("a");
+    let host = StrongDh::generate().unwrap();
+    let r = g.call(&c, "keyinit2", json!(host.public_base64()));
+    let keys = host.agree(Role::Host, &r.message).unwrap();
+    let v = keys.encrypt_password(Some("alice"), "for alice").unwrap();
+    // Re-labelled for another user: the MAC fails and the key survives.
+    assert_eq!(
+        g.call(&c, "password", json!({"user": "root", "password": v}))
+            .message,
+        "Invalid password data received"
+    );
+    assert_eq!(
+        g.call(&c, "password", json!(v)).message,
+        "Invalid password data received"
+    );
+    assert_eq!(
+        g.call(&c, "password", json!({"user": "alice", "password": v})),
+        Reply::ok("")
+    );
+    assert_eq!(
+        g.set(),
+        vec![(Some("alice".to_string()), "for alice".to_string())]
+    );
+    // Objects are only for strong values, and must be exactly {user, password}.
+    let shared = g.keyinit(&c);
+    let legacy_value = legacy::encrypt_password(&shared, LegacyDigest::Md5, "x");
+    let r = g.call(
+        &c,
+        "password",
+        json!({"user": "alice", "password": legacy_value}),
+    );
+    assert!(r.message.contains("keyinit2"), "{r:?}");
+    let r = g.call(&c, "password", json!({"password": v}));
     assert_eq!(r.returncode, "500");
 }
 

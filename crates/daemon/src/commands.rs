@@ -1,9 +1,12 @@
 //! Which commands this guestd has: one `register` line per command.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
-use guestd_handlers::{FeaturesHandler, VersionHandler};
+use guestd_handlers::{
+    FeaturesHandler, Keyinit2Handler, KeyinitHandler, PasswordHandler, VersionHandler,
+};
 
 use crate::config::Config;
 
@@ -11,7 +14,10 @@ use crate::config::Config;
 pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, DispatchError> {
     let builder = DispatcherBuilder::new()
         .register(VersionHandler)?
-        .register(FeaturesHandler)?;
+        .register(FeaturesHandler)?
+        .register(KeyinitHandler::new(Arc::new(config.password.clone())))?
+        .register(Keyinit2Handler)?
+        .register(PasswordHandler::new(Arc::new(config.password.clone())))?;
 
     let commands = &config.commands;
     let mut builder = builder

@@ -19,6 +19,7 @@ pub struct Config {
     pub commands: CommandsConfig,
     pub transports: TransportsConfig,
     pub log: LogConfig,
+    pub password: guestd_handlers::PasswordConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.
