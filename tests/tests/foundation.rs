@@ -24,7 +24,7 @@ fn guestctl_version_features_and_unknown_command() {
 
     let f = g.ctl(&["features"]);
     assert!(f.status.success());
-    assert_eq!(stdout(&f), "version,features");
+    assert_eq!(stdout(&f), "version,features,keyinit,keyinit2,password");
 
     let n = g.ctl(&["raw", "nosuch"]);
     assert!(!n.status.success());
@@ -85,7 +85,7 @@ fn bad_lines_get_errors_and_the_daemon_keeps_serving() {
     let r = c.roundtrip(br#"{"id": 7, "name": "features"}"#);
     assert_eq!(
         r,
-        json!({"id": 7, "returncode": "0", "message": "version,features"})
+        json!({"id": 7, "returncode": "0", "message": "version,features,keyinit,keyinit2,password"})
     );
     c.send(b"{\"id\": \"s\", \"name\": \"sync\", \"value\": \"tok\"}\n");
     let mut byte = [0u8; 1];

@@ -7,8 +7,12 @@
 //! not the one it waits for, so stale output from an earlier conversation never reaches the
 //! caller.
 //!
+//! [`password`] is `set-password`: the strong (`keyinit2`) or legacy key exchange, then
+//! `password`.
+//!
 //! Adding a transport: a module with a `Client` implementation and one arm in [`connect`].
 
+pub mod password;
 mod stream;
 
 use std::time::Duration;

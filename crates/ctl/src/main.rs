@@ -5,9 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use guestctl::password::{self, Mode, SetPasswordError, SetPasswordOptions};
 use guestctl::{Client, ClientError, DEFAULT_CONNECT, connect};
 use guestd_core::{Reply, Request};
+use guestd_crypto::legacy::LegacyDigest;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 /// guestctl: talk to a guestd agent from the host.
 #[derive(Debug, Parser)]
@@ -37,6 +40,22 @@ enum Cmd {
     Features,
     /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
     Raw { name: String, value: Option<String> },
+    /// Set the guest's administrator password (strong key exchange when the agent offers it).
+    SetPassword {
+        /// The account (needs the strong exchange); default: the agent's configured one
+        /// (root, or the built-in Administrator on Windows).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Read the password from stdin (one trailing newline is removed) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Key derivation for the legacy exchange: md5 (old agents) or sha256 (OpenSSL 1.1+).
+        #[arg(long, value_name = "DIGEST", default_value = "md5")]
+        legacy_digest: LegacyDigest,
+        /// Fail instead of falling back to nova's weak legacy exchange.
+        #[arg(long)]
+        require_strong: bool,
+    },
 }
 
 /// Exit codes: 0 success, 1 the agent answered with an error, 2 usage, 3 no answer.
@@ -50,6 +69,19 @@ fn main() -> ExitCode {
         Cmd::Version => Request::new("version", "agent"),
         Cmd::Features => Request::new("features", ""),
         Cmd::Raw { name, value } => Request::new(name.clone(), parse_value(value.as_deref())),
+        Cmd::SetPassword {
+            user,
+            password_stdin,
+            legacy_digest,
+            require_strong,
+        } => {
+            let opts = SetPasswordOptions {
+                user: user.clone(),
+                legacy_digest: *legacy_digest,
+                require_strong: *require_strong,
+            };
+            return set_password(&cli.connect, timeout, &opts, *password_stdin);
+        }
     };
     let reply = connect(&cli.connect, timeout)
         .and_then(|mut client: Box<dyn Client>| client.call(&request, timeout));
@@ -64,6 +96,88 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+fn set_password(
+    spec: &str,
+    timeout: Duration,
+    opts: &SetPasswordOptions,
+    from_stdin: bool,
+) -> ExitCode {
+    let secret = match read_password(from_stdin) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("guestctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = connect(spec, timeout)
+        .map_err(SetPasswordError::from)
+        .and_then(|mut client| {
+            let mode = password::choose_mode(client.as_mut(), opts, timeout)?;
+            if let Mode::Legacy(digest) = mode {
+                eprintln!(
+                    "guestctl: warning: the agent does not offer keyinit2; using nova's legacy \
+                     key exchange (107-bit Diffie-Hellman, {} key derivation), which does not \
+                     protect the password from an eavesdropper",
+                    digest.name()
+                );
+            }
+            password::send_password(
+                client.as_mut(),
+                mode,
+                opts.user.as_deref(),
+                &secret,
+                timeout,
+            )
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestctl: {e}");
+            ExitCode::from(match e {
+                SetPasswordError::Client(ClientError::Spec(_)) => 2,
+                SetPasswordError::Client(_) => EXIT_NO_ANSWER,
+                _ => EXIT_AGENT_ERROR,
+            })
+        }
+    }
+}
+
+/// The new password: from stdin, or typed twice at a prompt without echo.
+fn read_password(from_stdin: bool) -> Result<Zeroizing<String>, String> {
+    use std::io::{IsTerminal, Read};
+    let password = if from_stdin {
+        let mut text = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading the password from stdin: {e}"))?;
+        let trimmed = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        Zeroizing::new(trimmed.to_string())
+    } else if std::io::stdin().is_terminal() {
+        let first = Zeroizing::new(
+            rpassword::prompt_password("New password: ").map_err(|e| format!("prompt: {e}"))?,
+        );
+        let again = Zeroizing::new(
+            rpassword::prompt_password("Retype new password: ")
+                .map_err(|e| format!("prompt: {e}"))?,
+        );
+        if *first != *again {
+            return Err("the passwords do not match".into());
+        }
+        first
+    } else {
+        return Err(
+            "stdin is not a terminal: pass --password-stdin to read the password from it".into(),
+        );
+    };
+    if password.is_empty() {
+        return Err("refusing to set an empty password".into());
+    }
+    Ok(password)
 }
 
 /// A JSON value if it parses, else the text as a JSON string.
