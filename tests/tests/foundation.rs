@@ -138,7 +138,10 @@ fn disabled_command_is_refused_and_not_listed() {
     let v = g.ctl(&["--json", "version"]);
     let reply: serde_json::Value = serde_json::from_str(&stdout(&v)).unwrap();
     assert_eq!(reply["returncode"], "403");
-    assert_eq!(stdout(&g.ctl(&["features"])), "features");
+    assert_eq!(
+        stdout(&g.ctl(&["features"])),
+        "features,keyinit,keyinit2,password"
+    );
 }
 
 #[test]
