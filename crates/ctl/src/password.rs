@@ -146,3 +146,68 @@ fn expect(
         Err(SetPasswordError::Agent { command, reply })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers `features` with a fixed reply and fails anything else.
+    struct Features(Reply);
+
+    impl Client for Features {
+        fn call(&mut self, request: &Request, _timeout: Duration) -> Result<Reply, ClientError> {
+            assert_eq!(request.name, "features");
+            Ok(self.0.clone())
+        }
+    }
+
+    const T: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn strong_when_offered() {
+        let mut c = Features(Reply::ok("version,features,keyinit,keyinit2,password"));
+        let opts = SetPasswordOptions {
+            require_strong: true,
+            user: Some("alice".into()),
+            ..Default::default()
+        };
+        assert_eq!(choose_mode(&mut c, &opts, T).unwrap(), Mode::Strong);
+    }
+
+    #[test]
+    fn legacy_otherwise_unless_refused() {
+        let mut c = Features(Reply::ok(
+            "kmsactivate,resetnetwork,version,keyinit,features,password",
+        ));
+        let opts = SetPasswordOptions {
+            legacy_digest: LegacyDigest::Sha256,
+            ..Default::default()
+        };
+        assert_eq!(
+            choose_mode(&mut c, &opts, T).unwrap(),
+            Mode::Legacy(LegacyDigest::Sha256)
+        );
+        let strict = SetPasswordOptions {
+            require_strong: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            choose_mode(&mut c, &strict, T),
+            Err(SetPasswordError::Refused(_))
+        ));
+        let with_user = SetPasswordOptions {
+            user: Some("alice".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            choose_mode(&mut c, &with_user, T),
+            Err(SetPasswordError::Refused(_))
+        ));
+        // An agent whose features fails (or lists keyinit2 only in an error) is legacy.
+        let mut c = Features(Reply::new("404", "keyinit2"));
+        assert_eq!(
+            choose_mode(&mut c, &SetPasswordOptions::default(), T).unwrap(),
+            Mode::Legacy(LegacyDigest::Md5)
+        );
+    }
+}
