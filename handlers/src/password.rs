@@ -121,6 +121,12 @@ impl Handler for PasswordHandler {
         if password.expose().is_empty() {
             return Err(HandlerError::failed("Refusing to set an empty password"));
         }
+        // crypt(3) and PAM see C strings: a NUL would silently truncate the password.
+        if password.expose().contains('\0') {
+            return Err(HandlerError::failed(
+                "Refusing a password that contains a NUL character",
+            ));
+        }
         let user = match &ciphertext {
             Ciphertext::Strong { user: Some(u), .. } => Some(u.as_str()),
             _ => self.config.user.as_deref(),

@@ -339,6 +339,11 @@ fn empty_password_is_refused() {
         g.call(&c, "password", json!(v)),
         Reply::error("Refusing to set an empty password")
     );
+    let v = legacy::encrypt_password(&shared, LegacyDigest::Md5, "a\0b");
+    assert_eq!(
+        g.call(&c, "password", json!(v)),
+        Reply::error("Refusing a password that contains a NUL character")
+    );
     assert!(g.set().is_empty());
 }
 
