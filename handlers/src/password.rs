@@ -134,7 +134,7 @@ impl Handler for PasswordHandler {
         let secret = SecretString::new(Password::into_inner(password));
         ctx.env.backend.set_password(ctx.env, user, &secret)?;
         ctx.channel.with_state::<ChannelKey, _>(ChannelKey::forget);
-        info!(user = user.unwrap_or("(administrator)"), mode = %mode, "password changed");
+        info!(user = user.unwrap_or("(default account)"), mode = %mode, "password changed");
         Ok(Reply::ok(""))
     }
 }
