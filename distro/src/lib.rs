@@ -11,9 +11,10 @@
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod family;
+pub mod network;
 pub mod password;
 
-use guestd_core::{Backend, BackendError, Env, Root, SecretString};
+use guestd_core::{Backend, BackendError, Env, NetworkRequest, Root, SecretString};
 
 pub use family::OsFamily;
 
@@ -50,5 +51,13 @@ impl Backend for SystemBackend {
         password: &SecretString,
     ) -> Result<(), BackendError> {
         password::set_password(self.family, env, user, password)
+    }
+
+    fn reset_network(
+        &self,
+        env: &Env,
+        request: &NetworkRequest<'_>,
+    ) -> Result<String, BackendError> {
+        network::reset_network(env, request, self.family)
     }
 }

@@ -8,9 +8,11 @@
 mod features;
 mod keyinit;
 mod password;
+mod resetnetwork;
 mod version;
 
 pub use features::FeaturesHandler;
 pub use keyinit::{Keyinit2Handler, KeyinitHandler};
 pub use password::{PasswordConfig, PasswordHandler};
+pub use resetnetwork::{NetworkConfig, ResetNetworkHandler};
 pub use version::{AGENT_VERSION, VersionHandler};

@@ -24,7 +24,10 @@ fn guestctl_version_features_and_unknown_command() {
 
     let f = g.ctl(&["features"]);
     assert!(f.status.success());
-    assert_eq!(stdout(&f), "version,features,keyinit,keyinit2,password");
+    assert_eq!(
+        stdout(&f),
+        "version,features,keyinit,keyinit2,password,resetnetwork"
+    );
 
     let n = g.ctl(&["raw", "nosuch"]);
     assert!(!n.status.success());
@@ -85,7 +88,7 @@ fn bad_lines_get_errors_and_the_daemon_keeps_serving() {
     let r = c.roundtrip(br#"{"id": 7, "name": "features"}"#);
     assert_eq!(
         r,
-        json!({"id": 7, "returncode": "0", "message": "version,features,keyinit,keyinit2,password"})
+        json!({"id": 7, "returncode": "0", "message": "version,features,keyinit,keyinit2,password,resetnetwork"})
     );
     c.send(b"{\"id\": \"s\", \"name\": \"sync\", \"value\": \"tok\"}\n");
     let mut byte = [0u8; 1];
@@ -140,7 +143,7 @@ fn disabled_command_is_refused_and_not_listed() {
     assert_eq!(reply["returncode"], "403");
     assert_eq!(
         stdout(&g.ctl(&["features"])),
-        "features,keyinit,keyinit2,password"
+        "features,keyinit,keyinit2,password,resetnetwork"
     );
 }
 

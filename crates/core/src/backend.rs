@@ -47,6 +47,48 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         let _ = (env, user, password);
         Err(BackendError::Unsupported("setting a password".into()))
     }
+
+    /// `resetnetwork`: build the network configuration from `request` (inline value, host data
+    /// or a config drive), write it for the network manager in use, restart the affected
+    /// interfaces and check they came up; on failure put everything back. Returns a one-line
+    /// summary for the log.
+    fn reset_network(
+        &self,
+        env: &Env,
+        request: &NetworkRequest<'_>,
+    ) -> Result<String, BackendError> {
+        let _ = (env, request);
+        Err(BackendError::Unsupported("resetnetwork".into()))
+    }
+}
+
+/// What `resetnetwork` hands the backend. Only raw inputs: the network model and its parsers live
+/// in the backend (distro), so core and handlers never depend on them.
+#[derive(Clone, Copy)]
+pub struct NetworkRequest<'a> {
+    /// The command's value: `""` (use host data / config drive) or an inline configuration.
+    pub value: &'a serde_json::Value,
+    /// The channel's host data (XenStore `vm-data/`), when the transport has it.
+    pub host_data: Option<&'a dyn HostData>,
+    /// Network manager to use instead of the detected one (`netplan`, `ifupdown`, …).
+    pub manager: Option<&'a str>,
+    /// A directory holding an OpenStack config drive's contents, instead of looking for the
+    /// `config-2` filesystem.
+    pub config_drive: Option<&'a str>,
+    /// Whether a config drive is looked for at all.
+    pub use_config_drive: bool,
+}
+
+impl fmt::Debug for NetworkRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkRequest")
+            .field("value", self.value)
+            .field("host_data", &self.host_data.is_some())
+            .field("manager", &self.manager)
+            .field("config_drive", &self.config_drive)
+            .field("use_config_drive", &self.use_config_drive)
+            .finish()
+    }
 }
 
 /// A secret (a password) handed to a backend: wiped on drop, never shown by `Debug`.

@@ -38,6 +38,12 @@ enum Cmd {
     Version,
     /// The commands the agent has enabled.
     Features,
+    /// Rewrite the guest's network configuration (`resetnetwork`): from the host's data, or
+    /// from FILE: a JSON list of interface objects or {"interfaces": [...], "hostname": "..."}.
+    ResetNetwork {
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
     /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
     Raw { name: String, value: Option<String> },
     /// Set the guest's administrator password (strong key exchange when the agent offers it).
@@ -86,6 +92,13 @@ fn main() -> ExitCode {
             };
             return set_password(&cli.connect, timeout, &opts, *password_stdin);
         }
+        Cmd::ResetNetwork { config } => match network_value(config.as_deref()) {
+            Ok(value) => Request::new("resetnetwork", value),
+            Err(e) => {
+                eprintln!("guestctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let reply = connect(&cli.connect, timeout)
         .and_then(|mut client: Box<dyn Client>| client.call(&request, timeout));
@@ -203,6 +216,24 @@ fn read_password(from_stdin: bool) -> Result<Zeroizing<String>, String> {
         return Err("refusing to set an empty password".into());
     }
     Ok(password)
+}
+
+/// The `resetnetwork` value: `""` (the host's data), or the JSON in FILE.
+fn network_value(file: Option<&std::path::Path>) -> Result<Value, String> {
+    let Some(file) = file else {
+        return Ok(Value::String(String::new()));
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+    if !(value.is_array() || value.is_object()) {
+        return Err(format!(
+            "{} must hold a JSON list of interfaces or an object with \"interfaces\" and \"hostname\"",
+            file.display()
+        ));
+    }
+    Ok(value)
 }
 
 /// A JSON value if it parses, else the text as a JSON string.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
 use guestd_handlers::{
-    FeaturesHandler, Keyinit2Handler, KeyinitHandler, PasswordHandler, VersionHandler,
+    FeaturesHandler, Keyinit2Handler, KeyinitHandler, PasswordHandler, ResetNetworkHandler,
+    VersionHandler,
 };
 
 use crate::config::Config;
@@ -17,7 +18,8 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
         .register(FeaturesHandler)?
         .register(KeyinitHandler::new(Arc::new(config.password.clone())))?
         .register(Keyinit2Handler)?
-        .register(PasswordHandler::new(Arc::new(config.password.clone())))?;
+        .register(PasswordHandler::new(Arc::new(config.password.clone())))?
+        .register(ResetNetworkHandler::new(config.network.clone()))?;
 
     let commands = &config.commands;
     let mut builder = builder

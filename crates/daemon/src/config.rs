@@ -20,6 +20,8 @@ pub struct Config {
     pub transports: TransportsConfig,
     pub log: LogConfig,
     pub password: guestd_handlers::PasswordConfig,
+    /// `[network]`: how `resetnetwork` finds its data and which network manager it writes for.
+    pub network: guestd_handlers::NetworkConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.

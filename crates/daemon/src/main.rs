@@ -40,6 +40,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return generate(what);
     }
     let (config, files) = config::load(cli.config.as_deref())?;
+    if let Some(manager) = &config.network.manager {
+        guestd_distro::network::Manager::from_name(manager)
+            .map_err(|e| anyhow::anyhow!("[network] manager: {e}"))?;
+    }
     init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level))?;
 
     let root = match &cli.root {

@@ -1,0 +1,311 @@
+//! `resetnetwork`: one network model, three sources, a renderer per network manager, and apply
+//! with rollback.
+//!
+//! Flow ([`reset_network`]): [`gather`] the model (the inline value when non-empty, else XenStore
+//! `vm-data/networking/*` + `vm-data/hostname`, else an OpenStack config drive) → match MACs to
+//! devices ([`devices`]) → detect the [`Manager`] (or take the configured one) → [`plan`]
+//! (render, hostname, resolv.conf) → `guestd_core::apply` (backups, atomic writes, restart of the
+//! affected interfaces, checks; on failure the files are restored and the interfaces restarted
+//! with the old configuration).
+//!
+//! The network is restarted only when its files change, or when they are already right but
+//! an address is missing (the checks fail before anything is done): a hostname change alone
+//! never bounces the network.
+//!
+//! Adding a manager: see [`render`].
+
+pub mod configdrive;
+pub mod devices;
+pub mod hostname;
+pub mod manager;
+pub mod model;
+pub mod render;
+pub mod source;
+
+use guestd_core::plan::Expect;
+use guestd_core::{
+    ApplyError, ApplyOptions, BackendError, CommandRunner, Env, FileChange, NetworkRequest, Plan,
+    PlannedCommand, Root,
+};
+use tracing::{info, warn};
+
+pub use manager::Manager;
+pub use model::{
+    Hostname, Interface, InterfaceSpec, IpNet, Mac, Network, NetworkError, NetworkSpec, Route,
+};
+pub use render::{RenderContext, Rendered};
+
+use crate::OsFamily;
+
+/// Build the model from the request's sources, in order of precedence.
+pub fn gather(
+    request: &NetworkRequest<'_>,
+    root: &Root,
+    runner: &dyn CommandRunner,
+) -> Result<NetworkSpec, NetworkError> {
+    let keep_hostname = match source::parse_inline(request.value)? {
+        source::Inline::Spec(spec) => return Ok(spec),
+        source::Inline::HostData { keep_hostname } => keep_hostname,
+    };
+    if let Some(data) = request.host_data {
+        if let Some(spec) = source::from_xenstore(data, keep_hostname)? {
+            return Ok(spec);
+        }
+    }
+    if request.use_config_drive || request.config_drive.is_some() {
+        if let Some(spec) = configdrive::read(root, runner, request.config_drive, keep_hostname)? {
+            return Ok(spec);
+        }
+    }
+    Err(model::invalid(if request.host_data.is_some() {
+        "empty network list: vm-data/networking has no entries and there is no config drive"
+    } else {
+        "no network data: the value is empty, this channel has no host data and there is no config drive"
+    }))
+}
+
+/// Where resetnetwork keeps the previous versions of the files it replaces (the guest path
+/// mirrored below it, `.<n>` appended). Not beside the files: managers read whole directories
+/// (`interfaces.d/*`, `ifcfg-*`, keyfiles), and a backup there would be loaded as configuration.
+pub const BACKUP_DIR: &str = "/var/lib/guestd/backup";
+/// Backups kept per file.
+const KEEP_BACKUPS: u64 = 3;
+
+/// Put a backup of every file the plan replaces or removes first in the plan (so a failed
+/// apply removes them again, and a successful one leaves them for the administrator).
+fn add_backups(plan: &mut Plan, root: &Root) -> Result<(), NetworkError> {
+    let sys = |e: guestd_core::RootError| NetworkError::System(e.to_string());
+    let mut backups = Vec::new();
+    for change in &plan.changes {
+        let path = change.path();
+        if !differs(root, change) || root.is_symlink(path) {
+            continue;
+        }
+        let Some(bytes) = root.read_optional(path).map_err(sys)? else {
+            continue;
+        };
+        let meta = root.metadata(path).map_err(sys)?;
+        let target = std::path::Path::new(BACKUP_DIR).join(path.trim_start_matches('/'));
+        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+            continue;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let mut existing: Vec<u64> = root
+            .read_dir(dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.strip_prefix(&prefix)?.parse().ok())
+            .collect();
+        existing.sort_unstable();
+        let next = existing.last().map_or(1, |n| n + 1);
+        let options = guestd_core::WriteOptions {
+            mode: meta.mode,
+            owner: Some((meta.uid, meta.gid)),
+            preserve: false,
+        };
+        let file = |n: u64| {
+            dir.join(format!("{prefix}{n}"))
+                .to_string_lossy()
+                .into_owned()
+        };
+        backups.push(FileChange::write(file(next), bytes, options));
+        for old in existing.iter().filter(|n| **n + KEEP_BACKUPS <= next) {
+            backups.push(FileChange::Remove { path: file(*old) });
+        }
+    }
+    plan.changes.splice(0..0, backups);
+    Ok(())
+}
+
+/// Whether applying `change` would alter the guest's files.
+fn differs(root: &Root, change: &FileChange) -> bool {
+    match change {
+        FileChange::Write { path, contents, .. } => {
+            root.is_symlink(path)
+                || root.read_optional(path).ok().flatten().as_deref() != Some(&contents[..])
+        }
+        FileChange::Remove { path } => root.exists(path) || root.is_symlink(path),
+        FileChange::Symlink { path, target } => root
+            .read_link(path)
+            .map_or(true, |t| t.to_string_lossy() != target.as_str()),
+    }
+}
+
+/// Whether every check passes right now (read-only commands).
+fn checks_pass(runner: &dyn CommandRunner, checks: &[PlannedCommand]) -> bool {
+    checks.iter().all(|c| match runner.run(&c.command) {
+        Ok(out) => match &c.expect {
+            Expect::Anything => true,
+            Expect::Success => out.success(),
+            Expect::StdoutContains(t) => {
+                out.success() && String::from_utf8_lossy(&out.stdout).contains(t.as_str())
+            }
+        },
+        Err(_) => false,
+    })
+}
+
+/// Plan the whole change for `net` under `manager`. `runner` is only used for read-only checks
+/// of the current state (to skip a restart that is not needed).
+pub fn plan(
+    root: &Root,
+    runner: &dyn CommandRunner,
+    family: OsFamily,
+    manager: Manager,
+    net: &Network,
+) -> Result<Plan, NetworkError> {
+    let ctx = RenderContext { root, family };
+    let mut out = Plan::default();
+    let mut restart = Vec::new();
+    let mut checks = Vec::new();
+    let mut rollback = Vec::new();
+    let mut manages_dns = true;
+    let renders_hostname = matches!(manager, Manager::FreeBsd | Manager::Windows);
+    if !net.interfaces.is_empty() || renders_hostname {
+        let rendered = render::render(manager, net, ctx)?;
+        // What changes for the network alone (without the hostname, which some managers keep in
+        // the same file).
+        let network_only = if net.hostname.is_some() && renders_hostname {
+            let without = Network {
+                hostname: None,
+                ..net.clone()
+            };
+            render::render(manager, &without, ctx)?.files
+        } else {
+            Vec::new()
+        };
+        let compared = if network_only.is_empty() {
+            &rendered.files
+        } else {
+            &network_only
+        };
+        let files_changed = compared.iter().any(|c| differs(root, c));
+        let needed = !net.interfaces.is_empty()
+            && (rendered.always_restart || files_changed || !checks_pass(runner, &rendered.checks));
+        if !net.interfaces.is_empty() && !needed {
+            info!(%manager, "network configuration already in place; no restart");
+        }
+        out.changes.extend(rendered.files);
+        out.commands.extend(rendered.hostname_commands);
+        if needed {
+            restart = rendered.restart;
+            checks = rendered.checks;
+            rollback = rendered.rollback;
+        }
+        manages_dns = rendered.manages_dns;
+    }
+    if let Some(name) = &net.hostname {
+        if manager == Manager::FreeBsd {
+            let old = hostname::current_rc_conf(root)?;
+            let hosts = root
+                .read_optional(hostname::HOSTS)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let hosts = String::from_utf8_lossy(&hosts);
+            let patched = hostname::patch_hosts(&hosts, old.as_deref(), name);
+            if patched != hosts {
+                out.changes.push(FileChange::write(
+                    hostname::HOSTS,
+                    patched,
+                    guestd_core::WriteOptions::mode(0o644),
+                ));
+            }
+        } else if manager != Manager::Windows {
+            let h = hostname::plan(root, family, name)?;
+            out.changes.extend(h.files);
+            out.commands.extend(h.commands);
+            out.rollback_commands.extend(h.rollback);
+        }
+    }
+    let dns = net.dns();
+    if !dns.is_empty()
+        && manager != Manager::Windows
+        && hostname::resolv_conf_unmanaged(root, manages_dns)
+    {
+        out.changes.push(hostname::resolv_conf(root, &dns)?);
+    }
+    out.commands.extend(restart);
+    out.commands.extend(checks);
+    out.rollback_commands.splice(0..0, rollback);
+    Ok(out)
+}
+
+/// The whole command: gather, match, detect, plan, apply. Returns a summary for the log.
+pub fn reset_network(
+    env: &Env,
+    request: &NetworkRequest<'_>,
+    family: OsFamily,
+) -> Result<String, BackendError> {
+    let fail = |e: NetworkError| match e {
+        NetworkError::Invalid(m) => BackendError::Invalid(m),
+        NetworkError::System(m) => BackendError::Failed(m),
+    };
+    let spec = gather(request, &env.root, env.runner.as_ref()).map_err(fail)?;
+    let manager = match request.manager {
+        Some(name) => Manager::from_name(name).map_err(fail)?,
+        None => Manager::detect(&env.root, family).map_err(fail)?,
+    };
+    let net = if spec.interfaces.is_empty() {
+        Network {
+            interfaces: Vec::new(),
+            hostname: spec.hostname.clone(),
+        }
+    } else {
+        let found = devices::discover(family, &env.root, env.runner.as_ref()).map_err(fail)?;
+        devices::resolve(&spec, &found).map_err(fail)?
+    };
+    let names: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
+    info!(source = spec.source, %manager, interfaces = ?names, hostname = ?net.hostname.as_ref().map(Hostname::as_str), "resetnetwork");
+    let mut plan = plan(&env.root, env.runner.as_ref(), family, manager, &net).map_err(fail)?;
+    add_backups(&mut plan, &env.root).map_err(fail)?;
+    let options = ApplyOptions { keep_backups: 0 };
+    match guestd_core::apply(&plan, &env.root, env.runner.as_ref(), options) {
+        Ok(applied) => {
+            let changed: Vec<&String> = applied
+                .changed
+                .iter()
+                .filter(|p| !p.starts_with(BACKUP_DIR))
+                .collect();
+            Ok(format!(
+                "{} via {manager} from {}: changed {changed:?}",
+                if names.is_empty() {
+                    "hostname".to_string()
+                } else {
+                    names.join(",")
+                },
+                spec.source,
+            ))
+        }
+        Err(e) => {
+            let restored = match &e {
+                ApplyError::File { restored, .. }
+                | ApplyError::Command { restored, .. }
+                | ApplyError::Unexpected { restored, .. } => *restored,
+            };
+            warn!(error = %e, restored, "resetnetwork failed");
+            let what = match &e {
+                ApplyError::Unexpected { program, .. }
+                    if program == "ip" || program == "ifconfig" || program == "powershell" =>
+                {
+                    "the interfaces did not come up with their addresses".to_string()
+                }
+                other => other.to_string(),
+            };
+            if manager == Manager::Windows {
+                return Err(BackendError::Failed(format!(
+                    "network configuration failed ({what}); the adapters were returned to DHCP"
+                )));
+            }
+            Err(BackendError::Failed(if restored {
+                format!(
+                    "network configuration failed ({what}); the previous configuration was restored"
+                )
+            } else {
+                format!(
+                    "network configuration failed ({what}); restoring the previous files also failed, see the log"
+                )
+            }))
+        }
+    }
+}

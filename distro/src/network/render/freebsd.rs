@@ -1,0 +1,183 @@
+//! FreeBSD `/etc/rc.conf`: the `ifconfig_<if>*` lines of the affected interfaces, the default
+//! routers, guestd's own static routes (`route_guestd<n>`, other names in `static_routes` are
+//! kept) and `hostname=` are replaced; every other line stays. Restart per affected interface:
+//! `service netif restart <if>`, then `service routing restart`; the checks read `ifconfig`.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use guestd_core::{Command, FileChange, PlannedCommand, WriteOptions, plan::Expect};
+
+use super::ifupdown::read_text;
+use super::{HEADER, RenderContext, Rendered, hash_header, must, relaxed, strip_assignments};
+use crate::network::model::{Network, NetworkError};
+
+pub const PATH: &str = "/etc/rc.conf";
+
+/// The value of `name="…"` in rc.conf text.
+fn value_of(text: &str, name: &str) -> Option<String> {
+    text.lines().rev().find_map(|l| {
+        let v = l.trim().strip_prefix(name)?.strip_prefix('=')?;
+        Some(v.trim().trim_matches('"').trim_matches('\'').to_string())
+    })
+}
+
+pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, NetworkError> {
+    let previous = read_text(ctx.root, PATH)?.unwrap_or_default();
+    let names: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
+    let user_routes = |var: &str| -> Vec<String> {
+        value_of(&previous, var)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|r| !r.starts_with("guestd"))
+            .map(str::to_string)
+            .collect()
+    };
+    let (mut routes4, mut routes6) = (
+        user_routes("static_routes"),
+        user_routes("ipv6_static_routes"),
+    );
+    let drop = |n: &str| {
+        let iface_var = names.iter().any(|i| {
+            n == format!("ifconfig_{i}")
+                || n.starts_with(&format!("ifconfig_{i}_"))
+                || n.starts_with(&format!("ipv6_ifconfig_{i}"))
+        });
+        iface_var
+            || (!net.interfaces.is_empty()
+                && matches!(
+                    n,
+                    "defaultrouter" | "ipv6_defaultrouter" | "static_routes" | "ipv6_static_routes"
+                ))
+            || n.starts_with("route_guestd")
+            || n.starts_with("ipv6_route_guestd")
+            || (n == "hostname" && net.hostname.is_some())
+    };
+    let header: Vec<String> = HEADER.lines().map(|l| format!("# {l}")).collect();
+    let kept: String = strip_assignments(&previous, drop)
+        .lines()
+        .filter(|l| !header.iter().any(|h| h == l.trim_end()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut s = kept.trim_end().to_string();
+    if !s.is_empty() {
+        s.push_str("\n\n");
+    }
+    s.push_str(&hash_header());
+    if let Some(h) = &net.hostname {
+        let _ = writeln!(s, "hostname=\"{h}\"");
+    }
+    let (mut defaultrouter, mut defaultrouter6) = (None, None);
+    let mut route_lines = Vec::new();
+    for iface in &net.interfaces {
+        let mut alias = 0;
+        let mut v6_first = true;
+        for (n, a) in iface.ipv4().enumerate() {
+            if n == 0 {
+                let _ = writeln!(s, "ifconfig_{}=\"inet {a}\"", iface.name);
+            } else {
+                let _ = writeln!(s, "ifconfig_{}_alias{alias}=\"inet {a}\"", iface.name);
+                alias += 1;
+            }
+        }
+        for a in iface.ipv6() {
+            if v6_first {
+                let _ = writeln!(
+                    s,
+                    "ifconfig_{}_ipv6=\"inet6 {} prefixlen {}\"",
+                    iface.name, a.addr, a.prefix
+                );
+                v6_first = false;
+            } else {
+                let _ = writeln!(
+                    s,
+                    "ifconfig_{}_alias{alias}=\"inet6 {} prefixlen {}\"",
+                    iface.name, a.addr, a.prefix
+                );
+                alias += 1;
+            }
+        }
+        if defaultrouter.is_none() {
+            defaultrouter = iface.gateway4.map(|g| g.to_string());
+        }
+        if defaultrouter6.is_none() {
+            defaultrouter6 = iface.gateway6.map(|g| {
+                if g.segments()[0] & 0xffc0 == 0xfe80 {
+                    format!("{g}%{}", iface.name)
+                } else {
+                    g.to_string()
+                }
+            });
+        }
+        for r in &iface.routes {
+            let target = match r.gateway {
+                Some(g) => g.to_string(),
+                None => format!("-interface {}", iface.name),
+            };
+            let (list, prefix) = if r.dest.is_ipv4() {
+                (&mut routes4, "route")
+            } else {
+                (&mut routes6, "ipv6_route")
+            };
+            let name = format!(
+                "guestd{}",
+                list.iter().filter(|n| n.starts_with("guestd")).count()
+            );
+            route_lines.push(format!("{prefix}_{name}=\"-net {} {target}\"", r.dest));
+            list.push(name);
+        }
+    }
+    if let Some(g) = defaultrouter {
+        let _ = writeln!(s, "defaultrouter=\"{g}\"");
+    }
+    if let Some(g) = defaultrouter6 {
+        let _ = writeln!(s, "ipv6_defaultrouter=\"{g}\"");
+    }
+    if !net.interfaces.is_empty() {
+        if !routes4.is_empty() {
+            let _ = writeln!(s, "static_routes=\"{}\"", routes4.join(" "));
+        }
+        if !routes6.is_empty() {
+            let _ = writeln!(s, "ipv6_static_routes=\"{}\"", routes6.join(" "));
+        }
+    }
+    for l in route_lines {
+        let _ = writeln!(s, "{l}");
+    }
+    let mut restart: Vec<PlannedCommand> = net
+        .interfaces
+        .iter()
+        .map(|i| must("service", &["netif", "restart", &i.name]))
+        .collect();
+    if !net.interfaces.is_empty() {
+        restart.push(must("service", &["routing", "restart"]));
+    }
+    let hostname_commands = net
+        .hostname
+        .iter()
+        .map(|h| must("hostname", &[h.as_str()]))
+        .collect();
+    let mut checks = Vec::new();
+    for iface in &net.interfaces {
+        for a in &iface.addresses {
+            let text = match a.addr {
+                IpAddr::V4(ip) => format!("inet {ip} netmask 0x{:08x} ", u32::from(a.netmask_v4())),
+                IpAddr::V6(ip) => format!("inet6 {ip} prefixlen {} ", a.prefix),
+            };
+            checks.push(PlannedCommand {
+                command: Command::new("ifconfig").arg(&iface.name),
+                expect: Expect::StdoutContains(text),
+            });
+        }
+    }
+    Ok(Rendered {
+        files: vec![FileChange::write(PATH, s, WriteOptions::mode(0o644))],
+        rollback: relaxed(&restart),
+        restart,
+        checks,
+        manages_dns: false,
+        sets_hostname: true,
+        hostname_commands,
+        ..Default::default()
+    })
+}

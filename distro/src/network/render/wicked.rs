@@ -1,0 +1,114 @@
+//! SUSE wicked: `/etc/sysconfig/network/ifcfg-<if>` (`IPADDR`, `IPADDR_<n>`; unmanaged keys
+//! kept), `ifroute-<if>` (removed when empty), DNS through netconfig
+//! (`NETCONFIG_DNS_STATIC_SERVERS` in `/etc/sysconfig/network/config`). Restart:
+//! `wicked ifreload <if>` per affected interface, then `netconfig update -f`.
+
+use std::fmt::Write as _;
+
+use guestd_core::{FileChange, WriteOptions};
+
+use super::ifupdown::read_text;
+use super::networkscripts::kept_lines;
+use super::{RenderContext, Rendered, best_effort, hash_header, ip_checks, must, relaxed};
+use crate::network::model::{Interface, Network, NetworkError};
+
+const DIR: &str = "/etc/sysconfig/network";
+const CONFIG: &str = "/etc/sysconfig/network/config";
+
+fn managed(key: &str) -> bool {
+    let base = key.split('_').next().unwrap_or(key);
+    matches!(key, "STARTMODE" | "BOOTPROTO" | "LLADDR" | "NAME")
+        || matches!(base, "IPADDR" | "PREFIXLEN" | "NETMASK" | "LABEL")
+}
+
+fn ifcfg(iface: &Interface, previous: &str) -> String {
+    let mut s = hash_header();
+    s.push_str("STARTMODE='auto'\nBOOTPROTO='static'\n");
+    if let Some(label) = &iface.label {
+        let _ = writeln!(s, "NAME='{}'", label.replace('\'', ""));
+    }
+    for (n, a) in iface.addresses.iter().enumerate() {
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("_{n}")
+        };
+        let _ = writeln!(s, "IPADDR{suffix}='{a}'");
+    }
+    for line in kept_lines(previous, managed) {
+        let _ = writeln!(s, "{line}");
+    }
+    s
+}
+
+fn ifroute(iface: &Interface) -> Option<String> {
+    let mut lines = Vec::new();
+    if let Some(g) = iface.gateway4 {
+        lines.push(format!("default {g} - {}", iface.name));
+    }
+    if let Some(g) = iface.gateway6 {
+        lines.push(format!("default {g} - {}", iface.name));
+    }
+    for r in &iface.routes {
+        let via = r.gateway.map_or("-".to_string(), |g| g.to_string());
+        lines.push(format!("{} {via} - {}", r.dest, iface.name));
+    }
+    (!lines.is_empty()).then(|| hash_header() + &lines.join("\n") + "\n")
+}
+
+pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, NetworkError> {
+    let mut files = Vec::new();
+    for iface in &net.interfaces {
+        let path = format!("{DIR}/ifcfg-{}", iface.name);
+        let previous = read_text(ctx.root, &path)?.unwrap_or_default();
+        files.push(FileChange::write(
+            &path,
+            ifcfg(iface, &previous),
+            WriteOptions::mode(0o644),
+        ));
+        let path = format!("{DIR}/ifroute-{}", iface.name);
+        files.push(match ifroute(iface) {
+            Some(text) => FileChange::write(path, text, WriteOptions::mode(0o644)),
+            None => FileChange::Remove { path },
+        });
+    }
+    let dns = net.dns();
+    if !dns.is_empty() {
+        let list: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+        let line = format!("NETCONFIG_DNS_STATIC_SERVERS=\"{}\"", list.join(" "));
+        let previous = read_text(ctx.root, CONFIG)?.unwrap_or_default();
+        let mut replaced = false;
+        let mut text: String = previous
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("NETCONFIG_DNS_STATIC_SERVERS=") {
+                    replaced = true;
+                    format!("{line}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        if !replaced {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        files.push(FileChange::write(CONFIG, text, WriteOptions::mode(0o644)));
+    }
+    let mut restart: Vec<_> = net
+        .interfaces
+        .iter()
+        .map(|i| must("wicked", &["ifreload", &i.name]))
+        .collect();
+    if !dns.is_empty() {
+        restart.push(best_effort("netconfig", &["update", "-f"]));
+    }
+    Ok(Rendered {
+        files,
+        rollback: relaxed(&restart),
+        restart,
+        checks: ip_checks(net),
+        manages_dns: true,
+        ..Default::default()
+    })
+}

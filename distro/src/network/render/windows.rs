@@ -1,0 +1,226 @@
+//! Windows: `netsh` commands (no files). Per affected adapter: static IPv4 addresses (the first
+//! with the gateway), IPv6 addresses and default route after removing the manual ones, static
+//! routes, DNS servers; the hostname through `Rename-Computer` (effective after the next
+//! reboot, as with the Windows agent). Checks: `Get-NetIPAddress` finds each address. Rollback
+//! can only return the adapter to DHCP: netsh has no file to restore.
+
+use guestd_core::{Command, PlannedCommand, plan::Expect};
+
+use super::{RenderContext, Rendered, best_effort, must};
+use crate::network::model::{Network, NetworkError};
+
+/// `powershell -Command …` (a quoted PowerShell string uses doubled single quotes).
+fn powershell(script: String, expect: Expect) -> PlannedCommand {
+    PlannedCommand {
+        command: Command::new("powershell").args([
+            "-NoProfile",
+            "-NonInteractive",
+            "-Command",
+            &script,
+        ]),
+        expect,
+    }
+}
+
+fn ps_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, NetworkError> {
+    let mut restart = Vec::new();
+    let mut rollback = Vec::new();
+    let mut checks = Vec::new();
+    for iface in &net.interfaces {
+        let name = format!("name={}", iface.name);
+        restart.push(best_effort(
+            "netsh",
+            &["interface", "set", "interface", &name, "admin=enabled"],
+        ));
+        for (n, a) in iface.ipv4().enumerate() {
+            let address = format!("address={}", a.addr);
+            let mask = format!("mask={}", a.netmask_v4());
+            if n == 0 {
+                let mut args = vec![
+                    "interface",
+                    "ipv4",
+                    "set",
+                    "address",
+                    &name,
+                    "source=static",
+                    &address,
+                    &mask,
+                ];
+                let gw = iface.gateway4.map(|g| format!("gateway={g}"));
+                if let Some(gw) = &gw {
+                    args.extend([gw.as_str(), "gwmetric=1"]);
+                }
+                restart.push(must("netsh", &args));
+            } else {
+                restart.push(must(
+                    "netsh",
+                    &[
+                        "interface",
+                        "ipv4",
+                        "add",
+                        "address",
+                        &name,
+                        &address,
+                        &mask,
+                    ],
+                ));
+            }
+        }
+        if iface.ipv6().next().is_some() {
+            restart.push(powershell(
+                format!(
+                    "Get-NetIPAddress -InterfaceAlias {} -AddressFamily IPv6 -PrefixOrigin Manual -ErrorAction SilentlyContinue | Remove-NetIPAddress -Confirm:$false",
+                    ps_quote(&iface.name)
+                ),
+                Expect::Anything,
+            ));
+            let interface = format!("interface={}", iface.name);
+            for a in iface.ipv6() {
+                let address = format!("address={a}");
+                restart.push(must(
+                    "netsh",
+                    &[
+                        "interface",
+                        "ipv6",
+                        "add",
+                        "address",
+                        &interface,
+                        &address,
+                        "store=persistent",
+                    ],
+                ));
+            }
+            if let Some(g) = iface.gateway6 {
+                let hop = format!("nexthop={g}");
+                restart.push(best_effort(
+                    "netsh",
+                    &[
+                        "interface",
+                        "ipv6",
+                        "delete",
+                        "route",
+                        "prefix=::/0",
+                        &interface,
+                    ],
+                ));
+                restart.push(must(
+                    "netsh",
+                    &[
+                        "interface",
+                        "ipv6",
+                        "add",
+                        "route",
+                        "prefix=::/0",
+                        &interface,
+                        &hop,
+                        "store=persistent",
+                    ],
+                ));
+            }
+        }
+        for r in &iface.routes {
+            let family = if r.dest.is_ipv4() { "ipv4" } else { "ipv6" };
+            let prefix = format!("prefix={}", r.dest);
+            let interface = format!("interface={}", iface.name);
+            let mut args = vec!["interface", family, "add", "route", &prefix, &interface];
+            let hop = r.gateway.map(|g| format!("nexthop={g}"));
+            if let Some(hop) = &hop {
+                args.push(hop);
+            }
+            args.push("store=persistent");
+            restart.push(must("netsh", &args));
+        }
+        for (family, v4) in [("ipv4", true), ("ipv6", false)] {
+            let servers: Vec<_> = iface.dns.iter().filter(|d| d.is_ipv4() == v4).collect();
+            for (n, d) in servers.iter().enumerate() {
+                let address = format!("address={d}");
+                if n == 0 {
+                    restart.push(must(
+                        "netsh",
+                        &[
+                            "interface",
+                            family,
+                            "set",
+                            "dnsservers",
+                            &name,
+                            "source=static",
+                            &address,
+                            "register=primary",
+                            "validate=no",
+                        ],
+                    ));
+                } else {
+                    let index = format!("index={}", n + 1);
+                    restart.push(must(
+                        "netsh",
+                        &[
+                            "interface",
+                            family,
+                            "add",
+                            "dnsservers",
+                            &name,
+                            &address,
+                            &index,
+                            "validate=no",
+                        ],
+                    ));
+                }
+            }
+        }
+        for a in &iface.addresses {
+            checks.push(powershell(
+                format!(
+                    "Get-NetIPAddress -InterfaceAlias {} -IPAddress {} -ErrorAction Stop",
+                    ps_quote(&iface.name),
+                    ps_quote(&a.addr.to_string())
+                ),
+                Expect::Success,
+            ));
+        }
+        rollback.push(best_effort(
+            "netsh",
+            &["interface", "ipv4", "set", "address", &name, "source=dhcp"],
+        ));
+        rollback.push(best_effort(
+            "netsh",
+            &[
+                "interface",
+                "ipv4",
+                "set",
+                "dnsservers",
+                &name,
+                "source=dhcp",
+            ],
+        ));
+    }
+    let mut hostname_commands = Vec::new();
+    if let Some(h) = &net.hostname {
+        if h.short().len() > 15 {
+            return Err(crate::network::model::invalid(format!(
+                "hostname '{}' is longer than the 15 characters Windows allows",
+                h.short()
+            )));
+        }
+        hostname_commands.push(powershell(
+            format!(
+                "if ($env:COMPUTERNAME -ne {0}) {{ Rename-Computer -NewName {0} -Force }}",
+                ps_quote(h.short())
+            ),
+            Expect::Success,
+        ));
+    }
+    Ok(Rendered {
+        files: Vec::new(),
+        restart,
+        checks,
+        rollback,
+        manages_dns: true,
+        sets_hostname: true,
+        hostname_commands,
+        always_restart: true,
+    })
+}
