@@ -9,8 +9,9 @@
 
 pub mod family;
 pub mod network;
+pub mod password;
 
-use guestd_core::{Backend, BackendError, Env, NetworkRequest, Root};
+use guestd_core::{Backend, BackendError, Env, NetworkRequest, Root, SecretString};
 
 pub use family::OsFamily;
 
@@ -38,6 +39,15 @@ impl SystemBackend {
 impl Backend for SystemBackend {
     fn name(&self) -> &str {
         self.family.name()
+    }
+
+    fn set_password(
+        &self,
+        env: &Env,
+        user: Option<&str>,
+        password: &SecretString,
+    ) -> Result<(), BackendError> {
+        password::set_password(self.family, env, user, password)
     }
 
     fn reset_network(

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
 use crate::dispatch::Env;
 use crate::plan::ApplyError;
 use crate::root::RootError;
@@ -33,6 +35,19 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Short name for logs (`debian`, `freebsd`, `windows`, …).
     fn name(&self) -> &str;
 
+    /// Set the password of `user` (`None`: the OS's administrator account — `root` on Unix, the
+    /// built-in Administrator on Windows) and verify it took effect. The password never goes
+    /// to argv, logs or errors.
+    fn set_password(
+        &self,
+        env: &Env,
+        user: Option<&str>,
+        password: &SecretString,
+    ) -> Result<(), BackendError> {
+        let _ = (env, user, password);
+        Err(BackendError::Unsupported("setting a password".into()))
+    }
+
     /// `resetnetwork`: build the network configuration from `request` (inline value, host data
     /// or a config drive), write it for the network manager in use, restart the affected
     /// interfaces and check they came up; on failure put everything back. Returns a one-line
@@ -44,6 +59,26 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     ) -> Result<String, BackendError> {
         let _ = (env, request);
         Err(BackendError::Unsupported("resetnetwork".into()))
+    }
+}
+
+/// A secret (a password) handed to a backend: wiped on drop, never shown by `Debug`.
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    pub fn new(secret: Zeroizing<String>) -> Self {
+        Self(secret)
+    }
+
+    /// The secret itself; keep the borrow short and never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<hidden>)")
     }
 }
 

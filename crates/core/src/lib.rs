@@ -26,7 +26,9 @@ pub mod stream;
 pub mod transport;
 pub mod wire;
 
-pub use backend::{Backend, BackendError, HostData, HostDataError, NetworkRequest, NullBackend};
+pub use backend::{
+    Backend, BackendError, HostData, HostDataError, NetworkRequest, NullBackend, SecretString,
+};
 pub use dispatch::{
     Channel, CommandPolicy, Context, DispatchError, Dispatcher, DispatcherBuilder, Env, Handler,
     HandlerError,

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// guestctl: talk to a guestd agent from the host.
 #[derive(Debug, Parser)]
-#[command(name = "guestctl", version, about)]
+#[command(name = "guestctl", version)]
 struct Cli {
     /// The guest's channel: unix:PATH.
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_CONNECT, global = true)]
@@ -43,6 +43,9 @@ enum Cmd {
     },
     /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
     Raw { name: String, value: Option<String> },
+    /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`).
+    #[command(hide = true)]
+    Generate { what: String },
 }
 
 /// Exit codes: 0 success, 1 the agent answered with an error, 2 usage, 3 no answer.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
     let request = match &cli.command {
+        Cmd::Generate { what } => return generate(what),
         Cmd::Version => Request::new("version", "agent"),
         Cmd::Features => Request::new("features", ""),
         Cmd::Raw { name, value } => Request::new(name.clone(), parse_value(value.as_deref())),
@@ -95,6 +99,27 @@ fn network_value(file: Option<&std::path::Path>) -> Result<Value, String> {
         ));
     }
     Ok(value)
+}
+
+fn generate(what: &str) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    let done = match what {
+        "man" => clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .map_err(|e| e.to_string()),
+        shell => shell
+            .parse::<clap_complete::Shell>()
+            .map(|s| clap_complete::generate(s, &mut cmd, "guestctl", &mut out)),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestctl generate: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// A JSON value if it parses, else the text as a JSON string.

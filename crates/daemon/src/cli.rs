@@ -9,7 +9,7 @@ use crate::listen::ListenSpec;
 /// guestd: the guest agent. Takes commands from the host over a host-only channel (XenStore,
 /// virtio-serial, vsock, or a local socket) and carries them out with the guest's own tools.
 #[derive(Debug, Parser)]
-#[command(name = "guestd", version, about)]
+#[command(name = "guestd", version)]
 pub struct Cli {
     /// Configuration file (drop-ins are read from `conf.d/*.toml` beside it).
     #[arg(long, value_name = "FILE")]
@@ -32,4 +32,13 @@ pub struct Cli {
     /// and exit; used before a self-update is installed.
     #[arg(long)]
     pub self_test: bool,
+
+    /// Print the effective configuration and the transports guestd would serve, then exit
+    /// (non-zero when the configuration is invalid). For image builders.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`) and exit.
+    #[arg(long, value_name = "WHAT", hide = true)]
+    pub generate: Option<String>,
 }

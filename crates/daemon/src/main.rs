@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod config;
 mod listen;
+mod notify;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(what) = &cli.generate {
+        return generate(what);
+    }
     let (config, files) = config::load(cli.config.as_deref())?;
     if let Some(manager) = &config.network.manager {
         guestd_distro::network::Manager::from_name(manager)
@@ -54,6 +58,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let dispatcher = Arc::new(commands::build_dispatcher(&config, env)?);
 
+    if cli.check_config {
+        return check_config(
+            &config,
+            &files,
+            &backend,
+            &dispatcher,
+            &specs_for(&cli, &config)?,
+        );
+    }
     if cli.self_test {
         println!(
             "guestd {} self-test ok: {} commands",
@@ -99,6 +112,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             transports = %transports.iter().map(|t| t.describe()).collect::<Vec<_>>().join(","),
             "guestd ready"
         );
+        notify::notify(&format!("READY=1\nSTATUS=serving {} channel(s)", specs.len()));
+        if let Some(every) = notify::watchdog_interval() {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    notify::notify("WATCHDOG=1");
+                }
+            });
+        }
         let (trigger, shutdown) = Shutdown::new();
         let mut tasks = tokio::task::JoinSet::new();
         for transport in transports {
@@ -111,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::select! {
                 which = signals.recv() => {
                     info!(signal = which, "stopping: finishing requests in flight");
+                    notify::notify("STOPPING=1");
                     trigger.trigger();
                     break;
                 }
@@ -130,6 +154,81 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// The transports to serve: `--listen`, else `transports.listen`, else what this guest has.
+fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpec>> {
+    if !cli.listen.is_empty() {
+        return Ok(cli.listen.clone());
+    }
+    if !config.transports.listen.is_empty() {
+        return config
+            .transports
+            .listen
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))
+            })
+            .collect();
+    }
+    Ok(listen::detect())
+}
+
+/// `--check-config`: what guestd would do, without doing it.
+fn check_config(
+    config: &config::Config,
+    files: &[std::path::PathBuf],
+    backend: &SystemBackend,
+    dispatcher: &guestd_core::Dispatcher,
+    specs: &[ListenSpec],
+) -> anyhow::Result<()> {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "(none)".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    println!(
+        "# guestd {} configuration check: OK",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "# files: {}",
+        list(files.iter().map(|f| f.display().to_string()).collect())
+    );
+    println!("# os backend: {}", backend.name());
+    println!(
+        "# commands enabled: {}",
+        dispatcher.enabled_commands().join(",")
+    );
+    println!(
+        "# transports: {}",
+        list(specs.iter().map(ToString::to_string).collect())
+    );
+    print!(
+        "{}",
+        toml::to_string_pretty(config).context("printing the configuration")?
+    );
+    Ok(())
+}
+
+/// `--generate man|bash|zsh|fish`: documentation generated from the CLI definition.
+fn generate(what: &str) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    match what {
+        "man" => clap_mangen::Man::new(cmd).section("8").render(&mut out)?,
+        shell => {
+            let shell: clap_complete::Shell = shell
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--generate: {e}"))?;
+            clap_complete::generate(shell, &mut cmd, "guestd", &mut out);
+        }
+    }
+    Ok(())
 }
 
 /// Log to stderr (journald picks it up under systemd: no timestamps there, it adds its own).

@@ -1,0 +1,88 @@
+//! Linux: `chpasswd -e` with a SHA-512-crypt hash (stdin carries `user:hash`), or, without
+//! chpasswd, an atomic rewrite of `/etc/shadow` under the shadow lock. Either way the entry is
+//! read back and verified before success is reported.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use guestd_core::{BackendError, Command, Env, SecretString, WriteOptions};
+
+use super::{crypt, shadow};
+
+pub const SHADOW: &str = "/etc/shadow";
+const CHPASSWD: &str = "chpasswd";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Set `user`'s password and verify it.
+pub fn set_password(env: &Env, user: &str, password: &SecretString) -> Result<(), BackendError> {
+    shadow::check_user_name(user)?;
+    let current = read_shadow(env)?;
+    if shadow::password_field(&current, user).is_none() {
+        return Err(BackendError::Invalid(format!(
+            "user '{user}' has no entry in {SHADOW}"
+        )));
+    }
+    let hash = crypt::sha512_crypt(password.expose(), &crypt::fresh_salt()?)?;
+    if env.runner.exists(CHPASSWD) {
+        run_chpasswd(env, user, &hash)?;
+    } else {
+        warn!("{CHPASSWD} not found; rewriting {SHADOW} directly");
+        rewrite_shadow(env, user, &hash)?;
+    }
+    verify(env, user, password)?;
+    info!(user, "password set and verified");
+    Ok(())
+}
+
+fn read_shadow(env: &Env) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    Ok(Zeroizing::new(env.root.read(SHADOW)?))
+}
+
+/// `chpasswd -e [-R <root>]`, the hash on stdin: the password itself never leaves the agent.
+pub fn chpasswd_command(env: &Env, user: &str, hash: &str) -> Result<Command, BackendError> {
+    let mut cmd = Command::new(CHPASSWD).arg("-e").timeout(TIMEOUT);
+    if let Some(base) = env.root.base() {
+        let base = base.to_str().ok_or_else(|| {
+            BackendError::Invalid("the sandbox root path is not UTF-8".to_string())
+        })?;
+        cmd = cmd.args(["-R", base]);
+    }
+    let line = Zeroizing::new(format!("{user}:{hash}\n").into_bytes());
+    Ok(cmd.stdin(line))
+}
+
+fn run_chpasswd(env: &Env, user: &str, hash: &str) -> Result<(), BackendError> {
+    let cmd = chpasswd_command(env, user, hash)?;
+    env.runner.run(&cmd)?.check(CHPASSWD)?;
+    Ok(())
+}
+
+/// The fallback: replace the user's field in `/etc/shadow` atomically, under the lock; mode,
+/// owner and every other line stay as they were.
+fn rewrite_shadow(env: &Env, user: &str, hash: &str) -> Result<(), BackendError> {
+    let _lock = shadow::ShadowLock::acquire(&env.root)?;
+    // Re-read under the lock: another tool may have changed the file since our check.
+    let current = read_shadow(env)?;
+    let updated = shadow::replace_password(&current, user, hash, Some(shadow::days_since_epoch()))
+        .ok_or_else(|| BackendError::Invalid(format!("user '{user}' has no entry in {SHADOW}")))?;
+    env.root
+        .write_atomic(SHADOW, &updated, WriteOptions::mode(0o640))?;
+    Ok(())
+}
+
+/// Re-read the entry and check it against the password (no false success).
+fn verify(env: &Env, user: &str, password: &SecretString) -> Result<(), BackendError> {
+    let text = read_shadow(env)?;
+    let ok = shadow::password_field(&text, user)
+        .and_then(|f| std::str::from_utf8(f).ok())
+        .is_some_and(|stored| crypt::verify(stored, password.expose()));
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::Failed(format!(
+            "the password of '{user}' did not verify after it was set"
+        )))
+    }
+}

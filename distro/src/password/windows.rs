@@ -1,0 +1,220 @@
+//! Windows: the password of the built-in Administrator (the local account whose RID is 500,
+//! i.e. whose SID ends in `-500`, whatever it was renamed to) or of a named account, set with
+//! `NetUserSetInfo` level 1003. The account choice is platform-neutral and tested on Linux;
+//! only the `netapi32` glue is behind `cfg(windows)`.
+
+use guestd_core::BackendError;
+
+/// The relative id of the built-in Administrator account.
+pub const ADMINISTRATOR_RID: u32 = 500;
+
+/// A local account as `NetUserEnum` level 3 reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAccount {
+    pub name: String,
+    /// The last sub-authority of the account's SID.
+    pub rid: u32,
+}
+
+/// The RID of a SID in string form (`S-1-5-21-…-500` → 500).
+pub fn rid_of_sid(sid: &str) -> Option<u32> {
+    if !sid.starts_with("S-1-") {
+        return None;
+    }
+    sid.rsplit('-').next()?.parse().ok()
+}
+
+/// Which account gets the password: the named one (case-insensitive, as Windows compares
+/// account names), or the built-in Administrator when no name is configured.
+pub fn choose_account<'a>(
+    accounts: &'a [LocalAccount],
+    wanted: Option<&str>,
+) -> Result<&'a LocalAccount, BackendError> {
+    match wanted {
+        Some(name) => accounts
+            .iter()
+            .find(|a| a.name.to_lowercase() == name.to_lowercase())
+            .ok_or_else(|| BackendError::Invalid(format!("no local account named '{name}'"))),
+        None => accounts
+            .iter()
+            .find(|a| a.rid == ADMINISTRATOR_RID)
+            .ok_or_else(|| {
+                BackendError::Failed(
+                    "no built-in Administrator account (RID 500) was found".to_string(),
+                )
+            }),
+    }
+}
+
+#[cfg(windows)]
+pub use glue::set_password;
+
+#[cfg(windows)]
+#[allow(unsafe_code)]
+mod glue {
+    use tracing::info;
+    use windows_sys::Win32::Foundation::ERROR_MORE_DATA;
+    use windows_sys::Win32::NetworkManagement::NetManagement::{
+        FILTER_NORMAL_ACCOUNT, MAX_PREFERRED_LENGTH, NERR_Success, NetApiBufferFree, NetUserEnum,
+        NetUserSetInfo, USER_INFO_3, USER_INFO_1003,
+    };
+    use zeroize::Zeroizing;
+
+    use guestd_core::{BackendError, SecretString};
+
+    use super::{LocalAccount, choose_account};
+
+    /// Set the password of `user` (or of the built-in Administrator).
+    pub fn set_password(user: Option<&str>, password: &SecretString) -> Result<(), BackendError> {
+        let accounts = local_accounts()?;
+        let account = choose_account(&accounts, user)?;
+        let name = wide(&account.name);
+        let mut secret: Zeroizing<Vec<u16>> =
+            Zeroizing::new(password.expose().encode_utf16().chain(Some(0)).collect());
+        let info = USER_INFO_1003 {
+            usri1003_password: secret.as_mut_ptr(),
+        };
+        let mut parm_err = 0u32;
+        // SAFETY: `name` and `secret` are NUL-terminated UTF-16 buffers alive for the call;
+        // `info` is a valid USER_INFO_1003 for level 1003; a null server means this machine.
+        let rc = unsafe {
+            NetUserSetInfo(
+                std::ptr::null(),
+                name.as_ptr(),
+                1003,
+                (&info as *const USER_INFO_1003).cast(),
+                &mut parm_err,
+            )
+        };
+        if rc != NERR_Success {
+            return Err(BackendError::Failed(format!(
+                "NetUserSetInfo for '{}' failed with error {rc}",
+                account.name
+            )));
+        }
+        info!(user = %account.name, "password set");
+        Ok(())
+    }
+
+    fn wide(s: &str) -> Vec<u16> {
+        s.encode_utf16().chain(Some(0)).collect()
+    }
+
+    /// Every normal local account with its RID (`NetUserEnum` level 3).
+    fn local_accounts() -> Result<Vec<LocalAccount>, BackendError> {
+        let mut out = Vec::new();
+        let mut resume = 0u32;
+        loop {
+            let mut buf: *mut u8 = std::ptr::null_mut();
+            let (mut read, mut total) = (0u32, 0u32);
+            // SAFETY: all out-pointers point to live locals; the API allocates `buf`, which is
+            // freed with NetApiBufferFree below.
+            let rc = unsafe {
+                NetUserEnum(
+                    std::ptr::null(),
+                    3,
+                    FILTER_NORMAL_ACCOUNT,
+                    &mut buf,
+                    MAX_PREFERRED_LENGTH,
+                    &mut read,
+                    &mut total,
+                    &mut resume,
+                )
+            };
+            if rc != NERR_Success && rc != ERROR_MORE_DATA {
+                return Err(BackendError::Failed(format!(
+                    "NetUserEnum failed with error {rc}"
+                )));
+            }
+            if !buf.is_null() {
+                // SAFETY: on success `buf` holds `read` USER_INFO_3 records.
+                let records =
+                    unsafe { std::slice::from_raw_parts(buf as *const USER_INFO_3, read as usize) };
+                for r in records {
+                    out.push(LocalAccount {
+                        // SAFETY: usri3_name is a NUL-terminated string inside `buf`.
+                        name: unsafe { from_wide(r.usri3_name) },
+                        rid: r.usri3_user_id,
+                    });
+                }
+                // SAFETY: `buf` was allocated by NetUserEnum and is not used afterwards.
+                unsafe { NetApiBufferFree(buf.cast()) };
+            }
+            if rc != ERROR_MORE_DATA {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// # Safety
+    /// `p` is null or a valid NUL-terminated UTF-16 string.
+    unsafe fn from_wide(p: *const u16) -> String {
+        if p.is_null() {
+            return String::new();
+        }
+        let mut len = 0;
+        // SAFETY: the caller guarantees a terminating NUL.
+        while unsafe { *p.add(len) } != 0 {
+            len += 1;
+        }
+        // SAFETY: `len` u16s before the NUL are readable.
+        String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(p, len) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> Vec<LocalAccount> {
+        vec![
+            LocalAccount {
+                name: "Gast".into(),
+                rid: 501,
+            },
+            LocalAccount {
+                name: "Administrateur".into(),
+                rid: 500,
+            },
+            LocalAccount {
+                name: "ops".into(),
+                rid: 1001,
+            },
+        ]
+    }
+
+    #[test]
+    fn builtin_administrator_is_found_whatever_its_name() {
+        let list = accounts();
+        assert_eq!(choose_account(&list, None).unwrap().name, "Administrateur");
+    }
+
+    #[test]
+    fn a_named_account_wins_case_insensitively() {
+        let list = accounts();
+        assert_eq!(choose_account(&list, Some("OPS")).unwrap().rid, 1001);
+        assert!(choose_account(&list, Some("root")).is_err());
+    }
+
+    #[test]
+    fn no_administrator_is_an_error() {
+        let list = vec![LocalAccount {
+            name: "ops".into(),
+            rid: 1001,
+        }];
+        assert!(choose_account(&list, None).is_err());
+    }
+
+    #[test]
+    fn rid_from_sid_strings() {
+        assert_eq!(
+            rid_of_sid("S-1-5-21-3623811015-3361044348-30300820-500"),
+            Some(500)
+        );
+        assert_eq!(
+            rid_of_sid("S-1-5-21-3623811015-3361044348-30300820-1013"),
+            Some(1013)
+        );
+        assert_eq!(rid_of_sid("garbage-500"), None);
+    }
+}

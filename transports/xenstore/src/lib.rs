@@ -1,0 +1,38 @@
+//! guestd's XenStore transport: how an unmodified OpenStack nova host on XenServer talks to
+//! its guests (spec §1–3, §2.5).
+//!
+//! - [`wire`]: the wire protocol (`xs_wire.h`) — header, message types, errno names, the
+//!   4096-byte payload limit checked before anything is allocated.
+//! - [`client`]: an async pure-Rust client ([`XsClient`]) over the xenbus device
+//!   (`/dev/xen/xenbus`, `/proc/xen/xenbus`) or a xenstored unix socket, multiplexing replies
+//!   by `req_id` and watch events by token.
+//! - [`XenstoreTransport`]: the guest side of the request lifecycle (`data/host/<id>` in,
+//!   `data/guest/<id>` out), watch-driven, reconnecting, pruning its own old replies; its
+//!   channel offers `vm-data/` to handlers through [`XenstoreHostData`].
+//! - [`HostClient`]: the dom0 side guestctl uses (`guestctl --connect xenstore:DOMID`).
+//! - With the `libxenstore` feature, a second backend over the system libxenstore (bindgen
+//!   bindings to Debian's `libxen-dev`) runs the same lifecycle.
+//!
+//! Adding an operation: a method on [`XsClient`] (and on the [`Store`] trait if the lifecycle
+//! needs it, implemented by every backend).
+
+pub mod client;
+mod config;
+#[cfg(unix)]
+mod device;
+mod host;
+mod hostdata;
+mod lifecycle;
+#[cfg(feature = "libxenstore")]
+pub mod libxs;
+mod store;
+mod transport;
+pub mod wire;
+
+pub use client::{WatchEvent, WatchStream, XsClient, XsError};
+pub use config::{BackendKind, XenstoreConfig};
+pub use host::{DEFAULT_SOCKET, HostClient, HostError, default_socket};
+pub use hostdata::XenstoreHostData;
+pub use lifecycle::fit_reply;
+pub use store::Store;
+pub use transport::{DEVICE_PATHS, XenstoreTransport, detect, detect_among};
