@@ -5,6 +5,9 @@
 //! capabilities dispatch on the family. Planners are pure functions over `Root` that return a
 //! `guestd_core::Plan`, so the Windows and FreeBSD ones are tested on Linux too.
 //!
+//! [`network`] owns `resetnetwork`: the network model and its sources, the detection of the
+//! network manager in use, one renderer per manager, hostname and resolver files.
+//!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod family;
