@@ -62,26 +62,6 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// A secret (a password) handed to a backend: wiped on drop, never shown by `Debug`.
-pub struct SecretString(Zeroizing<String>);
-
-impl SecretString {
-    pub fn new(secret: Zeroizing<String>) -> Self {
-        Self(secret)
-    }
-
-    /// The secret itself; keep the borrow short and never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretString(<hidden>)")
-    }
-}
-
 /// What `resetnetwork` hands the backend. Only raw inputs: the network model and its parsers live
 /// in the backend (distro), so core and handlers never depend on them.
 #[derive(Clone, Copy)]
@@ -108,6 +88,26 @@ impl fmt::Debug for NetworkRequest<'_> {
             .field("config_drive", &self.config_drive)
             .field("use_config_drive", &self.use_config_drive)
             .finish()
+    }
+}
+
+/// A secret (a password) handed to a backend: wiped on drop, never shown by `Debug`.
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    pub fn new(secret: Zeroizing<String>) -> Self {
+        Self(secret)
+    }
+
+    /// The secret itself; keep the borrow short and never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<hidden>)")
     }
 }
 

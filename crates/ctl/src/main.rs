@@ -83,24 +83,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The `resetnetwork` value: `""` (the host's data), or the JSON in FILE.
-fn network_value(file: Option<&std::path::Path>) -> Result<Value, String> {
-    let Some(file) = file else {
-        return Ok(Value::String(String::new()));
-    };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
-    if !(value.is_array() || value.is_object()) {
-        return Err(format!(
-            "{} must hold a JSON list of interfaces or an object with \"interfaces\" and \"hostname\"",
-            file.display()
-        ));
-    }
-    Ok(value)
-}
-
 fn generate(what: &str) -> ExitCode {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
@@ -120,6 +102,24 @@ fn generate(what: &str) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The `resetnetwork` value: `""` (the host's data), or the JSON in FILE.
+fn network_value(file: Option<&std::path::Path>) -> Result<Value, String> {
+    let Some(file) = file else {
+        return Ok(Value::String(String::new()));
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+    if !(value.is_array() || value.is_object()) {
+        return Err(format!(
+            "{} must hold a JSON list of interfaces or an object with \"interfaces\" and \"hostname\"",
+            file.display()
+        ));
+    }
+    Ok(value)
 }
 
 /// A JSON value if it parses, else the text as a JSON string.
