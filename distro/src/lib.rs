@@ -7,6 +7,8 @@
 //!
 //! [`password`] sets an account's password (chpasswd / locked shadow rewrite on Linux, `pw` on
 //! FreeBSD, `NetUserSetInfo` on Windows) and verifies the result.
+//! [`network`] owns `resetnetwork`: the network model and its sources, the detection of the
+//! network manager in use, one renderer per manager, hostname and resolver files.
 //!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
