@@ -20,7 +20,8 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// Serve this channel (repeatable): `unix:PATH`. Overrides `transports.listen`.
+    /// Serve this channel (repeatable): `unix:PATH`, `serial:[NAME|PATH]`, `tcp:HOST:PORT`,
+    /// `vsock:PORT`. Overrides `transports.listen`.
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,
 

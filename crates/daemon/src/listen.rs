@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use guestd_core::stream::StreamLimits;
+use guestd_core::retry::ReplyCache;
+use guestd_core::stream::{StreamLimits, StreamOptions};
 use guestd_core::{Transport, TransportError};
+
+use crate::config::Config;
 
 /// Where the default unix socket lives when no hypervisor channel exists.
 pub const DEFAULT_UNIX_SOCKET: &str = "/run/guestd/guestd.sock";
@@ -15,6 +19,12 @@ pub const DEFAULT_UNIX_SOCKET: &str = "/run/guestd/guestd.sock";
 pub enum ListenSpec {
     /// `unix:PATH`
     Unix(PathBuf),
+    /// `serial:` (the configured port name), `serial:NAME` or `serial:/dev/vportNpM`
+    Serial(String),
+    /// `tcp:HOST:PORT`
+    Tcp(String),
+    /// `vsock:PORT`
+    Vsock(String),
 }
 
 impl FromStr for ListenSpec {
@@ -27,8 +37,23 @@ impl FromStr for ListenSpec {
             "unix" => Err(format!(
                 "'{spec}': unix needs a path (unix:/run/guestd/guestd.sock)"
             )),
+            "serial" => Ok(Self::Serial(rest.to_owned())),
+            "tcp"
+                if rest
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && !p.is_empty()) =>
+            {
+                Ok(Self::Tcp(rest.to_owned()))
+            }
+            "tcp" => Err(format!(
+                "'{spec}': tcp needs HOST:PORT (tcp:127.0.0.1:7000)"
+            )),
+            "vsock" => guestd_transport_socket::vsock::parse_port(rest)
+                .map(|_| Self::Vsock(rest.to_owned()))
+                .map_err(|e| format!("'{spec}': {e}")),
             _ => Err(format!(
-                "'{spec}': unknown transport '{kind}' (expected unix:PATH)"
+                "'{spec}': unknown transport '{kind}' (expected unix:PATH, serial:[NAME|PATH], \
+                 tcp:HOST:PORT or vsock:PORT)"
             )),
         }
     }
@@ -38,26 +63,63 @@ impl std::fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Serial(target) => write!(f, "serial:{target}"),
+            Self::Tcp(target) => write!(f, "tcp:{target}"),
+            Self::Vsock(port) => write!(f, "vsock:{port}"),
         }
     }
 }
 
 /// What to serve when nothing is configured: the hypervisor channels this guest has, else the
 /// local unix socket.
-pub fn detect() -> Vec<ListenSpec> {
+pub fn detect(config: &Config) -> Vec<ListenSpec> {
+    if let Some(spec) = guestd_transport_serial::auto_detect(&config.serial) {
+        let target = spec.trim_start_matches("serial:").to_owned();
+        return vec![ListenSpec::Serial(target)];
+    }
     vec![ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET))]
 }
 
-/// Open (bind, connect) one transport. Must run inside the runtime.
-pub fn open(spec: &ListenSpec, limits: StreamLimits) -> Result<Box<dyn Transport>, TransportError> {
+/// Open (bind, connect) one transport with its own reply cache. Must run inside the runtime.
+pub fn open(
+    spec: &ListenSpec,
+    limits: StreamLimits,
+    config: &Config,
+) -> Result<Box<dyn Transport>, TransportError> {
+    let options = StreamOptions {
+        limits,
+        replies: Some(Arc::new(ReplyCache::new(&config.retry))),
+        ..StreamOptions::default()
+    };
     match spec {
         #[cfg(unix)]
-        ListenSpec::Unix(path) => Ok(Box::new(guestd_transport_socket::UnixTransport::bind(
-            path, limits,
+        ListenSpec::Unix(path) => Ok(Box::new(
+            guestd_transport_socket::UnixTransport::bind(path, limits)?.with_options(options),
+        )),
+        ListenSpec::Serial(target) => Ok(Box::new(guestd_transport_serial::SerialTransport::open(
+            target,
+            &config.serial,
+            &config.retry,
+            limits,
         )?)),
+        ListenSpec::Tcp(target) => Ok(Box::new(guestd_transport_socket::TcpTransport::bind(
+            target,
+            &config.tcp,
+            options,
+        )?)),
+        #[cfg(target_os = "linux")]
+        ListenSpec::Vsock(port) => Ok(Box::new(guestd_transport_socket::VsockTransport::bind(
+            port,
+            &config.vsock,
+            options,
+        )?)),
+        #[cfg(not(target_os = "linux"))]
+        ListenSpec::Vsock(_) => Err(TransportError::Config(
+            "vsock is only supported on Linux".into(),
+        )),
         #[cfg(not(unix))]
         ListenSpec::Unix(_) => {
-            let _ = limits;
+            let _ = options;
             Err(TransportError::Config(
                 "unix sockets are not available on this OS".into(),
             ))
@@ -88,5 +150,23 @@ mod tests {
                 .contains("unknown transport")
         );
         assert_eq!(ListenSpec::Unix("/a".into()).to_string(), "unix:/a");
+        for spec in [
+            "serial:",
+            "serial:org.x.0",
+            "serial:/dev/vport0p1",
+            "tcp:127.0.0.1:7000",
+            "tcp:[::1]:7",
+            "vsock:5000",
+        ] {
+            assert_eq!(spec.parse::<ListenSpec>().unwrap().to_string(), spec);
+        }
+        for (bad, why) in [
+            ("tcp:7000", "HOST:PORT"),
+            ("tcp:", "HOST:PORT"),
+            ("vsock:x", "invalid vsock port"),
+        ] {
+            let err = bad.parse::<ListenSpec>().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

@@ -97,7 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .collect::<Result<_, String>>()
             .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))?
     } else {
-        listen::detect()
+        listen::detect(&config)
     };
     let limits = StreamLimits {
         max_line: config.transports.max_line_bytes.max(64),
@@ -111,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut transports = Vec::new();
         for spec in &specs {
-            transports.push(listen::open(spec, limits).with_context(|| format!("opening {spec}"))?);
+            transports.push(listen::open(spec, limits, &config).with_context(|| format!("opening {spec}"))?);
         }
         info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -215,7 +215,7 @@ fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpe
             })
             .collect();
     }
-    Ok(listen::detect())
+    Ok(listen::detect(config))
 }
 
 /// `--check-config`: what guestd would do, without doing it.
