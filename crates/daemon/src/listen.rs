@@ -96,6 +96,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn detection_honours_the_xenstore_section() {
+        let configured = XenstoreConfig {
+            path: Some("/run/test-xenbus".into()),
+            ..XenstoreConfig::default()
+        };
+        assert_eq!(
+            detect(&configured),
+            vec![ListenSpec::Xenstore(Some("/run/test-xenbus".into()))]
+        );
+        let off = XenstoreConfig {
+            auto_detect: false,
+            ..configured
+        };
+        assert_eq!(
+            detect(&off),
+            vec![ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET))]
+        );
+    }
+
+    #[test]
     fn parses_specs_with_clear_errors() {
         assert_eq!(
             "unix:/tmp/x.sock".parse::<ListenSpec>(),
