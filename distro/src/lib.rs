@@ -8,10 +8,12 @@
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod family;
+pub mod kms;
 pub mod network;
 pub mod password;
 
-use guestd_core::{Backend, BackendError, Env, NetworkRequest, Root, SecretString};
+use guestd_core::plan::Plan;
+use guestd_core::{Backend, BackendError, Env, KmsRequest, NetworkRequest, Root, SecretString};
 
 pub use family::OsFamily;
 
@@ -56,5 +58,30 @@ impl Backend for SystemBackend {
         request: &NetworkRequest<'_>,
     ) -> Result<String, BackendError> {
         network::reset_network(env, request, self.family)
+    }
+
+    fn kms_activate(&self, root: &Root, request: &KmsRequest) -> Result<Plan, BackendError> {
+        match (self.family, request) {
+            (
+                OsFamily::RedHat,
+                KmsRequest::Rhn {
+                    activation_key,
+                    profile,
+                    domains,
+                },
+            ) => kms::plan_rhn(root, activation_key, profile, domains),
+            (OsFamily::Windows, KmsRequest::Kms { server }) => {
+                let system_root =
+                    std::env::var("SystemRoot").unwrap_or_else(|_| "C:\\Windows".into());
+                kms::plan_windows(&system_root, server)
+            }
+            (OsFamily::RedHat, KmsRequest::Kms { .. }) => Err(BackendError::Invalid(
+                "Invalid arguments: RHN activation needs activation_key and profile".into(),
+            )),
+            (OsFamily::Windows, KmsRequest::Rhn { .. }) => Err(BackendError::Invalid(
+                "Invalid arguments: KMS activation needs \"host:port\"".into(),
+            )),
+            _ => Err(BackendError::Unsupported("KMS".into())),
+        }
     }
 }

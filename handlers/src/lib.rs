@@ -6,9 +6,15 @@
 //! has settings), one `pub use` line below, one `register` line in the daemon, tests.
 
 mod features;
+pub mod inject;
+pub mod kms;
 mod resetnetwork;
+pub mod update;
 mod version;
 
 pub use features::FeaturesHandler;
+pub use inject::{FileInjectHandler, InjectConfig, InjectFileHandler};
+pub use kms::KmsActivateHandler;
 pub use resetnetwork::{NetworkConfig, ResetNetworkHandler};
+pub use update::{AgentUpdateHandler, UpdateConfig};
 pub use version::{AGENT_VERSION, VersionHandler};

@@ -9,8 +9,8 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use crate::dispatch::Env;
-use crate::plan::ApplyError;
-use crate::root::RootError;
+use crate::plan::{ApplyError, Plan};
+use crate::root::{Root, RootError};
 use crate::runner::CommandError;
 
 /// A backend failure; `Display` is the short reason sent to the host (never secrets).
@@ -46,6 +46,12 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     ) -> Result<(), BackendError> {
         let _ = (env, user, password);
         Err(BackendError::Unsupported("setting a password".into()))
+    }
+
+    /// `kmsactivate` (spec §4.8): the plan that registers/activates this OS.
+    /// Files are read through `root`; nothing is changed here (the handler applies the plan).
+    fn kms_activate(&self, _root: &Root, _request: &KmsRequest) -> Result<Plan, BackendError> {
+        Err(BackendError::Unsupported("KMS".into()))
     }
 
     /// `resetnetwork`: build the network configuration from `request` (inline value, host data
@@ -108,6 +114,35 @@ impl SecretString {
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretString(<hidden>)")
+    }
+}
+
+/// What `kmsactivate` asks for (spec §4.8).
+#[derive(Clone, PartialEq, Eq)]
+pub enum KmsRequest {
+    /// Linux (RHEL): register with Red Hat Network using an activation key.
+    Rhn {
+        /// Secret: never logged, never in argv of our commands.
+        activation_key: Zeroizing<String>,
+        profile: String,
+        /// RHN server host names (become `serverURL` in `up2date`).
+        domains: Vec<String>,
+    },
+    /// Windows: activate against this KMS server (`host` or `host:port`).
+    Kms { server: String },
+}
+
+impl fmt::Debug for KmsRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rhn {
+                profile, domains, ..
+            } => write!(
+                f,
+                "Rhn {{ profile: {profile:?}, domains: {domains:?}, activation_key: <hidden> }}"
+            ),
+            Self::Kms { server } => write!(f, "Kms {{ server: {server:?} }}"),
+        }
     }
 }
 

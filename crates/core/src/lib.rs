@@ -4,6 +4,7 @@
 //!   encoding (ASCII-only JSON, string return codes, the spec's error strings).
 //! - [`framing`] and [`stream`]: newline-delimited JSON with `0xFF` resynchronisation, and the
 //!   conversation loop every stream transport runs.
+//! - [`retry`]: replies remembered by request id, so a host can safely repeat a request.
 //! - [`dispatch`]: the [`Handler`] trait and the [`Dispatcher`] (command policy, timeouts, one
 //!   reply per error, one log line per request, per-channel state).
 //! - [`transport`]: the [`Transport`] trait and the shutdown signal.
@@ -20,6 +21,7 @@ pub mod backend;
 pub mod dispatch;
 pub mod framing;
 pub mod plan;
+pub mod retry;
 pub mod root;
 pub mod runner;
 pub mod stream;
@@ -27,7 +29,8 @@ pub mod transport;
 pub mod wire;
 
 pub use backend::{
-    Backend, BackendError, HostData, HostDataError, NetworkRequest, NullBackend, SecretString,
+    Backend, BackendError, HostData, HostDataError, KmsRequest, NetworkRequest, NullBackend,
+    SecretString,
 };
 pub use dispatch::{
     Channel, CommandPolicy, Context, DispatchError, Dispatcher, DispatcherBuilder, Env, Handler,

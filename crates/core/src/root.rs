@@ -276,6 +276,19 @@ impl Root {
         }
     }
 
+    /// Remove a directory and everything in it (a symlink is removed, not followed). Missing
+    /// is fine.
+    pub fn remove_dir_all(&self, guest: impl AsRef<Path>) -> Result<(), RootError> {
+        let guest = guest.as_ref();
+        let path = self.resolve_nofollow(guest)?;
+        let result = match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Ok(md) if !md.is_dir() => fs::remove_file(&path),
+            _ => fs::remove_dir_all(&path),
+        };
+        result.map_err(io_err("remove", guest))
+    }
+
     /// Create or replace a symlink at `guest` pointing to `target` (stored as given).
     pub fn symlink(
         &self,

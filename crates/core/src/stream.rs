@@ -5,15 +5,22 @@
 //! "message": …}` lines, answered in order. The built-in `sync` request (`{"id": …, "name":
 //! "sync", "value": <token>}`) is answered at once with the token as message and a `0xFF` byte
 //! before the reply, so a host that reconnects can skip whatever stale output precedes it.
+//!
+//! With a [`ReplyCache`] (see [`crate::retry`]) a request repeated with the same id gets the
+//! remembered reply instead of running again. A peer that stops reading cannot hold a
+//! conversation (or shutdown) forever: a reply that cannot be written within
+//! [`StreamOptions::write_timeout`] ends the conversation.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::dispatch::{Channel, Dispatcher};
 use crate::framing::{Frame, LineDecoder, RESYNC};
+use crate::retry::ReplyCache;
 use crate::transport::Shutdown;
 use crate::wire::{Reply, parse_request};
 
@@ -37,12 +44,36 @@ impl Default for StreamLimits {
     }
 }
 
+/// Default time a peer has to accept a reply before the conversation is given up.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything that shapes a stream conversation besides the stream itself.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub limits: StreamLimits,
+    /// Remembered replies of this transport (shared by its connections); `None`: no retries.
+    pub replies: Option<Arc<ReplyCache>>,
+    /// Longest wait for the peer to accept a reply; `None` waits forever.
+    pub write_timeout: Option<Duration>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            limits: StreamLimits::default(),
+            replies: None,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+        }
+    }
+}
+
 /// What a decoded line turns into: bytes to write back.
 async fn answer(
     dispatcher: &Arc<Dispatcher>,
     channel: &Arc<Channel>,
     frame: Frame,
     limits: StreamLimits,
+    replies: Option<&ReplyCache>,
 ) -> Vec<u8> {
     let (id, reply, resync) = match frame {
         Frame::TooLong => {
@@ -64,6 +95,14 @@ async fn answer(
                     };
                     (incoming.id, Reply::ok(token), true)
                 }
+                Ok(_) if incoming.id.is_some() && replies.is_some() => {
+                    let id = incoming.id.clone().expect("checked");
+                    let cache = replies.expect("checked");
+                    let reply = cache
+                        .answer(&id, &line, || dispatcher.dispatch(channel, incoming))
+                        .await;
+                    (Some(id), reply, false)
+                }
                 _ => {
                     let id = incoming.id.clone();
                     (id, dispatcher.dispatch(channel, incoming).await, false)
@@ -81,17 +120,56 @@ async fn answer(
 }
 
 /// Serve one stream until the peer closes it or shutdown is requested (the request in flight is
-/// finished and answered first).
+/// finished and answered first). No remembered replies; see [`serve_stream_with`].
 pub async fn serve_stream<S>(
-    mut stream: S,
+    stream: S,
     dispatcher: Arc<Dispatcher>,
     channel: Arc<Channel>,
     limits: StreamLimits,
+    shutdown: Shutdown,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let options = StreamOptions {
+        limits,
+        ..StreamOptions::default()
+    };
+    serve_stream_with(stream, dispatcher, channel, &options, shutdown).await
+}
+
+/// [`serve_stream`] with all options. Returns `Ok` when the peer closes the stream (a partial
+/// request is dropped) or on shutdown.
+pub async fn serve_stream_with<S>(
+    mut stream: S,
+    dispatcher: Arc<Dispatcher>,
+    channel: Arc<Channel>,
+    options: &StreamOptions,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let result = converse(&mut stream, &dispatcher, &channel, options, &mut shutdown).await;
+    if result.is_ok() {
+        // A clean end is announced (TCP FIN, TLS close_notify), without waiting long on a
+        // peer that does not read.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+    result
+}
+
+async fn converse<S>(
+    stream: &mut S,
+    dispatcher: &Arc<Dispatcher>,
+    channel: &Arc<Channel>,
+    options: &StreamOptions,
+    shutdown: &mut Shutdown,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = options.limits;
     let mut decoder = LineDecoder::new(limits.max_line);
     let mut buf = vec![0u8; 16 * 1024];
     let mut frames = Vec::new();
@@ -108,10 +186,41 @@ where
         }
         decoder.push(&buf[..n], &mut frames);
         for frame in frames.drain(..) {
-            let out = answer(&dispatcher, &channel, frame, limits).await;
-            stream.write_all(&out).await?;
+            let out = answer(
+                dispatcher,
+                channel,
+                frame,
+                limits,
+                options.replies.as_deref(),
+            )
+            .await;
+            let written = async {
+                stream.write_all(&out).await?;
+                stream.flush().await
+            };
+            let timed = async {
+                match options.write_timeout {
+                    Some(limit) => tokio::time::timeout(limit, written)
+                        .await
+                        .unwrap_or_else(|_| {
+                            warn!(channel = %channel.name(), "peer does not read its replies; closing");
+                            Err(std::io::ErrorKind::TimedOut.into())
+                        }),
+                    None => written.await,
+                }
+            };
+            // The reply to a request already run is never dropped for a shutdown: it gets a
+            // short grace period to reach a peer that reads.
+            let mut timed = std::pin::pin!(timed);
+            tokio::select! {
+                biased;
+                result = &mut timed => result?,
+                () = shutdown.wait() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), timed).await;
+                    return Ok(());
+                }
+            }
         }
-        stream.flush().await?;
         if shutdown.is_triggered() {
             return Ok(());
         }

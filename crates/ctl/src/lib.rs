@@ -7,11 +7,20 @@
 //! not the one it waits for, so stale output from an earlier conversation never reaches the
 //! caller.
 //!
-//! Adding a transport: a module with a `Client` implementation and one arm in [`connect`].
+//! Specs: `unix:PATH`, `serial:PATH` (the host end of a virtio-serial port: QEMU's chardev
+//! unix socket), `tcp:HOST:PORT` (mutual TLS with [`TlsFiles`]), `vsock:CID:PORT`.
+//!
+//! A host can lose a reply (the serial port's host end reconnected, a connection broke).
+//! [`call_with_retry`] then connects again and repeats the request with the *same* id; guestd
+//! answers a repeated id with the reply it remembered, without running the command twice.
+//!
+//! Adding a transport: a module with a `Client` implementation and one arm in [`connect_with`].
 
 mod stream;
+mod tls;
 mod xenstore;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use guestd_core::{Reply, Request};
@@ -24,8 +33,40 @@ pub const DEFAULT_CONNECT: &str = "unix:/run/guestd/guestd.sock";
 
 /// A connection to one guest.
 pub trait Client {
-    /// Send `request` and wait up to `timeout` for its reply.
-    fn call(&mut self, request: &Request, timeout: Duration) -> Result<Reply, ClientError>;
+    /// Send `request` with request id `id` and wait up to `timeout` for its reply.
+    fn call_with_id(
+        &mut self,
+        request: &Request,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Reply, ClientError>;
+
+    /// Send `request` with a fresh id and wait up to `timeout` for its reply.
+    fn call(&mut self, request: &Request, timeout: Duration) -> Result<Reply, ClientError> {
+        self.call_with_id(request, &new_id(), timeout)
+    }
+}
+
+/// PEM files for `tcp:` with mutual TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The host's client certificate (chain) and key, presented to guestd.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The CA that signed guestd's server certificate.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self.cert.is_none() && self.key.is_none() && self.ca.is_none()
+    }
+}
+
+/// How to connect, beyond the spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    pub tls: TlsFiles,
 }
 
 /// Why a call got no reply.
@@ -45,16 +86,60 @@ pub enum ClientError {
     Protocol(String),
     #[error("{0}")]
     Spec(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl ClientError {
+    /// Whether connecting again and repeating the request may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Timeout(_) | Self::Io(_) | Self::Protocol(_)
+        )
+    }
 }
 
 /// Open a client for `spec`.
 pub fn connect(spec: &str, timeout: Duration) -> Result<Box<dyn Client>, ClientError> {
+    connect_with(spec, &ConnectOptions::default(), timeout)
+}
+
+/// Open a client for `spec` with TLS files and other options.
+pub fn connect_with(
+    spec: &str,
+    options: &ConnectOptions,
+    timeout: Duration,
+) -> Result<Box<dyn Client>, ClientError> {
     let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
-    #[cfg(not(unix))]
-    let _ = (rest, timeout);
+    if !options.tls.is_empty() && kind != "tcp" {
+        return Err(ClientError::Spec(format!(
+            "'{spec}': --tls-cert/--tls-key/--tls-ca only apply to tcp:HOST:PORT"
+        )));
+    }
     match kind {
         #[cfg(unix)]
-        "unix" if !rest.is_empty() => Ok(Box::new(StreamClient::connect_unix(rest, timeout)?)),
+        "unix" | "serial" if !rest.is_empty() => {
+            Ok(Box::new(StreamClient::connect_unix(kind, rest, timeout)?))
+        }
+        "tcp"
+            if rest
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && !p.is_empty()) =>
+        {
+            if options.tls.is_empty() {
+                Ok(Box::new(StreamClient::connect_tcp(rest, timeout)?))
+            } else {
+                Ok(Box::new(tls::connect(rest, &options.tls, timeout)?))
+            }
+        }
+        #[cfg(target_os = "linux")]
+        "vsock" => {
+            let (cid, port) = parse_vsock(rest).ok_or_else(|| {
+                ClientError::Spec(format!("'{spec}': expected vsock:CID:PORT (vsock:3:5000)"))
+            })?;
+            Ok(Box::new(StreamClient::connect_vsock(cid, port, timeout)?))
+        }
         "xenstore" => {
             let domid = rest.parse::<u32>().map_err(|_| {
                 ClientError::Spec(format!(
@@ -64,8 +149,43 @@ pub fn connect(spec: &str, timeout: Duration) -> Result<Box<dyn Client>, ClientE
             Ok(Box::new(XenstoreClient::connect(domid)?))
         }
         _ => Err(ClientError::Spec(format!(
-            "'{spec}': unknown or incomplete connect spec (expected unix:PATH or xenstore:DOMID)"
+            "'{spec}': unknown or incomplete connect spec (expected unix:PATH, serial:PATH, \
+             tcp:HOST:PORT, vsock:CID:PORT or xenstore:DOMID)"
         ))),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn parse_vsock(rest: &str) -> Option<(u32, u32)> {
+    let (cid, port) = rest.split_once(':')?;
+    Some((cid.parse().ok()?, port.parse().ok()?))
+}
+
+/// Call `request` on `spec`; when the reply is lost on the way (connection lost, no answer in
+/// time), connect again and repeat it with the same id, up to `attempts` times in all.
+/// `on_retry` is told about each failed attempt before the next one.
+pub fn call_with_retry(
+    spec: &str,
+    options: &ConnectOptions,
+    request: &Request,
+    timeout: Duration,
+    attempts: u32,
+    mut on_retry: impl FnMut(u32, &ClientError),
+) -> Result<Reply, ClientError> {
+    let id = new_id();
+    let attempts = attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        let result = connect_with(spec, options, timeout)
+            .and_then(|mut client| client.call_with_id(request, &id, timeout));
+        match result {
+            Err(e) if e.is_transient() && attempt < attempts => {
+                on_retry(attempt, &e);
+                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use guestctl::{Client, ClientError, DEFAULT_CONNECT, connect};
+use std::path::PathBuf;
+
+use guestctl::{ClientError, ConnectOptions, DEFAULT_CONNECT, TlsFiles, call_with_retry};
 use guestd_core::{Reply, Request};
 use serde_json::Value;
 
@@ -13,10 +15,28 @@ use serde_json::Value;
 #[derive(Debug, Parser)]
 #[command(name = "guestctl", version)]
 struct Cli {
-    /// The guest's channel: unix:PATH, or xenstore:DOMID from dom0 (xenstored socket from
-    /// XENSTORED_PATH, default /var/run/xenstored/socket).
+    /// The guest's channel: unix:PATH, serial:PATH (QEMU's chardev socket of the guest's
+    /// virtio-serial port), tcp:HOST:PORT, vsock:CID:PORT, or xenstore:DOMID from dom0
+    /// (xenstored socket from XENSTORED_PATH, default /var/run/xenstored/socket).
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_CONNECT, global = true)]
     connect: String,
+
+    /// tcp: this host's client certificate (PEM), presented to guestd.
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_cert: Option<PathBuf>,
+
+    /// tcp: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_key: Option<PathBuf>,
+
+    /// tcp: the CA that signed guestd's server certificate (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+
+    /// Attempts in all when a reply is lost (connection lost, no answer in time); each retry
+    /// reconnects and repeats the request with the same id, so the guest does not run it twice.
+    #[arg(long, value_name = "N", default_value_t = 3, global = true)]
+    attempts: u32,
 
     /// Print the agent's raw reply as JSON instead of its message.
     #[arg(long, global = true)]
@@ -41,6 +61,25 @@ enum Cmd {
     ResetNetwork {
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
+    },
+    /// Write LOCAL's contents to the absolute path REMOTE in the guest (`file_inject`; falls
+    /// back to `injectfile` for agents that lack it). An existing file keeps its mode and owner.
+    InjectFile {
+        local: std::path::PathBuf,
+        remote: String,
+    },
+    /// Have the agent update itself from URL (a .tar.gz holding the new `guestd`), verified
+    /// with the given checksum (`agentupdate`).
+    #[command(group(clap::ArgGroup::new("checksum").required(true).args(["sha256", "md5"])))]
+    Update {
+        #[arg(long)]
+        url: String,
+        /// SHA-256 of the tarball (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// MD5 of the tarball (32 hex digits), as nova sends it.
+        #[arg(long, value_name = "HEX")]
+        md5: Option<String>,
     },
     /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
     Raw { name: String, value: Option<String> },
@@ -68,14 +107,54 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Cmd::InjectFile { local, remote } => match std::fs::read(local) {
+            Ok(contents) => file_inject(remote, &contents),
+            Err(e) => {
+                eprintln!("guestctl: cannot read {}: {e}", local.display());
+                return ExitCode::from(2);
+            }
+        },
+        Cmd::Update { url, sha256, md5 } => {
+            let sum = sha256.as_deref().or(md5.as_deref()).unwrap_or_default();
+            Request::new("agentupdate", format!("{url},{sum}"))
+        }
     };
-    let reply = connect(&cli.connect, timeout)
-        .and_then(|mut client: Box<dyn Client>| client.call(&request, timeout));
+    let options = ConnectOptions {
+        tls: TlsFiles {
+            cert: cli.tls_cert.clone(),
+            key: cli.tls_key.clone(),
+            ca: cli.tls_ca.clone(),
+        },
+    };
+    let call = |request: &Request| {
+        call_with_retry(
+            &cli.connect,
+            &options,
+            request,
+            timeout,
+            cli.attempts,
+            |attempt, e| {
+                eprintln!(
+                    "guestctl: attempt {attempt} failed ({e}); retrying with the same request id"
+                )
+            },
+        )
+    };
+    let reply = call(&request).and_then(|reply| {
+        // Agents older than `file_inject` (all the reference ones) only know `injectfile`.
+        match &cli.command {
+            Cmd::InjectFile { local, remote } if reply.returncode == "404" => {
+                let contents = std::fs::read(local)?;
+                call(&injectfile(remote, &contents))
+            }
+            _ => Ok(reply),
+        }
+    });
     match reply {
         Ok(reply) => report(&reply, cli.json),
         Err(e) => {
             eprintln!("guestctl: {e}");
-            ExitCode::from(if matches!(e, ClientError::Spec(_)) {
+            ExitCode::from(if matches!(e, ClientError::Spec(_) | ClientError::Tls(_)) {
                 2
             } else {
                 EXIT_NO_ANSWER
@@ -103,6 +182,28 @@ fn generate(what: &str) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `file_inject` as nova's plugin sends it.
+fn file_inject(remote: &str, contents: &[u8]) -> Request {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Request::new(
+        "file_inject",
+        serde_json::json!({"b64_path": b64.encode(remote), "b64_file": b64.encode(contents)}),
+    )
+}
+
+/// `injectfile`: base64 of `path,contents`.
+fn injectfile(remote: &str, contents: &[u8]) -> Request {
+    use base64::Engine;
+    let mut data = remote.as_bytes().to_vec();
+    data.push(b',');
+    data.extend_from_slice(contents);
+    Request::new(
+        "injectfile",
+        base64::engine::general_purpose::STANDARD.encode(data),
+    )
 }
 
 /// The `resetnetwork` value: `""` (the host's data), or the JSON in FILE.

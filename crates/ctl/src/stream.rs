@@ -28,6 +28,13 @@ impl Duplex for std::net::TcpStream {
     }
 }
 
+#[cfg(target_os = "linux")]
+impl Duplex for vsock::VsockStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        vsock::VsockStream::set_read_timeout(self, timeout)
+    }
+}
+
 /// One conversation over a stream.
 pub struct StreamClient {
     reader: BufReader<Box<dyn Duplex>>,
@@ -40,11 +47,30 @@ impl std::fmt::Debug for StreamClient {
 }
 
 impl StreamClient {
+    /// `unix:PATH`, or `serial:PATH` (QEMU's chardev socket for a virtio-serial port: the
+    /// same stream, with stale replies from an earlier host connection to skip).
     #[cfg(unix)]
-    pub fn connect_unix(path: &str, timeout: Duration) -> Result<Self, ClientError> {
+    pub fn connect_unix(kind: &str, path: &str, timeout: Duration) -> Result<Self, ClientError> {
         let stream = std::os::unix::net::UnixStream::connect(path).map_err(|source| {
             ClientError::Connect {
-                spec: format!("unix:{path}"),
+                spec: format!("{kind}:{path}"),
+                source,
+            }
+        })?;
+        Self::new(Box::new(stream), timeout)
+    }
+
+    /// `tcp:HOST:PORT` without TLS (guestd allows that on loopback only).
+    pub fn connect_tcp(target: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let stream = connect_tcp_stream(target, timeout)?;
+        Self::new(Box::new(stream), timeout)
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn connect_vsock(cid: u32, port: u32, timeout: Duration) -> Result<Self, ClientError> {
+        let stream = vsock::VsockStream::connect_with_cid_port(cid, port).map_err(|source| {
+            ClientError::Connect {
+                spec: format!("vsock:{cid}:{port}"),
                 source,
             }
         })?;
@@ -128,10 +154,37 @@ impl StreamClient {
     }
 }
 
+/// A TCP connection to `HOST:PORT` (every resolved address is tried).
+pub(crate) fn connect_tcp_stream(
+    target: &str,
+    timeout: Duration,
+) -> Result<std::net::TcpStream, ClientError> {
+    use std::net::ToSocketAddrs;
+    let err = |source| ClientError::Connect {
+        spec: format!("tcp:{target}"),
+        source,
+    };
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for addr in target.to_socket_addrs().map_err(err)? {
+        match std::net::TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(err(last))
+}
+
 impl Client for StreamClient {
-    fn call(&mut self, request: &Request, timeout: Duration) -> Result<Reply, ClientError> {
-        let id = new_id();
-        let mut line = request.encode_with_id(&id).into_bytes();
+    fn call_with_id(
+        &mut self,
+        request: &Request,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Reply, ClientError> {
+        let mut line = request.encode_with_id(id).into_bytes();
         line.push(b'\n');
         self.reader.get_mut().write_all(&line)?;
         let deadline = Instant::now() + timeout;

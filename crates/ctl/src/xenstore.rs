@@ -55,9 +55,14 @@ impl XenstoreClient {
 }
 
 impl Client for XenstoreClient {
-    fn call(&mut self, request: &Request, timeout: Duration) -> Result<Reply, ClientError> {
+    fn call_with_id(
+        &mut self,
+        request: &Request,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Reply, ClientError> {
         self.runtime
-            .block_on(self.host.call(self.domid, request, timeout))
+            .block_on(self.host.call_with_id(self.domid, request, id, timeout))
             .map_err(|e| match e {
                 HostError::Timeout(_) => ClientError::Timeout(timeout),
                 HostError::BadReply(why) => ClientError::Protocol(why),

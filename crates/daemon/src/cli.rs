@@ -20,8 +20,9 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// Serve this channel (repeatable): `unix:PATH`, `xenstore` (the detected xenbus device) or
-    /// `xenstore:PATH` (a xenbus device or a xenstored socket). Overrides `transports.listen`.
+    /// Serve this channel (repeatable): `unix:PATH`, `serial:[NAME|PATH]`, `tcp:HOST:PORT`,
+    /// `vsock:PORT`, `xenstore` (the detected xenbus device) or `xenstore:PATH` (a xenbus device
+    /// or a xenstored socket). Overrides `transports.listen`.
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,
 
@@ -38,6 +39,11 @@ pub struct Cli {
     /// and exit; used before a self-update is installed.
     #[arg(long)]
     pub self_test: bool,
+
+    /// Run the update watchdog for this state file (started by `agentupdate`, not by hand):
+    /// restart guestd, wait for the new daemon to report ready, roll back if it does not.
+    #[arg(long, value_name = "STATE", hide = true)]
+    pub update_watchdog: Option<String>,
 
     /// Print the effective configuration and the transports guestd would serve, then exit
     /// (non-zero when the configuration is invalid). For image builders.

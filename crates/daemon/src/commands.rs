@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
-use guestd_handlers::{FeaturesHandler, ResetNetworkHandler, VersionHandler};
+use guestd_handlers::{
+    AgentUpdateHandler, FeaturesHandler, FileInjectHandler, InjectFileHandler, KmsActivateHandler,
+    ResetNetworkHandler, VersionHandler,
+};
 
 use crate::config::Config;
 
@@ -12,7 +15,11 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
     let builder = DispatcherBuilder::new()
         .register(VersionHandler)?
         .register(FeaturesHandler)?
-        .register(ResetNetworkHandler::new(config.network.clone()))?;
+        .register(ResetNetworkHandler::new(config.network.clone()))?
+        .register(InjectFileHandler::new(config.inject.clone()))?
+        .register(FileInjectHandler::new(config.inject.clone()))?
+        .register(AgentUpdateHandler::new(config.update.clone()))?
+        .register(KmsActivateHandler)?;
 
     let commands = &config.commands;
     let mut builder = builder

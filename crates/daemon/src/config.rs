@@ -18,9 +18,18 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub commands: CommandsConfig,
     pub transports: TransportsConfig,
+    /// Safe retries: replies remembered per transport by request id.
+    pub retry: guestd_core::retry::RetryConfig,
+    pub serial: guestd_transport_serial::SerialConfig,
+    pub tcp: guestd_transport_socket::TcpConfig,
+    pub vsock: guestd_transport_socket::VsockConfig,
     pub log: LogConfig,
     /// `[network]`: how `resetnetwork` finds its data and which network manager it writes for.
     pub network: guestd_handlers::NetworkConfig,
+    /// `[inject]`: injectfile / file_inject.
+    pub inject: guestd_handlers::InjectConfig,
+    /// `[update]`: agentupdate.
+    pub update: guestd_handlers::UpdateConfig,
     /// `[xenstore]`: the XenStore transport (device or socket, reply pruning, backend).
     pub xenstore: guestd_transport_xenstore::XenstoreConfig,
 }

@@ -3,10 +3,14 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use guestd_core::stream::StreamLimits;
+use guestd_core::retry::ReplyCache;
+use guestd_core::stream::{StreamLimits, StreamOptions};
 use guestd_core::{Transport, TransportError};
-use guestd_transport_xenstore::{XenstoreConfig, XenstoreTransport};
+use guestd_transport_xenstore::XenstoreTransport;
+
+use crate::config::Config;
 
 /// Where the default unix socket lives when no hypervisor channel exists.
 pub const DEFAULT_UNIX_SOCKET: &str = "/run/guestd/guestd.sock";
@@ -16,6 +20,12 @@ pub const DEFAULT_UNIX_SOCKET: &str = "/run/guestd/guestd.sock";
 pub enum ListenSpec {
     /// `unix:PATH`
     Unix(PathBuf),
+    /// `serial:` (the configured port name), `serial:NAME` or `serial:/dev/vportNpM`
+    Serial(String),
+    /// `tcp:HOST:PORT`
+    Tcp(String),
+    /// `vsock:PORT`
+    Vsock(String),
     /// `xenstore` (the configured or detected device) or `xenstore:PATH` (a xenbus device or a
     /// xenstored socket).
     Xenstore(Option<PathBuf>),
@@ -33,8 +43,23 @@ impl FromStr for ListenSpec {
             )),
             "xenstore" if rest.is_empty() => Ok(Self::Xenstore(None)),
             "xenstore" => Ok(Self::Xenstore(Some(PathBuf::from(rest)))),
+            "serial" => Ok(Self::Serial(rest.to_owned())),
+            "tcp"
+                if rest
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && !p.is_empty()) =>
+            {
+                Ok(Self::Tcp(rest.to_owned()))
+            }
+            "tcp" => Err(format!(
+                "'{spec}': tcp needs HOST:PORT (tcp:127.0.0.1:7000)"
+            )),
+            "vsock" => guestd_transport_socket::vsock::parse_port(rest)
+                .map(|_| Self::Vsock(rest.to_owned()))
+                .map_err(|e| format!("'{spec}': {e}")),
             _ => Err(format!(
-                "'{spec}': unknown transport '{kind}' (expected unix:PATH, xenstore or xenstore:PATH)"
+                "'{spec}': unknown transport '{kind}' (expected unix:PATH, serial:[NAME|PATH], \
+                 tcp:HOST:PORT, vsock:PORT, xenstore or xenstore:PATH)"
             )),
         }
     }
@@ -44,6 +69,9 @@ impl std::fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Serial(target) => write!(f, "serial:{target}"),
+            Self::Tcp(target) => write!(f, "tcp:{target}"),
+            Self::Vsock(port) => write!(f, "vsock:{port}"),
             Self::Xenstore(None) => write!(f, "xenstore"),
             Self::Xenstore(Some(path)) => write!(f, "xenstore:{}", path.display()),
         }
@@ -52,38 +80,75 @@ impl std::fmt::Display for ListenSpec {
 
 /// What to serve when nothing is configured: the hypervisor channels this guest has, else the
 /// local unix socket. A Xen guest is recognised by its xenbus device on the real file system
-/// (`/dev/xen/xenbus`, `/proc/xen/xenbus`; never through a sandbox root).
-pub fn detect(xenstore: &XenstoreConfig) -> Vec<ListenSpec> {
-    if xenstore.auto_detect {
-        if let Some(path) = xenstore
+/// (`/dev/xen/xenbus`, `/proc/xen/xenbus`; never through a sandbox root), a KVM guest by its
+/// virtio-serial port.
+pub fn detect(config: &Config) -> Vec<ListenSpec> {
+    let mut found = Vec::new();
+    if config.xenstore.auto_detect {
+        if let Some(path) = config
+            .xenstore
             .path
             .clone()
             .or_else(guestd_transport_xenstore::detect)
         {
-            return vec![ListenSpec::Xenstore(Some(path))];
+            found.push(ListenSpec::Xenstore(Some(path)));
         }
     }
-    vec![ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET))]
+    if let Some(spec) = guestd_transport_serial::auto_detect(&config.serial) {
+        found.push(ListenSpec::Serial(
+            spec.trim_start_matches("serial:").to_owned(),
+        ));
+    }
+    if found.is_empty() {
+        found.push(ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET)));
+    }
+    found
 }
 
-/// Open (bind, connect) one transport. Must run inside the runtime.
+/// Open (bind, connect) one transport with its own reply cache. Must run inside the runtime.
 pub fn open(
     spec: &ListenSpec,
     limits: StreamLimits,
-    xenstore: &XenstoreConfig,
+    config: &Config,
 ) -> Result<Box<dyn Transport>, TransportError> {
+    let options = StreamOptions {
+        limits,
+        replies: Some(Arc::new(ReplyCache::new(&config.retry))),
+        ..StreamOptions::default()
+    };
     match spec {
         ListenSpec::Xenstore(path) => Ok(Box::new(XenstoreTransport::open(
             path.as_deref(),
-            xenstore,
+            &config.xenstore,
         )?)),
         #[cfg(unix)]
-        ListenSpec::Unix(path) => Ok(Box::new(guestd_transport_socket::UnixTransport::bind(
-            path, limits,
+        ListenSpec::Unix(path) => Ok(Box::new(
+            guestd_transport_socket::UnixTransport::bind(path, limits)?.with_options(options),
+        )),
+        ListenSpec::Serial(target) => Ok(Box::new(guestd_transport_serial::SerialTransport::open(
+            target,
+            &config.serial,
+            &config.retry,
+            limits,
         )?)),
+        ListenSpec::Tcp(target) => Ok(Box::new(guestd_transport_socket::TcpTransport::bind(
+            target,
+            &config.tcp,
+            options,
+        )?)),
+        #[cfg(target_os = "linux")]
+        ListenSpec::Vsock(port) => Ok(Box::new(guestd_transport_socket::VsockTransport::bind(
+            port,
+            &config.vsock,
+            options,
+        )?)),
+        #[cfg(not(target_os = "linux"))]
+        ListenSpec::Vsock(_) => Err(TransportError::Config(
+            "vsock is only supported on Linux".into(),
+        )),
         #[cfg(not(unix))]
         ListenSpec::Unix(_) => {
-            let _ = limits;
+            let _ = options;
             Err(TransportError::Config(
                 "unix sockets are not available on this OS".into(),
             ))
@@ -134,6 +199,24 @@ mod tests {
                 .contains("unknown transport")
         );
         assert_eq!(ListenSpec::Unix("/a".into()).to_string(), "unix:/a");
+        for spec in [
+            "serial:",
+            "serial:org.x.0",
+            "serial:/dev/vport0p1",
+            "tcp:127.0.0.1:7000",
+            "tcp:[::1]:7",
+            "vsock:5000",
+        ] {
+            assert_eq!(spec.parse::<ListenSpec>().unwrap().to_string(), spec);
+        }
+        for (bad, why) in [
+            ("tcp:7000", "HOST:PORT"),
+            ("tcp:", "HOST:PORT"),
+            ("vsock:x", "invalid vsock port"),
+        ] {
+            let err = bad.parse::<ListenSpec>().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
         assert_eq!(
             "xenstore".parse::<ListenSpec>(),
             Ok(ListenSpec::Xenstore(None))

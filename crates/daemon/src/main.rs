@@ -39,16 +39,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(what) = &cli.generate {
         return generate(what);
     }
-    let (config, files) = config::load(cli.config.as_deref())?;
+    let root = match &cli.root {
+        Some(dir) => Root::sandbox(dir).with_context(|| format!("--root {}", dir.display()))?,
+        None => Root::system(),
+    };
+    if let Some(state) = &cli.update_watchdog {
+        // Needs nothing from the configuration: everything is in the state file.
+        init_logging(cli.log_level.as_deref().unwrap_or("info"))?;
+        return update_watchdog(&root, state);
+    }
+    let (mut config, files) = config::load(cli.config.as_deref())?;
     if let Some(manager) = &config.network.manager {
         guestd_distro::network::Manager::from_name(manager)
             .map_err(|e| anyhow::anyhow!("[network] manager: {e}"))?;
     }
     init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level))?;
-
-    let root = match &cli.root {
-        Some(dir) => Root::sandbox(dir).with_context(|| format!("--root {}", dir.display()))?,
-        None => Root::system(),
+    // A new binary's self-test checks the configuration this daemon runs with.
+    config.update.self_test_config = cli.config.as_ref().map(|p| p.display().to_string());
+    let ready_marker = ReadyMarker {
+        root: root.clone(),
+        path: config.update.ready_marker.clone(),
     };
     let backend = SystemBackend::detect(&root);
     let env = Env {
@@ -89,10 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut transports = Vec::new();
         for spec in &specs {
-            transports.push(
-                listen::open(spec, limits, &config.xenstore)
-                    .with_context(|| format!("opening {spec}"))?,
-            );
+            transports.push(listen::open(spec, limits, &config).with_context(|| format!("opening {spec}"))?);
         }
         info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -104,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             "guestd ready"
         );
         notify::notify(&format!("READY=1\nSTATUS=serving {} channel(s)", specs.len()));
+        ready_marker.write();
         if let Some(every) = notify::watchdog_interval() {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -142,9 +150,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 warn!(transport = %name, error = %e, "transport ended with an error");
             }
         }
+        ready_marker.remove();
         info!("stopped");
         Ok(())
     })
+}
+
+/// `--update-watchdog STATE`: see `guestd_handlers::update::watchdog`.
+fn update_watchdog(root: &Root, state: &str) -> anyhow::Result<()> {
+    use guestd_handlers::update::watchdog::{self, Status};
+    info!(state, "update watchdog started");
+    match watchdog::run(root, &SystemRunner, state).map_err(anyhow::Error::msg)? {
+        Status::Ready => Ok(()),
+        other => anyhow::bail!("update did not complete: {other:?}"),
+    }
+}
+
+/// The file that tells the update watchdog (and operators) this daemon is serving.
+struct ReadyMarker {
+    root: Root,
+    path: String,
+}
+
+impl ReadyMarker {
+    fn write(&self) {
+        let version = env!("CARGO_PKG_VERSION");
+        if let Err(e) =
+            guestd_handlers::update::watchdog::write_ready_marker(&self.root, &self.path, version)
+        {
+            warn!(error = %e, "cannot write the ready marker; an agent update will roll back");
+        }
+    }
+
+    fn remove(&self) {
+        let _ = self.root.remove_file(&self.path);
+    }
 }
 
 /// The transports to serve: `--listen`/`--xenstore`, else `transports.listen`, else what this
@@ -166,7 +206,7 @@ fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpe
             })
             .collect();
     }
-    Ok(listen::detect(&config.xenstore))
+    Ok(listen::detect(config))
 }
 
 /// `--check-config`: what guestd would do, without doing it.

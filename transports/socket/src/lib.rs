@@ -1,14 +1,25 @@
 //! guestd-transport-socket: listeners whose every connection is one channel running the shared
-//! NDJSON conversation (`guestd_core::stream::serve_stream`).
+//! NDJSON conversation (`guestd_core::stream::serve_stream_with`).
 //!
 //! - [`unix`]: `unix:PATH`, mode 0600, many clients at once (the default transport when no
 //!   hypervisor channel exists).
+//! - [`tcp`]: `tcp:HOST:PORT`, plain on loopback only, mutual TLS (rustls) anywhere else.
+//! - [`vsock`]: `vsock:PORT`, only the host (CID 2) unless configured.
 //!
-//! Adding a listener: a module that accepts connections and hands each to
-//! [`serve_connections`]-style code with its own `Channel`.
+//! Every listener shares one reply cache across its connections, so a host that lost a reply
+//! can reconnect and repeat the request id. Adding a listener: a module with an `Acceptor`
+//! (see `accept.rs`) handed to `serve_listener`, or its own accept loop around
+//! `serve_stream_with` with its own `Channel` per connection.
 
+mod accept;
+pub mod tcp;
 #[cfg(unix)]
 pub mod unix;
+pub mod vsock;
 
+pub use tcp::{TcpConfig, TcpTransport};
 #[cfg(unix)]
 pub use unix::UnixTransport;
+pub use vsock::VsockConfig;
+#[cfg(target_os = "linux")]
+pub use vsock::VsockTransport;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use guestd_core::stream::{StreamLimits, serve_stream};
+use guestd_core::stream::{StreamLimits, StreamOptions, serve_stream_with};
 use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
 use tokio::net::UnixListener;
 use tokio::task::JoinSet;
@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 pub struct UnixTransport {
     path: PathBuf,
     listener: UnixListener,
-    limits: StreamLimits,
+    options: StreamOptions,
 }
 
 impl UnixTransport {
@@ -61,8 +61,17 @@ impl UnixTransport {
         Ok(Self {
             path,
             listener,
-            limits,
+            options: StreamOptions {
+                limits,
+                ..StreamOptions::default()
+            },
         })
+    }
+
+    /// Serve with these stream options (the transport's reply cache for safe retries).
+    pub fn with_options(mut self, options: StreamOptions) -> Self {
+        self.options = options;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -100,10 +109,10 @@ impl Transport for UnixTransport {
                 let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
                 let channel = Arc::new(Channel::new(format!("unix#{n}")));
                 debug!(channel = %channel.name(), "client connected");
-                let (dispatcher, shutdown, limits) =
-                    (dispatcher.clone(), shutdown.clone(), self.limits);
+                let (dispatcher, shutdown, options) =
+                    (dispatcher.clone(), shutdown.clone(), self.options.clone());
                 connections.spawn(async move {
-                    if let Err(e) = serve_stream(stream, dispatcher, channel.clone(), limits, shutdown).await {
+                    if let Err(e) = serve_stream_with(stream, dispatcher, channel.clone(), &options, shutdown).await {
                         debug!(channel = %channel.name(), error = %e, "connection ended with an error");
                     }
                 });

@@ -60,8 +60,20 @@ impl HostClient {
         request: &Request,
         timeout: Duration,
     ) -> Result<Reply, HostError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.call_with_id(domid, request, &id, timeout).await
+    }
+
+    /// Like [`call`](Self::call) with a chosen request id (a XenStore node name).
+    pub async fn call_with_id(
+        &self,
+        domid: u32,
+        request: &Request,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Reply, HostError> {
         let raw = self
-            .call_raw(domid, request.encode().as_bytes(), timeout)
+            .call_raw_with_id(domid, request.encode().as_bytes(), id, timeout)
             .await?;
         let (_, reply) = Reply::decode(&raw).map_err(HostError::BadReply)?;
         Ok(reply)
@@ -75,12 +87,22 @@ impl HostClient {
         value: &[u8],
         timeout: Duration,
     ) -> Result<String, HostError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.call_raw_with_id(domid, value, &id, timeout).await
+    }
+
+    async fn call_raw_with_id(
+        &self,
+        domid: u32,
+        value: &[u8],
+        id: &str,
+        timeout: Duration,
+    ) -> Result<String, HostError> {
         let home = format!("/local/domain/{domid}");
         match self.client.read(&home).await {
             Err(e) if e.is_enoent() => return Err(HostError::NoDomain(domid)),
             other => other.map(drop)?,
         }
-        let id = uuid::Uuid::new_v4().to_string();
         let request_path = format!("{home}/data/host/{id}");
         let reply_path = format!("{home}/data/guest/{id}");
         let token = format!("guestctl-{id}");

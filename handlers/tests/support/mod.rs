@@ -1,0 +1,107 @@
+//! Shared test helpers: run one request through a real dispatcher, and a recording runner.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use guestd_core::wire::parse_request;
+use guestd_core::{
+    Backend, Channel, Command, CommandError, CommandRunner, DispatcherBuilder, Env, Handler,
+    NullBackend, Output, Reply, Root, SystemRunner,
+};
+
+/// Send `request` (JSON text as the host writes it) to `handler` through a dispatcher.
+pub fn call(env: &Env, handler: impl Handler, request: &str) -> Reply {
+    let dispatcher = Arc::new(
+        DispatcherBuilder::new()
+            .register(handler)
+            .unwrap()
+            .build(env.clone()),
+    );
+    let channel = Arc::new(Channel::new("test"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(dispatcher.dispatch(&channel, parse_request(request.as_bytes())))
+}
+
+pub fn env(root: &Root, runner: Arc<dyn CommandRunner>) -> Env {
+    env_with(root, runner, Arc::new(NullBackend))
+}
+
+pub fn env_with(root: &Root, runner: Arc<dyn CommandRunner>, backend: Arc<dyn Backend>) -> Env {
+    Env {
+        root: root.clone(),
+        runner,
+        backend,
+    }
+}
+
+type Behaviour = dyn Fn(&Command) -> Option<Result<Output, CommandError>> + Send + Sync;
+
+/// Records every command; answers through `behaviour` (None = exit 0), or runs commands whose
+/// program is under `real_prefix` (the sandbox) for real.
+pub struct Recorder {
+    pub ran: Mutex<Vec<Command>>,
+    real_prefix: Option<String>,
+    behaviour: Box<Behaviour>,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self {
+            ran: Mutex::new(Vec::new()),
+            real_prefix: None,
+            behaviour: Box::new(|_| None),
+        }
+    }
+
+    /// Run programs under `prefix` (and `/bin/sh` scripts that `cd` there) for real.
+    pub fn running_under(mut self, prefix: &std::path::Path) -> Self {
+        self.real_prefix = Some(prefix.to_string_lossy().into_owned());
+        self
+    }
+
+    pub fn with(
+        mut self,
+        f: impl Fn(&Command) -> Option<Result<Output, CommandError>> + Send + Sync + 'static,
+    ) -> Self {
+        self.behaviour = Box::new(f);
+        self
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.ran
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Command::command_line)
+            .collect()
+    }
+}
+
+impl CommandRunner for Recorder {
+    fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+        self.ran.lock().unwrap().push(cmd.clone());
+        if let Some(r) = (self.behaviour)(cmd) {
+            return r;
+        }
+        if let Some(prefix) = &self.real_prefix {
+            let local = cmd.program.starts_with(prefix.as_str())
+                || (cmd.program == "/bin/sh"
+                    && cmd.args.iter().any(|a| a.starts_with(prefix.as_str())));
+            if local {
+                return SystemRunner.run(cmd);
+            }
+        }
+        Ok(Output {
+            code: Some(0),
+            ..Output::default()
+        })
+    }
+
+    fn exists(&self, _program: &str) -> bool {
+        true
+    }
+}

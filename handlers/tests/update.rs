@@ -1,0 +1,482 @@
+#![cfg(unix)]
+//! agentupdate end to end: a real HTTP server on 127.0.0.1 serves the tarball, the staged
+//! "binary" (a shell script) really runs its self-test, the service manager is a recording
+//! fake, and the watchdog runs against the same sandbox.
+
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::Arc;
+use std::thread;
+
+use guestd_core::{Output, Root};
+use guestd_handlers::update::watchdog::{self, Status, WatchState};
+use guestd_handlers::update::{archive, service::TargetOs};
+use guestd_handlers::{AgentUpdateHandler, UpdateConfig};
+use md5::Digest;
+use support::{Recorder, call, env};
+
+const OLD_BINARY: &[u8] = b"#!/bin/sh\necho 'guestd 0.1.0 self-test ok'\n";
+
+/// A new "guestd" whose self-test reports `version` and exits with `code`.
+fn new_binary(version: &str, code: i32) -> Vec<u8> {
+    format!(
+        "#!/bin/sh\n[ \"$1\" = --self-test ] || exit 2\necho 'checking config'\necho 'guestd {version} self-test ok'\nexit {code}\n"
+    )
+    .into_bytes()
+}
+
+/// How the test server answers.
+#[derive(Clone)]
+enum Serve {
+    /// 200 with a correct Content-Length.
+    Body(Vec<u8>),
+    /// Announces the full length, sends half, closes.
+    HalfThenClose(Vec<u8>),
+    /// Announces fewer bytes than it sends.
+    MoreThanAnnounced(Vec<u8>),
+    /// Chunked (no length), body as given.
+    Chunked(Vec<u8>),
+    Status(u16),
+}
+
+/// Serve `answer` to every connection on 127.0.0.1; returns the URL of `/update.tar.gz`.
+fn server(answer: Serve) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = match &answer {
+                Serve::Body(b) => write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    b.len()
+                )
+                .and_then(|()| stream.write_all(b)),
+                Serve::HalfThenClose(b) => write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    b.len()
+                )
+                .and_then(|()| stream.write_all(&b[..b.len() / 2])),
+                Serve::MoreThanAnnounced(b) => write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    b.len() / 2
+                )
+                .and_then(|()| stream.write_all(b)),
+                Serve::Chunked(b) => write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                )
+                .and_then(|()| {
+                    for chunk in b.chunks(1000) {
+                        write!(stream, "{:x}\r\n", chunk.len())?;
+                        stream.write_all(chunk)?;
+                        stream.write_all(b"\r\n")?;
+                    }
+                    stream.write_all(b"0\r\n\r\n")
+                }),
+                Serve::Status(code) => write!(
+                    stream,
+                    "HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
+            };
+        }
+    });
+    format!("http://{addr}/update.tar.gz")
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    md5::Md5::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+struct Guest {
+    dir: tempfile::TempDir,
+    root: Root,
+    config: UpdateConfig,
+}
+
+impl Guest {
+    /// A systemd guest with the old binary at /usr/sbin/guestd.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("usr/sbin")).unwrap();
+        fs::create_dir_all(dir.path().join("run/systemd/system")).unwrap();
+        let bin = dir.path().join("usr/sbin/guestd");
+        fs::write(&bin, OLD_BINARY).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o751)).unwrap();
+        let root = Root::sandbox(dir.path()).unwrap();
+        let config = UpdateConfig {
+            install_path: Some("/usr/sbin/guestd".into()),
+            ready_timeout_secs: 1,
+            restart_delay_ms: 0,
+            max_size: 1 << 20,
+            ..UpdateConfig::default()
+        };
+        Self { dir, root, config }
+    }
+
+    fn path(&self, p: &str) -> std::path::PathBuf {
+        self.dir.path().join(p.trim_start_matches('/'))
+    }
+
+    fn update(&self, runner: &Arc<Recorder>, value: serde_json::Value) -> guestd_core::Reply {
+        let env = env(&self.root, runner.clone());
+        let request = serde_json::json!({"name": "agentupdate", "value": value}).to_string();
+        call(
+            &env,
+            AgentUpdateHandler::new(self.config.clone()).with_os(TargetOs::Linux),
+            &request,
+        )
+    }
+
+    /// Installed binary unchanged, no previous copy, no state: nothing happened.
+    fn assert_untouched(&self) {
+        assert_eq!(fs::read(self.path("/usr/sbin/guestd")).unwrap(), OLD_BINARY);
+        assert_eq!(
+            fs::metadata(self.path("/usr/sbin/guestd")).unwrap().mode() & 0o7777,
+            0o751
+        );
+        assert!(!self.path("/usr/sbin/guestd.previous").exists());
+        assert!(!self.path("/var/lib/guestd/update/state.json").exists());
+        let names: Vec<_> = fs::read_dir(self.path("/usr/sbin"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["guestd"], "stray files next to the binary");
+    }
+
+    fn runner(&self) -> Arc<Recorder> {
+        Arc::new(Recorder::new().running_under(self.dir.path()))
+    }
+}
+
+fn tarball(binary: &[u8]) -> Vec<u8> {
+    archive::build(&[("guestd-9.9.9/guestd", 0o755, binary)])
+}
+
+#[test]
+fn wrong_checksum_changes_nothing() {
+    let g = Guest::new();
+    let tgz = tarball(&new_binary("9.9.9", 0));
+    let url = server(Serve::Body(tgz.clone()));
+    let runner = g.runner();
+    let bad = "0".repeat(32);
+    let reply = g.update(&runner, format!("{url},{bad}").into());
+    assert_eq!(reply.returncode, "500");
+    assert_eq!(
+        reply.message,
+        format!("MD5 sums do not match ({bad} != {})", md5_hex(&tgz))
+    );
+    let reply = g.update(
+        &runner,
+        serde_json::json!({"url": url, "sha256": "f".repeat(64)}),
+    );
+    assert!(
+        reply.message.starts_with("SHA-256 sums do not match"),
+        "{reply:?}"
+    );
+    assert!(runner.lines().is_empty(), "ran {:?}", runner.lines());
+    g.assert_untouched();
+}
+
+#[test]
+fn good_update_replaces_binary_keeps_previous_and_restarts_through_the_service_manager() {
+    let g = Guest::new();
+    let new = new_binary("9.9.9", 0);
+    let tgz = tarball(&new);
+    let url = server(Serve::Body(tgz.clone()));
+    let runner = g.runner();
+    let reply = g.update(&runner, format!("{url},{}", md5_hex(&tgz)).into());
+    assert_eq!(
+        (reply.returncode.as_str(), reply.message.as_str()),
+        ("0", "")
+    );
+
+    assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), new);
+    assert_eq!(
+        fs::metadata(g.path("/usr/sbin/guestd")).unwrap().mode() & 0o7777,
+        0o751
+    );
+    assert_eq!(
+        fs::read(g.path("/usr/sbin/guestd.previous")).unwrap(),
+        OLD_BINARY
+    );
+    assert_eq!(
+        fs::metadata(g.path("/usr/sbin/guestd.previous"))
+            .unwrap()
+            .mode()
+            & 0o7777,
+        0o751
+    );
+    assert!(
+        !g.path("/var/lib/guestd/update/staged").exists(),
+        "staging not cleaned"
+    );
+
+    // The self-test ran the staged binary, then the watchdog was started through systemd.
+    let base = g.dir.path().canonicalize().unwrap();
+    let base = base.display();
+    let lines = runner.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        format!("{base}/var/lib/guestd/update/staged/guestd --self-test")
+    );
+    assert!(
+        lines[1].starts_with("systemd-run --unit guestd-update-watchdog-"),
+        "{lines:?}"
+    );
+    assert!(lines[1].ends_with(&format!(
+        "{base}/usr/sbin/guestd.previous --update-watchdog /var/lib/guestd/update/state.json --root {base}"
+    )), "{lines:?}");
+    let state = WatchState::load(&g.root, "/var/lib/guestd/update/state.json").unwrap();
+    assert_eq!(state.status, Status::Pending);
+    assert_eq!(state.new_version, "9.9.9");
+
+    // A second update while this one is pending is refused before any download.
+    let again = g.update(&runner, format!("{url},{}", md5_hex(&tgz)).into());
+    assert_eq!(again.message, "An agent update is already in progress");
+
+    // The watchdog: systemd restarts guestd, the new daemon writes its ready marker.
+    let root = g.root.clone();
+    let sm = Recorder::new().with(move |cmd| {
+        if cmd.program == "systemctl" {
+            let installed = root.read("/usr/sbin/guestd").unwrap();
+            let version = if installed == OLD_BINARY {
+                "0.1.0"
+            } else {
+                "9.9.9"
+            };
+            watchdog::write_ready_marker(&root, "/run/guestd/ready", version).unwrap();
+        }
+        Some(Ok(Output {
+            code: Some(0),
+            ..Output::default()
+        }))
+    });
+    let status = watchdog::run(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
+    assert_eq!(status, Status::Ready);
+    assert_eq!(sm.lines(), ["systemctl restart guestd"]);
+    assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), new);
+    let state = WatchState::load(&g.root, "/var/lib/guestd/update/state.json").unwrap();
+    assert_eq!(state.status, Status::Ready);
+}
+
+#[test]
+fn new_binary_that_does_not_come_up_is_rolled_back() {
+    let mut g = Guest::new();
+    g.config.restart_command = Some(vec!["/usr/local/bin/restart-guestd".into(), "now".into()]);
+    let new = new_binary("9.9.9", 0);
+    let tgz = tarball(&new);
+    let url = server(Serve::Body(tgz.clone()));
+    let runner = g.runner();
+    let reply = g.update(
+        &runner,
+        serde_json::json!({"url": url, "sha256": sha256_hex(&tgz)}),
+    );
+    assert_eq!(reply.returncode, "0", "{reply:?}");
+    assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), new);
+
+    // Only the old binary comes up after a restart.
+    let root = g.root.clone();
+    let sm = Recorder::new().with(move |cmd| {
+        assert_eq!(cmd.program, "/usr/local/bin/restart-guestd");
+        if root.read("/usr/sbin/guestd").unwrap() == OLD_BINARY {
+            watchdog::write_ready_marker(&root, "/run/guestd/ready", "0.1.0").unwrap();
+        }
+        Some(Ok(Output {
+            code: Some(0),
+            ..Output::default()
+        }))
+    });
+    let status = watchdog::run(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
+    assert_eq!(status, Status::RolledBack);
+    assert_eq!(
+        sm.lines(),
+        [
+            "/usr/local/bin/restart-guestd now",
+            "/usr/local/bin/restart-guestd now"
+        ]
+    );
+    assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), OLD_BINARY);
+    assert_eq!(
+        fs::metadata(g.path("/usr/sbin/guestd")).unwrap().mode() & 0o7777,
+        0o751
+    );
+    let state = WatchState::load(&g.root, "/var/lib/guestd/update/state.json").unwrap();
+    assert_eq!(state.status, Status::RolledBack);
+    // Not in progress any more: a new update may start.
+    assert!(!state.in_progress(watchdog::unix_now()));
+}
+
+#[test]
+fn failed_self_test_changes_nothing() {
+    let g = Guest::new();
+    let tgz = tarball(&new_binary("9.9.9", 1));
+    let url = server(Serve::Body(tgz.clone()));
+    let runner = g.runner();
+    let reply = g.update(&runner, format!("{url},{}", md5_hex(&tgz)).into());
+    assert_eq!(
+        (reply.returncode.as_str(), reply.message.as_str()),
+        ("500", "New agent failed its self-test (exit status 1)")
+    );
+    assert_eq!(runner.lines().len(), 1);
+    g.assert_untouched();
+}
+
+#[test]
+fn broken_downloads_and_archives_fail_cleanly() {
+    let g = Guest::new();
+    let good = tarball(&new_binary("9.9.9", 0));
+    let sum = md5_hex(&good);
+    let big = vec![7u8; (1 << 20) + 10];
+    let cases = [
+        (
+            Serve::HalfThenClose(good.clone()),
+            sum.clone(),
+            format!("stopped after {} of {} bytes", good.len() / 2, good.len()),
+        ),
+        (
+            Serve::MoreThanAnnounced(good.clone()),
+            sum.clone(),
+            "MD5 sums do not match".to_string(),
+        ),
+        (
+            Serve::Body(big.clone()),
+            md5_hex(&big),
+            format!(
+                "is too large: {} bytes announced, the limit is 1048576",
+                big.len()
+            ),
+        ),
+        (
+            Serve::Chunked(big.clone()),
+            md5_hex(&big),
+            "is larger than the limit of 1048576 bytes".to_string(),
+        ),
+        (
+            Serve::Status(404),
+            sum.clone(),
+            "failed: HTTP status 404".to_string(),
+        ),
+        (
+            Serve::Body(b"not a tarball".to_vec()),
+            md5_hex(b"not a tarball"),
+            "Update archive is not a valid .tar.gz".to_string(),
+        ),
+    ];
+    for (serve, sum, want) in cases {
+        let url = server(serve);
+        let reply = g.update(&g.runner(), format!("{url},{sum}").into());
+        assert_eq!(reply.returncode, "500");
+        assert!(
+            reply.message.contains(&want),
+            "{want:?} not in {:?}",
+            reply.message
+        );
+        g.assert_untouched();
+    }
+    // A tarball without the binary.
+    let nobin = archive::build(&[("pkg/README", 0o644, b"hello")]);
+    let url = server(Serve::Body(nobin.clone()));
+    let reply = g.update(&g.runner(), format!("{url},{}", md5_hex(&nobin)).into());
+    assert_eq!(reply.message, "Update archive holds no guestd binary");
+    // A chunked download within the limit works up to the checksum.
+    let url = server(Serve::Chunked(good.clone()));
+    let reply = g.update(&g.runner(), format!("{url},{}", "1".repeat(32)).into());
+    assert!(reply.message.contains(&format!("!= {sum}")), "{reply:?}");
+    // Not http(s); nothing listening.
+    let reply = g.update(&g.runner(), format!("file:///etc/passwd,{sum}").into());
+    assert_eq!(
+        reply.message,
+        "Only http and https URLs are supported for agent updates"
+    );
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let reply = g.update(&g.runner(), format!("http://{dead}/x.tgz,{sum}").into());
+    assert!(
+        reply
+            .message
+            .starts_with(&format!("Download of http://{dead}/x.tgz failed")),
+        "{reply:?}"
+    );
+    g.assert_untouched();
+}
+
+#[test]
+fn installer_runs_with_an_empty_environment_and_its_failure_changes_nothing() {
+    let g = Guest::new();
+    let new = new_binary("9.9.9", 0);
+    let failing = archive::build(&[
+        ("pkg/guestd", 0o755, &new),
+        (
+            "pkg/installer.sh",
+            0o755,
+            b"echo \"home=${HOME-unset}\" > ran.txt\nexit 3\n",
+        ),
+    ]);
+    let url = server(Serve::Body(failing.clone()));
+    let reply = g.update(&g.runner(), format!("{url},{}", md5_hex(&failing)).into());
+    assert_eq!(reply.message, "Agent installer script failed: 3");
+    assert_eq!(
+        fs::read_to_string(g.path("/var/lib/guestd/update/staged/payload/pkg/ran.txt")).unwrap(),
+        "home=unset\n"
+    );
+    g.assert_untouched();
+
+    let ok = archive::build(&[
+        ("pkg/guestd", 0o755, &new),
+        (
+            "pkg/installer.sh",
+            0o755,
+            b"[ -f guestd ] && [ -z \"$HOME\" ]\n",
+        ),
+    ]);
+    let url = server(Serve::Body(ok.clone()));
+    let runner = g.runner();
+    let reply = g.update(&runner, format!("{url},{}", md5_hex(&ok)).into());
+    assert_eq!(reply.returncode, "0", "{reply:?}");
+    let installer = runner.ran.lock().unwrap()[1].clone();
+    assert_eq!(installer.env, Some(Vec::new()));
+    assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), new);
+}
+
+#[test]
+fn no_service_manager_is_refused_before_downloading() {
+    let g = Guest::new();
+    fs::remove_dir_all(g.path("/run/systemd")).unwrap();
+    let runner = g.runner();
+    let reply = g.update(
+        &runner,
+        format!("http://127.0.0.1:9/x.tgz,{}", "0".repeat(32)).into(),
+    );
+    assert_eq!(
+        reply.message,
+        "No service manager found to restart the agent"
+    );
+    assert!(runner.lines().is_empty());
+    g.assert_untouched();
+}

@@ -1,0 +1,158 @@
+//! Issue "virtio-serial, vsock and TCP": the real guestd and guestctl over TCP with mutual TLS,
+//! several transports in one guestd, and the refusal to serve plain TCP off loopback.
+#![cfg(unix)]
+#![allow(clippy::disallowed_methods)]
+
+use std::process::{Command, Output};
+
+use guestd_tests::{Guestd, bin};
+use guestd_transport_conformance::pki::TestPki;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn guestctl(args: &[&str]) -> Output {
+    Command::new(bin::path("guestctl"))
+        .args(args)
+        .output()
+        .expect("run guestctl")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
+/// guestd with the unix socket plus a mutual-TLS TCP listener; certificates from openssl.
+fn start_tls() -> (Guestd, TestPki, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let config = dir.path().join("guestd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tcp]\ntls_cert = {:?}\ntls_key = {:?}\ntls_client_ca = {:?}\n",
+            pki.server_cert, pki.server_key, pki.ca
+        ),
+    )
+    .unwrap();
+    let spec = format!("tcp:127.0.0.1:{}", free_port());
+    let listen = spec.clone();
+    let g = Guestd::start_in(
+        dir,
+        &["--config", config.to_str().unwrap(), "--listen", &listen],
+    );
+    (g, pki, spec)
+}
+
+#[test]
+fn guestctl_over_tcp_with_mutual_tls_next_to_the_unix_socket() {
+    let (g, pki, spec) = start_tls();
+    let tls = [
+        "--tls-cert",
+        pki.client_cert.to_str().unwrap(),
+        "--tls-key",
+        pki.client_key.to_str().unwrap(),
+        "--tls-ca",
+        pki.ca.to_str().unwrap(),
+    ];
+    let mut args = vec!["--connect", spec.as_str()];
+    args.extend(tls);
+    args.push("version");
+    let out = guestctl(&args);
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    let version = text(&out.stdout);
+    // The unix socket of the same guestd answers too (each transport its own channels).
+    let unix = g.ctl(&["version"]);
+    assert_eq!(text(&unix.stdout), version);
+
+    // Without a client certificate guestctl says what is missing and never reaches the agent.
+    let out = guestctl(&[
+        "--connect",
+        &spec,
+        "--tls-ca",
+        pki.ca.to_str().unwrap(),
+        "version",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--tls-cert and --tls-key"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A certificate from another CA is refused by guestd (and it logs why).
+    let out = guestctl(&[
+        "--connect",
+        &spec,
+        "--attempts",
+        "1",
+        "--tls-cert",
+        pki.rogue_cert.to_str().unwrap(),
+        "--tls-key",
+        pki.rogue_key.to_str().unwrap(),
+        "--tls-ca",
+        pki.ca.to_str().unwrap(),
+        "version",
+    ]);
+    assert!(!out.status.success(), "rogue client answered: {out:?}");
+    assert!(!text(&out.stdout).contains(&version));
+    let log = g.log();
+    assert!(log.contains("connection refused"), "{log}");
+    // Plain TCP to the TLS port gets no answer either.
+    let out = guestctl(&[
+        "--connect",
+        &spec,
+        "--attempts",
+        "1",
+        "--timeout",
+        "5",
+        "version",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+}
+
+#[test]
+fn plain_tcp_off_loopback_refuses_to_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin::path("guestd"))
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--config", "/dev/null", "--listen"])
+        .arg(format!("tcp:0.0.0.0:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("refusing to listen"), "{err}");
+    assert!(err.contains("tls_client_ca"), "{err}");
+}
+
+#[test]
+fn plain_tcp_on_loopback_with_guestctl() {
+    let spec = format!("tcp:127.0.0.1:{}", free_port());
+    let g = Guestd::start(&["--listen", &spec]);
+    let out = guestctl(&["--connect", &spec, "features"]);
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    assert!(text(&out.stdout).contains("version"), "{out:?}");
+}
+
+#[test]
+fn guestctl_rejects_bad_specs_with_usage_errors() {
+    for (spec, want) in [
+        ("vsock:x", "vsock:CID:PORT"),
+        ("tcp:nohostport", "unknown or incomplete"),
+        ("pigeon:1", "unknown or incomplete"),
+    ] {
+        let out = guestctl(&["--connect", spec, "version"]);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {out:?}");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{spec}: {}",
+            text(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! The transport conformance suite against the real listeners: unix, TCP on loopback, and TCP
+//! with mutual TLS (certificates from the openssl CLI); plus the TLS refusal cases and an
+//! `openssl s_client` peer.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use guestd_core::Transport;
+use guestd_transport_conformance::pki::TestPki;
+use guestd_transport_conformance::{Conn, Connector, Kit, Peer, conformance_suite};
+use guestd_transport_socket::{TcpConfig, TcpTransport, UnixTransport};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
+use tokio_rustls::TlsConnector;
+
+fn unix_listener(kit: &mut Kit) -> Connector {
+    let path = kit.dir().join("guestd.sock");
+    let t = UnixTransport::bind(&path, kit.limits())
+        .expect("bind")
+        .with_options(kit.options());
+    kit.spawn(Box::new(t));
+    Box::new(move || {
+        let path = path.clone();
+        Box::pin(async move { Ok(Box::new(tokio::net::UnixStream::connect(path).await?) as Conn) })
+    })
+}
+
+fn tcp_plain(kit: &mut Kit) -> Connector {
+    let t = TcpTransport::bind("127.0.0.1:0", &TcpConfig::default(), kit.options()).expect("bind");
+    let addr = t.local_addr();
+    kit.spawn(Box::new(t));
+    Box::new(move || {
+        Box::pin(async move { Ok(Box::new(tokio::net::TcpStream::connect(addr).await?) as Conn) })
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(path)
+        .expect("pem")
+        .collect::<Result<_, _>>()
+        .expect("certs")
+}
+
+/// A host-side TLS client: trusts the test CA, presents `identity` (cert, key) if given.
+fn tls_client(pki: &TestPki, identity: Option<(&Path, &Path)>) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for c in certs(&pki.ca) {
+        roots.add(c).expect("CA");
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certs(cert), PrivateKeyDer::from_pem_file(key).expect("key"))
+            .expect("client auth"),
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+fn tls_config(pki: &TestPki) -> TcpConfig {
+    TcpConfig {
+        tls_cert: Some(pki.server_cert.clone()),
+        tls_key: Some(pki.server_key.clone()),
+        tls_client_ca: Some(pki.ca.clone()),
+        ..TcpConfig::default()
+    }
+}
+
+/// A TLS listener on loopback and a connector presenting `identity`.
+fn tls_start(kit: &Kit, config: &TcpConfig, connector: TlsConnector) -> Connector {
+    let t = TcpTransport::bind("127.0.0.1:0", config, kit.options()).expect("bind TLS");
+    assert!(t.describe().contains("mutual TLS"));
+    let addr = t.local_addr();
+    kit.spawn(Box::new(t));
+    Box::new(move || {
+        let connector = connector.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = ServerName::IpAddress(addr.ip().into());
+            Ok(Box::new(connector.connect(name, tcp).await?) as Conn)
+        })
+    })
+}
+
+fn tcp_tls(kit: &mut Kit) -> Connector {
+    let pki = TestPki::generate(kit.dir());
+    let connector = tls_client(&pki, Some((&pki.client_cert, &pki.client_key)));
+    tls_start(kit, &tls_config(&pki), connector)
+}
+
+mod unix {
+    use super::*;
+    conformance_suite!(unix_listener);
+}
+
+mod tcp {
+    use super::*;
+    conformance_suite!(tcp_plain);
+}
+
+mod tls {
+    use super::*;
+    conformance_suite!(tcp_tls);
+}
+
+/// A client whose certificate is not accepted gets no reply: the handshake (or, with TLS 1.3,
+/// the first read) fails.
+async fn assert_refused(connector: &mut Connector) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut conn) = connector().await else {
+        return; // refused during the handshake
+    };
+    let _ = conn
+        .write_all(b"{\"id\":1,\"name\":\"echo\",\"value\":\"x\"}\n")
+        .await;
+    let _ = conn.flush().await;
+    // Whatever comes back (a TLS alert to a plain client) must not be a reply, and the
+    // connection must end.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 1024];
+        while let Ok(n) = conn.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the refused connection stayed open");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("returncode"),
+        "a client without an accepted certificate was answered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_clients_without_an_accepted_certificate() {
+    let kit = Kit::new();
+    let pki = TestPki::generate(kit.dir());
+    let config = tls_config(&pki);
+    assert_refused(&mut tls_start(&kit, &config, tls_client(&pki, None))).await;
+    let rogue = tls_client(&pki, Some((&pki.rogue_cert, &pki.rogue_key)));
+    assert_refused(&mut tls_start(&kit, &config, rogue)).await;
+    // Plain TCP to a TLS listener gets nothing either.
+    let mut plain: Connector = {
+        let t = TcpTransport::bind("127.0.0.1:0", &config, kit.options()).expect("bind");
+        let addr = t.local_addr();
+        kit.spawn(Box::new(t));
+        Box::new(move || {
+            Box::pin(
+                async move { Ok(Box::new(tokio::net::TcpStream::connect(addr).await?) as Conn) },
+            )
+        })
+    };
+    assert_refused(&mut plain).await;
+    // The accepted client still works on the same configuration.
+    let good = tls_client(&pki, Some((&pki.client_cert, &pki.client_key)));
+    let mut c = tls_start(&kit, &config, good);
+    let mut peer = Peer::connect(&mut c).await;
+    peer.request(Some(json!(1)), "echo", json!("ok")).await;
+    assert_eq!(peer.reply().await.reply.message, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_pinned_client_certificate() {
+    let kit = Kit::new();
+    let pki = TestPki::generate(kit.dir());
+    // Only the rogue (self-signed) certificate is pinned; no CA.
+    let config = TcpConfig {
+        tls_client_ca: None,
+        tls_client_cert: Some(pki.rogue_cert.clone()),
+        ..tls_config(&pki)
+    };
+    let pinned = tls_client(&pki, Some((&pki.rogue_cert, &pki.rogue_key)));
+    let mut c = tls_start(&kit, &config, pinned);
+    let mut peer = Peer::connect(&mut c).await;
+    peer.request(Some(json!("p")), "echo", json!("pinned"))
+        .await;
+    assert_eq!(peer.reply().await.reply.message, "pinned");
+    // A CA-signed client is not the pinned one, and no CA is configured.
+    let other = tls_client(&pki, Some((&pki.client_cert, &pki.client_key)));
+    assert_refused(&mut tls_start(&kit, &config, other)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_non_loopback_needs_mutual_tls() {
+    let kit = Kit::new();
+    let pki = TestPki::generate(kit.dir());
+    let err = TcpTransport::bind("0.0.0.0:0", &TcpConfig::default(), kit.options()).unwrap_err();
+    assert!(err.to_string().contains("refusing to listen"), "{err}");
+    let t = TcpTransport::bind("0.0.0.0:0", &tls_config(&pki), kit.options())
+        .expect("mutual TLS on a non-loopback address is allowed");
+    assert!(t.describe().contains("mutual TLS"));
+    let broken = TcpConfig {
+        tls_key: Some(pki.rogue_key.clone()),
+        ..tls_config(&pki)
+    };
+    let err = TcpTransport::bind("127.0.0.1:0", &broken, kit.options()).unwrap_err();
+    assert!(err.to_string().contains("certificate/key pair"), "{err}");
+}
+
+/// The openssl CLI as the host: a real TLS peer, not our own client code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // drives the openssl CLI
+async fn tls_openssl_s_client_peer() {
+    let kit = Kit::new();
+    let pki = TestPki::generate(kit.dir());
+    let t = TcpTransport::bind("127.0.0.1:0", &tls_config(&pki), kit.options()).expect("bind");
+    let addr = t.local_addr();
+    kit.spawn(Box::new(t));
+    let pki2 = pki.clone();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+            .arg(addr.to_string())
+            .arg("-CAfile")
+            .arg(&pki2.ca)
+            .arg("-cert")
+            .arg(&pki2.client_cert)
+            .arg("-key")
+            .arg(&pki2.client_key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_client (apt-get install openssl)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"{\"id\":\"ossl\",\"name\":\"echo\",\"value\":\"via openssl\"}\n")
+            .expect("write");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let _ = child.kill();
+        let _ = child.wait();
+        line
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), line)
+        .await
+        .expect("openssl answered in time")
+        .expect("join");
+    assert_eq!(
+        line.trim(),
+        r#"{"id":"ossl","message":"via openssl","returncode":"0"}"#
+    );
+}
