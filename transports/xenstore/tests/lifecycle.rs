@@ -689,3 +689,33 @@ async fn open_fails_clearly() {
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/xenbus"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_id_takes_the_late_answer_without_rerunning() {
+    let g = Guest::start(BackendKind::Native, |_, _| {}).await;
+    // The first attempt was answered after the caller gave up (its reply is still there).
+    let first = g
+        .nova_call("retry-1", br#"{"name": "record", "value": "once"}"#)
+        .await;
+    assert_eq!(decode(&first), Reply::ok("once"));
+    let again = g
+        .host
+        .call_with_id(
+            DOMID,
+            &Request::new("record", "once"),
+            "retry-1",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Reply::ok("once"));
+    assert_eq!(g.log.lock().unwrap().runs["once"], 1);
+    assert!(
+        g.dom0()
+            .read_optional(&format!("{HOME}/data/guest/retry-1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    g.stop().await;
+}
