@@ -177,10 +177,7 @@ fn nova_keyinit_and_password_over_xenstore_with_xenstore_utils() {
         .build()
         .unwrap();
     let transport = runtime
-        .block_on(XenstoreTransport::open(
-            Some(&guest_sock),
-            &XenstoreConfig::default(),
-        ))
+        .block_on(async { XenstoreTransport::open(Some(&guest_sock), &XenstoreConfig::default()) })
         .unwrap();
     let (trigger, shutdown) = Shutdown::new();
     let served = runtime.spawn(Box::new(transport).serve(dispatcher, shutdown));

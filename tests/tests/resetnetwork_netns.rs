@@ -318,10 +318,7 @@ fn xenstore_data_written_by_xenstore_write_comes_up() {
     );
     let (trigger, shutdown) = guestd_core::Shutdown::new();
     let transport = rt
-        .block_on(XenstoreTransport::open(
-            Some(&guest),
-            &XenstoreConfig::default(),
-        ))
+        .block_on(async { XenstoreTransport::open(Some(&guest), &XenstoreConfig::default()) })
         .unwrap();
     let serving = rt.spawn(Box::new(transport).serve(d, shutdown));
 

@@ -155,7 +155,12 @@ mod tests {
     struct Features(Reply);
 
     impl Client for Features {
-        fn call(&mut self, request: &Request, _timeout: Duration) -> Result<Reply, ClientError> {
+        fn call_with_id(
+            &mut self,
+            request: &Request,
+            _id: &str,
+            _timeout: Duration,
+        ) -> Result<Reply, ClientError> {
             assert_eq!(request.name, "features");
             Ok(self.0.clone())
         }
