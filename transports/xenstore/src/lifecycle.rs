@@ -5,7 +5,8 @@
 //! 3. for each id not handled yet — in arrival order (watch event order, then listing order) —
 //!    read the request (skip it if it vanished), dispatch it, write the whole reply to
 //!    `data/guest/<id>` in one write, then remove `data/host/<id>`;
-//! 4. remove our own replies once they are older than the configured age.
+//! 4. remove our own replies once they are older than the configured age (and, when the node
+//!    quota refuses a reply, those older than 5 s right away, then retry the write).
 //!
 //! An id is executed at most once per process: it stays in `handled` until it is gone from
 //! `data/host`, and a reply that could not be delivered (connection lost) is kept and delivered
