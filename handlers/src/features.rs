@@ -13,6 +13,10 @@ impl Handler for FeaturesHandler {
         "features"
     }
 
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn run(&self, ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         Ok(Reply::ok(ctx.enabled_commands().join(",")))
     }

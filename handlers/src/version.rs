@@ -27,6 +27,10 @@ impl Handler for VersionHandler {
         "version"
     }
 
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn run(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         Ok(Reply::ok(Self::numeric_version()))
     }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub use guestd_testkit::bin;
 
+pub mod hostile;
+
 /// A running guestd with its own sandbox root and unix socket.
 #[derive(Debug)]
 pub struct Guestd {
@@ -173,6 +175,15 @@ impl LineClient {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("reply {text:?}: {e}"))
     }
 
+    /// Read one reply line, without its newline, as raw bytes.
+    pub fn recv_line(&mut self) -> Vec<u8> {
+        use std::io::BufRead;
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).expect("read");
+        assert!(line.pop() == Some(b'\n'), "connection closed mid-reply");
+        line
+    }
+
     /// Read raw bytes (through the line buffer).
     pub fn read_raw(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         std::io::Read::read(&mut self.reader, buf)
@@ -184,4 +195,87 @@ impl LineClient {
         self.send(b"\n");
         self.recv()
     }
+}
+
+impl hostile::LineConn for LineClient {
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        self.send(bytes);
+    }
+
+    fn recv_line(&mut self) -> Vec<u8> {
+        LineClient::recv_line(self)
+    }
+}
+
+/// A tmpfs mounted for one test (as the sandbox root of a "full disk" or a "read-only root"),
+/// unmounted when dropped, whatever happened in between. Needs root (CI runs as root).
+#[derive(Debug)]
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size_kib` KiB on a new temporary directory.
+    pub fn mount(size_kib: u64) -> Self {
+        assert!(
+            is_root(),
+            "this fault-injection test mounts a tmpfs and must run as root (CI does)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size_kib}k,mode=0755"))
+            .arg("tmpfs")
+            .arg(dir.path()));
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Remount read-only (what a guest sees when its root filesystem went read-only).
+    pub fn remount_read_only(&self) {
+        run(Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.dir.path()));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy unmount: succeeds even if a killed process still had a file open there.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Leftover temporary files of atomic writes below `dir` (`.<name>.guestd-tmp.<pid>.<n>`).
+pub fn temp_files_below(dir: &Path) -> Vec<PathBuf> {
+    hostile::files_below(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".guestd-tmp."))
+        .collect()
 }

@@ -46,6 +46,14 @@ pub trait Handler: Send + Sync + 'static {
     fn default_timeout(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether `run` may block (file or process I/O, slow work): then it runs on a blocking
+    /// thread under its timeout. A handler that only builds its reply from memory returns
+    /// `false` and runs on the transport's thread, without the hand-off to another thread (the
+    /// round trip of `version` or `features` is then a fraction of qemu-ga's `guest-ping`).
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// A handler failure. The reply carries a short stable reason; details go to the log.
@@ -314,9 +322,10 @@ impl Dispatcher {
 
     /// Answer one decoded request (or decoding failure) on `channel`, logging one line.
     pub async fn dispatch(self: &Arc<Self>, channel: &Arc<Channel>, incoming: Incoming) -> Reply {
-        let id = incoming.id.as_ref().map(id_text).unwrap_or_default();
+        // Clipped: a hostile host must not turn one request into a megabyte log line.
+        let id = clip(&incoming.id.as_ref().map(id_text).unwrap_or_default()).into_owned();
         let command = match &incoming.request {
-            Ok(r) => r.name.clone(),
+            Ok(r) => clip(&r.name).into_owned(),
             Err(_) => String::new(),
         };
         let span = info_span!("request", channel = %channel.name(), id = %id, command = %command);
@@ -340,7 +349,10 @@ impl Dispatcher {
 
     async fn run(self: &Arc<Self>, channel: &Arc<Channel>, name: String, value: Value) -> Reply {
         let Some(handler) = self.handlers.iter().find(|h| h.name() == name).cloned() else {
-            return Reply::new(code::NOT_FOUND, format!("No such agent command '{name}'"));
+            return Reply::new(
+                code::NOT_FOUND,
+                format!("No such agent command '{}'", clip(&name)),
+            );
         };
         if !self.enabled.contains(&handler.name()) {
             return Reply::new(
@@ -363,6 +375,28 @@ impl Dispatcher {
             warn!("the previous command of this channel is still running");
             return timed_out();
         };
+        if !handler.may_block() {
+            let ctx = Context {
+                env: &self.env,
+                channel,
+                enabled: &self.enabled,
+            };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler.run(&ctx, &value)
+            }));
+            drop(guard);
+            return match result {
+                Err(_) => {
+                    warn!("handler panicked");
+                    Reply::error(msg::INTERNAL)
+                }
+                Ok(Ok(reply)) => reply,
+                Ok(Err(err)) => {
+                    warn!(error = ?err, "command failed");
+                    err.to_reply()
+                }
+            };
+        }
         let this = Arc::clone(self);
         let chan = Arc::clone(channel);
         let task = tokio::task::spawn_blocking(move || {
@@ -390,6 +424,21 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Longest command name or id quoted back in a reply or a log line.
+const MAX_QUOTED: usize = 128;
+
+/// `text`, cut to [`MAX_QUOTED`] bytes (at a character boundary) with `...` appended when cut.
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_QUOTED {
+        return text.into();
+    }
+    let mut end = MAX_QUOTED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end]).into()
 }
 
 fn id_text(id: &Value) -> String {

@@ -6,7 +6,6 @@
 
 mod cli;
 mod commands;
-mod config;
 mod listen;
 mod notify;
 
@@ -17,6 +16,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use guestd_core::stream::StreamLimits;
 use guestd_core::{Backend, Env, Root, Shutdown, SystemRunner};
+use guestd_daemon::config;
 use guestd_distro::SystemBackend;
 use tracing::{error, info, warn};
 
@@ -266,20 +266,31 @@ fn generate(what: &str) -> anyhow::Result<()> {
 }
 
 /// Log to stderr (journald picks it up under systemd: no timestamps there, it adds its own).
+///
+/// The level is `info`, or `target=level` directives (`info,guestd_core=debug`). A `Targets`
+/// filter rather than `EnvFilter`: the same syntax for everything guestd documents, without a
+/// regex engine compiled at start-up (a third of the idle RSS of the binary's own pages).
 fn init_logging(level: &str) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_new(level).with_context(|| format!("invalid log level '{level}'"))?;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter: Targets = level
+        .parse()
+        .with_context(|| format!("invalid log level '{level}'"))?;
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(false);
     if under_journald {
-        builder.without_time().init();
+        tracing_subscriber::registry()
+            .with(layer.without_time())
+            .with(filter)
+            .init();
     } else {
-        builder.init();
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(filter)
+            .init();
     }
     Ok(())
 }

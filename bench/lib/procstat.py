@@ -1,0 +1,87 @@
+"""What /proc tells about a running agent: memory, CPU, and wakeups of all its threads."""
+import os
+import time
+
+
+def status(pid):
+    """Selected /proc/PID/status fields in KiB (memory) or as numbers (Threads)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "VmSize", "Threads"):
+                out[key] = int(value.split()[0])
+    try:  # proportional set size: shared library pages divided among their users
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    out["Pss"] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def _tasks(pid):
+    """{tid: (context switches, cpu ns)} for every live thread of pid."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        try:
+            switches = 0
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        switches += int(line.split()[1])
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                cpu_ns = int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue  # the thread exited while we looked
+        out[int(tid)] = (switches, cpu_ns)
+    return out
+
+
+def idle_windows(pids, seconds, sample_every=0.25):
+    """Wakeups of several processes over the same window of `seconds`.
+
+    Every thread's context switches (voluntary + involuntary) and CPU time are sampled every
+    `sample_every` seconds (reading /proc does not wake the process), so a thread that exits in
+    the window still counts up to its last sample, and threads born or gone are reported too.
+    Returns {pid: {"wakeups", "cpu_ms", "threads_started", "threads_exited"}}.
+    """
+    first = {pid: _tasks(pid) for pid in pids}
+    last = {pid: dict(tasks) for pid, tasks in first.items()}
+    gone = {pid: set() for pid in pids}
+    deadline = time.monotonic() + seconds
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        time.sleep(min(sample_every, deadline - now))
+        for pid in pids:
+            seen = _tasks(pid)
+            for tid in last[pid]:
+                if tid not in seen:
+                    gone[pid].add(tid)
+            last[pid].update(seen)
+    result = {}
+    for pid in pids:
+        wakeups = cpu = 0
+        for tid, (switches, cpu_ns) in last[pid].items():
+            base = first[pid].get(tid, (0, 0))
+            wakeups += switches - base[0]
+            cpu += cpu_ns - base[1]
+        result[pid] = {
+            "wakeups": wakeups,
+            "cpu_ms": round(cpu / 1e6, 3),
+            "threads_started": len(set(last[pid]) - set(first[pid])),
+            "threads_exited": len(gone[pid]),
+        }
+    return result
+
+
+def cpu_ms(pid):
+    """Total CPU time of the live threads of pid, in ms."""
+    return round(sum(cpu for _, cpu in _tasks(pid).values()) / 1e6, 1)
