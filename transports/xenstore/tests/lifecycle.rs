@@ -719,3 +719,29 @@ async fn a_retry_with_the_same_id_takes_the_late_answer_without_rerunning() {
     );
     g.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_quota_is_relieved_by_removing_old_replies() {
+    for backend in backends() {
+        // data, data/host, data/guest, 3 replies and one request: the 7th node is the last.
+        let g = Guest::start(backend, |_, q| q.max_nodes = 7).await;
+        for i in 0..3 {
+            let text = g
+                .nova_call(&format!("old{i}"), br#"{"name": "record", "value": "old"}"#)
+                .await;
+            assert_eq!(decode(&text), Reply::ok("old"));
+        }
+        tokio::time::sleep(Duration::from_millis(5200)).await;
+        let text = g
+            .nova_call("new", br#"{"name": "record", "value": "new"}"#)
+            .await;
+        assert_eq!(decode(&text), Reply::ok("new"), "{backend:?}");
+        let left = g
+            .dom0()
+            .directory(&format!("{HOME}/data/guest"))
+            .await
+            .unwrap();
+        assert_eq!(left, ["new"], "{backend:?}");
+        g.stop().await;
+    }
+}
