@@ -114,7 +114,10 @@ fn call(c: &mut LineClient, name: &str, value: Value) -> Value {
     // A fresh id each time: a repeated id with the same request is a retry, answered from the
     // reply cache without running again.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let id = format!("t{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let id = format!(
+        "t{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let line = json!({"id": id, "name": name, "value": value}).to_string();
     let r = c.roundtrip(line.as_bytes());
     json!({"returncode": r["returncode"], "message": r["message"]})
