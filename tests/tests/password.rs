@@ -12,6 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use guestd_tests::nova::{NovaDh, nova_encrypt, python};
 use guestd_tests::{Guestd, LineClient};
 use serde_json::{Value, json};
 
@@ -52,62 +53,6 @@ fn run(cmd: &mut Command, what: &str) -> Output {
     cmd.output().unwrap_or_else(|e| {
         panic!("{what} is required for this test ({e}); scripts/test-all installs it")
     })
-}
-
-/// Python big-integer arithmetic, standing in for nova's `SimpleDH`.
-fn python(expr: &str) -> String {
-    let out = run(
-        Command::new("python3").args(["-c", &format!("print({expr})")]),
-        "python3",
-    );
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// nova's host side of keyinit: an 80-bit private key (`os.urandom(10)`).
-struct NovaDh {
-    private: String,
-}
-
-impl NovaDh {
-    fn new() -> Self {
-        Self {
-            private: python("int.from_bytes(__import__('os').urandom(10), 'big')"),
-        }
-    }
-    fn public(&self) -> String {
-        python(&format!("pow(5, {}, 2**107 - 1)", self.private))
-    }
-    fn shared(&self, agent_public: &str) -> String {
-        let agent: String = agent_public.trim().to_string();
-        assert!(agent.bytes().all(|b| b.is_ascii_digit()), "{agent}");
-        python(&format!("pow({agent}, {}, 2**107 - 1)", self.private))
-    }
-}
-
-/// `openssl aes-128-cbc -A -a -pass pass:<shared> -nosalt -md <md>` over `password + "\n"`.
-fn nova_encrypt(shared: &str, md: &str, password: &str) -> String {
-    let mut child = Command::new("openssl")
-        .args(["aes-128-cbc", "-A", "-a", "-pass"])
-        .arg(format!("pass:{shared}"))
-        .args(["-nosalt", "-md", md])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the openssl CLI is required (apt-get install openssl)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim_end_matches('\n')
-        .to_string()
 }
 
 fn call(c: &mut LineClient, name: &str, value: Value) -> Value {

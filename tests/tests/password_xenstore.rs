@@ -7,10 +7,9 @@
 #![cfg(unix)]
 #![allow(clippy::disallowed_methods)] // the host side spawns the real tools
 
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use guestd_core::{Backend, DispatcherBuilder, Env, Root, Shutdown, SystemRunner,
 use guestd_distro::SystemBackend;
 use guestd_handlers::{Keyinit2Handler, KeyinitHandler, PasswordConfig, PasswordHandler};
 use guestd_test_xenstored::{Config, TestXenstored};
+use guestd_tests::nova::{nova_encrypt, python};
 use guestd_transport_xenstore::{XenstoreConfig, XenstoreTransport};
 use serde_json::{Value, json};
 
@@ -70,36 +70,6 @@ impl Dom0<'_> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn python(expr: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", &format!("print({expr})")])
-        .output()
-        .expect("python3 is required (apt-get install python3)");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn nova_encrypt(shared: &str, md: &str, password: &str) -> String {
-    let mut child = Command::new("openssl")
-        .args(["aes-128-cbc", "-A", "-a", "-pass"])
-        .arg(format!("pass:{shared}"))
-        .args(["-nosalt", "-md", md])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the openssl CLI is required (apt-get install openssl)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn verify(root: &Path, password: &str) {
