@@ -70,13 +70,15 @@ class Guestd(Agent):
         self.extra = list(extra)
 
     def argv(self, sock, workdir):
-        root = os.path.join(workdir, "root")
-        os.makedirs(root, exist_ok=True)
         # An empty config file: the measurement must not depend on /etc/guestd of this machine.
         config = os.path.join(workdir, "guestd.toml")
         open(config, "a").close()
-        return [self.binary, "--config", config, "--root", root, "--listen", f"unix:{sock}",
-                *self.extra]
+        argv = [self.binary, "--config", config, "--listen", f"unix:{sock}", *self.extra]
+        if "--root" not in self.extra:
+            root = os.path.join(workdir, "root")
+            os.makedirs(root, exist_ok=True)
+            argv += ["--root", root]
+        return argv
 
     def request(self, i):
         return b'{"id":%d,"name":"version","value":"agent"}\n' % i

@@ -157,8 +157,10 @@ def main():
     ap.add_argument("--loadgen", required=True, help="the load generator (bench/loadgen.rs)")
     ap.add_argument("--xs-latency", default=None,
                     help="the XenStore round-trip helper (tests/src/bin/xs-latency.rs)")
-    ap.add_argument("--guestd-static", default=None,
-                    help="a statically linked (musl) guestd: its idle RSS is reported too")
+    ap.add_argument("--guestd-alt", default=None,
+                    help="another build of guestd whose idle RSS is reported too")
+    ap.add_argument("--guestd-alt-label", default="other")
+    ap.add_argument("--build", default="", help="how --guestd was built (for the record)")
     ap.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results",
@@ -244,6 +246,7 @@ def main():
     res["machine"]["loadavg_1m_at_start"] = load_at_start
     res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     res["mode"] = "quick" if a.quick else "full"
+    res["guestd"]["build"] = a.build
     res["targets"] = {
         key: {"want": f"guestd {cmp} {factor}" + ("" if cmp == "==" else " x qemu-ga"),
               "met": verdict(key, res["guestd"][key], res["qemu_ga"][key])}
@@ -255,7 +258,7 @@ def main():
         f.write("\n")
 
     m = res["machine"]
-    print(f"\n{res['guestd']['version']} vs {res['qemu_ga']['version']}")
+    print(f"\n{res['guestd']['version']} ({a.build}) vs {res['qemu_ga']['version']}")
     print(f"{res['date']}, {m['os']}, kernel {m['kernel']}, {m['cores']} cores {m['cpu']}, "
           f"{m['memory_gib']} GiB; {res['mode']} run\n")
     print(table(res))
