@@ -36,5 +36,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ciphertext) = decode_base64_lenient(text) {
         let _ = legacy::decrypt_password("53035888671043549995097077724136", &ciphertext);
     }
-    let _ = session().decrypt_password(text);
+    let _ = session().decrypt_password(None, text);
+    let _ = session().decrypt_password(Some("root"), text);
 });
