@@ -8,6 +8,7 @@
 mod features;
 pub mod inject;
 pub mod kms;
+pub mod qga;
 mod resetnetwork;
 pub mod update;
 mod version;
