@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::wire::{Incoming, Reply, Request, RequestError, code};
+use crate::wire::{Incoming, Reply, Request, RequestError, code, to_ascii_json};
 
 /// Built-in: returns its `id` argument.
 pub const SYNC: &str = "guest-sync";
@@ -112,9 +112,9 @@ pub fn incoming(id: Option<Value>, name: String, arguments: Value) -> Incoming {
     }
 }
 
-/// `{"return": VALUE}` (with `"id"` after it when the request had one), without the newline.
+/// `{"return": VALUE}` (ASCII, as qemu-ga escapes non-ASCII; with `"id"` after it when the request had one), without the newline.
 pub fn encode_return(value: &Value, id: Option<&Value>) -> String {
-    let mut out = format!("{{\"return\": {value}");
+    let mut out = format!("{{\"return\": {}", to_ascii_json(value));
     push_id(&mut out, id);
     out
 }
@@ -122,14 +122,14 @@ pub fn encode_return(value: &Value, id: Option<&Value>) -> String {
 /// `{"error": {"class": CLASS, "desc": DESC}}` (with `"id"`), without the newline.
 pub fn encode_error(class: &str, desc: &str, id: Option<&Value>) -> String {
     let error = serde_json::json!({ "class": class, "desc": desc });
-    let mut out = format!("{{\"error\": {error}");
+    let mut out = format!("{{\"error\": {}", to_ascii_json(&error));
     push_id(&mut out, id);
     out
 }
 
 fn push_id(out: &mut String, id: Option<&Value>) {
     if let Some(id) = id {
-        out.push_str(&format!(", \"id\": {id}"));
+        out.push_str(&format!(", \"id\": {}", to_ascii_json(id)));
     }
     out.push('}');
 }
