@@ -27,6 +27,17 @@ pub const NO_SUCCESS_RESPONSE: &[&str] = &[
     "guest-suspend-hybrid",
 ];
 
+/// Per-channel marker set on channels that speak the qga dialect. qga commands refuse to run
+/// elsewhere: `guest-set-user-password` takes a plain password, which the native protocol only
+/// accepts encrypted (`keyinit`/`password`) because channels like XenStore are not private.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QgaChannel(pub bool);
+
+/// Whether `channel` speaks the qga dialect.
+pub fn is_qga_channel(channel: &crate::Channel) -> bool {
+    channel.with_state::<QgaChannel, _>(|m| m.0)
+}
+
 /// One decoded qga request line.
 #[derive(Debug)]
 pub enum QgaRequest {

@@ -237,6 +237,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = options.limits;
+    if options.dialect == Dialect::Qga {
+        channel.with_state::<qga::QgaChannel, _>(|m| m.0 = true);
+    }
     let mut decoder = LineDecoder::new(limits.max_line);
     let mut buf = vec![0u8; 16 * 1024];
     let mut frames = Vec::new();

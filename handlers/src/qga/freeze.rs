@@ -183,7 +183,8 @@ impl Handler for StatusHandler {
         false
     }
 
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        super::only_on_qga(ctx, self.name())?;
         args::<NoArgs>(value)?;
         let status = if self.0.is_frozen() {
             "frozen"
@@ -204,6 +205,7 @@ impl Handler for FreezeHandler {
     }
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        super::only_on_qga(ctx, self.name())?;
         args::<NoArgs>(value)?;
         let count = self.0.freeze(&ctx.env.root, Arc::clone(&ctx.env.runner))?;
         Ok(guestd_core::qga::ok(&json!(count)))
@@ -220,6 +222,7 @@ impl Handler for ThawHandler {
     }
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        super::only_on_qga(ctx, self.name())?;
         args::<NoArgs>(value)?;
         let count = self.0.thaw(ctx.env.runner.as_ref());
         info!(count, "filesystems thawed");

@@ -91,7 +91,20 @@ impl Handler for QgaCommand {
     }
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        only_on_qga(ctx, self.name)?;
         (self.run)(ctx, value).map(|v| guestd_core::qga::ok(&v))
+    }
+}
+
+/// qga commands run only on qga channels (see `guestd_core::qga::QgaChannel`).
+pub(crate) fn only_on_qga(ctx: &Context<'_>, name: &str) -> Result<(), HandlerError> {
+    if guestd_core::qga::is_qga_channel(ctx.channel) {
+        Ok(())
+    } else {
+        Err(HandlerError::BadRequest(format!(
+            "'{name}' is a qemu-guest-agent command: send it on a qga channel \
+             (qga+unix:, qga+serial:)"
+        )))
     }
 }
 
