@@ -423,4 +423,16 @@ fn policy_applies_and_guest_info_matches_features() {
     assert!(features.status.success(), "{features:?}");
     let native = String::from_utf8(features.stdout).unwrap();
     assert_eq!(native.trim(), enabled.join(","));
+
+    // A plain password is not taken over a native channel.
+    let mut n = guestd_tests::LineClient::connect(&g.sock);
+    let r = n.roundtrip(
+        br#"{"id": 1, "name": "guest-set-user-password", "value": {"username": "alice", "password": "eA==", "crypted": false}}"#,
+    );
+    assert_eq!(r["returncode"], "500", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("qga channel"),
+        "{r}"
+    );
+    assert_eq!(shadow_field(g.dir.path(), "alice"), "!");
 }

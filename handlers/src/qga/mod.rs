@@ -58,13 +58,21 @@ pub fn register(
         system::HOST_NAME,
         system::TIME,
         network::INTERFACES,
-        password::SET_USER_PASSWORD,
         keys::GET,
+    ] {
+        builder = builder.register(command)?;
+    }
+    // Writing to a frozen filesystem would hang the command until the thaw: refused instead.
+    for command in [
+        password::SET_USER_PASSWORD,
         keys::ADD,
         keys::REMOVE,
         shutdown::SHUTDOWN,
     ] {
-        builder = builder.register(command)?;
+        builder = builder.register(NotWhileFrozen {
+            command,
+            freezer: freezer.clone(),
+        })?;
     }
     builder
         .register(freeze::StatusHandler(freezer.clone()))?
@@ -93,6 +101,34 @@ impl Handler for QgaCommand {
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         only_on_qga(ctx, self.name)?;
         (self.run)(ctx, value).map(|v| guestd_core::qga::ok(&v))
+    }
+}
+
+/// A command refused while this agent holds filesystems frozen.
+#[derive(Debug)]
+struct NotWhileFrozen {
+    command: QgaCommand,
+    freezer: Freezer,
+}
+
+impl Handler for NotWhileFrozen {
+    fn name(&self) -> &'static str {
+        self.command.name
+    }
+
+    fn may_block(&self) -> bool {
+        self.command.blocking
+    }
+
+    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        if self.freezer.is_frozen() {
+            return Err(HandlerError::failed(format!(
+                "Command {} has been disabled: the filesystems are frozen \
+                 (guest-fsfreeze-thaw first)",
+                self.command.name
+            )));
+        }
+        self.command.run(ctx, value)
     }
 }
 
