@@ -95,6 +95,8 @@ def machine():
         "os": os_name,
         "kernel": platform.release(),
         "python": platform.python_version(),
+        # Other work on the machine during the run (the numbers are only as quiet as this).
+        "loadavg_1m": os.getloadavg()[0],
     }
 
 
@@ -126,13 +128,17 @@ def table(results):
         ("sequential (req/s)", "rps", "{:.0f}"),
         ("pipelined (req/s)", "pipelined_rps", "{:.0f}"),
         ("idle wakeups in 10 s", "idle_wakeups_10s", "{:.0f}"),
+        ("idle PSS (KiB)", "idle_pss_kib", "{:.0f}"),
+        ("binary (KiB)", "binary_kib", "{:.0f}"),
     ]
     lines = [
         f"{'metric':<30} {'guestd':>10} {'qemu-ga':>10} {'ratio':>7}  target",
         "-" * 74,
     ]
     for label, key, fmt in rows:
-        gv, qv = g[key], q[key]
+        gv, qv = g.get(key), q.get(key)
+        if gv is None or qv is None:
+            continue
         ratio = f"{gv / qv:.2f}" if qv else "-"
         target = ""
         if key in TARGETS:
@@ -149,6 +155,10 @@ def main():
     ap.add_argument("--guestd", required=True, help="the guestd binary (release build)")
     ap.add_argument("--qemu-ga", default=shutil.which("qemu-ga") or "/usr/sbin/qemu-ga")
     ap.add_argument("--loadgen", required=True, help="the load generator (bench/loadgen.rs)")
+    ap.add_argument("--xs-latency", default=None,
+                    help="the XenStore round-trip helper (tests/src/bin/xs-latency.rs)")
+    ap.add_argument("--guestd-static", default=None,
+                    help="a statically linked (musl) guestd: its idle RSS is reported too")
     ap.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results",
@@ -161,6 +171,7 @@ def main():
     start_runs = 5 if a.quick else 20
 
     agents = {"guestd": Guestd(a.guestd), "qemu_ga": QemuGa(a.qemu_ga)}
+    load_at_start = os.getloadavg()[0]
     workdir = tempfile.mkdtemp(prefix="guestd-bench-")
     res = {key: {} for key in agents}
     procs, clients = {}, {}
@@ -215,6 +226,10 @@ def main():
             res[key]["rss_after_load_kib"] = procstat.status(procs[key].pid)["VmRSS"]
             res[key]["cpu_ms_total"] = procstat.cpu_ms(procs[key].pid)
 
+        for key, agent in agents.items():
+            res[key]["binary_kib"] = os.path.getsize(agent.binary) // 1024
+            res[key]["idle_pss_kib"] = res[key]["idle_status"].get("Pss")
+            res[key]["idle_rss_anon_kib"] = res[key]["idle_status"].get("RssAnon")
         res["guestd"]["version"] = version_of([a.guestd, "--version"])
         res["qemu_ga"]["version"] = version_of([a.qemu_ga, "--version"])
         res["guestd_only"] = extras.run_all(a, agents["guestd"], workdir, log)
@@ -226,6 +241,7 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
 
     res["machine"] = machine()
+    res["machine"]["loadavg_1m_at_start"] = load_at_start
     res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     res["mode"] = "quick" if a.quick else "full"
     res["targets"] = {

@@ -5,6 +5,11 @@
 //! capabilities dispatch on the family. Planners are pure functions over `Root` that return a
 //! `guestd_core::Plan`, so the Windows and FreeBSD ones are tested on Linux too.
 //!
+//! [`password`] sets an account's password (chpasswd / locked shadow rewrite on Linux, `pw` on
+//! FreeBSD, `NetUserSetInfo` on Windows) and verifies the result.
+//! [`network`] owns `resetnetwork`: the network model and its sources, the detection of the
+//! network manager in use, one renderer per manager, hostname and resolver files.
+//!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod family;

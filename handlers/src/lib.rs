@@ -7,7 +7,9 @@
 
 mod features;
 pub mod inject;
+mod keyinit;
 pub mod kms;
+mod password;
 pub mod qga;
 mod resetnetwork;
 pub mod update;
@@ -15,7 +17,9 @@ mod version;
 
 pub use features::FeaturesHandler;
 pub use inject::{FileInjectHandler, InjectConfig, InjectFileHandler};
+pub use keyinit::{Keyinit2Handler, KeyinitHandler};
 pub use kms::KmsActivateHandler;
+pub use password::{PasswordConfig, PasswordHandler};
 pub use resetnetwork::{NetworkConfig, ResetNetworkHandler};
 pub use update::{AgentUpdateHandler, UpdateConfig};
 pub use version::{AGENT_VERSION, VersionHandler};

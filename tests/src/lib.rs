@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub use guestd_testkit::bin;
 
 pub mod hostile;
+pub mod nova;
 
 /// A running guestd with its own sandbox root and unix socket.
 #[derive(Debug)]
@@ -28,15 +29,18 @@ impl Guestd {
         Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
     }
 
-    /// Like [`start`](Self::start) but in a prepared directory (`root/` inside it is the root).
+    /// Like [`start`](Self::start) but in a prepared directory (`root/` inside it is the root,
+    /// unless `extra` names its own `--root DIR`, e.g. a tmpfs).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
         let sock = dir.path().join("guestd.sock");
         let log = dir.path().join("guestd.log");
-        let child = Command::new(bin::path("guestd"))
-            .arg("--root")
-            .arg(&root)
+        let mut cmd = Command::new(bin::path("guestd"));
+        if !extra.contains(&"--root") {
+            cmd.arg("--root").arg(&root);
+        }
+        let child = cmd
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .args(["--log-level", "debug"])

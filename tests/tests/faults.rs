@@ -336,3 +336,92 @@ fn host_disconnects_over_loopback_tcp() {
         Box::new(s) as Box<dyn HostStream>
     });
 }
+
+/// `file_inject` of `contents` to `path` as one request line.
+fn file_inject(path: &str, contents: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "{{\"id\":\"inject\",\"name\":\"file_inject\",\"value\":{{\"b64_path\":\"{}\",\"b64_file\":\"{}\"}}}}",
+        b64.encode(path),
+        b64.encode(contents)
+    )
+    .into_bytes()
+}
+
+/// Start guestd with its root on `root` (outside the helper's own temporary root).
+fn guestd_on(root: &Path) -> (Guestd, std::path::PathBuf) {
+    let g = Guestd::start(&["--root", root.to_str().unwrap()]);
+    let sock = g.sock.clone();
+    (g, sock)
+}
+
+#[test]
+fn file_inject_on_a_full_then_read_only_root_fails_clearly() {
+    let (fs, _root) = small_root(256);
+    fill(fs.path());
+    let (mut g, sock) = guestd_on(fs.path());
+    let mut c = LineClient::connect(&sock);
+    let r = c.roundtrip(&file_inject("/etc/shadow", &vec![b'x'; 64 * 1024]));
+    assert_eq!(r["returncode"], "500", "{r}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(
+        msg.contains("/etc/shadow") && msg.contains("No space left on device"),
+        "unclear error: {msg}"
+    );
+    assert_eq!(std::fs::read(fs.path().join("etc/shadow")).unwrap(), OLD);
+    assert_eq!(
+        temp_files_below(fs.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+
+    std::fs::remove_file(fs.path().join("filler")).unwrap();
+    fs.remount_read_only();
+    let r = c.roundtrip(&file_inject("/etc/shadow", b"new\n"));
+    assert_eq!(r["returncode"], "500", "{r}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Read-only file system"),
+        "unclear error: {msg}"
+    );
+    assert_eq!(std::fs::read(fs.path().join("etc/shadow")).unwrap(), OLD);
+    assert!(g.alive(), "guestd died:\n{}", g.log());
+}
+
+/// SIGKILL guestd while it replaces a 256 KiB file again and again through `file_inject`: the
+/// file is always one whole generation.
+#[test]
+fn sigkill_guestd_during_file_inject_leaves_a_whole_file() {
+    const SIZE: usize = 256 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    for round in 0..6u64 {
+        let (g, sock) = guestd_on(dir.path());
+        let stream = UnixStream::connect(&sock).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        // Generation 1 is answered before the kill, so the file exists.
+        let mut c = LineClient::connect(&sock);
+        let r = c.roundtrip(&file_inject("/etc/data", &vec![1u8; SIZE]));
+        assert_eq!(r["returncode"], "0", "{r}");
+        let sender = std::thread::spawn(move || {
+            for generation in 2..60u8 {
+                let mut line = file_inject("/etc/data", &vec![generation; SIZE]);
+                line.push(b'\n');
+                if writer.write_all(&line).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(5 + round * 7));
+        guestd_tests::signal(g.pid(), "KILL");
+        sender.join().unwrap();
+        drop(stream);
+        drop(g);
+        let data = std::fs::read(dir.path().join("etc/data")).unwrap();
+        assert_eq!(data.len(), SIZE, "round {round}: torn file");
+        assert!(
+            data.iter().all(|&b| b == data[0]),
+            "round {round}: the file mixes two generations"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use serde_json::json;
 
 /// The qga commands, listed by `features` after the native ones (registration order).
 const QGA: &str = ",guest-ping,guest-info,guest-get-osinfo,guest-get-host-name,guest-get-time,\
-guest-network-get-interfaces,guest-set-user-password,guest-ssh-get-authorized-keys,\
+guest-network-get-interfaces,guest-ssh-get-authorized-keys,guest-set-user-password,\
 guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys,guest-shutdown,\
 guest-fsfreeze-status,guest-fsfreeze-freeze,guest-fsfreeze-thaw";
 
@@ -33,7 +33,7 @@ fn guestctl_version_features_and_unknown_command() {
     assert_eq!(
         stdout(&f),
         format!(
-            "version,features,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}"
+            "version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}"
         )
     );
 
@@ -96,7 +96,7 @@ fn bad_lines_get_errors_and_the_daemon_keeps_serving() {
     let r = c.roundtrip(br#"{"id": 7, "name": "features"}"#);
     assert_eq!(
         r,
-        json!({"id": 7, "returncode": "0", "message": format!("version,features,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}")})
+        json!({"id": 7, "returncode": "0", "message": format!("version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}")})
     );
     c.send(b"{\"id\": \"s\", \"name\": \"sync\", \"value\": \"tok\"}\n");
     let mut byte = [0u8; 1];
@@ -151,7 +151,9 @@ fn disabled_command_is_refused_and_not_listed() {
     assert_eq!(reply["returncode"], "403");
     assert_eq!(
         stdout(&g.ctl(&["features"])),
-        format!("features,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}")
+        format!(
+            "features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}"
+        )
     );
 }
 

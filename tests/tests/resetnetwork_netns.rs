@@ -5,21 +5,20 @@
 //! `/etc/network` and a hostname change stays private). The real ifupdown brings the
 //! interfaces up; `ip addr`/`ip route` in the namespace show the result.
 //!
-//! The configuration comes from the inline `resetnetwork` value (the XenStore transport has not
-//! landed on main yet) and, for the host-data path, from an in-memory `HostData` holding the
-//! exact `vm-data/networking` values of spec §8.2.
+//! The configuration comes from the inline `resetnetwork` value, and from XenStore: Debian's
+//! `xenstore-write` puts nova's `vm-data` and the request into a test xenstored, guestd's
+//! XenStore transport serves the request, `xenstore-read` fetches the reply.
 #![cfg(target_os = "linux")]
 #![allow(clippy::disallowed_methods)] // the test sets up namespaces with the real `ip`
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use guestd_core::{
-    Channel, Command, CommandError, CommandRunner, DispatcherBuilder, Env, HostData, HostDataError,
-    Output, Root, SystemRunner,
+    Channel, Command, CommandError, CommandRunner, DispatcherBuilder, Env, Output, Root,
+    SystemRunner, Transport,
 };
 use guestd_distro::{OsFamily, SystemBackend};
 use guestd_handlers::{NetworkConfig, ResetNetworkHandler};
@@ -250,45 +249,111 @@ fn inline_configuration_comes_up_and_a_broken_one_is_rolled_back() {
     assert_configured(&ns);
 }
 
-/// `vm-data` as the host leaves it (the XenStore transport provides this on real Xen guests).
-struct VmData(BTreeMap<String, String>);
-
-impl HostData for VmData {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, HostDataError> {
-        Ok(self.0.get(path).map(|v| v.as_bytes().to_vec()))
-    }
-    fn list(&self, path: &str) -> Result<Vec<String>, HostDataError> {
-        let prefix = format!("{path}/");
-        Ok(self
-            .0
-            .keys()
-            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
-            .collect())
-    }
+/// Debian's xenstore-utils as dom0 (nova's plugin uses the same tools).
+fn xenstore(tool: &str, dom0: &Path, args: &[&str]) -> String {
+    let path = format!("/usr/bin/{tool}");
+    assert!(
+        Path::new(&path).exists(),
+        "{path} missing: apt-get install xenstore-utils"
+    );
+    let out = Process::new(&path)
+        .env("XENSTORED_PATH", dom0)
+        .args(args)
+        .output()
+        .expect("run xenstore tool");
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
-fn host_data_configuration_comes_up() {
+fn xenstore_data_written_by_xenstore_write_comes_up() {
+    use guestd_test_xenstored::{Config, TestXenstored};
+    use guestd_transport_xenstore::{XenstoreConfig, XenstoreTransport};
+
     let ns = Netns::new();
     let (dir, env) = sandbox(&ns);
-    let data = VmData(BTreeMap::from([
-        // Lowercase key (Neutron) and uppercase key (Rackspace) side by side.
-        (
-            "vm-data/networking/bc764e206c5a".to_string(),
-            public().to_string(),
-        ),
-        (
-            "vm-data/networking/BC764E206C5B".to_string(),
-            PRIVATE.to_string(),
-        ),
-        ("vm-data/hostname".to_string(), "xs-guest".to_string()),
-    ]));
-    let channel = Channel::new("xen").with_host_data(Arc::new(data));
-    let (code, message) = reset(&env, channel, json!(""));
-    assert_eq!((code.as_str(), message.as_str()), ("0", ""),);
+    let xs_dir = tempfile::tempdir().unwrap();
+    let (dom0, guest) = (xs_dir.path().join("dom0"), xs_dir.path().join("guest7"));
+    let xenstored = TestXenstored::start(Config {
+        dom0: Some(dom0.clone()),
+        guests: vec![(7, guest.clone())],
+        ..Config::default()
+    })
+    .unwrap();
+    // What nova writes before a resetnetwork (spec §8): one key per VIF (case as nova keeps
+    // it), the hostname.
+    let home = "/local/domain/7";
+    xenstore(
+        "xenstore-write",
+        &dom0,
+        &[
+            &format!("{home}/vm-data/networking/bc764e206c5a"),
+            &public().to_string(),
+            &format!("{home}/vm-data/networking/BC764E206C5B"),
+            PRIVATE,
+            &format!("{home}/vm-data/hostname"),
+            "xs-guest",
+        ],
+    );
+
+    // guestd's XenStore transport serves domain 7 with the resetnetwork handler.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let d = dispatcher(
+        DispatcherBuilder::new()
+            .register(ResetNetworkHandler::new(NetworkConfig {
+                manager: Some("ifupdown".into()),
+                config_drive: false,
+                config_drive_path: None,
+            }))
+            .unwrap(),
+        env.clone(),
+    );
+    let (trigger, shutdown) = guestd_core::Shutdown::new();
+    let transport = rt
+        .block_on(async { XenstoreTransport::open(Some(&guest), &XenstoreConfig::default()) })
+        .unwrap();
+    let serving = rt.spawn(Box::new(transport).serve(d, shutdown));
+
+    // The host's request, exactly as nova's agent plugin writes it, then its polling read.
+    let id = "f6a1b2c3-0000-4000-8000-000000000001";
+    xenstore(
+        "xenstore-write",
+        &dom0,
+        &[
+            &format!("{home}/data/host/{id}"),
+            r#"{"name": "resetnetwork", "value": ""}"#,
+        ],
+    );
+    let reply_path = format!("{home}/data/guest/{id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let reply = loop {
+        let out = Process::new("/usr/bin/xenstore-read")
+            .env("XENSTORED_PATH", &dom0)
+            .arg(&reply_path)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no reply within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply, json!({"returncode": "0", "message": ""}));
     assert_configured(&ns);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
         "xs-guest\n"
     );
+    trigger.trigger();
+    let _ = rt.block_on(serving);
+    xenstored.stop();
 }

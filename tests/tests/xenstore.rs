@@ -34,11 +34,21 @@ struct Xen {
 
 impl Xen {
     fn start(max_nodes: usize) -> Xen {
+        Self::start_with(max_nodes, "", &[])
+    }
+
+    /// With more configuration and files in the sandbox root.
+    fn start_with(max_nodes: usize, config: &str, files: &[(&str, &str)]) -> Xen {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("root")).unwrap();
+        for (rel, body) in files {
+            let path = dir.path().join("root").join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
         std::fs::write(
             dir.path().join("guestd.toml"),
-            format!("[xenstore]\nbackend = \"{}\"\n", backend()),
+            format!("{config}\n[xenstore]\nbackend = \"{}\"\n", backend()),
         )
         .unwrap();
         let mut xen = Xen {
@@ -424,6 +434,39 @@ fn idle_guestd_makes_no_system_calls() {
     assert_eq!(
         reply(&xen.nova_call("wake", r#"{"name": "version", "value": "agent"}"#)).0,
         "0"
+    );
+}
+
+#[test]
+fn resetnetwork_reads_vm_data_through_xenstore() {
+    let xen = Xen::start_with(
+        1000,
+        "[network]\nmanager = \"ifupdown\"\nconfig_drive = false\n",
+        &[
+            ("etc/os-release", "ID=debian\n"),
+            (
+                "etc/network/interfaces",
+                "auto lo\niface lo inet loopback\n",
+            ),
+            ("sys/class/net/eth0/address", "bc:76:4e:20:6c:5a\n"),
+        ],
+    );
+    // nova writes vm-data; this entry is broken, so the handler answers before changing
+    // anything, with the path it read through the guest's XenStore connection.
+    let write = xen.xs(
+        "xenstore-write",
+        &[
+            &format!("{HOME}/vm-data/networking/BC764E206C5A"),
+            "{not json",
+        ],
+    );
+    assert!(write.status.success(), "{write:?}");
+    let (code, message) = reply(&xen.nova_call("net", r#"{"name": "resetnetwork", "value": ""}"#));
+    assert_eq!(code, "500", "{message}");
+    assert!(
+        message.contains("vm-data/networking/BC764E206C5A is not valid JSON"),
+        "{message}\n{}",
+        xen.log()
     );
 }
 

@@ -201,6 +201,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn detection_honours_the_xenstore_section() {
+        let mut config = Config::default();
+        config.xenstore.path = Some("/run/test-xenbus".into());
+        let xen = ListenSpec::Xenstore(Some("/run/test-xenbus".into()));
+        assert!(detect(&config).contains(&xen));
+        config.xenstore.auto_detect = false;
+        assert!(!detect(&config).contains(&xen));
+    }
+
+    #[test]
     fn parses_specs_with_clear_errors() {
         assert_eq!(
             "unix:/tmp/x.sock".parse::<ListenSpec>(),

@@ -73,7 +73,13 @@ pub fn current_rc_conf(root: &Root) -> Result<Option<String>, NetworkError> {
 pub fn plan(root: &Root, family: OsFamily, name: &Hostname) -> Result<HostnamePlan, NetworkError> {
     let systemd = root.is_dir("/run/systemd/system");
     let old = current(root, family)?;
-    let (path, contents) = hostname_file(family, name.as_str());
+    let (path, mut contents) = hostname_file(family, name.as_str());
+    if family == OsFamily::Gentoo {
+        // A shell-variable file: keep its comments and other settings.
+        let previous = read(root, path)?.unwrap_or_default();
+        let kept = super::render::strip_assignments(&previous, |n| n == "hostname");
+        contents = kept + &contents;
+    }
     let mut p = HostnamePlan::default();
     let hosts_before = read(root, HOSTS)?.unwrap_or_default();
     let hosts_after = patch_hosts(&hosts_before, old.as_deref(), name);

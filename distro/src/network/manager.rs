@@ -97,6 +97,11 @@ impl Manager {
         if has_files("/etc/netplan", ".yaml") || has_files("/etc/netplan", ".yml") {
             return Ok(Self::Netplan);
         }
+        // On Debian, NetworkManager leaves alone the interfaces /etc/network/interfaces
+        // configures (its ifupdown plugin's managed=false): those belong to ifupdown.
+        if root.exists("/etc/network/interfaces") && configures_non_loopback(root) {
+            return Ok(Self::Ifupdown);
+        }
         if enabled(root, "NetworkManager") || root.is_dir("/run/NetworkManager") {
             return Ok(Self::NetworkManager);
         }
@@ -136,6 +141,17 @@ impl fmt::Display for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Whether `/etc/network/interfaces` has an `iface` stanza other than the loopback's.
+fn configures_non_loopback(root: &Root) -> bool {
+    root.read_to_string("/etc/network/interfaces")
+        .is_ok_and(|text| {
+            text.lines().any(|l| {
+                let mut w = l.split_whitespace();
+                w.next() == Some("iface") && w.next().is_some_and(|n| n != "lo")
+            })
+        })
 }
 
 /// Whether a systemd unit is enabled (a `*.wants` symlink under `/etc/systemd/system`).
@@ -214,6 +230,15 @@ mod tests {
             let (_d, root) = tree(files);
             assert_eq!(Manager::detect(&root, *family).unwrap(), *want, "{files:?}");
         }
+        let (d, root) =
+            tree(&["/etc/systemd/system/multi-user.target.wants/NetworkManager.service"]);
+        std::fs::create_dir_all(d.path().join("etc/network")).unwrap();
+        std::fs::write(
+            d.path().join("etc/network/interfaces"),
+            "auto lo\niface lo inet loopback\nauto eth0\niface eth0 inet dhcp\n",
+        )
+        .unwrap();
+        assert_eq!(Manager::detect(&root, Debian).unwrap(), Manager::Ifupdown);
         let (_d, root) = tree(&[]);
         assert!(Manager::detect(&root, Unknown).is_err());
     }

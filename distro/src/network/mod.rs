@@ -309,3 +309,112 @@ pub fn reset_network(
         }
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use guestd_core::{HostDataError, Output};
+    use guestd_testkit::FakeRunner;
+    use serde_json::json;
+
+    const DRIVE_NET: &str = r#"{"links": [{"id": "l0", "ethernet_mac_address": "fa:16:3e:00:00:01"}],
+        "networks": [{"id": "n0", "type": "ipv4", "link": "l0", "ip_address": "10.0.0.5", "netmask": "255.255.255.0"}]}"#;
+
+    struct OneInterface;
+
+    impl guestd_core::HostData for OneInterface {
+        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, HostDataError> {
+            Ok((path == "vm-data/networking/BC764E206C5A").then(|| {
+                br#"{"mac": "BC:76:4E:20:6C:5A", "ips": [{"ip": "10.1.0.5", "netmask": "255.255.0.0"}]}"#.to_vec()
+            }))
+        }
+        fn list(&self, _path: &str) -> Result<Vec<String>, HostDataError> {
+            Ok(vec!["BC764E206C5A".into()])
+        }
+    }
+
+    fn request<'a>(
+        value: &'a serde_json::Value,
+        host: Option<&'a dyn guestd_core::HostData>,
+    ) -> NetworkRequest<'a> {
+        NetworkRequest {
+            value,
+            host_data: host,
+            manager: None,
+            config_drive: None,
+            use_config_drive: true,
+        }
+    }
+
+    /// A sandbox with a `config-2` device that is not mounted; the fake `mount` fills the
+    /// mount point as the kernel would.
+    fn drive() -> (tempfile::TempDir, Root, FakeRunner) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("dev/disk/by-label")).unwrap();
+        std::fs::write(d.path().join("dev/disk/by-label/config-2"), "").unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        let runner = FakeRunner::new();
+        let base = root.base().unwrap().to_path_buf();
+        runner.respond_with("mount ", move |_| {
+            let dir = base.join("run/guestd/config-drive/openstack/latest");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("network_data.json"), DRIVE_NET).unwrap();
+            std::fs::write(dir.join("meta_data.json"), r#"{"hostname": "cd-host"}"#).unwrap();
+            Ok(Output {
+                code: Some(0),
+                ..Output::default()
+            })
+        });
+        (d, root, runner)
+    }
+
+    #[test]
+    fn sources_in_order_of_precedence() {
+        let (_d, root, runner) = drive();
+        let inline = json!({"hostname": "inline-host"});
+        let empty = json!("");
+        let spec = gather(&request(&inline, Some(&OneInterface)), &root, &runner).unwrap();
+        assert_eq!(
+            (spec.source, spec.hostname.unwrap().as_str()),
+            ("inline", "inline-host")
+        );
+        let spec = gather(&request(&empty, Some(&OneInterface)), &root, &runner).unwrap();
+        assert_eq!(spec.source, "xenstore");
+        assert!(
+            runner.lines().is_empty(),
+            "the drive is not touched when XenStore has data"
+        );
+        let spec = gather(&request(&empty, None), &root, &runner).unwrap();
+        assert_eq!(spec.source, "config drive");
+        assert_eq!(spec.hostname.unwrap().as_str(), "cd-host");
+        assert_eq!(
+            runner.lines(),
+            [
+                "mount -o ro /dev/disk/by-label/config-2 /run/guestd/config-drive",
+                "umount /run/guestd/config-drive"
+            ]
+        );
+        let off = NetworkRequest {
+            use_config_drive: false,
+            ..request(&empty, None)
+        };
+        assert_eq!(
+            gather(&off, &root, &runner).unwrap_err().to_string(),
+            "no network data: the value is empty, this channel has no host data and there is no config drive"
+        );
+    }
+
+    #[test]
+    fn a_failed_mount_is_named() {
+        let (_d, root, _) = drive();
+        let runner = FakeRunner::new();
+        runner.respond("mount ", 32, "");
+        let empty = json!("");
+        assert_eq!(
+            gather(&request(&empty, None), &root, &runner)
+                .unwrap_err()
+                .to_string(),
+            "cannot mount the config drive: 'mount' failed with exit status 32"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use guestd_core::BackendError;
 /// The relative id of the built-in Administrator account.
 pub const ADMINISTRATOR_RID: u32 = 500;
 
-/// A local account as `NetUserEnum` level 3 reports it.
+/// A local account as `NetUserEnum` level 20 reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalAccount {
     pub name: String,
@@ -47,7 +47,7 @@ pub fn choose_account<'a>(
 }
 
 #[cfg(windows)]
-pub use glue::set_password;
+pub use glue::{local_accounts, set_password};
 
 #[cfg(windows)]
 #[allow(unsafe_code)]
@@ -56,7 +56,7 @@ mod glue {
     use windows_sys::Win32::Foundation::ERROR_MORE_DATA;
     use windows_sys::Win32::NetworkManagement::NetManagement::{
         FILTER_NORMAL_ACCOUNT, MAX_PREFERRED_LENGTH, NERR_Success, NetApiBufferFree, NetUserEnum,
-        NetUserSetInfo, USER_INFO_3, USER_INFO_1003,
+        NetUserSetInfo, USER_INFO_20, USER_INFO_1003,
     };
     use zeroize::Zeroizing;
 
@@ -100,8 +100,8 @@ mod glue {
         s.encode_utf16().chain(Some(0)).collect()
     }
 
-    /// Every normal local account with its RID (`NetUserEnum` level 3).
-    fn local_accounts() -> Result<Vec<LocalAccount>, BackendError> {
+    /// Every normal local account with its RID (`NetUserEnum` level 20).
+    pub fn local_accounts() -> Result<Vec<LocalAccount>, BackendError> {
         let mut out = Vec::new();
         let mut resume = 0u32;
         loop {
@@ -112,7 +112,7 @@ mod glue {
             let rc = unsafe {
                 NetUserEnum(
                     std::ptr::null(),
-                    3,
+                    20,
                     FILTER_NORMAL_ACCOUNT,
                     &mut buf,
                     MAX_PREFERRED_LENGTH,
@@ -127,14 +127,15 @@ mod glue {
                 )));
             }
             if !buf.is_null() {
-                // SAFETY: on success `buf` holds `read` USER_INFO_3 records.
-                let records =
-                    unsafe { std::slice::from_raw_parts(buf as *const USER_INFO_3, read as usize) };
+                // SAFETY: on success `buf` holds `read` USER_INFO_20 records.
+                let records = unsafe {
+                    std::slice::from_raw_parts(buf as *const USER_INFO_20, read as usize)
+                };
                 for r in records {
                     out.push(LocalAccount {
-                        // SAFETY: usri3_name is a NUL-terminated string inside `buf`.
-                        name: unsafe { from_wide(r.usri3_name) },
-                        rid: r.usri3_user_id,
+                        // SAFETY: usri20_name is a NUL-terminated string inside `buf`.
+                        name: unsafe { from_wide(r.usri20_name) },
+                        rid: r.usri20_user_id,
                     });
                 }
                 // SAFETY: `buf` was allocated by NetUserEnum and is not used afterwards.
@@ -203,6 +204,16 @@ mod tests {
             rid: 1001,
         }];
         assert!(choose_account(&list, None).is_err());
+    }
+
+    /// Read-only smoke test of the glue: `NetUserEnum` level 20 answers with named accounts.
+    /// (Wine lists only the current user, so finding RID 500 is not asserted here.)
+    #[cfg(windows)]
+    #[test]
+    fn enumerates_local_accounts() {
+        let accounts = local_accounts().unwrap();
+        assert!(!accounts.is_empty());
+        assert!(accounts.iter().all(|a| !a.name.is_empty()), "{accounts:?}");
     }
 
     #[test]

@@ -153,11 +153,17 @@ fn report_step(announced: Option<u64>) -> u64 {
 
 fn transport_reason(t: &ureq::Transport) -> String {
     // ureq's Display repeats the full URL (query included); keep the kind and the cause.
-    let kind = t.kind().to_string();
-    match t.message() {
-        Some(m) => format!("{kind}: {m}"),
-        None => kind,
+    let mut reason = t.kind().to_string();
+    if let Some(m) = t.message() {
+        reason = format!("{reason}: {m}");
     }
+    // The cause says why (e.g. rustls' "invalid peer certificate: UnknownIssuer").
+    let mut source = std::error::Error::source(t);
+    while let Some(cause) = source {
+        reason = format!("{reason}: {cause}");
+        source = cause.source();
+    }
+    reason
 }
 
 /// A rustls client trusting exactly the certificates of `pem`.

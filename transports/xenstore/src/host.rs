@@ -109,6 +109,12 @@ impl HostClient {
         let result = async {
             // Watch before writing so the reply cannot slip past.
             let mut watch = self.client.watch(&reply_path, &token).await?;
+            // A retry with the same id whose first attempt was answered after we gave up:
+            // take that answer instead of running the command again.
+            if let Some(reply) = self.client.read_optional(&reply_path).await? {
+                let _ = self.client.rm(&reply_path).await;
+                return Ok(String::from_utf8_lossy(&reply).trim().to_string());
+            }
             self.client.write(&request_path, value).await?;
             debug!(%request_path, "request written; waiting for the reply");
             let deadline = tokio::time::Instant::now() + timeout;

@@ -5,7 +5,8 @@
 //! 3. for each id not handled yet — in arrival order (watch event order, then listing order) —
 //!    read the request (skip it if it vanished), dispatch it, write the whole reply to
 //!    `data/guest/<id>` in one write, then remove `data/host/<id>`;
-//! 4. remove our own replies once they are older than the configured age.
+//! 4. remove our own replies once they are older than the configured age (and, when the node
+//!    quota refuses a reply, those older than 5 s right away, then retry the write).
 //!
 //! An id is executed at most once per process: it stays in `handled` until it is gone from
 //! `data/host`, and a reply that could not be delivered (connection lost) is kept and delivered
@@ -314,15 +315,24 @@ impl<S: Store> Lifecycle<S> {
     /// Write pending replies and remove their requests. Replies stay queued while the
     /// connection is down.
     async fn deliver(&mut self, s: &S) -> Result<(), XsError> {
-        while let Some((id, bytes)) = self.undelivered.front() {
-            match s.write(&format!("{REPLY_DIR}/{id}"), bytes).await {
+        while let Some((id, bytes)) = self.undelivered.front().cloned() {
+            let path = format!("{REPLY_DIR}/{id}");
+            let mut written = s.write(&path, &bytes).await;
+            if written.as_ref().is_err_and(is_quota_error) {
+                // The guest's node quota is full: make room with our own replies the host
+                // has had ample time to read, then try once more.
+                let freed = self.prune_older_than(s, QUOTA_PRUNE_AGE).await?;
+                warn!(%id, freed, "node quota reached; removed older replies early");
+                written = s.write(&path, &bytes).await;
+            }
+            match written {
                 Ok(()) => self.written.push_back((Instant::now(), id.clone())),
                 Err(e) if e.is_connection_lost() => return Err(e),
                 Err(e) => {
                     error!(%id, error = %e, "xenstored refused the reply; the host will time out");
                 }
             }
-            remove_request(s, id).await?;
+            remove_request(s, &id).await?;
             self.undelivered.pop_front();
         }
         Ok(())
@@ -348,10 +358,21 @@ impl<S: Store> Lifecycle<S> {
 
     /// Remove our replies older than the configured age (the host reads within seconds).
     async fn prune(&mut self, s: &S) -> Result<(), XsError> {
+        let pruned = self
+            .prune_older_than(s, self.tunables.reply_max_age)
+            .await?;
+        if pruned > 0 {
+            debug!(pruned, "old replies removed");
+        }
+        Ok(())
+    }
+
+    /// Remove our replies written more than `age` ago; returns how many went.
+    async fn prune_older_than(&mut self, s: &S, age: Duration) -> Result<usize, XsError> {
         let now = Instant::now();
         let mut pruned = 0usize;
         while let Some((at, id)) = self.written.front() {
-            if now.duration_since(*at) < self.tunables.reply_max_age {
+            if now.duration_since(*at) < age {
                 break;
             }
             match s.rm(&format!("{REPLY_DIR}/{id}")).await {
@@ -363,11 +384,18 @@ impl<S: Store> Lifecycle<S> {
             self.written.pop_front();
             pruned += 1;
         }
-        if pruned > 0 {
-            debug!(pruned, "old replies removed");
-        }
-        Ok(())
+        Ok(pruned)
     }
+}
+
+/// Replies at least this old may go early when the node quota is full (the host reads a
+/// reply within its 0.5 s poll, or never).
+const QUOTA_PRUNE_AGE: Duration = Duration::from_secs(5);
+
+/// oxenstored says `EQUOTA`, C xenstored `ENOSPC`; libxenstore turns unknown names into
+/// `EINVAL`, which a reply write (valid path, value within the limit) cannot otherwise cause.
+fn is_quota_error(e: &XsError) -> bool {
+    e.is("EQUOTA") || e.is(errno::ENOSPC) || e.is(errno::EINVAL)
 }
 
 async fn ensure_request_dir<S: Store>(s: &S) -> Result<(), XsError> {

@@ -689,3 +689,59 @@ async fn open_fails_clearly() {
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/xenbus"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_id_takes_the_late_answer_without_rerunning() {
+    let g = Guest::start(BackendKind::Native, |_, _| {}).await;
+    // The first attempt was answered after the caller gave up (its reply is still there).
+    let first = g
+        .nova_call("retry-1", br#"{"name": "record", "value": "once"}"#)
+        .await;
+    assert_eq!(decode(&first), Reply::ok("once"));
+    let again = g
+        .host
+        .call_with_id(
+            DOMID,
+            &Request::new("record", "once"),
+            "retry-1",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Reply::ok("once"));
+    assert_eq!(g.log.lock().unwrap().runs["once"], 1);
+    assert!(
+        g.dom0()
+            .read_optional(&format!("{HOME}/data/guest/retry-1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_quota_is_relieved_by_removing_old_replies() {
+    for backend in backends() {
+        // data, data/host, data/guest, 3 replies and one request: the 7th node is the last.
+        let g = Guest::start(backend, |_, q| q.max_nodes = 7).await;
+        for i in 0..3 {
+            let text = g
+                .nova_call(&format!("old{i}"), br#"{"name": "record", "value": "old"}"#)
+                .await;
+            assert_eq!(decode(&text), Reply::ok("old"));
+        }
+        tokio::time::sleep(Duration::from_millis(5200)).await;
+        let text = g
+            .nova_call("new", br#"{"name": "record", "value": "new"}"#)
+            .await;
+        assert_eq!(decode(&text), Reply::ok("new"), "{backend:?}");
+        let left = g
+            .dom0()
+            .directory(&format!("{HOME}/data/guest"))
+            .await
+            .unwrap();
+        assert_eq!(left, ["new"], "{backend:?}");
+        g.stop().await;
+    }
+}

@@ -37,6 +37,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         user_routes("static_routes"),
         user_routes("ipv6_static_routes"),
     );
+    let network = !net.interfaces.is_empty();
     let drop = |n: &str| {
         let iface_var = names.iter().any(|i| {
             n == format!("ifconfig_{i}")
@@ -44,28 +45,47 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
                 || n.starts_with(&format!("ipv6_ifconfig_{i}"))
         });
         iface_var
-            || (!net.interfaces.is_empty()
-                && matches!(
+            || (network
+                && (matches!(
                     n,
                     "defaultrouter" | "ipv6_defaultrouter" | "static_routes" | "ipv6_static_routes"
-                ))
-            || n.starts_with("route_guestd")
-            || n.starts_with("ipv6_route_guestd")
-            || (n == "hostname" && net.hostname.is_some())
+                ) || n.starts_with("route_guestd")
+                    || n.starts_with("ipv6_route_guestd")))
     };
     let header: Vec<String> = HEADER.lines().map(|l| format!("# {l}")).collect();
-    let kept: String = strip_assignments(&previous, drop)
-        .lines()
-        .filter(|l| !header.iter().any(|h| h == l.trim_end()))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let mut s = kept.trim_end().to_string();
-    if !s.is_empty() {
-        s.push_str("\n\n");
+    // The hostname keeps its place; a second `hostname=` would be dead weight.
+    let mut hostname_done = false;
+    let mut kept = String::new();
+    for line in strip_assignments(&previous, drop).lines() {
+        if network && header.iter().any(|h| h == line.trim_end()) {
+            continue;
+        }
+        match (&net.hostname, line.trim_start().starts_with("hostname=")) {
+            (Some(_), true) if hostname_done => continue,
+            (Some(h), true) => {
+                let _ = writeln!(kept, "hostname=\"{h}\"");
+                hostname_done = true;
+            }
+            _ => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
     }
-    s.push_str(&hash_header());
-    if let Some(h) = &net.hostname {
-        let _ = writeln!(s, "hostname=\"{h}\"");
+    let mut s = kept.trim_end().to_string();
+    if let (Some(h), false) = (&net.hostname, hostname_done) {
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        let _ = write!(s, "hostname=\"{h}\"");
+    }
+    if network {
+        if !s.is_empty() {
+            s.push_str("\n\n");
+        }
+        s.push_str(&hash_header());
+    } else if !s.is_empty() {
+        s.push('\n');
     }
     let (mut defaultrouter, mut defaultrouter6) = (None, None);
     let mut route_lines = Vec::new();

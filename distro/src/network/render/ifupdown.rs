@@ -48,6 +48,7 @@ pub fn strip_interfaces(text: &str, names: &[&str]) -> String {
             if first == "iface" || first == "mapping" {
                 if words.next().is_some_and(|n| names.contains(&n)) {
                     skipping = true;
+                    drop_trailing_comments(&mut out);
                     continue;
                 }
             } else if first == "auto"
@@ -57,6 +58,7 @@ pub fn strip_interfaces(text: &str, names: &[&str]) -> String {
             {
                 let rest: Vec<&str> = words.filter(|n| !names.contains(n)).collect();
                 if rest.is_empty() {
+                    drop_trailing_comments(&mut out);
                     continue;
                 }
                 let _ = writeln!(out, "{first} {}", rest.join(" "));
@@ -75,6 +77,18 @@ pub fn strip_interfaces(text: &str, names: &[&str]) -> String {
         out = out.replace("\n\n\n", "\n\n");
     }
     out
+}
+
+/// Comments directly above a removed stanza describe it: they go with it.
+fn drop_trailing_comments(out: &mut String) {
+    loop {
+        let body = out.strip_suffix('\n').unwrap_or(out);
+        let start = body.rfind('\n').map_or(0, |i| i + 1);
+        if body.is_empty() || !body[start..].trim_start().starts_with('#') {
+            return;
+        }
+        out.truncate(start);
+    }
 }
 
 fn stanzas(iface: &Interface) -> String {
