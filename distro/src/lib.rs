@@ -5,6 +5,9 @@
 //! capabilities dispatch on the family. Planners are pure functions over `Root` that return a
 //! `guestd_core::Plan`, so the Windows and FreeBSD ones are tested on Linux too.
 //!
+//! [`password`] sets an account's password (chpasswd / locked shadow rewrite on Linux, `pw` on
+//! FreeBSD, `NetUserSetInfo` on Windows) and verifies the result.
+//!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod family;
@@ -21,11 +24,21 @@ pub use family::OsFamily;
 #[derive(Debug, Clone)]
 pub struct SystemBackend {
     family: OsFamily,
+    windows_accounts: password::windows::AccountStore,
 }
 
 impl SystemBackend {
     pub fn new(family: OsFamily) -> Self {
-        Self { family }
+        Self {
+            family,
+            windows_accounts: Default::default(),
+        }
+    }
+
+    /// Where Windows passwords are set (default: the real account database).
+    pub fn with_windows_accounts(mut self, store: password::windows::AccountStore) -> Self {
+        self.windows_accounts = store;
+        self
     }
 
     /// Detect the family of the system under `root`.
@@ -49,7 +62,7 @@ impl Backend for SystemBackend {
         user: Option<&str>,
         password: &SecretString,
     ) -> Result<(), BackendError> {
-        password::set_password(self.family, env, user, password)
+        password::set_password(self.family, env, &self.windows_accounts, user, password)
     }
 
     fn reset_network(

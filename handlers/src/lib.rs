@@ -7,14 +7,18 @@
 
 mod features;
 pub mod inject;
+mod keyinit;
 pub mod kms;
+mod password;
 mod resetnetwork;
 pub mod update;
 mod version;
 
 pub use features::FeaturesHandler;
 pub use inject::{FileInjectHandler, InjectConfig, InjectFileHandler};
+pub use keyinit::{Keyinit2Handler, KeyinitHandler};
 pub use kms::KmsActivateHandler;
+pub use password::{PasswordConfig, PasswordHandler};
 pub use resetnetwork::{NetworkConfig, ResetNetworkHandler};
 pub use update::{AgentUpdateHandler, UpdateConfig};
 pub use version::{AGENT_VERSION, VersionHandler};

@@ -26,7 +26,7 @@ fn guestctl_version_features_and_unknown_command() {
     assert!(f.status.success());
     assert_eq!(
         stdout(&f),
-        "version,features,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"
+        "version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"
     );
 
     let n = g.ctl(&["raw", "nosuch"]);
@@ -88,7 +88,7 @@ fn bad_lines_get_errors_and_the_daemon_keeps_serving() {
     let r = c.roundtrip(br#"{"id": 7, "name": "features"}"#);
     assert_eq!(
         r,
-        json!({"id": 7, "returncode": "0", "message": "version,features,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"})
+        json!({"id": 7, "returncode": "0", "message": "version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"})
     );
     c.send(b"{\"id\": \"s\", \"name\": \"sync\", \"value\": \"tok\"}\n");
     let mut byte = [0u8; 1];
@@ -143,7 +143,7 @@ fn disabled_command_is_refused_and_not_listed() {
     assert_eq!(reply["returncode"], "403");
     assert_eq!(
         stdout(&g.ctl(&["features"])),
-        "features,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"
+        "features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"
     );
 }
 

@@ -32,12 +32,15 @@
 //!    HKDF-SHA256 (RFC 5869): no salt, `IKM = Z`,
 //!    `info = "guestd keyinit2 v1" || host_public(256 bytes) || agent_public(256 bytes)`.
 //!    Bytes 0..32 are the AES-256 key, bytes 32..64 the HMAC-SHA256 key.
-//! 4. Host → agent: `{"name": "password", "value": "$gd2$" + base64(IV || C || T)}` where `IV`
-//!    is 16 random bytes, `C` = AES-256-CBC(key, IV, PKCS#7(password as UTF-8)) (no `\n` is
-//!    appended), and `T = HMAC-SHA256(mac_key, "$gd2$" || IV || C)` (32 bytes,
-//!    encrypt-then-MAC). The agent checks `T` in constant time before decrypting, then checks
-//!    the padding and UTF-8. `$` is not a base64 character, so a strong value can never be
-//!    mistaken for a legacy one (and a legacy agent rejects it as undecodable).
+//! 4. Host → agent: `{"name": "password", "value": V}`. `V` is the string
+//!    `"$gd2$" + base64(IV || C || T)` (the agent's configured account), or the object
+//!    `{"user": NAME, "password": "$gd2$…"}` to choose the account. `IV` is 16 random bytes,
+//!    `C` = AES-256-CBC(key, IV, PKCS#7(password as UTF-8)) (no `\n` is appended), and
+//!    `T = HMAC-SHA256(mac_key, "$gd2$" || u16be(len(NAME)) || NAME || IV || C)` (32 bytes,
+//!    encrypt-then-MAC; `NAME` is empty when no user is sent, at most 256 bytes). The agent
+//!    checks `T` in constant time before decrypting, then the padding and UTF-8. `$` is not a
+//!    base64 character, so a strong value can never be mistaken for a legacy one (and a legacy
+//!    agent rejects it as undecodable).
 //! 5. Errors use the legacy strings (`Couldn't decode base64 data`,
 //!    `Invalid password data received`). Keys are single-use: the agent forgets them after a
 //!    successful `password`.
@@ -65,6 +68,8 @@ pub enum PasswordError {
 pub enum KeyExchangeError {
     #[error("{0}")]
     BadPublicKey(String),
+    #[error("{0}")]
+    BadInput(String),
     #[error("the OS random source failed: {0}")]
     Random(String),
 }

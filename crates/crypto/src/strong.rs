@@ -153,14 +153,22 @@ pub fn is_strong_value(value: &str) -> bool {
 }
 
 impl SessionKeys {
-    /// The `password` request value for `password` (host side).
-    pub fn encrypt_password(&self, password: &str) -> Result<String, KeyExchangeError> {
+    /// The `password` request value for `password` (host side). `user` (if any) is sent
+    /// beside the value and bound into the MAC.
+    pub fn encrypt_password(
+        &self,
+        user: Option<&str>,
+        password: &str,
+    ) -> Result<String, KeyExchangeError> {
+        check_user(user).map_err(|_| {
+            KeyExchangeError::BadInput(format!("user names are limited to {MAX_USER} bytes"))
+        })?;
         let mut iv = [0u8; IV_BYTES];
         random::fill(&mut iv)?;
-        Ok(self.encrypt_with_iv(password, iv))
+        Ok(self.encrypt_with_iv(user, password, iv))
     }
 
-    fn encrypt_with_iv(&self, password: &str, iv: [u8; IV_BYTES]) -> String {
+    fn encrypt_with_iv(&self, user: Option<&str>, password: &str, iv: [u8; IV_BYTES]) -> String {
         let mut buf = pad_pkcs7(password.as_bytes());
         let len = buf.len();
         let ct = Aes256CbcEnc::new(&self.enc.into(), &iv.into())
@@ -169,26 +177,36 @@ impl SessionKeys {
         let mut body = Vec::with_capacity(IV_BYTES + ct.len() + TAG_BYTES);
         body.extend_from_slice(&iv);
         body.extend_from_slice(ct);
-        let tag = self.mac().chain_update(&body).finalize().into_bytes();
+        let tag = self.mac(user).chain_update(&body).finalize().into_bytes();
         body.extend_from_slice(&tag);
         format!("{PREFIX}{}", STANDARD.encode(body))
     }
 
-    fn mac(&self) -> HmacSha256 {
+    /// HMAC over `"$gd2$" || u16be(len(user)) || user`, to be continued with `IV || C`.
+    fn mac(&self, user: Option<&str>) -> HmacSha256 {
+        let user = user.unwrap_or("").as_bytes();
         <HmacSha256 as Mac>::new_from_slice(&self.mac)
             .expect("HMAC takes any key length")
             .chain_update(PREFIX.as_bytes())
+            .chain_update((user.len() as u16).to_be_bytes())
+            .chain_update(user)
     }
 
-    /// Check and decrypt a strong `password` value (agent side).
-    pub fn decrypt_password(&self, value: &str) -> Result<Password, PasswordError> {
+    /// Check and decrypt a strong `password` value (agent side); `user` is the account name
+    /// sent beside it, if any (it must be the one the host encrypted for).
+    pub fn decrypt_password(
+        &self,
+        user: Option<&str>,
+        value: &str,
+    ) -> Result<Password, PasswordError> {
+        check_user(user)?;
         let body = decode_value(value)?;
         if body.len() < IV_BYTES + 16 + TAG_BYTES || (body.len() - IV_BYTES - TAG_BYTES) % 16 != 0 {
             return Err(PasswordError::Invalid);
         }
         let (signed, tag) = body.split_at(body.len() - TAG_BYTES);
         // `verify_slice` compares in constant time (subtle).
-        self.mac()
+        self.mac(user)
             .chain_update(signed)
             .verify_slice(tag)
             .map_err(|_| PasswordError::Invalid)?;
@@ -201,6 +219,16 @@ impl SessionKeys {
         let text = unpad_pkcs7(plain).ok_or(PasswordError::Invalid)?;
         let text = std::str::from_utf8(text).map_err(|_| PasswordError::Invalid)?;
         Ok(Password::new(Zeroizing::new(text.to_string())))
+    }
+}
+
+/// Longest account name the MAC framing carries.
+pub const MAX_USER: usize = 256;
+
+fn check_user(user: Option<&str>) -> Result<(), PasswordError> {
+    match user {
+        Some(u) if u.len() > MAX_USER => Err(PasswordError::Invalid),
+        _ => Ok(()),
     }
 }
 
@@ -238,16 +266,34 @@ mod tests {
         let agent = StrongDh::generate().unwrap();
         let hk = host.agree(Role::Host, &agent.public_base64()).unwrap();
         let ak = agent.agree(Role::Agent, &host.public_base64()).unwrap();
-        let value = hk.encrypt_password("pässwörd\nwith newline").unwrap();
+        let value = hk.encrypt_password(None, "pässwörd\nwith newline").unwrap();
         assert!(is_strong_value(&value));
         assert_eq!(
-            ak.decrypt_password(&value).unwrap().expose(),
+            ak.decrypt_password(None, &value).unwrap().expose(),
             "pässwörd\nwith newline"
+        );
+        // The user is bound into the MAC: another (or no) user name does not verify.
+        let for_alice = hk.encrypt_password(Some("alice"), "pw").unwrap();
+        assert_eq!(
+            ak.decrypt_password(Some("alice"), &for_alice)
+                .unwrap()
+                .expose(),
+            "pw"
+        );
+        for other in [None, Some("bob"), Some("alic")] {
+            assert_eq!(
+                ak.decrypt_password(other, &for_alice).unwrap_err(),
+                PasswordError::Invalid
+            );
+        }
+        assert!(
+            hk.encrypt_password(Some(&"x".repeat(MAX_USER + 1)), "pw")
+                .is_err()
         );
         // Roles matter: the same role on both ends derives different keys.
         let wrong = agent.agree(Role::Host, &host.public_base64()).unwrap();
         assert_eq!(
-            wrong.decrypt_password(&value).unwrap_err(),
+            wrong.decrypt_password(None, &value).unwrap_err(),
             PasswordError::Invalid
         );
     }
@@ -258,20 +304,23 @@ mod tests {
         let agent = StrongDh::generate().unwrap();
         let hk = host.agree(Role::Host, &agent.public_base64()).unwrap();
         let ak = agent.agree(Role::Agent, &host.public_base64()).unwrap();
-        let value = hk.encrypt_with_iv("secret", [7; 16]);
+        let value = hk.encrypt_with_iv(None, "secret", [7; 16]);
         let body = decode_value(&value).unwrap();
         for i in 0..body.len() {
             let mut bad = body.to_vec();
             bad[i] ^= 1;
             let v = format!("{PREFIX}{}", STANDARD.encode(&bad));
-            assert_eq!(ak.decrypt_password(&v).unwrap_err(), PasswordError::Invalid);
+            assert_eq!(
+                ak.decrypt_password(None, &v).unwrap_err(),
+                PasswordError::Invalid
+            );
         }
         assert_eq!(
-            ak.decrypt_password("$gd2$!!!").unwrap_err(),
+            ak.decrypt_password(None, "$gd2$!!!").unwrap_err(),
             PasswordError::Base64
         );
         assert_eq!(
-            ak.decrypt_password("$gd2$AAAA").unwrap_err(),
+            ak.decrypt_password(None, "$gd2$AAAA").unwrap_err(),
             PasswordError::Invalid
         );
     }

@@ -14,8 +14,12 @@
 //! [`call_with_retry`] then connects again and repeats the request with the *same* id; guestd
 //! answers a repeated id with the reply it remembered, without running the command twice.
 //!
+//! [`password`] is `set-password`: the strong (`keyinit2`) or legacy key exchange, then
+//! `password`.
+//!
 //! Adding a transport: a module with a `Client` implementation and one arm in [`connect_with`].
 
+pub mod password;
 mod stream;
 mod tls;
 mod xenstore;

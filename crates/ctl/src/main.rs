@@ -7,9 +7,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-use guestctl::{ClientError, ConnectOptions, DEFAULT_CONNECT, TlsFiles, call_with_retry};
+use guestctl::password::{self, Mode, SetPasswordError, SetPasswordOptions};
+use guestctl::{
+    ClientError, ConnectOptions, DEFAULT_CONNECT, TlsFiles, call_with_retry, connect_with,
+};
 use guestd_core::{Reply, Request};
+use guestd_crypto::legacy::LegacyDigest;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 /// guestctl: talk to a guestd agent from the host.
 #[derive(Debug, Parser)]
@@ -83,6 +88,22 @@ enum Cmd {
     },
     /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
     Raw { name: String, value: Option<String> },
+    /// Set the guest's administrator password (strong key exchange when the agent offers it).
+    SetPassword {
+        /// The account (needs the strong exchange); default: the agent's configured one
+        /// (root, or the built-in Administrator on Windows).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Read the password from stdin (one trailing newline is removed) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Key derivation for the legacy exchange: md5 (old agents) or sha256 (OpenSSL 1.1+).
+        #[arg(long, value_name = "DIGEST", default_value = "md5")]
+        legacy_digest: LegacyDigest,
+        /// Fail instead of falling back to nova's weak legacy exchange.
+        #[arg(long)]
+        require_strong: bool,
+    },
     /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`).
     #[command(hide = true)]
     Generate { what: String },
@@ -95,11 +116,31 @@ const EXIT_NO_ANSWER: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
+    let options = ConnectOptions {
+        tls: TlsFiles {
+            cert: cli.tls_cert.clone(),
+            key: cli.tls_key.clone(),
+            ca: cli.tls_ca.clone(),
+        },
+    };
     let request = match &cli.command {
         Cmd::Generate { what } => return generate(what),
         Cmd::Version => Request::new("version", "agent"),
         Cmd::Features => Request::new("features", ""),
         Cmd::Raw { name, value } => Request::new(name.clone(), parse_value(value.as_deref())),
+        Cmd::SetPassword {
+            user,
+            password_stdin,
+            legacy_digest,
+            require_strong,
+        } => {
+            let opts = SetPasswordOptions {
+                user: user.clone(),
+                legacy_digest: *legacy_digest,
+                require_strong: *require_strong,
+            };
+            return set_password(&cli.connect, &options, timeout, &opts, *password_stdin);
+        }
         Cmd::ResetNetwork { config } => match network_value(config.as_deref()) {
             Ok(value) => Request::new("resetnetwork", value),
             Err(e) => {
@@ -118,13 +159,6 @@ fn main() -> ExitCode {
             let sum = sha256.as_deref().or(md5.as_deref()).unwrap_or_default();
             Request::new("agentupdate", format!("{url},{sum}"))
         }
-    };
-    let options = ConnectOptions {
-        tls: TlsFiles {
-            cert: cli.tls_cert.clone(),
-            key: cli.tls_key.clone(),
-            ca: cli.tls_ca.clone(),
-        },
     };
     let call = |request: &Request| {
         call_with_retry(
@@ -158,6 +192,53 @@ fn main() -> ExitCode {
                 2
             } else {
                 EXIT_NO_ANSWER
+            })
+        }
+    }
+}
+
+fn set_password(
+    spec: &str,
+    options: &ConnectOptions,
+    timeout: Duration,
+    opts: &SetPasswordOptions,
+    from_stdin: bool,
+) -> ExitCode {
+    let secret = match read_password(from_stdin) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("guestctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = connect_with(spec, options, timeout)
+        .map_err(SetPasswordError::from)
+        .and_then(|mut client| {
+            let mode = password::choose_mode(client.as_mut(), opts, timeout)?;
+            if let Mode::Legacy(digest) = mode {
+                eprintln!(
+                    "guestctl: warning: the agent does not offer keyinit2; using nova's legacy \
+                     key exchange (107-bit Diffie-Hellman, {} key derivation), which does not \
+                     protect the password from an eavesdropper",
+                    digest.name()
+                );
+            }
+            password::send_password(
+                client.as_mut(),
+                mode,
+                opts.user.as_deref(),
+                &secret,
+                timeout,
+            )
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestctl: {e}");
+            ExitCode::from(match e {
+                SetPasswordError::Client(ClientError::Spec(_)) => 2,
+                SetPasswordError::Client(_) => EXIT_NO_ANSWER,
+                _ => EXIT_AGENT_ERROR,
             })
         }
     }
@@ -204,6 +285,42 @@ fn injectfile(remote: &str, contents: &[u8]) -> Request {
         "injectfile",
         base64::engine::general_purpose::STANDARD.encode(data),
     )
+}
+
+/// The new password: from stdin, or typed twice at a prompt without echo.
+fn read_password(from_stdin: bool) -> Result<Zeroizing<String>, String> {
+    use std::io::{IsTerminal, Read};
+    let password = if from_stdin {
+        let mut text = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading the password from stdin: {e}"))?;
+        let trimmed = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        Zeroizing::new(trimmed.to_string())
+    } else if std::io::stdin().is_terminal() {
+        let first = Zeroizing::new(
+            rpassword::prompt_password("New password: ").map_err(|e| format!("prompt: {e}"))?,
+        );
+        let again = Zeroizing::new(
+            rpassword::prompt_password("Retype new password: ")
+                .map_err(|e| format!("prompt: {e}"))?,
+        );
+        if *first != *again {
+            return Err("the passwords do not match".into());
+        }
+        first
+    } else {
+        return Err(
+            "stdin is not a terminal: pass --password-stdin to read the password from it".into(),
+        );
+    };
+    if password.is_empty() {
+        return Err("refusing to set an empty password".into());
+    }
+    Ok(password)
 }
 
 /// The `resetnetwork` value: `""` (the host's data), or the JSON in FILE.

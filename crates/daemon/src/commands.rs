@@ -1,11 +1,12 @@
 //! Which commands this guestd has: one `register` line per command.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
 use guestd_handlers::{
-    AgentUpdateHandler, FeaturesHandler, FileInjectHandler, InjectFileHandler, KmsActivateHandler,
-    ResetNetworkHandler, VersionHandler,
+    AgentUpdateHandler, FeaturesHandler, FileInjectHandler, InjectFileHandler, Keyinit2Handler,
+    KeyinitHandler, KmsActivateHandler, PasswordHandler, ResetNetworkHandler, VersionHandler,
 };
 
 use crate::config::Config;
@@ -15,6 +16,9 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
     let builder = DispatcherBuilder::new()
         .register(VersionHandler)?
         .register(FeaturesHandler)?
+        .register(KeyinitHandler::new(Arc::new(config.password.clone())))?
+        .register(Keyinit2Handler)?
+        .register(PasswordHandler::new(Arc::new(config.password.clone())))?
         .register(ResetNetworkHandler::new(config.network.clone()))?
         .register(InjectFileHandler::new(config.inject.clone()))?
         .register(FileInjectHandler::new(config.inject.clone()))?

@@ -24,6 +24,7 @@ pub struct Config {
     pub tcp: guestd_transport_socket::TcpConfig,
     pub vsock: guestd_transport_socket::VsockConfig,
     pub log: LogConfig,
+    pub password: guestd_handlers::PasswordConfig,
     /// `[network]`: how `resetnetwork` finds its data and which network manager it writes for.
     pub network: guestd_handlers::NetworkConfig,
     /// `[inject]`: injectfile / file_inject.
