@@ -317,3 +317,161 @@ fn file_injection_to_windows_paths() {
     assert!(!g.root().join("evil.txt").exists());
     assert!(!g.root().join("C/evil.txt").exists());
 }
+
+/// Run `wine ARGS` in `prefix`, with a deadline. Output goes through files, not pipes: the
+/// first wine command of a session starts services.exe and friends, which inherit its handles
+/// and would keep a pipe open long after the command itself has finished.
+fn wine(prefix: &Path, args: &[&str]) -> Output {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("wine")
+        .env("WINEPREFIX", prefix)
+        .env("WINEDEBUG", "-all")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .expect("spawn wine");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wine {args:?} did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(out.path()).unwrap(),
+        stderr: std::fs::read(err.path()).unwrap(),
+    }
+}
+
+/// A private copy of the Wine prefix with a persistent wineserver (services die with the
+/// wineserver, which otherwise exits as soon as `sc start` does). Killed and removed on drop.
+struct PrivatePrefix {
+    dir: tempfile::TempDir,
+}
+
+impl PrivatePrefix {
+    fn new(from: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", from.display()))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying the Wine prefix");
+        let status = Command::new("wineserver")
+            .env("WINEPREFIX", dir.path())
+            .arg("-p")
+            .status()
+            .unwrap();
+        assert!(status.success(), "wineserver -p");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PrivatePrefix {
+    fn drop(&mut self) {
+        let _ = Command::new("wineserver")
+            .env("WINEPREFIX", self.dir.path())
+            .arg("-k")
+            .status();
+    }
+}
+
+/// Registered with Wine's `sc create`, started and stopped by its Service Control Manager:
+/// guestd reports Running, serves, logs to `%ProgramData%\guestd\guestd.log`, and on
+/// SERVICE_CONTROL_STOP finishes and reports Stopped with exit code 0.
+#[test]
+fn runs_as_a_service_under_the_wine_scm() {
+    if !wine_ready() {
+        return;
+    }
+    let (exe, shared) = setup();
+
+    // Not started by the SCM: --service fails fast with a clear message.
+    let out = wine(shared, &[exe.to_str().unwrap(), "--service"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("cannot connect to the Service Control Manager"),
+        "{}",
+        stderr(&out)
+    );
+
+    let prefix = PrivatePrefix::new(shared);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("root")).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = format!("guestd-test-{}", std::process::id());
+    let bin_path = format!(
+        "{} --service --root {} --listen tcp:127.0.0.1:{port}",
+        win_path(exe),
+        win_path(&work.path().join("root"))
+    );
+    let sc = |args: &[&str]| wine(prefix.path(), &[&["sc"], args].concat());
+    let out = sc(&["create", &name, "binPath=", &bin_path]);
+    assert!(out.status.success(), "sc create: {out:?}");
+    let out = sc(&["start", &name]);
+    assert!(out.status.success(), "sc start: {out:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the service did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = Command::new(bin::path("guestctl"))
+        .args(["--connect", &format!("tcp:127.0.0.1:{port}"), "version"])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{v:?}");
+    assert_eq!(stdout(&v), guestd_handlers::AGENT_VERSION);
+    let query = sc(&["query", &name]);
+    assert!(stdout(&query).contains("RUNNING"), "{}", stdout(&query));
+
+    let out = sc(&["stop", &name]);
+    assert!(out.status.success(), "sc stop: {out:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = stdout(&sc(&["query", &name]));
+        if q.contains("STOPPED") {
+            assert!(q.contains("WIN32_EXIT_CODE    : 0 "), "{q}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service did not stop: {q}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    // %ProgramData% is C:\ProgramData on Windows; Wine gives services C:\users\Public.
+    let drive_c = prefix.path().join("drive_c");
+    let log = ["ProgramData", "users/Public"]
+        .iter()
+        .map(|d| drive_c.join(d).join("guestd/guestd.log"))
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .expect("no guestd.log under %ProgramData%\\guestd");
+    let ours = log
+        .split_once(&format!("transports=tcp:127.0.0.1:{port}"))
+        .expect("the service's start is not in the log")
+        .1;
+    assert!(ours.contains("command=version"), "{log}");
+    assert!(ours.contains("signal=\"service stop\""), "{log}");
+    assert!(ours.trim_end().ends_with("stopped"), "{log}");
+
+    let out = sc(&["delete", &name]);
+    assert!(out.status.success(), "sc delete: {out:?}");
+}
