@@ -648,3 +648,56 @@ mod tests {
         assert_eq!(root.read_optional("/nothing").unwrap(), None);
     }
 }
+
+/// Windows paths (run under Wine by scripts/test-all).
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    #[test]
+    fn drive_letters_are_directories_of_the_sandbox() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        let base = root.base().unwrap().to_path_buf();
+        assert_eq!(
+            root.resolve(r"C:\x\y.txt").unwrap(),
+            base.join(r"C\x\y.txt")
+        );
+        assert_eq!(root.resolve("d:/x").unwrap(), base.join(r"D\x"));
+        assert_eq!(
+            root.resolve(r"\etc\hosts").unwrap(),
+            base.join(r"etc\hosts")
+        );
+        for bad in [r"\\server\share\x", r"\\.\PhysicalDrive0", r"\\?\UNC\s\x\y"] {
+            assert!(
+                matches!(root.resolve(bad), Err(RootError::UnsupportedPrefix(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            root.resolve("C:rel"),
+            Err(RootError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            root.resolve(r"C:\a\..\b"),
+            Err(RootError::DotDot(_))
+        ));
+    }
+
+    #[test]
+    fn replacing_a_file_goes_through_replacefile() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        root.create_dir_all(r"C:\data", 0o755).unwrap();
+        root.write_atomic(r"C:\data\f.txt", b"one", WriteOptions::default())
+            .unwrap();
+        root.write_atomic(r"C:\data\f.txt", b"two", WriteOptions::default())
+            .unwrap();
+        assert_eq!(root.read(r"C:\data\f.txt").unwrap(), b"two");
+        // No temp file is left behind by either path.
+        assert_eq!(
+            root.read_dir(r"C:\data").unwrap(),
+            vec!["f.txt".to_string()]
+        );
+    }
+}
