@@ -339,6 +339,45 @@ mod tests {
     }
 
     #[test]
+    fn account_store_specs() {
+        assert_eq!(AccountStore::from_spec("netapi"), Ok(AccountStore::NetApi));
+        let dir = std::env::temp_dir();
+        let spec = format!("fake:{}", dir.display());
+        assert_eq!(AccountStore::from_spec(&spec), Ok(AccountStore::Fake(dir)));
+        assert!(
+            AccountStore::from_spec("fake:relative/dir")
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(
+            AccountStore::from_spec("sam")
+                .unwrap_err()
+                .contains("'netapi' or 'fake:DIR'")
+        );
+    }
+
+    #[test]
+    fn fake_store_records_a_hash_for_the_chosen_account() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("accounts"), "# x\nGast:501\nAdmin:500\n").unwrap();
+        let store = AccountStore::Fake(d.path().to_path_buf());
+        let pw = SecretString::new(zeroize::Zeroizing::new("s3cret pw".to_string()));
+        set_password_in(&store, None, &pw).unwrap();
+        let hash = std::fs::read_to_string(d.path().join("passwords/Admin")).unwrap();
+        assert!(crypt::verify(hash.trim(), "s3cret pw"));
+        assert!(!hash.contains("s3cret"));
+        assert!(!d.path().join("passwords/Gast").exists());
+        let err = set_password_in(&store, Some("nobody"), &pw).unwrap_err();
+        assert!(
+            err.to_string().contains("no local account named 'nobody'"),
+            "{err}"
+        );
+        std::fs::write(d.path().join("accounts"), "broken\n").unwrap();
+        let err = set_password_in(&store, None, &pw).unwrap_err();
+        assert!(err.to_string().contains("bad line 'broken'"), "{err}");
+    }
+
+    #[test]
     fn rid_from_sid_strings() {
         assert_eq!(
             rid_of_sid("S-1-5-21-3623811015-3361044348-30300820-500"),
