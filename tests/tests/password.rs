@@ -111,7 +111,13 @@ fn nova_encrypt(shared: &str, md: &str, password: &str) -> String {
 }
 
 fn call(c: &mut LineClient, name: &str, value: Value) -> Value {
-    let line = json!({"id": "t", "name": name, "value": value}).to_string();
+    // A fresh id each time: guestd answers a repeated id from its reply cache (safe retries).
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = format!(
+        "t{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let line = json!({"id": id, "name": name, "value": value}).to_string();
     let r = c.roundtrip(line.as_bytes());
     json!({"returncode": r["returncode"], "message": r["message"]})
 }
@@ -313,12 +319,8 @@ fn ctl_with_stdin(g: &Guestd, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // guestctl may exit before reading stdin (a usage error): a broken pipe is fine then.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
 }
 

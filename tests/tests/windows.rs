@@ -170,7 +170,7 @@ impl WinGuestd {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin); // guestctl may not read it
         child.wait_with_output().unwrap()
     }
 
