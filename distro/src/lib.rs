@@ -26,11 +26,21 @@ pub use family::OsFamily;
 #[derive(Debug, Clone)]
 pub struct SystemBackend {
     family: OsFamily,
+    windows_accounts: password::windows::AccountStore,
 }
 
 impl SystemBackend {
     pub fn new(family: OsFamily) -> Self {
-        Self { family }
+        Self {
+            family,
+            windows_accounts: Default::default(),
+        }
+    }
+
+    /// Where Windows passwords are set (default: the real account database).
+    pub fn with_windows_accounts(mut self, store: password::windows::AccountStore) -> Self {
+        self.windows_accounts = store;
+        self
     }
 
     /// Detect the family of the system under `root`.
@@ -54,7 +64,7 @@ impl Backend for SystemBackend {
         user: Option<&str>,
         password: &SecretString,
     ) -> Result<(), BackendError> {
-        password::set_password(self.family, env, user, password)
+        password::set_password(self.family, env, &self.windows_accounts, user, password)
     }
 
     fn reset_network(

@@ -8,7 +8,7 @@
 //! the new content, never a mix). An existing file keeps its mode and owner; a new one is 0600
 //! root, and inside a user's `~/.ssh` it belongs to that user (directories created there 0700).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path, PathBuf, Prefix};
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -223,6 +223,15 @@ fn check_path(path: &str) -> Result<(), HandlerError> {
             "File path '{path}' is not absolute"
         )));
     }
+    let local_drive = |c: &Component| match c {
+        Component::Prefix(x) => matches!(x.kind(), Prefix::Disk(_) | Prefix::VerbatimDisk(_)),
+        _ => true,
+    };
+    if !p.components().all(|c| local_drive(&c)) {
+        return Err(HandlerError::failed(format!(
+            "File path '{path}' is not on a local drive"
+        )));
+    }
     if p.components().any(|c| c == Component::ParentDir) {
         return Err(HandlerError::failed(format!(
             "File path '{path}' contains '..'"
@@ -267,7 +276,19 @@ fn follow_links(root: &Root, path: &Path) -> Result<PathBuf, String> {
             _ => None,
         })
         .collect();
-    let mut cur = PathBuf::from("/");
+    // `/` on Unix, `C:\\` for a Windows path: the policy prefixes compare with the drive kept.
+    let top = |p: &Path| -> PathBuf {
+        let t: PathBuf = p
+            .components()
+            .take_while(|c| matches!(c, Component::Prefix(_) | Component::RootDir))
+            .collect();
+        if t.as_os_str().is_empty() {
+            PathBuf::from("/")
+        } else {
+            t
+        }
+    };
+    let mut cur = top(path);
     let mut hops = 0;
     while let Some(part) = pending.pop() {
         if part.as_os_str() == ".." {
@@ -285,7 +306,7 @@ fn follow_links(root: &Root, path: &Path) -> Result<PathBuf, String> {
         }
         let target = root.read_link(&next).map_err(|e| e.to_string())?;
         if target.has_root() {
-            cur = PathBuf::from("/");
+            cur = top(&target);
         }
         for comp in target.components().rev() {
             match comp {

@@ -10,6 +10,7 @@ pub mod inject;
 mod keyinit;
 pub mod kms;
 mod password;
+pub mod qga;
 mod resetnetwork;
 pub mod update;
 mod version;

@@ -32,6 +32,10 @@ pub struct PasswordConfig {
     /// The account whose password is set. Unset: `root` (Unix), the built-in Administrator
     /// (Windows, the account whose SID ends in -500, whatever its name).
     pub user: Option<String>,
+    /// Windows only: where accounts live. `netapi` (the default: the local account database),
+    /// or `fake:DIR`, a recording stand-in for tests under Wine (see
+    /// `guestd_distro::password::windows::AccountStore`); never use it on a real guest.
+    pub windows_accounts: String,
 }
 
 impl Default for PasswordConfig {
@@ -39,6 +43,7 @@ impl Default for PasswordConfig {
         Self {
             allow_legacy: true,
             user: None,
+            windows_accounts: "netapi".to_string(),
         }
     }
 }

@@ -233,6 +233,7 @@ fn legacy_can_be_disabled() {
         PasswordConfig {
             allow_legacy: false,
             user: Some("admin".into()),
+            ..PasswordConfig::default()
         },
         false,
     );

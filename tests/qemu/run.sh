@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test in a real VM: Debian's cloud kernel under QEMU (TCG), a busybox initramfs with
-# a static guestd, a virtio-serial port named org.openstack.guest_agent.0 and a virtio-net NIC.
+# a static guestd, virtio-serial ports org.openstack.guest_agent.0 (native protocol) and
+# org.qemu.guest_agent.0 (the qemu-guest-agent dialect) and a virtio-net NIC.
 # The host drives guestd with guestctl over the port's chardev socket, the way a KVM host does,
 # and looks inside the guest through a shell on the serial console.
 #
@@ -107,6 +108,8 @@ qemu-system-x86_64 -nodefaults -no-user-config -accel tcg -M pc -m 256 -smp 1 \
   -device virtio-serial \
   -chardev "socket,id=ch0,path=$W/agent.sock,server=on,wait=off" \
   -device virtserialport,chardev=ch0,name=org.openstack.guest_agent.0 \
+  -chardev "socket,id=qga0,path=$W/qga.sock,server=on,wait=off" \
+  -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0 \
   -netdev user,id=n0,restrict=on -device "virtio-net-pci,netdev=n0,romfile=,mac=$MAC" \
   >"$W/qemu.log" 2>&1 &
 QPID=$!
@@ -235,7 +238,53 @@ else
   skip "resetnetwork" "needs the resetnetwork command and guestctl reset-network (features: $FEATURES)"
 fi
 
-# 6. The same guestd process served everything (no crash, no restart).
+# 6. The qemu-guest-agent dialect on org.qemu.guest_agent.0 (auto-detected), spoken the way
+#    libvirt does: guest-sync-delimited first, then commands.
+cat > "$W/qga.py" <<'PY'
+import base64, json, random, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(120)
+buf = b""
+def reply():
+    global buf
+    while b"\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk: raise SystemExit("port closed")
+        buf += chunk
+    line, buf = buf.split(b"\n", 1)
+    return line
+def call(execute, **arguments):
+    req = {"execute": execute}
+    if arguments: req["arguments"] = arguments
+    s.sendall(json.dumps(req).encode() + b"\n")
+    return json.loads(reply())
+token = random.randint(1, 2**31)
+s.sendall(b"\xff" + json.dumps({"execute": "guest-sync-delimited", "arguments": {"id": token}}).encode() + b"\n")
+line = reply()
+while line.find(b"\xff") < 0: line = reply()   # stale output before the delimiter is skipped
+assert json.loads(line[line.rfind(b"\xff") + 1:]) == {"return": token}, line
+assert call("guest-ping") == {"return": {}}
+names = [c["name"] for c in call("guest-info")["return"]["supported_commands"] if c["enabled"]]
+assert "guest-set-user-password" in names, names
+osinfo = call("guest-get-osinfo")["return"]
+assert osinfo["id"] == "debian", osinfo
+pw = sys.argv[2]
+r = call("guest-set-user-password", username="root", password=base64.b64encode(pw.encode()).decode(), crypted=False)
+assert r == {"return": {}}, r
+print("ok", osinfo["kernel-release"])
+PY
+QPW="qga-$RANDOM-Pass"
+if out=$(timeout 180 python3 "$W/qga.py" "$W/qga.sock" "$QPW" 2>&1); then
+  hash=$(con 'grep "^root:" /etc/shadow | cut -d: -f2')
+  if python3 -c 'import crypt,sys; sys.exit(0 if crypt.crypt(sys.argv[1], sys.argv[2]) == sys.argv[2] else 1)' "$QPW" "$hash" 2>/dev/null; then
+    pass "qga on org.qemu.guest_agent.0: sync-delimited, ping, info, osinfo, set-user-password ($out)"
+  else
+    fail "qga set-user-password" "$out / shadow hash '${hash:0:12}...'"
+  fi
+else
+  fail "qga on org.qemu.guest_agent.0" "$out"
+fi
+
+# 7. The same guestd process served everything (no crash, no restart).
 now_pid=$(con 'pidof guestd' | tail -1)
 if [ -n "$GUESTD_PID" ] && [ "$now_pid" = "$GUESTD_PID" ] && ! con 'cat /tmp/guestd.log' | grep -q 'guestd exited'; then
   pass "guestd never restarted"

@@ -5,6 +5,12 @@
 use guestd_tests::{Guestd, LineClient};
 use serde_json::json;
 
+/// The qga commands, listed by `features` after the native ones (registration order).
+const QGA: &str = ",guest-ping,guest-info,guest-get-osinfo,guest-get-host-name,guest-get-time,\
+guest-network-get-interfaces,guest-ssh-get-authorized-keys,guest-set-user-password,\
+guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys,guest-shutdown,\
+guest-fsfreeze-status,guest-fsfreeze-freeze,guest-fsfreeze-thaw";
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
@@ -26,7 +32,9 @@ fn guestctl_version_features_and_unknown_command() {
     assert!(f.status.success());
     assert_eq!(
         stdout(&f),
-        "version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"
+        format!(
+            "version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}"
+        )
     );
 
     let n = g.ctl(&["raw", "nosuch"]);
@@ -88,7 +96,7 @@ fn bad_lines_get_errors_and_the_daemon_keeps_serving() {
     let r = c.roundtrip(br#"{"id": 7, "name": "features"}"#);
     assert_eq!(
         r,
-        json!({"id": 7, "returncode": "0", "message": "version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"})
+        json!({"id": 7, "returncode": "0", "message": format!("version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}")})
     );
     c.send(b"{\"id\": \"s\", \"name\": \"sync\", \"value\": \"tok\"}\n");
     let mut byte = [0u8; 1];
@@ -143,7 +151,9 @@ fn disabled_command_is_refused_and_not_listed() {
     assert_eq!(reply["returncode"], "403");
     assert_eq!(
         stdout(&g.ctl(&["features"])),
-        "features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"
+        format!(
+            "features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate{QGA}"
+        )
     );
 }
 

@@ -102,12 +102,19 @@ pub struct Context<'a> {
     pub env: &'a Env,
     pub channel: &'a Channel,
     enabled: &'a [&'static str],
+    registered: &'a [&'static str],
 }
 
 impl Context<'_> {
     /// Enabled commands in registration order (what `features` reports).
     pub fn enabled_commands(&self) -> &[&'static str] {
         self.enabled
+    }
+
+    /// Every registered command, enabled or not, in registration order (what qga's
+    /// `guest-info` lists).
+    pub fn registered_commands(&self) -> &[&'static str] {
+        self.registered
     }
 }
 
@@ -270,9 +277,11 @@ impl DispatcherBuilder {
             .map(|h| h.name())
             .filter(|n| self.policy.allows(n))
             .collect();
+        let registered = self.handlers.iter().map(|h| h.name()).collect();
         Dispatcher {
             handlers: self.handlers,
             enabled,
+            registered,
             default_timeout: self.default_timeout,
             timeouts: self.timeouts,
             env,
@@ -284,6 +293,7 @@ impl DispatcherBuilder {
 pub struct Dispatcher {
     handlers: Vec<Arc<dyn Handler>>,
     enabled: Vec<&'static str>,
+    registered: Vec<&'static str>,
     default_timeout: Duration,
     timeouts: HashMap<String, Duration>,
     env: Env,
@@ -380,6 +390,7 @@ impl Dispatcher {
                 env: &self.env,
                 channel,
                 enabled: &self.enabled,
+                registered: &self.registered,
             };
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 handler.run(&ctx, &value)
@@ -405,6 +416,7 @@ impl Dispatcher {
                 env: &this.env,
                 channel: &chan,
                 enabled: &this.enabled,
+                registered: &this.registered,
             };
             handler.run(&ctx, &value)
         });

@@ -21,6 +21,7 @@ pub mod backend;
 pub mod dispatch;
 pub mod framing;
 pub mod plan;
+pub mod qga;
 pub mod retry;
 pub mod root;
 pub mod runner;

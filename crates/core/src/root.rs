@@ -26,6 +26,8 @@ pub enum RootError {
     Escape(String),
     #[error("path '{0}' has too many levels of symlinks")]
     TooManyLinks(String),
+    #[error("path '{0}' is not on a local drive (only C:\\... style prefixes are accepted)")]
+    UnsupportedPrefix(String),
     #[error("cannot {op} '{path}': {source}")]
     Io {
         op: &'static str,
@@ -259,7 +261,7 @@ impl Root {
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let result = write_new(&tmp, contents, meta)
-            .and_then(|()| fs::rename(&tmp, &path))
+            .and_then(|()| replace(&tmp, &path, existing.is_some()))
             .and_then(|()| sync_dir(dir));
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -325,8 +327,10 @@ impl Root {
     }
 }
 
-/// Check a guest path and return its normal components.
-fn check_guest_path(guest: &Path) -> Result<Vec<&std::ffi::OsStr>, RootError> {
+/// Check a guest path and return its normal components. On Windows a drive prefix becomes
+/// the first component (`C:\\x` is `<sandbox>\\C\\x`, so drives stay apart); UNC, device and
+/// other prefixes are refused, sandbox or not.
+fn check_guest_path(guest: &Path) -> Result<Vec<std::ffi::OsString>, RootError> {
     if !guest.has_root() {
         return Err(RootError::NotAbsolute(display(guest)));
     }
@@ -334,8 +338,14 @@ fn check_guest_path(guest: &Path) -> Result<Vec<&std::ffi::OsStr>, RootError> {
     for comp in guest.components() {
         match comp {
             Component::ParentDir => return Err(RootError::DotDot(display(guest))),
-            Component::Normal(p) => parts.push(p),
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            Component::Normal(p) => parts.push(p.to_os_string()),
+            Component::Prefix(p) => match p.kind() {
+                std::path::Prefix::Disk(letter) | std::path::Prefix::VerbatimDisk(letter) => {
+                    parts.push(char::from(letter).to_ascii_uppercase().to_string().into());
+                }
+                _ => return Err(RootError::UnsupportedPrefix(display(guest))),
+            },
+            Component::CurDir | Component::RootDir => {}
         }
     }
     Ok(parts)
@@ -352,10 +362,10 @@ fn split_parent(guest: &Path) -> Result<(&Path, &std::ffi::OsStr), RootError> {
 /// Walk `parts` below `base`, following symlinks as if `base` were `/`.
 fn resolve_in(
     base: &Path,
-    parts: Vec<&std::ffi::OsStr>,
+    parts: Vec<std::ffi::OsString>,
     guest: &Path,
 ) -> Result<PathBuf, RootError> {
-    let mut pending: Vec<std::ffi::OsString> = parts.into_iter().rev().map(Into::into).collect();
+    let mut pending: Vec<std::ffi::OsString> = parts.into_iter().rev().collect();
     let mut cur = base.to_path_buf();
     let mut depth = 0usize; // components of `cur` below `base`
     let mut links = 0usize;
@@ -384,6 +394,12 @@ fn resolve_in(
                     match comp {
                         Component::Normal(p) => pending.push(p.into()),
                         Component::ParentDir => pending.push("..".into()),
+                        Component::Prefix(p) => match p.kind() {
+                            std::path::Prefix::Disk(l) | std::path::Prefix::VerbatimDisk(l) => {
+                                pending.push(char::from(l).to_ascii_uppercase().to_string().into())
+                            }
+                            _ => return Err(RootError::UnsupportedPrefix(display(guest))),
+                        },
                         _ => {}
                     }
                 }
@@ -395,6 +411,52 @@ fn resolve_in(
         }
     }
     Ok(cur)
+}
+
+/// Move the finished temp file over `path`. On Windows an existing file is replaced with
+/// `ReplaceFileW`, which keeps the replaced file's DACL, owner and attributes (a plain rename
+/// would leave the temp file's ACL, inherited from the directory).
+fn replace(tmp: &Path, path: &Path, exists: bool) -> io::Result<()> {
+    #[cfg(windows)]
+    if exists {
+        return win::replace_file(path, tmp);
+    }
+    let _ = exists;
+    fs::rename(tmp, path)
+}
+
+#[cfg(windows)]
+#[allow(unsafe_code)]
+mod win {
+    use std::io;
+    use std::os::windows::ffi::OsStrExt;
+    use std::path::Path;
+
+    use windows_sys::Win32::Storage::FileSystem::{REPLACEFILE_IGNORE_MERGE_ERRORS, ReplaceFileW};
+
+    fn wide(p: &Path) -> Vec<u16> {
+        p.as_os_str().encode_wide().chain(Some(0)).collect()
+    }
+
+    pub fn replace_file(target: &Path, replacement: &Path) -> io::Result<()> {
+        let (target, replacement) = (wide(target), wide(replacement));
+        // SAFETY: both are NUL-terminated UTF-16 paths alive for the call; no backup file, and
+        // the two reserved pointers are null as documented.
+        let ok = unsafe {
+            ReplaceFileW(
+                target.as_ptr(),
+                replacement.as_ptr(),
+                std::ptr::null(),
+                REPLACEFILE_IGNORE_MERGE_ERRORS,
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 fn write_new(tmp: &Path, contents: &[u8], meta: FileMeta) -> io::Result<()> {
@@ -584,5 +646,58 @@ mod tests {
             .unwrap();
         assert_eq!(root.metadata("/no/such").unwrap().mode, 0o700);
         assert_eq!(root.read_optional("/nothing").unwrap(), None);
+    }
+}
+
+/// Windows paths (run under Wine by scripts/test-all).
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    #[test]
+    fn drive_letters_are_directories_of_the_sandbox() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        let base = root.base().unwrap().to_path_buf();
+        assert_eq!(
+            root.resolve(r"C:\x\y.txt").unwrap(),
+            base.join(r"C\x\y.txt")
+        );
+        assert_eq!(root.resolve("d:/x").unwrap(), base.join(r"D\x"));
+        assert_eq!(
+            root.resolve(r"\etc\hosts").unwrap(),
+            base.join(r"etc\hosts")
+        );
+        for bad in [r"\\server\share\x", r"\\.\PhysicalDrive0", r"\\?\UNC\s\x\y"] {
+            assert!(
+                matches!(root.resolve(bad), Err(RootError::UnsupportedPrefix(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            root.resolve("C:rel"),
+            Err(RootError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            root.resolve(r"C:\a\..\b"),
+            Err(RootError::DotDot(_))
+        ));
+    }
+
+    #[test]
+    fn replacing_a_file_goes_through_replacefile() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        root.create_dir_all(r"C:\data", 0o755).unwrap();
+        root.write_atomic(r"C:\data\f.txt", b"one", WriteOptions::default())
+            .unwrap();
+        root.write_atomic(r"C:\data\f.txt", b"two", WriteOptions::default())
+            .unwrap();
+        assert_eq!(root.read(r"C:\data\f.txt").unwrap(), b"two");
+        // No temp file is left behind by either path.
+        assert_eq!(
+            root.read_dir(r"C:\data").unwrap(),
+            vec!["f.txt".to_string()]
+        );
     }
 }

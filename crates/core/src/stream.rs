@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::dispatch::{Channel, Dispatcher};
 use crate::framing::{Frame, LineDecoder, RESYNC};
+use crate::qga;
 use crate::retry::ReplyCache;
 use crate::transport::Shutdown;
 use crate::wire::{Reply, parse_request};
@@ -55,6 +56,18 @@ pub struct StreamOptions {
     pub replies: Option<Arc<ReplyCache>>,
     /// Longest wait for the peer to accept a reply; `None` waits forever.
     pub write_timeout: Option<Duration>,
+    /// The protocol spoken on this stream.
+    pub dialect: Dialect,
+}
+
+/// The protocol of a stream conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// guestd's own `{"name", "value"}` requests (the XenAPI agent protocol).
+    #[default]
+    Native,
+    /// qemu-guest-agent's QMP-style `{"execute", "arguments"}` requests (see [`crate::qga`]).
+    Qga,
 }
 
 impl Default for StreamOptions {
@@ -63,8 +76,62 @@ impl Default for StreamOptions {
             limits: StreamLimits::default(),
             replies: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            dialect: Dialect::Native,
         }
     }
+}
+
+/// What a decoded qga line turns into: bytes to write back (none for a command without a
+/// success response). No reply cache: qemu-ga has none and its hosts resend with new ids.
+async fn answer_qga(
+    dispatcher: &Arc<Dispatcher>,
+    channel: &Arc<Channel>,
+    frame: Frame,
+    limits: StreamLimits,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let text = match frame {
+        Frame::TooLong => Some(qga::encode_error(
+            "GenericError",
+            &format!(
+                "JSON parse error, request is too large (over {} bytes)",
+                limits.max_line
+            ),
+            None,
+        )),
+        Frame::Line(line) => match qga::parse(&line) {
+            qga::QgaRequest::Sync {
+                id,
+                token,
+                delimited,
+            } => {
+                debug!(channel = %channel.name(), delimited, "guest-sync");
+                if delimited {
+                    out.push(RESYNC);
+                }
+                Some(qga::encode_return(&token, id.as_ref()))
+            }
+            qga::QgaRequest::Invalid { id, desc } => {
+                debug!(channel = %channel.name(), %desc, "unusable qga request");
+                Some(qga::encode_error("GenericError", &desc, id.as_ref()))
+            }
+            qga::QgaRequest::Command {
+                id,
+                name,
+                arguments,
+            } => {
+                let reply = dispatcher
+                    .dispatch(channel, qga::incoming(id.clone(), name.clone(), arguments))
+                    .await;
+                qga::encode_reply(&name, &reply, id.as_ref())
+            }
+        },
+    };
+    if let Some(text) = text {
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
+    out
 }
 
 /// What a decoded line turns into: bytes to write back.
@@ -170,6 +237,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = options.limits;
+    if options.dialect == Dialect::Qga {
+        channel.with_state::<qga::QgaChannel, _>(|m| m.0 = true);
+    }
     let mut decoder = LineDecoder::new(limits.max_line);
     let mut buf = vec![0u8; 16 * 1024];
     let mut frames = Vec::new();
@@ -186,14 +256,22 @@ where
         }
         decoder.push(&buf[..n], &mut frames);
         for frame in frames.drain(..) {
-            let out = answer(
-                dispatcher,
-                channel,
-                frame,
-                limits,
-                options.replies.as_deref(),
-            )
-            .await;
+            let out = match options.dialect {
+                Dialect::Native => {
+                    answer(
+                        dispatcher,
+                        channel,
+                        frame,
+                        limits,
+                        options.replies.as_deref(),
+                    )
+                    .await
+                }
+                Dialect::Qga => answer_qga(dispatcher, channel, frame, limits).await,
+            };
+            if out.is_empty() {
+                continue;
+            }
             let written = async {
                 stream.write_all(&out).await?;
                 stream.flush().await

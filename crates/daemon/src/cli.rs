@@ -8,7 +8,7 @@ use crate::listen::ListenSpec;
 
 /// guestd: the guest agent. Takes commands from the host over a host-only channel (XenStore,
 /// virtio-serial, vsock, or a local socket) and carries them out with the guest's own tools.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "guestd", version)]
 pub struct Cli {
     /// Configuration file (drop-ins are read from `conf.d/*.toml` beside it).
@@ -49,6 +49,11 @@ pub struct Cli {
     /// (non-zero when the configuration is invalid). For image builders.
     #[arg(long)]
     pub check_config: bool,
+
+    /// Windows: run as a service under the Service Control Manager (how `install.ps1`
+    /// registers guestd); logs go to `%ProgramData%\guestd\guestd.log`.
+    #[arg(long)]
+    pub service: bool,
 
     /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`) and exit.
     #[arg(long, value_name = "WHAT", hide = true)]

@@ -24,6 +24,7 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
         .register(FileInjectHandler::new(config.inject.clone()))?
         .register(AgentUpdateHandler::new(config.update.clone()))?
         .register(KmsActivateHandler)?;
+    let builder = guestd_handlers::qga::register(builder, &config.qga)?;
 
     let commands = &config.commands;
     let mut builder = builder

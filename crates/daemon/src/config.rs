@@ -33,6 +33,8 @@ pub struct Config {
     pub update: guestd_handlers::UpdateConfig,
     /// `[xenstore]`: the XenStore transport (device or socket, reply pruning, backend).
     pub xenstore: guestd_transport_xenstore::XenstoreConfig,
+    /// `[qga]`: the qemu-guest-agent dialect (auto-detected port, fsfreeze auto-thaw).
+    pub qga: guestd_handlers::qga::QgaConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use guestd_core::retry::ReplyCache;
-use guestd_core::stream::{StreamLimits, StreamOptions};
+use guestd_core::stream::{Dialect, StreamLimits, StreamOptions};
 use guestd_core::{Transport, TransportError};
 use guestd_transport_xenstore::XenstoreTransport;
 
@@ -29,7 +29,15 @@ pub enum ListenSpec {
     /// `xenstore` (the configured or detected device) or `xenstore:PATH` (a xenbus device or a
     /// xenstored socket).
     Xenstore(Option<PathBuf>),
+    /// `qga+unix:PATH`: the qemu-guest-agent dialect on a unix socket.
+    QgaUnix(PathBuf),
+    /// `qga+serial:` (the port `org.qemu.guest_agent.0`), `qga+serial:NAME` or
+    /// `qga+serial:/dev/vportNpM`: the qemu-guest-agent dialect on a virtio-serial port.
+    QgaSerial(String),
 }
+
+/// The virtio-serial port libvirt gives the QEMU guest agent.
+pub const QGA_PORT: &str = "org.qemu.guest_agent.0";
 
 impl FromStr for ListenSpec {
     type Err = String;
@@ -44,6 +52,12 @@ impl FromStr for ListenSpec {
             "xenstore" if rest.is_empty() => Ok(Self::Xenstore(None)),
             "xenstore" => Ok(Self::Xenstore(Some(PathBuf::from(rest)))),
             "serial" => Ok(Self::Serial(rest.to_owned())),
+            "qga+unix" if !rest.is_empty() => Ok(Self::QgaUnix(PathBuf::from(rest))),
+            "qga+unix" => Err(format!(
+                "'{spec}': qga+unix needs a path (qga+unix:/run/guestd/qga.sock)"
+            )),
+            "qga+serial" if rest.is_empty() => Ok(Self::QgaSerial(QGA_PORT.to_owned())),
+            "qga+serial" => Ok(Self::QgaSerial(rest.to_owned())),
             "tcp"
                 if rest
                     .rsplit_once(':')
@@ -59,7 +73,8 @@ impl FromStr for ListenSpec {
                 .map_err(|e| format!("'{spec}': {e}")),
             _ => Err(format!(
                 "'{spec}': unknown transport '{kind}' (expected unix:PATH, serial:[NAME|PATH], \
-                 tcp:HOST:PORT, vsock:PORT, xenstore or xenstore:PATH)"
+                 tcp:HOST:PORT, vsock:PORT, xenstore, xenstore:PATH, qga+unix:PATH or \
+                 qga+serial:[NAME|PATH])"
             )),
         }
     }
@@ -74,6 +89,8 @@ impl std::fmt::Display for ListenSpec {
             Self::Vsock(port) => write!(f, "vsock:{port}"),
             Self::Xenstore(None) => write!(f, "xenstore"),
             Self::Xenstore(Some(path)) => write!(f, "xenstore:{}", path.display()),
+            Self::QgaUnix(path) => write!(f, "qga+unix:{}", path.display()),
+            Self::QgaSerial(target) => write!(f, "qga+serial:{target}"),
         }
     }
 }
@@ -101,6 +118,10 @@ pub fn detect(config: &Config) -> Vec<ListenSpec> {
     }
     if found.is_empty() {
         found.push(ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET)));
+    }
+    // The qga port is served besides the native channels, never instead of them.
+    if config.qga.auto_detect && guestd_transport_serial::find_port(QGA_PORT).is_some() {
+        found.push(ListenSpec::QgaSerial(QGA_PORT.to_owned()));
     }
     found
 }
@@ -131,6 +152,25 @@ pub fn open(
             &config.retry,
             limits,
         )?)),
+        ListenSpec::QgaSerial(target) => Ok(Box::new(
+            guestd_transport_serial::SerialTransport::open(
+                target,
+                &config.serial,
+                &config.retry,
+                limits,
+            )?
+            .with_dialect(Dialect::Qga),
+        )),
+        #[cfg(unix)]
+        ListenSpec::QgaUnix(path) => Ok(Box::new(
+            guestd_transport_socket::UnixTransport::bind(path, limits)?.with_options(
+                StreamOptions {
+                    replies: None,
+                    dialect: Dialect::Qga,
+                    ..options
+                },
+            ),
+        )),
         ListenSpec::Tcp(target) => Ok(Box::new(guestd_transport_socket::TcpTransport::bind(
             target,
             &config.tcp,
@@ -147,7 +187,7 @@ pub fn open(
             "vsock is only supported on Linux".into(),
         )),
         #[cfg(not(unix))]
-        ListenSpec::Unix(_) => {
+        ListenSpec::Unix(_) | ListenSpec::QgaUnix(_) => {
             let _ = options;
             Err(TransportError::Config(
                 "unix sockets are not available on this OS".into(),
@@ -196,6 +236,9 @@ mod tests {
             "tcp:127.0.0.1:7000",
             "tcp:[::1]:7",
             "vsock:5000",
+            "qga+unix:/run/q.sock",
+            "qga+serial:org.qemu.guest_agent.0",
+            "qga+serial:/dev/vport1p1",
         ] {
             assert_eq!(spec.parse::<ListenSpec>().unwrap().to_string(), spec);
         }
@@ -203,6 +246,7 @@ mod tests {
             ("tcp:7000", "HOST:PORT"),
             ("tcp:", "HOST:PORT"),
             ("vsock:x", "invalid vsock port"),
+            ("qga+unix:", "needs a path"),
         ] {
             let err = bad.parse::<ListenSpec>().unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");

@@ -8,6 +8,8 @@ mod cli;
 mod commands;
 mod listen;
 mod notify;
+#[cfg(windows)]
+mod service;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,7 +27,12 @@ use crate::listen::ListenSpec;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let outcome = if cli.service {
+        run_service(cli)
+    } else {
+        run(cli)
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Logging may not be up yet; stderr is where both end up.
@@ -33,6 +40,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(windows)]
+fn run_service(cli: Cli) -> anyhow::Result<()> {
+    service::run_as_service(cli)
+}
+
+#[cfg(not(windows))]
+fn run_service(_cli: Cli) -> anyhow::Result<()> {
+    anyhow::bail!("--service is for Windows; use the systemd, OpenRC or rc.d unit elsewhere")
+}
+
+/// Where the log goes: stderr, or the service's log file.
+fn log_file(cli: &Cli) -> Option<std::path::PathBuf> {
+    #[cfg(windows)]
+    if cli.service {
+        return Some(service::log_path());
+    }
+    let _ = cli;
+    None
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -45,7 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     if let Some(state) = &cli.update_watchdog {
         // Needs nothing from the configuration: everything is in the state file.
-        init_logging(cli.log_level.as_deref().unwrap_or("info"))?;
+        init_logging(cli.log_level.as_deref().unwrap_or("info"), log_file(&cli))?;
         return update_watchdog(&root, state);
     }
     let (mut config, files) = config::load(cli.config.as_deref())?;
@@ -53,14 +80,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         guestd_distro::network::Manager::from_name(manager)
             .map_err(|e| anyhow::anyhow!("[network] manager: {e}"))?;
     }
-    init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level))?;
+    init_logging(
+        cli.log_level.as_deref().unwrap_or(&config.log.level),
+        log_file(&cli),
+    )?;
     // A new binary's self-test checks the configuration this daemon runs with.
     config.update.self_test_config = cli.config.as_ref().map(|p| p.display().to_string());
     let ready_marker = ReadyMarker {
         root: root.clone(),
         path: config.update.ready_marker.clone(),
     };
-    let backend = SystemBackend::detect(&root);
+    let windows_accounts = guestd_distro::password::windows::AccountStore::from_spec(
+        &config.password.windows_accounts,
+    )
+    .map_err(|e| anyhow::anyhow!("[password] {e}"))?;
+    if windows_accounts != Default::default() {
+        warn!(store = %config.password.windows_accounts, "[password] windows_accounts: passwords go to a FAKE account store (tests only)");
+    }
+    let backend = SystemBackend::detect(&root).with_windows_accounts(windows_accounts);
     let env = Env {
         root,
         runner: Arc::new(SystemRunner),
@@ -270,12 +307,32 @@ fn generate(what: &str) -> anyhow::Result<()> {
 /// The level is `info`, or `target=level` directives (`info,guestd_core=debug`). A `Targets`
 /// filter rather than `EnvFilter`: the same syntax for everything guestd documents, without a
 /// regex engine compiled at start-up (a third of the idle RSS of the binary's own pages).
-fn init_logging(level: &str) -> anyhow::Result<()> {
+fn init_logging(level: &str, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     let filter: Targets = level
         .parse()
         .with_context(|| format!("invalid log level '{level}'"))?;
+    if let Some(path) = file {
+        // A Windows service has no console: append to the log file.
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening the log file {}", path.display()))?;
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(out))
+            .with_target(false)
+            .with_ansi(false);
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(filter)
+            .init();
+        return Ok(());
+    }
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -295,7 +352,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT (Ctrl-C on Windows).
+/// SIGTERM and SIGINT (Ctrl-C and the service's stop request on Windows).
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
@@ -325,7 +382,14 @@ impl Signals {
                 _ = self.int.recv() => "SIGINT",
             }
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                () = service::STOP.notified() => "service stop",
+            }
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             let _ = tokio::signal::ctrl_c().await;
             "Ctrl-C"

@@ -27,26 +27,15 @@ pub const DEFAULT_UNIX_USER: &str = "root";
 pub fn set_password(
     family: OsFamily,
     env: &Env,
+    accounts: &windows::AccountStore,
     user: Option<&str>,
     password: &SecretString,
 ) -> Result<(), BackendError> {
     match family {
-        OsFamily::Windows => set_windows(user, password),
+        OsFamily::Windows => windows::set_password_in(accounts, user, password),
         OsFamily::FreeBsd => {
             freebsd::set_password(env, user.unwrap_or(DEFAULT_UNIX_USER), password)
         }
         _ => linux::set_password(env, user.unwrap_or(DEFAULT_UNIX_USER), password),
     }
-}
-
-#[cfg(windows)]
-fn set_windows(user: Option<&str>, password: &SecretString) -> Result<(), BackendError> {
-    windows::set_password(user, password)
-}
-
-#[cfg(not(windows))]
-fn set_windows(_user: Option<&str>, _password: &SecretString) -> Result<(), BackendError> {
-    Err(BackendError::Unsupported(
-        "setting a Windows password from a non-Windows build".to_string(),
-    ))
 }

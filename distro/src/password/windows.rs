@@ -2,8 +2,130 @@
 //! i.e. whose SID ends in `-500`, whatever it was renamed to) or of a named account, set with
 //! `NetUserSetInfo` level 1003. The account choice is platform-neutral and tested on Linux;
 //! only the `netapi32` glue is behind `cfg(windows)`.
+//!
+//! [`AccountStore`] says where accounts live: the real local account database (`netapi`, the
+//! default and the only choice a real guest should use), or a FAKE directory (`fake:DIR`) for
+//! tests under Wine, which has no user database. The fake goes through the same account
+//! selection ([`choose_account`]); only the enumeration and the final set are replaced.
 
-use guestd_core::BackendError;
+use std::path::PathBuf;
+
+use guestd_core::{BackendError, Root, SecretString};
+
+use super::crypt;
+
+/// Where the Windows accounts live (`password.windows_accounts` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccountStore {
+    /// The local account database through netapi32 (`NetUserEnum` + `NetUserSetInfo`).
+    #[default]
+    NetApi,
+    /// TESTS ONLY (Wine has no user database). `DIR/accounts` lists the accounts, one
+    /// `name:rid` a line; setting a password records its SHA-512-crypt hash (never the
+    /// password) in `DIR/passwords/<name>`.
+    Fake(PathBuf),
+}
+
+impl AccountStore {
+    /// Parse `netapi` or `fake:DIR` (DIR absolute).
+    pub fn from_spec(spec: &str) -> Result<Self, String> {
+        match spec.split_once(':') {
+            _ if spec == "netapi" => Ok(Self::NetApi),
+            Some(("fake", dir)) if std::path::Path::new(dir).is_absolute() => {
+                Ok(Self::Fake(PathBuf::from(dir)))
+            }
+            Some(("fake", dir)) => Err(format!(
+                "windows_accounts 'fake:{dir}': the directory must be an absolute path"
+            )),
+            _ => Err(format!(
+                "windows_accounts '{spec}': expected 'netapi' or 'fake:DIR' (tests only)"
+            )),
+        }
+    }
+}
+
+/// Set the password of `user` (or of the built-in Administrator) in `store`.
+pub fn set_password_in(
+    store: &AccountStore,
+    user: Option<&str>,
+    password: &SecretString,
+) -> Result<(), BackendError> {
+    match store {
+        AccountStore::NetApi => netapi_set_password(user, password),
+        AccountStore::Fake(dir) => fake::set_password(dir, user, password),
+    }
+}
+
+#[cfg(windows)]
+fn netapi_set_password(user: Option<&str>, password: &SecretString) -> Result<(), BackendError> {
+    glue::set_password(user, password)
+}
+
+#[cfg(not(windows))]
+fn netapi_set_password(_user: Option<&str>, _password: &SecretString) -> Result<(), BackendError> {
+    Err(BackendError::Unsupported(
+        "setting a Windows password from a non-Windows build".to_string(),
+    ))
+}
+
+/// The fake account store (see [`AccountStore::Fake`]); works on every platform.
+pub mod fake {
+    use std::path::Path;
+
+    use guestd_core::WriteOptions;
+    use tracing::warn;
+
+    use super::*;
+
+    /// The accounts listed in `DIR/accounts` (`name:rid` lines; `#` comments).
+    pub fn accounts(store: &Root) -> Result<Vec<LocalAccount>, BackendError> {
+        let text = store
+            .read_to_string("/accounts")
+            .map_err(|e| BackendError::Failed(format!("fake account store: {e}")))?;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let (name, rid) = l.rsplit_once(':').ok_or_else(|| bad_line(l))?;
+                Ok(LocalAccount {
+                    name: name.to_string(),
+                    rid: rid.parse().map_err(|_| bad_line(l))?,
+                })
+            })
+            .collect()
+    }
+
+    fn bad_line(line: &str) -> BackendError {
+        BackendError::Failed(format!(
+            "fake account store: bad line '{line}' (want name:rid)"
+        ))
+    }
+
+    pub fn set_password(
+        dir: &Path,
+        user: Option<&str>,
+        password: &SecretString,
+    ) -> Result<(), BackendError> {
+        let store = Root::sandbox(dir).map_err(|e| {
+            BackendError::Failed(format!("fake account store {}: {e}", dir.display()))
+        })?;
+        let list = accounts(&store)?;
+        let account = choose_account(&list, user)?;
+        let hash = crypt::sha512_crypt(password.expose(), &crypt::fresh_salt()?)?;
+        let fail =
+            |e: guestd_core::RootError| BackendError::Failed(format!("fake account store: {e}"));
+        store.create_dir_all("/passwords", 0o700).map_err(fail)?;
+        store
+            .write_atomic(
+                format!("/passwords/{}", account.name),
+                format!("{}\n", hash.as_str()).as_bytes(),
+                WriteOptions::mode(0o600),
+            )
+            .map_err(fail)?;
+        warn!(user = %account.name, rid = account.rid, "password recorded in the FAKE account store (tests only)");
+        Ok(())
+    }
+}
 
 /// The relative id of the built-in Administrator account.
 pub const ADMINISTRATOR_RID: u32 = 500;
@@ -47,7 +169,7 @@ pub fn choose_account<'a>(
 }
 
 #[cfg(windows)]
-pub use glue::{local_accounts, set_password};
+pub use glue::local_accounts;
 
 #[cfg(windows)]
 #[allow(unsafe_code)]
@@ -214,6 +336,45 @@ mod tests {
         let accounts = local_accounts().unwrap();
         assert!(!accounts.is_empty());
         assert!(accounts.iter().all(|a| !a.name.is_empty()), "{accounts:?}");
+    }
+
+    #[test]
+    fn account_store_specs() {
+        assert_eq!(AccountStore::from_spec("netapi"), Ok(AccountStore::NetApi));
+        let dir = std::env::temp_dir();
+        let spec = format!("fake:{}", dir.display());
+        assert_eq!(AccountStore::from_spec(&spec), Ok(AccountStore::Fake(dir)));
+        assert!(
+            AccountStore::from_spec("fake:relative/dir")
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(
+            AccountStore::from_spec("sam")
+                .unwrap_err()
+                .contains("'netapi' or 'fake:DIR'")
+        );
+    }
+
+    #[test]
+    fn fake_store_records_a_hash_for_the_chosen_account() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("accounts"), "# x\nGast:501\nAdmin:500\n").unwrap();
+        let store = AccountStore::Fake(d.path().to_path_buf());
+        let pw = SecretString::new(zeroize::Zeroizing::new("s3cret pw".to_string()));
+        set_password_in(&store, None, &pw).unwrap();
+        let hash = std::fs::read_to_string(d.path().join("passwords/Admin")).unwrap();
+        assert!(crypt::verify(hash.trim(), "s3cret pw"));
+        assert!(!hash.contains("s3cret"));
+        assert!(!d.path().join("passwords/Gast").exists());
+        let err = set_password_in(&store, Some("nobody"), &pw).unwrap_err();
+        assert!(
+            err.to_string().contains("no local account named 'nobody'"),
+            "{err}"
+        );
+        std::fs::write(d.path().join("accounts"), "broken\n").unwrap();
+        let err = set_password_in(&store, None, &pw).unwrap_err();
+        assert!(err.to_string().contains("bad line 'broken'"), "{err}");
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl Kit {
             limits: self.limits(),
             replies: Some(Arc::new(ReplyCache::new(&self.retry()))),
             write_timeout: Some(Duration::from_secs(2)),
+            ..StreamOptions::default()
         }
     }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use guestd_core::retry::{ReplyCache, RetryConfig};
-use guestd_core::stream::{StreamLimits, StreamOptions, serve_stream_with};
+use guestd_core::stream::{Dialect, StreamLimits, StreamOptions, serve_stream_with};
 use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -216,8 +216,15 @@ impl SerialTransport {
                 // The port drops replies the host does not take (PortStream), so the
                 // conversation itself never has to give up.
                 write_timeout: None,
+                ..StreamOptions::default()
             },
         }
+    }
+
+    /// Speak `dialect` (the qga dialect on `org.qemu.guest_agent.0`) instead of the native one.
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.options.dialect = dialect;
+        self
     }
 }
 

@@ -1,0 +1,163 @@
+//! qga commands through the dispatcher over a sandbox root and the fake runner: fsfreeze
+//! (freeze order, rollback on failure, automatic thaw), guest-shutdown, and the refusal of qga
+//! commands on native channels.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use guestd_core::{Channel, DispatcherBuilder, Root};
+use guestd_handlers::qga::{QgaConfig, register};
+use guestd_testkit::{FakeRunner, call, dispatcher, test_env};
+use serde_json::{Value, json};
+
+const MOUNTS: &str = "sysfs /sys sysfs rw 0 0\n/dev/vda1 / ext4 rw 0 0\n\
+tmpfs /run tmpfs rw 0 0\n/dev/vdb1 /srv xfs rw 0 0\n";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    runner: Arc<FakeRunner>,
+    dispatcher: Arc<guestd_core::Dispatcher>,
+    channel: Arc<Channel>,
+}
+
+fn setup(freeze_timeout_secs: u64) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("proc/self")).unwrap();
+    std::fs::write(dir.path().join("proc/self/mounts"), MOUNTS).unwrap();
+    let runner = Arc::new(FakeRunner::new());
+    let env = test_env(Root::sandbox(dir.path()).unwrap(), runner.clone(), None);
+    let config = QgaConfig {
+        freeze_timeout_secs,
+        ..QgaConfig::default()
+    };
+    let builder = register(DispatcherBuilder::new(), &config).unwrap();
+    let channel = Arc::new(Channel::new("qga-test"));
+    channel.with_state::<guestd_core::qga::QgaChannel, _>(|m| m.0 = true);
+    Setup {
+        _dir: dir,
+        runner,
+        dispatcher: dispatcher(builder, env),
+        channel,
+    }
+}
+
+/// Call a qga command; `Ok(return value)` or `Err(message)`.
+fn qga(s: &Setup, name: &str, args: Value) -> Result<Value, String> {
+    let reply = call(&s.dispatcher, &s.channel, name, args);
+    if reply.is_success() {
+        Ok(serde_json::from_str(&reply.message).unwrap())
+    } else {
+        Err(reply.message)
+    }
+}
+
+#[test]
+fn freeze_and_thaw_block_filesystems_in_order() {
+    let s = setup(600);
+    assert_eq!(
+        qga(&s, "guest-fsfreeze-status", json!({})),
+        Ok(json!("thawed"))
+    );
+    assert_eq!(qga(&s, "guest-fsfreeze-freeze", json!({})), Ok(json!(2)));
+    assert_eq!(
+        qga(&s, "guest-fsfreeze-status", json!({})),
+        Ok(json!("frozen"))
+    );
+    // A second freeze while frozen is refused and freezes nothing more.
+    assert!(qga(&s, "guest-fsfreeze-freeze", json!({})).is_err());
+    assert_eq!(qga(&s, "guest-fsfreeze-thaw", json!({})), Ok(json!(2)));
+    assert_eq!(
+        qga(&s, "guest-fsfreeze-status", json!({})),
+        Ok(json!("thawed"))
+    );
+    assert_eq!(
+        s.runner.lines(),
+        [
+            "fsfreeze --freeze /srv",
+            "fsfreeze --freeze /",
+            "fsfreeze --unfreeze /",
+            "fsfreeze --unfreeze /srv",
+        ]
+    );
+    // Thawing when nothing is frozen: zero, no commands.
+    s.runner.clear();
+    assert_eq!(qga(&s, "guest-fsfreeze-thaw", json!({})), Ok(json!(0)));
+    assert!(s.runner.lines().is_empty());
+}
+
+#[test]
+fn a_failed_freeze_thaws_what_it_froze() {
+    let s = setup(600);
+    // The first matching rule answers: "/srv" freezes, "/" fails.
+    s.runner.respond("fsfreeze --freeze /srv", 0, "");
+    s.runner.respond("fsfreeze --freeze /", 1, "");
+    let err = qga(&s, "guest-fsfreeze-freeze", json!({})).unwrap_err();
+    assert!(err.contains("fsfreeze"), "{err}");
+    assert_eq!(
+        s.runner.lines(),
+        [
+            "fsfreeze --freeze /srv",
+            "fsfreeze --freeze /",
+            "fsfreeze --unfreeze /srv",
+        ]
+    );
+    assert_eq!(
+        qga(&s, "guest-fsfreeze-status", json!({})),
+        Ok(json!("thawed"))
+    );
+}
+
+#[test]
+fn frozen_filesystems_thaw_by_themselves_after_the_timeout() {
+    let s = setup(1);
+    assert_eq!(qga(&s, "guest-fsfreeze-freeze", json!({})), Ok(json!(2)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while qga(&s, "guest-fsfreeze-status", json!({})) != Ok(json!("thawed")) {
+        assert!(Instant::now() < deadline, "never thawed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = s.runner.lines();
+    assert!(
+        lines.contains(&"fsfreeze --unfreeze /".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"fsfreeze --unfreeze /srv".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn shutdown_modes_go_through_the_runner() {
+    let s = setup(600);
+    for (mode, flag) in [(None, "-P"), (Some("halt"), "-H"), (Some("reboot"), "-r")] {
+        s.runner.clear();
+        let args = mode.map_or(json!({}), |m| json!({ "mode": m }));
+        assert_eq!(qga(&s, "guest-shutdown", args), Ok(json!({})));
+        assert_eq!(
+            s.runner.lines(),
+            [format!("shutdown {flag} +0 hypervisor initiated shutdown")]
+        );
+    }
+    s.runner.clear();
+    assert!(qga(&s, "guest-shutdown", json!({"mode": "sideways"})).is_err());
+    assert!(s.runner.lines().is_empty());
+    s.runner.respond("shutdown", 1, "");
+    assert!(qga(&s, "guest-shutdown", json!({})).is_err());
+}
+
+#[test]
+fn qga_commands_refuse_native_channels() {
+    let s = setup(600);
+    let native = Arc::new(Channel::new("native"));
+    for name in [
+        "guest-ping",
+        "guest-set-user-password",
+        "guest-fsfreeze-freeze",
+    ] {
+        let reply = call(&s.dispatcher, &native, name, json!({}));
+        assert!(!reply.is_success());
+        assert!(reply.message.contains("qga channel"), "{}", reply.message);
+    }
+    assert!(s.runner.lines().is_empty());
+}

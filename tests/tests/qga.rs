@@ -1,0 +1,438 @@
+//! Issue "qemu-guest-agent protocol": the real guestd on `qga+unix:` against Debian's real
+//! `qemu-ga` on a unix socket (same requests, replies of the same structure), and the qga
+//! commands that change a sandbox root (password, SSH keys) checked on the files.
+#![cfg(unix)]
+#![allow(clippy::disallowed_methods)] // qemu-ga and openssl run as peers
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use guestd_tests::Guestd;
+use serde_json::{Value, json};
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash\n";
+const SHADOW: &str = "root:*:19700:0:99999:7:::\n\
+alice:!:19701:0:99999:7:::\n";
+
+/// A sandbox root that looks like this machine (its os-release) with two users.
+fn sandbox_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("root/etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let os_release = std::fs::read("/etc/os-release")
+        .or_else(|_| std::fs::read("/usr/lib/os-release"))
+        .unwrap_or_else(|_| b"ID=debian\nNAME=\"Debian GNU/Linux\"\n".to_vec());
+    std::fs::write(etc.join("os-release"), os_release).unwrap();
+    std::fs::write(etc.join("passwd"), PASSWD).unwrap();
+    std::fs::write(
+        etc.join("group"),
+        "root:x:0:\nshadow:x:42:\nalice:x:1000:\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("shadow"), SHADOW).unwrap();
+    std::fs::set_permissions(etc.join("shadow"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::create_dir_all(dir.path().join("root/home/alice")).unwrap();
+    dir
+}
+
+/// guestd with the native socket and `qga+unix:<dir>/qga.sock`.
+fn start_guestd(dir: tempfile::TempDir, extra: &[&str]) -> (Guestd, PathBuf) {
+    let qga = dir.path().join("qga.sock");
+    let spec = format!("qga+unix:{}", qga.display());
+    let mut args = vec!["--listen", spec.as_str()];
+    args.extend_from_slice(extra);
+    let g = Guestd::start_in(dir, &args);
+    wait_for(&qga);
+    (g, qga)
+}
+
+fn wait_for(sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(sock).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never listened",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The real qemu-ga on a unix socket with a throwaway state directory.
+struct QemuGa {
+    child: Child,
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl QemuGa {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qga.sock");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let bin = ["/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("qemu-ga is required (apt-get install qemu-guest-agent)");
+        let child = Command::new(bin)
+            .args(["-m", "unix-listen", "-p"])
+            .arg(&sock)
+            .arg("-t")
+            .arg(&state)
+            .arg("-f")
+            .arg(dir.path().join("qemu-ga.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn qemu-ga");
+        wait_for(&sock);
+        Self {
+            child,
+            sock,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for QemuGa {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw qga client: one request line out, one reply line (with any leading 0xFF) back.
+struct QgaClient {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl QgaClient {
+    fn connect(sock: &Path) -> Self {
+        let stream = UnixStream::connect(sock).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Self { stream, reader }
+    }
+
+    fn raw(&mut self, line: &str) -> Vec<u8> {
+        self.stream.write_all(line.as_bytes()).unwrap();
+        self.stream.write_all(b"\n").unwrap();
+        let mut out = Vec::new();
+        self.reader.read_until(b'\n', &mut out).unwrap();
+        assert_eq!(out.pop(), Some(b'\n'), "reply to {line} ended early");
+        out
+    }
+
+    fn call(&mut self, line: &str) -> Value {
+        let raw = self.raw(line);
+        serde_json::from_slice(&raw)
+            .unwrap_or_else(|e| panic!("{line}: {e}: {}", String::from_utf8_lossy(&raw)))
+    }
+}
+
+/// The structure of a reply: keys and JSON types, values left out. Arrays become the set of
+/// their elements' structures (so lists of different lengths compare equal).
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Null => json!("null"),
+        Value::Bool(_) => json!("bool"),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+        Value::Array(items) => {
+            let mut shapes: Vec<Value> = items.iter().map(shape).collect();
+            shapes.sort_by_key(|s| s.to_string());
+            shapes.dedup();
+            Value::Array(shapes)
+        }
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+        }
+    }
+}
+
+/// Requests both agents must answer with the same structure. Nothing here changes the machine
+/// qemu-ga runs on (no exec, no shutdown, no password of an existing user).
+const SAME_STRUCTURE: &[&str] = &[
+    r#"{"execute":"guest-ping"}"#,
+    r#"{"execute":"guest-ping","id":5}"#,
+    r#"{"execute":"guest-ping","id":"abc"}"#,
+    r#"{"execute":"guest-ping","id":{"a":[1,"x"]}}"#,
+    r#"{"execute":"guest-sync","arguments":{"id":123456}}"#,
+    r#"{"execute":"guest-sync","arguments":{"id":7},"id":"s"}"#,
+    r#"{"execute":"guest-sync"}"#,
+    r#"{"execute":"guest-info"}"#,
+    r#"{"execute":"guest-get-osinfo"}"#,
+    r#"{"execute":"guest-get-host-name"}"#,
+    r#"{"execute":"guest-get-time"}"#,
+    r#"{"execute":"guest-fsfreeze-status"}"#,
+    r#"{"execute":"guest-no-such-command","id":9}"#,
+    r#"{"foo":1}"#,
+    r#"[1]"#,
+    r#"{"execute":5}"#,
+    r#"{"execute":"guest-ping","arguments":{"x":1}}"#,
+    r#"{"execute":"guest-ssh-get-authorized-keys","arguments":{"username":"no-such-user-qga"}}"#,
+    r#"{"execute":"guest-set-user-password","arguments":{"username":"no-such-user-qga","password":"!!!","crypted":false}}"#,
+    r#"{"execute":"guest-shutdown","arguments":{"mode":"sideways"}}"#,
+];
+
+#[test]
+fn replies_have_the_structure_of_qemu_ga() {
+    let qemu = QemuGa::start();
+    let (_g, sock) = start_guestd(sandbox_dir(), &[]);
+    let mut theirs = QgaClient::connect(&qemu.sock);
+    let mut ours = QgaClient::connect(&sock);
+    for line in SAME_STRUCTURE {
+        let (t, o) = (theirs.call(line), ours.call(line));
+        assert_eq!(shape(&o), shape(&t), "{line}\n qemu-ga: {t}\n guestd: {o}");
+        if let Some(class) = t.pointer("/error/class") {
+            assert_eq!(o.pointer("/error/class"), Some(class), "{line}: {o}");
+        }
+        assert_eq!(o.get("id"), t.get("id"), "{line}: the id is echoed");
+    }
+    // Values that do not depend on the guest are equal, not only alike.
+    for line in [
+        r#"{"execute":"guest-sync","arguments":{"id":123456}}"#,
+        r#"{"execute":"guest-ping","id":{"a":[1,"x"]}}"#,
+        r#"{"execute":"guest-fsfreeze-status"}"#,
+        r#"{"execute":"guest-get-host-name"}"#,
+    ] {
+        assert_eq!(ours.call(line), theirs.call(line), "{line}");
+    }
+    let (t, o) = (
+        theirs.call(r#"{"execute":"guest-get-osinfo"}"#),
+        ours.call(r#"{"execute":"guest-get-osinfo"}"#),
+    );
+    assert_eq!(o, t, "same os-release and kernel: same osinfo");
+    // guest-sync-delimited: 0xFF, then the same reply.
+    let line = r#"{"execute":"guest-sync-delimited","arguments":{"id":42}}"#;
+    assert_eq!(ours.raw(line), theirs.raw(line));
+    assert_eq!(ours.raw(line), b"\xff{\"return\": 42}");
+    // The time is the guest's clock in nanoseconds.
+    let (t, o) = (
+        theirs.call(r#"{"execute":"guest-get-time"}"#),
+        ours.call(r#"{"execute":"guest-get-time"}"#),
+    );
+    let diff = t["return"].as_i64().unwrap() - o["return"].as_i64().unwrap();
+    assert!(diff.abs() < 60_000_000_000, "{t} vs {o}");
+}
+
+#[test]
+fn network_interfaces_match_qemu_ga() {
+    let qemu = QemuGa::start();
+    let (_g, sock) = start_guestd(sandbox_dir(), &[]);
+    let line = r#"{"execute":"guest-network-get-interfaces"}"#;
+    let t = QgaClient::connect(&qemu.sock).call(line);
+    let o = QgaClient::connect(&sock).call(line);
+    let by_name = |v: &Value| -> std::collections::BTreeMap<String, Value> {
+        v["return"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|i| (i["name"].as_str().unwrap().to_string(), i.clone()))
+            .collect()
+    };
+    let (t, o) = (by_name(&t), by_name(&o));
+    assert_eq!(o.keys().collect::<Vec<_>>(), t.keys().collect::<Vec<_>>());
+    for (name, theirs) in &t {
+        let ours = &o[name];
+        for key in ["name", "hardware-address", "ip-addresses"] {
+            assert_eq!(ours.get(key), theirs.get(key), "{name}: {key}");
+        }
+        if let Some(stats) = theirs.get("statistics") {
+            assert_eq!(shape(&ours["statistics"]), shape(stats), "{name}");
+        }
+    }
+}
+
+/// The shadow field of `user` in the sandbox.
+fn shadow_field(dir: &Path, user: &str) -> String {
+    let text = std::fs::read_to_string(dir.join("root/etc/shadow")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{user}:")))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_string()
+}
+
+/// `openssl passwd -6` with the stored salt gives the stored hash (the reference peer).
+fn assert_password(field: &str, password: &str) {
+    let salt = field
+        .strip_prefix("$6$")
+        .unwrap_or_else(|| panic!("not SHA-512 crypt: {field}"))
+        .split('$')
+        .next()
+        .unwrap();
+    let out = Command::new("openssl")
+        .args(["passwd", "-6", "-salt", salt, password])
+        .output()
+        .expect("the openssl CLI is required (apt-get install openssl)");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), field);
+}
+
+#[test]
+fn set_user_password_changes_the_shadow_entry() {
+    use base64::Engine;
+    let (g, sock) = start_guestd(sandbox_dir(), &[]);
+    let dir = g.dir.path().to_path_buf();
+    let mut c = QgaClient::connect(&sock);
+    let password = "correct horse battery staple €";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(password);
+    let req = json!({"execute": "guest-set-user-password", "id": 1,
+        "arguments": {"username": "alice", "password": b64, "crypted": false}});
+    assert_eq!(c.call(&req.to_string()), json!({"return": {}, "id": 1}));
+    assert_password(&shadow_field(&dir, "alice"), password);
+    assert_eq!(shadow_field(&dir, "root"), "*", "other entries untouched");
+    let md = std::fs::metadata(dir.join("root/etc/shadow")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o640);
+
+    // A ready hash is refused clearly and changes nothing.
+    let before = shadow_field(&dir, "alice");
+    let req = json!({"execute": "guest-set-user-password",
+        "arguments": {"username": "alice", "password": b64, "crypted": true}});
+    let r = c.call(&req.to_string());
+    assert_eq!(r["error"]["class"], "GenericError", "{r}");
+    assert!(
+        r["error"]["desc"].as_str().unwrap().contains("crypted"),
+        "{r}"
+    );
+    // An unknown user, bad base64 and missing arguments are errors too.
+    for args in [
+        json!({"username": "mallory", "password": b64, "crypted": false}),
+        json!({"username": "alice", "password": "%%%", "crypted": false}),
+        json!({"username": "alice", "password": b64}),
+    ] {
+        let req = json!({"execute": "guest-set-user-password", "arguments": args});
+        let r = c.call(&req.to_string());
+        assert_eq!(r["error"]["class"], "GenericError", "{args}: {r}");
+    }
+    assert_eq!(shadow_field(&dir, "alice"), before);
+    // The password never reaches the log.
+    assert!(!g.log().contains(password) && !g.log().contains(&b64));
+}
+
+#[test]
+fn ssh_keys_are_added_listed_and_removed() {
+    let (g, sock) = start_guestd(sandbox_dir(), &[]);
+    let home = g.dir.path().join("root/home/alice");
+    let mut c = QgaClient::connect(&sock);
+    let k1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx1 one@host";
+    let k2 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ two@host";
+    let call = |c: &mut QgaClient, name: &str, args: Value| {
+        c.call(&json!({"execute": name, "arguments": args}).to_string())
+    };
+    let add = |c: &mut QgaClient, keys: Value| {
+        call(
+            c,
+            "guest-ssh-add-authorized-keys",
+            json!({"username": "alice", "keys": keys}),
+        )
+    };
+    let get = |c: &mut QgaClient| {
+        call(
+            c,
+            "guest-ssh-get-authorized-keys",
+            json!({"username": "alice"}),
+        )
+    };
+    assert_eq!(add(&mut c, json!([k1, k2, k1])), json!({"return": {}}));
+    assert_eq!(get(&mut c), json!({"return": {"keys": [k1, k2]}}));
+    let file = home.join(".ssh/authorized_keys");
+    let md = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (md.mode() & 0o7777, md.uid(), md.gid()),
+        (0o600, 1000, 1000)
+    );
+    let md = std::fs::metadata(home.join(".ssh")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid()), (0o700, 1000));
+    let r = call(
+        &mut c,
+        "guest-ssh-remove-authorized-keys",
+        json!({"username": "alice", "keys": [k1]}),
+    );
+    assert_eq!(r, json!({"return": {}}));
+    assert_eq!(get(&mut c), json!({"return": {"keys": [k2]}}));
+    let r = call(
+        &mut c,
+        "guest-ssh-add-authorized-keys",
+        json!({"username": "alice", "keys": [k1], "reset": true}),
+    );
+    assert_eq!(r, json!({"return": {}}));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{k1}\n"));
+    // A multi-line "key" would inject a second entry: refused.
+    let r = add(&mut c, json!([format!("{k2}\n{k1}")]));
+    assert_eq!(r["error"]["class"], "GenericError", "{r}");
+    // A symlinked ~/.ssh is not written through.
+    std::fs::remove_dir_all(home.join(".ssh")).unwrap();
+    std::os::unix::fs::symlink("/etc", home.join(".ssh")).unwrap();
+    let r = add(&mut c, json!([k2]));
+    assert_eq!(r["error"]["class"], "GenericError", "{r}");
+    assert!(!g.dir.path().join("root/etc/authorized_keys").exists());
+}
+
+#[test]
+fn policy_applies_and_guest_info_matches_features() {
+    let dir = sandbox_dir();
+    let config = dir.path().join("guestd.toml");
+    std::fs::write(
+        &config,
+        "[commands]\ndisabled = [\"guest-get-time\", \"guest-shutdown\", \"version\"]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let (g, sock) = start_guestd(dir, &["--config", &config]);
+    let mut c = QgaClient::connect(&sock);
+    let r = c.call(r#"{"execute":"guest-get-time"}"#);
+    assert_eq!(r["error"]["class"], "CommandNotFound", "{r}");
+    assert!(
+        r["error"]["desc"].as_str().unwrap().contains("disabled"),
+        "{r}"
+    );
+    let r = c.call(r#"{"execute":"guest-shutdown"}"#);
+    assert_eq!(r["error"]["class"], "CommandNotFound", "{r}");
+
+    let info = c.call(r#"{"execute":"guest-info"}"#);
+    let commands = info["return"]["supported_commands"].as_array().unwrap();
+    let enabled: Vec<&str> = commands
+        .iter()
+        .filter(|c| c["enabled"] == true)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let disabled: Vec<&str> = commands
+        .iter()
+        .filter(|c| c["enabled"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(disabled, ["version", "guest-get-time", "guest-shutdown"]);
+    assert!(enabled.contains(&"guest-set-user-password"));
+    assert!(
+        !enabled
+            .iter()
+            .any(|n| n.starts_with("guest-exec") || n.starts_with("guest-file"))
+    );
+    let features = g.ctl(&["features"]);
+    assert!(features.status.success(), "{features:?}");
+    let native = String::from_utf8(features.stdout).unwrap();
+    assert_eq!(native.trim(), enabled.join(","));
+
+    // A plain password is not taken over a native channel.
+    let mut n = guestd_tests::LineClient::connect(&g.sock);
+    let r = n.roundtrip(
+        br#"{"id": 1, "name": "guest-set-user-password", "value": {"username": "alice", "password": "eA==", "crypted": false}}"#,
+    );
+    assert_eq!(r["returncode"], "500", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("qga channel"),
+        "{r}"
+    );
+    assert_eq!(shadow_field(g.dir.path(), "alice"), "!");
+}

@@ -1,0 +1,477 @@
+//! Issue 11: the Windows build end to end. `guestd.exe` (cross-built for
+//! x86_64-pc-windows-gnu) runs under Wine in a sandbox root given as a Windows path
+//! (`Z:\tmp\...`), listening on loopback TCP; the Linux `guestctl` drives it: version, features,
+//! keyinit2 + password against the FAKE account store (`password.windows_accounts = "fake:DIR"`:
+//! Wine has no user database, so account enumeration and the final `NetUserSetInfo` are replaced
+//! by a directory; the account choice and everything before it are the real code), and file
+//! injection to `C:\...` paths.
+//!
+//! Needs `wine` (scripts/test-all installs it); without it the tests fail with a clear message
+//! unless `GUESTD_SKIP_WINE=1` says to skip them.
+#![cfg(target_os = "linux")]
+#![allow(clippy::disallowed_methods)] // these tests spawn the binaries they test
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use guestd_distro::password::crypt;
+use guestd_tests::bin;
+
+const TARGET: &str = "x86_64-pc-windows-gnu";
+
+/// The fake account store: the built-in Administrator renamed (RID 500), a guest, a user.
+const ACCOUNTS: &str = "# name:rid\nGast:501\nAdministrateur:500\nops:1001\n";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `true` when the tests should run; panics with instructions when Wine is missing.
+fn wine_ready() -> bool {
+    let found = Command::new("wine")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("GUESTD_SKIP_WINE").is_some() {
+            eprintln!("SKIPPED: wine is not installed (GUESTD_SKIP_WINE is set)");
+            return false;
+        }
+        panic!(
+            "wine is not installed: apt-get install wine wine64 gcc-mingw-w64-x86-64 \
+             (scripts/test-all does), or set GUESTD_SKIP_WINE=1 to skip these tests"
+        );
+    }
+    true
+}
+
+/// Build guestd.exe (a no-op when up to date) and prepare the Wine prefix, once per process.
+fn setup() -> &'static (PathBuf, PathBuf) {
+    static ONCE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo())
+            .args(["build", "--quiet", "--target", TARGET, "--bin", "guestd"])
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build --target {TARGET} --bin guestd failed"
+        );
+        // target/debug/guestd -> target/x86_64-pc-windows-gnu/debug/guestd.exe
+        let linux = bin::path("guestctl");
+        let profile = linux.parent().unwrap();
+        let exe = profile
+            .parent()
+            .unwrap()
+            .join(TARGET)
+            .join(profile.file_name().unwrap())
+            .join("guestd.exe");
+        assert!(exe.exists(), "{} was not built", exe.display());
+        let out = Command::new(repo().join("scripts/wine/setup"))
+            .output()
+            .expect("run scripts/wine/setup");
+        assert!(out.status.success(), "scripts/wine/setup: {out:?}");
+        let prefix = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        (exe, prefix)
+    })
+}
+
+/// A Linux path as Wine sees it (drive Z: is `/`).
+fn win_path(p: &Path) -> String {
+    format!("Z:{}", p.display()).replace('/', "\\")
+}
+
+/// guestd.exe running under Wine with a sandbox root and a fake account store.
+struct WinGuestd {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl WinGuestd {
+    fn start() -> Self {
+        let (exe, prefix) = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let accounts = dir.path().join("accounts");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&accounts).unwrap();
+        std::fs::write(accounts.join("accounts"), ACCOUNTS).unwrap();
+        let config = dir.path().join("guestd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[password]\nwindows_accounts = 'fake:{}'\n",
+                win_path(&accounts)
+            ),
+        )
+        .unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("wine")
+            .env("WINEPREFIX", prefix)
+            .env("WINEDEBUG", "-all")
+            .arg(exe)
+            .args(["--root", &win_path(&root)])
+            .args(["--config", &win_path(&config)])
+            .args(["--listen", &format!("tcp:127.0.0.1:{port}")])
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("guestd.log")).unwrap())
+            .spawn()
+            .expect("spawn wine guestd.exe");
+        let mut g = Self { child, dir, port };
+        g.wait_ready();
+        g
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "guestd.exe exited with {status} before listening:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("guestd.exe did not listen within 120 s:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("guestd.log")).unwrap_or_default()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn ctl(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(bin::path("guestctl"))
+            .args(["--connect", &format!("tcp:127.0.0.1:{}", self.port)])
+            .args(["--timeout", "60"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin); // guestctl may not read it
+        child.wait_with_output().unwrap()
+    }
+
+    /// The hash recorded for `name` by the fake account store, if any.
+    fn recorded(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("accounts/passwords").join(name)).ok()
+    }
+}
+
+impl Drop for WinGuestd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn guestd_exe_under_wine_end_to_end() {
+    if !wine_ready() {
+        return;
+    }
+    let g = WinGuestd::start();
+
+    // version and features, as the Linux guestctl sees them over loopback TCP.
+    let v = g.ctl(&["version"], b"");
+    assert!(v.status.success(), "{v:?}\n{}", g.log());
+    assert_eq!(stdout(&v), guestd_handlers::AGENT_VERSION);
+    let f = g.ctl(&["features"], b"");
+    assert!(f.status.success(), "{f:?}");
+    assert_eq!(
+        stdout(&f),
+        "version,features,keyinit,keyinit2,password,resetnetwork,injectfile,file_inject,agentupdate,kmsactivate"
+    );
+    assert!(g.log().contains("backend=windows"), "{}", g.log());
+
+    // keyinit2 + password: the built-in Administrator (RID 500) whatever its name.
+    let pw = "Win Pw 1 ünï";
+    let out = g.ctl(
+        &["set-password", "--password-stdin", "--require-strong"],
+        pw.as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    let hash = g
+        .recorded("Administrateur")
+        .expect("no password recorded for RID 500");
+    assert!(crypt::verify(hash.trim(), pw), "{hash}");
+    assert_eq!(g.recorded("Gast"), None);
+    assert_eq!(g.recorded("ops"), None);
+
+    // A named account (case-insensitive, as Windows compares names).
+    let out = g.ctl(
+        &["set-password", "--password-stdin", "--user", "OPS"],
+        b"ops pw 2\n",
+    );
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    assert!(crypt::verify(g.recorded("ops").unwrap().trim(), "ops pw 2"));
+    assert!(crypt::verify(
+        g.recorded("Administrateur").unwrap().trim(),
+        pw
+    ));
+
+    // An unknown account: a clear error, nothing recorded.
+    let out = g.ctl(
+        &["set-password", "--password-stdin", "--user", "root"],
+        b"x\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out).contains("no local account named 'root'"),
+        "{out:?}"
+    );
+    assert_eq!(g.recorded("root"), None);
+
+    let log = g.log();
+    for secret in [pw, "ops pw 2"] {
+        assert!(!log.contains(secret), "password in the log:\n{log}");
+    }
+    assert!(log.contains("FAKE account store"), "{log}");
+}
+
+#[test]
+fn file_injection_to_windows_paths() {
+    if !wine_ready() {
+        return;
+    }
+    let g = WinGuestd::start();
+    let local = g.dir.path().join("payload");
+    let inject = |remote: &str, contents: &[u8]| {
+        std::fs::write(&local, contents).unwrap();
+        g.ctl(&["inject-file", local.to_str().unwrap(), remote], b"")
+    };
+
+    // A new file below missing directories; the drive letter is a directory of the sandbox.
+    let out = inject(
+        r"C:\ProgramData\Amazon\EC2-Windows\Launch\Config\user.txt",
+        b"one\r\n",
+    );
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    let file = g
+        .root()
+        .join("C/ProgramData/Amazon/EC2-Windows/Launch/Config/user.txt");
+    assert_eq!(std::fs::read(&file).unwrap(), b"one\r\n");
+
+    // Replacing it (ReplaceFileW under Wine) keeps a backup; forward slashes and a lower-case
+    // drive name the same file.
+    let out = inject(
+        "c:/ProgramData/Amazon/EC2-Windows/Launch/Config/user.txt",
+        b"two",
+    );
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    assert_eq!(std::fs::read(&file).unwrap(), b"two");
+    assert_eq!(
+        std::fs::read(file.with_file_name("user.txt.bak.1")).unwrap(),
+        b"one\r\n"
+    );
+    let names: Vec<String> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains("guestd-tmp")),
+        "temp files left: {names:?}"
+    );
+
+    // Refused: UNC shares, device paths, drive-relative paths, `..`.
+    for (remote, why) in [
+        (r"\\fileserver\share\x.txt", "not on a local drive"),
+        (r"\\.\PhysicalDrive0", "not on a local drive"),
+        (r"C:relative.txt", "is not absolute"),
+        (r"C:\Windows\..\evil.txt", "contains '..'"),
+    ] {
+        let out = inject(remote, b"x");
+        assert_eq!(out.status.code(), Some(1), "{remote}: {out:?}");
+        assert!(stderr(&out).contains(why), "{remote}: {}", stderr(&out));
+    }
+    assert!(!g.root().join("evil.txt").exists());
+    assert!(!g.root().join("C/evil.txt").exists());
+}
+
+/// Run `wine ARGS` in `prefix`, with a deadline. Output goes through files, not pipes: the
+/// first wine command of a session starts services.exe and friends, which inherit its handles
+/// and would keep a pipe open long after the command itself has finished.
+fn wine(prefix: &Path, args: &[&str]) -> Output {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("wine")
+        .env("WINEPREFIX", prefix)
+        .env("WINEDEBUG", "-all")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .expect("spawn wine");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wine {args:?} did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(out.path()).unwrap(),
+        stderr: std::fs::read(err.path()).unwrap(),
+    }
+}
+
+/// A private copy of the Wine prefix with a persistent wineserver (services die with the
+/// wineserver, which otherwise exits as soon as `sc start` does). Killed and removed on drop.
+struct PrivatePrefix {
+    dir: tempfile::TempDir,
+}
+
+impl PrivatePrefix {
+    fn new(from: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", from.display()))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying the Wine prefix");
+        let status = Command::new("wineserver")
+            .env("WINEPREFIX", dir.path())
+            .arg("-p")
+            .status()
+            .unwrap();
+        assert!(status.success(), "wineserver -p");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PrivatePrefix {
+    fn drop(&mut self) {
+        let _ = Command::new("wineserver")
+            .env("WINEPREFIX", self.dir.path())
+            .arg("-k")
+            .status();
+    }
+}
+
+/// Registered with Wine's `sc create`, started and stopped by its Service Control Manager:
+/// guestd reports Running, serves, logs to `%ProgramData%\guestd\guestd.log`, and on
+/// SERVICE_CONTROL_STOP finishes and reports Stopped with exit code 0.
+#[test]
+fn runs_as_a_service_under_the_wine_scm() {
+    if !wine_ready() {
+        return;
+    }
+    let (exe, shared) = setup();
+
+    // Not started by the SCM: --service fails fast with a clear message.
+    let out = wine(shared, &[exe.to_str().unwrap(), "--service"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("cannot connect to the Service Control Manager"),
+        "{}",
+        stderr(&out)
+    );
+
+    let prefix = PrivatePrefix::new(shared);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("root")).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = format!("guestd-test-{}", std::process::id());
+    let bin_path = format!(
+        "{} --service --root {} --listen tcp:127.0.0.1:{port}",
+        win_path(exe),
+        win_path(&work.path().join("root"))
+    );
+    let sc = |args: &[&str]| wine(prefix.path(), &[&["sc"], args].concat());
+    let out = sc(&["create", &name, "binPath=", &bin_path]);
+    assert!(out.status.success(), "sc create: {out:?}");
+    let out = sc(&["start", &name]);
+    assert!(out.status.success(), "sc start: {out:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the service did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = Command::new(bin::path("guestctl"))
+        .args(["--connect", &format!("tcp:127.0.0.1:{port}"), "version"])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{v:?}");
+    assert_eq!(stdout(&v), guestd_handlers::AGENT_VERSION);
+    let query = sc(&["query", &name]);
+    assert!(stdout(&query).contains("RUNNING"), "{}", stdout(&query));
+
+    let out = sc(&["stop", &name]);
+    assert!(out.status.success(), "sc stop: {out:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = stdout(&sc(&["query", &name]));
+        if q.contains("STOPPED") {
+            assert!(q.contains("WIN32_EXIT_CODE    : 0 "), "{q}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service did not stop: {q}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    // %ProgramData% is C:\ProgramData on Windows; Wine gives services C:\users\Public.
+    let drive_c = prefix.path().join("drive_c");
+    let log = ["ProgramData", "users/Public"]
+        .iter()
+        .map(|d| drive_c.join(d).join("guestd/guestd.log"))
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .expect("no guestd.log under %ProgramData%\\guestd");
+    let ours = log
+        .split_once(&format!("transports=tcp:127.0.0.1:{port}"))
+        .expect("the service's start is not in the log")
+        .1;
+    assert!(ours.contains("command=version"), "{log}");
+    assert!(ours.contains("signal=\"service stop\""), "{log}");
+    assert!(ours.trim_end().ends_with("stopped"), "{log}");
+
+    let out = sc(&["delete", &name]);
+    assert!(out.status.success(), "sc delete: {out:?}");
+}
