@@ -60,8 +60,7 @@ pub const HOST_NAME: QgaCommand = QgaCommand {
     blocking: false,
     run: |_, value| {
         args::<NoArgs>(value)?;
-        let uname = rustix::system::uname();
-        Ok(json!({ "host-name": uname.nodename().to_string_lossy() }))
+        Ok(json!({ "host-name": uname().nodename }))
     },
 };
 
@@ -88,16 +87,10 @@ fn osinfo(root: &Root) -> Result<Value, HandlerError> {
     };
     let release = parse_os_release(&String::from_utf8_lossy(&text));
     let mut out = Map::new();
-    let uname = rustix::system::uname();
-    out.insert(
-        "kernel-release".into(),
-        json!(uname.release().to_string_lossy()),
-    );
-    out.insert(
-        "kernel-version".into(),
-        json!(uname.version().to_string_lossy()),
-    );
-    out.insert("machine".into(), json!(uname.machine().to_string_lossy()));
+    let uname = uname();
+    out.insert("kernel-release".into(), json!(uname.release));
+    out.insert("kernel-version".into(), json!(uname.version));
+    out.insert("machine".into(), json!(uname.machine));
     for (key, field) in [
         ("ID", "id"),
         ("NAME", "name"),
@@ -141,6 +134,36 @@ fn parse_os_release(text: &str) -> Vec<(String, String)> {
             Some((key.trim().to_string(), value))
         })
         .collect()
+}
+
+/// What `uname(2)` says about the running system.
+struct Uname {
+    nodename: String,
+    release: String,
+    version: String,
+    machine: String,
+}
+
+#[cfg(unix)]
+fn uname() -> Uname {
+    let u = rustix::system::uname();
+    Uname {
+        nodename: u.nodename().to_string_lossy().into_owned(),
+        release: u.release().to_string_lossy().into_owned(),
+        version: u.version().to_string_lossy().into_owned(),
+        machine: u.machine().to_string_lossy().into_owned(),
+    }
+}
+
+/// Windows has no uname: the computer name and the architecture; the kernel fields stay empty.
+#[cfg(not(unix))]
+fn uname() -> Uname {
+    Uname {
+        nodename: std::env::var("COMPUTERNAME").unwrap_or_default(),
+        release: String::new(),
+        version: String::new(),
+        machine: std::env::consts::ARCH.to_string(),
+    }
 }
 
 #[cfg(test)]
