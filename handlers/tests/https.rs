@@ -1,4 +1,4 @@
-//! HTTPS download against a real TLS peer: `openssl s_server -WWW` on 127.0.0.1 with a leaf
+//! HTTPS download against a real TLS peer: `openssl s_server -WWW` on 127.0.0.1 with a server
 //! certificate issued by a test CA made with the openssl CLI. The configured CA bundle is the
 //! only trust: the right CA downloads, another CA is refused.
 #![cfg(unix)]
@@ -10,96 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use guestd_handlers::update::download::{DownloadError, DownloadOptions, fetch};
+use guestd_transport_conformance::pki::TestPki;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("this test needs the openssl CLI (apt-get install openssl): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `name.key` + `name.pem`: a CA (self-signed).
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=guestd test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-}
-
-/// `leaf.key` + `leaf.pem` for 127.0.0.1, issued by `ca`.
-fn make_leaf(dir: &Path, ca: &str) {
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-}
-
+/// The running `openssl s_server`, stopped on drop.
 struct Server(Child);
 
 impl Drop for Server {
@@ -109,17 +22,18 @@ impl Drop for Server {
     }
 }
 
-/// `openssl s_server -WWW` serving `dir` on a free loopback port.
-fn s_server(dir: &Path) -> (Server, u16) {
+/// `openssl s_server -WWW` serving `dir` on a free loopback port with `pki`'s server certificate.
+fn s_server(dir: &Path, pki: &TestPki) -> (Server, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let child = Command::new("openssl")
-        .args([
-            "s_server", "-quiet", "-WWW", "-cert", "leaf.pem", "-key", "leaf.key",
-        ])
+        .args(["s_server", "-quiet", "-WWW", "-cert"])
+        .arg(&pki.server_cert)
+        .arg("-key")
+        .arg(&pki.server_key)
         .args(["-accept", &format!("127.0.0.1:{port}")])
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -139,23 +53,23 @@ fn s_server(dir: &Path) -> (Server, u16) {
 #[test]
 fn https_download_trusts_exactly_the_configured_ca_bundle() {
     let d = tempfile::tempdir().unwrap();
-    make_ca(d.path(), "ca");
-    make_ca(d.path(), "other");
-    make_leaf(d.path(), "ca");
+    // A CA with a server certificate for 127.0.0.1, and a self-signed certificate of another
+    // party that must not be enough to trust the server.
+    let pki = TestPki::generate(d.path());
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(d.path().join("update.tar.gz"), &payload).unwrap();
-    let (_server, port) = s_server(d.path());
+    let (_server, port) = s_server(d.path(), &pki);
     let url = format!("https://127.0.0.1:{port}/update.tar.gz");
-    let opts = |ca: &str| DownloadOptions {
+    let opts = |ca: &Path| DownloadOptions {
         max_size: 1 << 20,
         timeout: Duration::from_secs(30),
-        ca_pem: Some(std::fs::read(d.path().join(format!("{ca}.pem"))).unwrap()),
+        ca_pem: Some(std::fs::read(ca).unwrap()),
     };
 
-    let body = fetch(&url, &opts("ca")).unwrap();
+    let body = fetch(&url, &opts(&pki.ca)).unwrap();
     assert_eq!(body, payload);
 
-    match fetch(&url, &opts("other")) {
+    match fetch(&url, &opts(&pki.rogue_cert)) {
         Err(DownloadError::Transport { reason, .. }) => {
             assert!(reason.to_lowercase().contains("certificate"), "{reason}")
         }
@@ -164,7 +78,7 @@ fn https_download_trusts_exactly_the_configured_ca_bundle() {
     // Over the limit through TLS too (s_server announces no length).
     let small = DownloadOptions {
         max_size: 1000,
-        ..opts("ca")
+        ..opts(&pki.ca)
     };
     assert!(matches!(
         fetch(&url, &small),
