@@ -283,3 +283,11 @@ pub fn temp_files_below(dir: &Path) -> Vec<PathBuf> {
         .filter(|p| p.to_string_lossy().contains(".guestd-tmp."))
         .collect()
 }
+
+/// What `features` lists with the default configuration (registration order: the native
+/// commands, then the qga ones).
+pub const DEFAULT_FEATURES: &str = "version,features,keyinit,keyinit2,password,resetnetwork,\
+injectfile,file_inject,agentupdate,kmsactivate,guest-ping,guest-info,guest-get-osinfo,\
+guest-get-host-name,guest-get-time,guest-network-get-interfaces,guest-ssh-get-authorized-keys,\
+guest-set-user-password,guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys,\
+guest-shutdown,guest-fsfreeze-status,guest-fsfreeze-freeze,guest-fsfreeze-thaw";
