@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use guestd_core::{Command, FileChange, PlannedCommand, WriteOptions, plan::Expect};
 
 use super::ifupdown::read_text;
-use super::{HEADER, RenderContext, Rendered, hash_header, must, relaxed, strip_assignments};
+use super::{HEADER, RenderContext, Rendered, hash_header, must, strip_assignments};
 use crate::network::model::{Network, NetworkError};
 
 pub const PATH: &str = "/etc/rc.conf";
@@ -191,13 +191,13 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         }
     }
     Ok(Rendered {
-        files: vec![FileChange::write(PATH, s, WriteOptions::mode(0o644))],
-        rollback: relaxed(&restart),
-        restart,
-        checks,
         manages_dns: false,
         sets_hostname: true,
         hostname_commands,
-        ..Default::default()
+        ..Rendered::restarting(
+            vec![FileChange::write(PATH, s, WriteOptions::mode(0o644))],
+            restart,
+            checks,
+        )
     })
 }

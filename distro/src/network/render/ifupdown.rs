@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use guestd_core::{FileChange, Root, WriteOptions};
 
-use super::{HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must, relaxed};
+use super::{HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must};
 use crate::network::model::{Interface, Network, NetworkError};
 
 pub const PATH: &str = "/etc/network/interfaces";
@@ -204,12 +204,8 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         restart.push(must("ifup", &[name]));
     }
     Ok(Rendered {
-        files,
-        rollback: relaxed(&restart),
-        restart,
-        checks: ip_checks(net),
         manages_dns: ctx.root.exists("/sbin/resolvconf") || ctx.root.exists("/usr/sbin/resolvconf"),
-        ..Default::default()
+        ..Rendered::restarting(files, restart, ip_checks(net))
     })
 }
 

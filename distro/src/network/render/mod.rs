@@ -54,6 +54,23 @@ pub struct Rendered {
     pub always_restart: bool,
 }
 
+impl Rendered {
+    /// Files plus restart commands and checks; the rollback restarts the same way (best effort).
+    pub fn restarting(
+        files: Vec<FileChange>,
+        restart: Vec<PlannedCommand>,
+        checks: Vec<PlannedCommand>,
+    ) -> Self {
+        Self {
+            files,
+            rollback: relaxed(&restart),
+            restart,
+            checks,
+            ..Default::default()
+        }
+    }
+}
+
 /// Render `net` for `manager`.
 pub fn render(
     manager: Manager,

@@ -8,8 +8,7 @@ use guestd_core::{FileChange, WriteOptions};
 
 use super::ifupdown::read_text;
 use super::{
-    HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must, relaxed,
-    strip_assignments,
+    HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must, strip_assignments,
 };
 use crate::network::model::{Network, NetworkError};
 
@@ -74,11 +73,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         restart.push(must(&script, &["restart"]));
     }
     Ok(Rendered {
-        files,
-        rollback: relaxed(&restart),
-        restart,
-        checks: ip_checks(net),
         manages_dns: true,
-        ..Default::default()
+        ..Rendered::restarting(files, restart, ip_checks(net))
     })
 }

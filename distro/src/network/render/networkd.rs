@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use guestd_core::{FileChange, WriteOptions};
 
-use super::{RenderContext, Rendered, hash_header, ip_checks, must, relaxed, wait_for_addresses};
+use super::{RenderContext, Rendered, hash_header, ip_checks, must, wait_for_addresses};
 use crate::network::model::{Interface, Network, NetworkError};
 
 pub fn path(name: &str) -> String {
@@ -58,11 +58,5 @@ pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, Networ
     }
     let mut checks = wait_for_addresses(net);
     checks.extend(ip_checks(net));
-    Ok(Rendered {
-        files,
-        rollback: relaxed(&restart),
-        restart,
-        checks,
-        ..Default::default()
-    })
+    Ok(Rendered::restarting(files, restart, checks))
 }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use guestd_core::{FileChange, WriteOptions};
 
 use super::ifupdown::read_text;
-use super::{HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must, relaxed};
+use super::{HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must};
 use crate::network::model::{Interface, Network, NetworkError, Route};
 
 const DIR: &str = "/etc/sysconfig/network-scripts";
@@ -138,11 +138,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         restart.push(must("ifup", &[&i.name]));
     }
     Ok(Rendered {
-        files,
-        rollback: relaxed(&restart),
-        restart,
-        checks: ip_checks(net),
         manages_dns: true,
-        ..Default::default()
+        ..Rendered::restarting(files, restart, ip_checks(net))
     })
 }

@@ -9,7 +9,7 @@ use guestd_core::{FileChange, WriteOptions};
 
 use super::ifupdown::read_text;
 use super::networkscripts::kept_lines;
-use super::{RenderContext, Rendered, best_effort, hash_header, ip_checks, must, relaxed};
+use super::{RenderContext, Rendered, best_effort, hash_header, ip_checks, must};
 use crate::network::model::{Interface, Network, NetworkError};
 
 const DIR: &str = "/etc/sysconfig/network";
@@ -104,11 +104,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         restart.push(best_effort("netconfig", &["update", "-f"]));
     }
     Ok(Rendered {
-        files,
-        rollback: relaxed(&restart),
-        restart,
-        checks: ip_checks(net),
         manages_dns: true,
-        ..Default::default()
+        ..Rendered::restarting(files, restart, ip_checks(net))
     })
 }
