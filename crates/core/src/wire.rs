@@ -98,13 +98,27 @@ impl Reply {
     /// The reply object with an optional `"id"`, as the stream transports write it. Keys are in
     /// sorted order (`id`, `message`, `returncode`), which is also the old agents' order.
     pub fn encode_with_id(&self, id: Option<&Value>) -> String {
-        let mut obj = Map::new();
+        let mut out = Vec::with_capacity(48 + self.message.len());
+        self.encode_into(id, &mut out);
+        String::from_utf8(out).expect("JSON text is UTF-8")
+    }
+
+    /// [`Reply::encode_with_id`] appended to `out`, without building a JSON tree: replies are
+    /// written on every request.
+    pub fn encode_into(&self, id: Option<&Value>, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.push(b'{');
         if let Some(id) = id {
-            obj.insert("id".into(), id.clone());
+            out.extend_from_slice(b"\"id\":");
+            write_json(out, id);
+            out.push(b',');
         }
-        obj.insert("returncode".into(), Value::String(self.returncode.clone()));
-        obj.insert("message".into(), Value::String(self.message.clone()));
-        to_ascii_json(&Value::Object(obj))
+        out.extend_from_slice(b"\"message\":");
+        write_json(out, &self.message);
+        out.extend_from_slice(b",\"returncode\":");
+        write_json(out, &self.returncode);
+        out.push(b'}');
+        escape_non_ascii(out, start);
     }
 
     /// Decode a reply written by an agent. Tolerates an integer returncode (old agents).
@@ -186,24 +200,35 @@ pub fn parse_request(bytes: &[u8]) -> Incoming {
 /// Serialise JSON with every non-ASCII character escaped as `\uXXXX` (surrogate pairs above the
 /// BMP), like Python's `json.dumps(ensure_ascii=True)`.
 pub fn to_ascii_json(value: &Value) -> String {
-    let compact = value.to_string();
-    if compact.is_ascii() {
-        return compact;
+    let mut out = Vec::with_capacity(128);
+    write_json(&mut out, value);
+    escape_non_ascii(&mut out, 0);
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+/// Compact JSON of `value` appended to `out`.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(&mut *out, value).expect("serialising JSON into memory cannot fail");
+}
+
+/// Escape every non-ASCII character of the JSON text in `out[start..]` as `\uXXXX`. Non-ASCII
+/// can only occur inside strings (serde_json never escapes it), so this is exact.
+fn escape_non_ascii(out: &mut Vec<u8>, start: usize) {
+    if out[start..].is_ascii() {
+        return;
     }
-    // Non-ASCII can only occur inside strings (serde_json never escapes it), so escaping every
-    // non-ASCII char of the compact output is exact.
-    let mut out = String::with_capacity(compact.len() + 16);
-    for ch in compact.chars() {
+    let text = String::from_utf8(out.split_off(start)).expect("JSON text is UTF-8");
+    out.reserve(text.len() + 16);
+    for ch in text.chars() {
         if ch.is_ascii() {
-            out.push(ch);
+            out.push(ch as u8);
         } else {
             let mut units = [0u16; 2];
             for unit in ch.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
+                out.extend_from_slice(format!("\\u{unit:04x}").as_bytes());
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
