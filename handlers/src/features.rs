@@ -17,6 +17,10 @@ impl Handler for FeaturesHandler {
         false
     }
 
+    fn is_query(&self) -> bool {
+        true
+    }
+
     fn run(&self, ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         Ok(Reply::ok(ctx.enabled_commands().join(",")))
     }

@@ -31,6 +31,10 @@ impl Handler for VersionHandler {
         false
     }
 
+    fn is_query(&self) -> bool {
+        true
+    }
+
     fn run(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         Ok(Reply::ok(Self::numeric_version()))
     }

@@ -43,7 +43,11 @@ impl Guestd {
         let child = cmd
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
-            .args(["--log-level", "debug"])
+            .args(if extra.contains(&"--log-level") {
+                &[][..]
+            } else {
+                &["--log-level", "debug"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

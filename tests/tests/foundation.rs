@@ -52,6 +52,36 @@ fn guestctl_version_features_and_unknown_command() {
     );
 }
 
+/// Hosts poll `version`, `features`, `guest-ping`: their successes are debug lines, so the
+/// info log shows what changed the guest and what failed.
+#[test]
+fn query_successes_are_logged_at_debug_only() {
+    let quiet = Guestd::start(&["--log-level", "info"]);
+    assert!(quiet.ctl(&["version"]).status.success());
+    assert!(quiet.ctl(&["features"]).status.success());
+    assert!(!quiet.ctl(&["raw", "nosuch"]).status.success());
+    // A qga query on a native channel fails: a failure is logged whatever the command.
+    assert!(!quiet.ctl(&["raw", "guest-ping"]).status.success());
+    let log = quiet.log();
+    assert!(!log.contains("command=version"), "{log}");
+    assert!(!log.contains("command=features"), "{log}");
+    assert!(log.contains("command=nosuch"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("command=guest-ping") && l.contains("returncode=500")),
+        "{log}"
+    );
+
+    let verbose = Guestd::start(&[]);
+    assert!(verbose.ctl(&["version"]).status.success());
+    let log = verbose.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("command=version") && l.contains("done")),
+        "{log}"
+    );
+}
+
 #[test]
 fn bad_lines_get_errors_and_the_daemon_keeps_serving() {
     let mut g = Guestd::start(&["--config", "/dev/null"]);

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, Level, debug, info, info_span, warn};
 
 use crate::backend::{Backend, BackendError, HostData};
 use crate::plan::ApplyError;
 use crate::root::{Root, RootError};
 use crate::runner::{CommandError, CommandRunner};
-use crate::wire::{Incoming, Reply, RequestError, code, msg};
+use crate::wire::{Incoming, Reply, Request, RequestError, code, msg};
 
 /// Everything a handler may touch on the guest.
 #[derive(Clone)]
@@ -53,6 +53,13 @@ pub trait Handler: Send + Sync + 'static {
     /// round trip of `version` or `features` is then a fraction of qemu-ga's `guest-ping`).
     fn may_block(&self) -> bool {
         true
+    }
+
+    /// Whether this command only reports state (`version`, `features`, `guest-ping`, …). Hosts
+    /// poll these, so a success is logged at debug level instead of info; a failure still at
+    /// info.
+    fn is_query(&self) -> bool {
+        false
     }
 }
 
@@ -332,18 +339,19 @@ impl Dispatcher {
 
     /// Answer one decoded request (or decoding failure) on `channel`, logging one line.
     pub async fn dispatch(self: &Arc<Self>, channel: &Arc<Channel>, incoming: Incoming) -> Reply {
-        // Clipped: a hostile host must not turn one request into a megabyte log line.
-        let id = clip(&incoming.id.as_ref().map(id_text).unwrap_or_default()).into_owned();
-        let command = match &incoming.request {
-            Ok(r) => clip(&r.name).into_owned(),
-            Err(_) => String::new(),
-        };
+        if let Ok(request) = &incoming.request
+            && self.is_query(&request.name)
+        {
+            return self.dispatch_query(channel, incoming).await;
+        }
+        let command = incoming.request.as_ref().map_or("", |r| r.name.as_str());
+        let (id, command) = log_fields(incoming.id.as_ref(), command);
         let span = info_span!("request", channel = %channel.name(), id = %id, command = %command);
         async move {
             let started = Instant::now();
             let reply = match incoming.request {
                 Err(RequestError(reply)) => reply,
-                Ok(request) => self.run(channel, request.name, request.value).await,
+                Ok(request) => self.run(channel, &request.name, request.value).await,
             };
             info!(
                 returncode = %reply.returncode,
@@ -357,11 +365,44 @@ impl Dispatcher {
         .await
     }
 
-    async fn run(self: &Arc<Self>, channel: &Arc<Channel>, name: String, value: Value) -> Reply {
-        let Some(handler) = self.handlers.iter().find(|h| h.name() == name).cloned() else {
+    /// A query: no span, and its success is logged at debug level only.
+    async fn dispatch_query(self: &Arc<Self>, channel: &Arc<Channel>, incoming: Incoming) -> Reply {
+        let started = Instant::now();
+        let Incoming { id, request } = incoming;
+        let (reply, command) = match request {
+            Ok(Request { name, value }) => (self.run(channel, &name, value).await, name),
+            Err(RequestError(reply)) => (reply, String::new()),
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if reply.is_success() {
+            if tracing::enabled!(Level::DEBUG) {
+                let (id, command) = log_fields(id.as_ref(), &command);
+                debug!(channel = %channel.name(), %id, %command,
+                    returncode = %reply.returncode, elapsed_ms, "done");
+            }
+        } else {
+            let (id, command) = log_fields(id.as_ref(), &command);
+            info!(channel = %channel.name(), %id, %command,
+                returncode = %reply.returncode, elapsed_ms, "{}", reply.message);
+        }
+        reply
+    }
+
+    /// Whether `name` is an enabled query command (see [`Handler::is_query`]).
+    pub fn is_query(&self, name: &str) -> bool {
+        self.handler(name)
+            .is_some_and(|h| h.is_query() && self.enabled.contains(&h.name()))
+    }
+
+    fn handler(&self, name: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers.iter().find(|h| h.name() == name)
+    }
+
+    async fn run(self: &Arc<Self>, channel: &Arc<Channel>, name: &str, value: Value) -> Reply {
+        let Some(handler) = self.handler(name).cloned() else {
             return Reply::new(
                 code::NOT_FOUND,
-                format!("No such agent command '{}'", clip(&name)),
+                format!("No such agent command '{}'", clip(name)),
             );
         };
         if !self.enabled.contains(&handler.name()) {
@@ -436,6 +477,13 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The id and command of a request as its log lines show them.
+fn log_fields(id: Option<&Value>, command: &str) -> (String, String) {
+    // Clipped: a hostile host must not turn one request into a megabyte log line.
+    let id = clip(&id.map(id_text).unwrap_or_default()).into_owned();
+    (id, clip(command).into_owned())
 }
 
 /// Longest command name or id quoted back in a reply or a log line.

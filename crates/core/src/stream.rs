@@ -7,11 +7,14 @@
 //! before the reply, so a host that reconnects can skip whatever stale output precedes it.
 //!
 //! With a [`ReplyCache`] (see [`crate::retry`]) a request repeated with the same id gets the
-//! remembered reply instead of running again. A peer that stops reading cannot hold a
-//! conversation (or shutdown) forever: a reply that cannot be written within
-//! [`StreamOptions::write_timeout`] ends the conversation.
+//! remembered reply instead of running again (a query, which changes nothing, just runs again).
+//! A peer that stops reading cannot hold a conversation (or shutdown) forever: a reply that
+//! cannot be written within [`StreamOptions::write_timeout`] ends the conversation.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -162,7 +165,12 @@ async fn answer(
                     };
                     (incoming.id, Reply::ok(token), true)
                 }
-                Ok(_) if incoming.id.is_some() && replies.is_some() => {
+                // A query is cheap and changes nothing: a retry simply runs it again.
+                Ok(req)
+                    if incoming.id.is_some()
+                        && replies.is_some()
+                        && !dispatcher.is_query(&req.name) =>
+                {
                     let id = incoming.id.clone().expect("checked");
                     let cache = replies.expect("checked");
                     let reply = cache
@@ -181,7 +189,7 @@ async fn answer(
     if resync {
         out.push(RESYNC);
     }
-    out.extend_from_slice(reply.encode_with_id(id.as_ref()).as_bytes());
+    reply.encode_into(id.as_ref(), &mut out);
     out.push(b'\n');
     out
 }
@@ -255,52 +263,100 @@ where
             return Ok(());
         }
         decoder.push(&buf[..n], &mut frames);
+        // Replies that are ready at once are written together (one write for a pipelined
+        // batch); before a request that has to wait, the replies before it are sent.
+        let mut pending = Vec::new();
         for frame in frames.drain(..) {
-            let out = match options.dialect {
-                Dialect::Native => {
-                    answer(
-                        dispatcher,
-                        channel,
-                        frame,
-                        limits,
-                        options.replies.as_deref(),
-                    )
-                    .await
-                }
-                Dialect::Qga => answer_qga(dispatcher, channel, frame, limits).await,
-            };
-            if out.is_empty() {
-                continue;
-            }
-            let written = async {
-                stream.write_all(&out).await?;
-                stream.flush().await
-            };
-            let timed = async {
-                match options.write_timeout {
-                    Some(limit) => tokio::time::timeout(limit, written)
-                        .await
-                        .unwrap_or_else(|_| {
-                            warn!(channel = %channel.name(), "peer does not read its replies; closing");
-                            Err(std::io::ErrorKind::TimedOut.into())
-                        }),
-                    None => written.await,
+            let answer = async {
+                match options.dialect {
+                    Dialect::Native => {
+                        let replies = options.replies.as_deref();
+                        answer(dispatcher, channel, frame, limits, replies).await
+                    }
+                    Dialect::Qga => answer_qga(dispatcher, channel, frame, limits).await,
                 }
             };
-            // The reply to a request already run is never dropped for a shutdown: it gets a
-            // short grace period to reach a peer that reads.
-            let mut timed = std::pin::pin!(timed);
-            tokio::select! {
-                biased;
-                result = &mut timed => result?,
-                () = shutdown.wait() => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), timed).await;
+            let mut answer = std::pin::pin!(answer);
+            let out = match ready_now(answer.as_mut()).await {
+                Some(out) => out,
+                None => {
+                    if !send(stream, &pending, channel, options, shutdown).await? {
+                        return Ok(());
+                    }
+                    pending.clear();
+                    answer.await
+                }
+            };
+            pending.extend_from_slice(&out);
+            if pending.len() >= MAX_BATCH {
+                if !send(stream, &pending, channel, options, shutdown).await? {
                     return Ok(());
                 }
+                pending.clear();
             }
+        }
+        if !send(stream, &pending, channel, options, shutdown).await? {
+            return Ok(());
         }
         if shutdown.is_triggered() {
             return Ok(());
+        }
+    }
+}
+
+/// Most reply bytes held back for one write.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// The output of `fut` if it is ready without waiting.
+async fn ready_now<F: Future>(mut fut: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// Write `out` (if any) within the write timeout. `Ok(false)`: shutdown was requested (the
+/// bytes got a short grace period to reach a peer that reads); stop the conversation.
+async fn send<S>(
+    stream: &mut S,
+    out: &[u8],
+    channel: &Channel,
+    options: &StreamOptions,
+    shutdown: &mut Shutdown,
+) -> std::io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+{
+    if out.is_empty() {
+        return Ok(true);
+    }
+    let written = async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    };
+    let timed = async {
+        match options.write_timeout {
+            Some(limit) => tokio::time::timeout(limit, written)
+                .await
+                .unwrap_or_else(|_| {
+                    warn!(channel = %channel.name(), "peer does not read its replies; closing");
+                    Err(std::io::ErrorKind::TimedOut.into())
+                }),
+            None => written.await,
+        }
+    };
+    // The reply to a request already run is never dropped for a shutdown: it gets a short
+    // grace period to reach a peer that reads.
+    let mut timed = std::pin::pin!(timed);
+    tokio::select! {
+        biased;
+        result = &mut timed => result.map(|()| true),
+        () = shutdown.wait() => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), timed).await;
+            Ok(false)
         }
     }
 }

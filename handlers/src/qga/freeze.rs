@@ -183,6 +183,10 @@ impl Handler for StatusHandler {
         false
     }
 
+    fn is_query(&self) -> bool {
+        true
+    }
+
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         super::only_on_qga(ctx, self.name())?;
         args::<NoArgs>(value)?;

@@ -28,6 +28,7 @@ struct ChangeArgs {
 pub const GET: QgaCommand = QgaCommand {
     name: "guest-ssh-get-authorized-keys",
     blocking: true,
+    query: true,
     run: |ctx, value| {
         let a: GetArgs = args(value)?;
         let user = lookup_user(&ctx.env.root, &a.username)?;
@@ -41,6 +42,7 @@ pub const GET: QgaCommand = QgaCommand {
 pub const ADD: QgaCommand = QgaCommand {
     name: "guest-ssh-add-authorized-keys",
     blocking: true,
+    query: false,
     run: |ctx, value| {
         let a: ChangeArgs = args(value)?;
         check_keys(&a.keys)?;
@@ -60,6 +62,7 @@ pub const ADD: QgaCommand = QgaCommand {
 pub const REMOVE: QgaCommand = QgaCommand {
     name: "guest-ssh-remove-authorized-keys",
     blocking: true,
+    query: false,
     run: |ctx, value| {
         let a: ChangeArgs = args(value)?;
         if a.reset.is_some() {

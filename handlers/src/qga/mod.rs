@@ -86,6 +86,8 @@ pub struct QgaCommand {
     pub name: &'static str,
     /// Whether it may block (file or process I/O); see `Handler::may_block`.
     pub blocking: bool,
+    /// Whether it only reports state; see `Handler::is_query`.
+    pub query: bool,
     pub run: fn(&Context<'_>, &Value) -> Result<Value, HandlerError>,
 }
 
@@ -96,6 +98,10 @@ impl Handler for QgaCommand {
 
     fn may_block(&self) -> bool {
         self.blocking
+    }
+
+    fn is_query(&self) -> bool {
+        self.query
     }
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {

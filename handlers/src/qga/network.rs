@@ -16,6 +16,7 @@ struct NoArgs {}
 pub const INTERFACES: QgaCommand = QgaCommand {
     name: "guest-network-get-interfaces",
     blocking: true,
+    query: true,
     run: |ctx, value| {
         args::<NoArgs>(value)?;
         let cmd = Command::new("ip")

@@ -23,6 +23,7 @@ struct Args {
 pub const SET_USER_PASSWORD: QgaCommand = QgaCommand {
     name: "guest-set-user-password",
     blocking: true,
+    query: false,
     run: |ctx, value| {
         let a: Args = args(value)?;
         let encoded = Zeroizing::new(a.password);

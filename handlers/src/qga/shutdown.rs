@@ -19,6 +19,7 @@ struct Args {
 pub const SHUTDOWN: QgaCommand = QgaCommand {
     name: "guest-shutdown",
     blocking: true,
+    query: false,
     run: |ctx, value| {
         let a: Args = args(value)?;
         let flag = match a.mode.as_deref().unwrap_or("powerdown") {

@@ -17,6 +17,7 @@ struct NoArgs {}
 pub const PING: QgaCommand = QgaCommand {
     name: "guest-ping",
     blocking: false,
+    query: true,
     run: |_, value| {
         args::<NoArgs>(value)?;
         Ok(json!({}))
@@ -28,6 +29,7 @@ pub const PING: QgaCommand = QgaCommand {
 pub const INFO: QgaCommand = QgaCommand {
     name: "guest-info",
     blocking: false,
+    query: true,
     run: |ctx, value| {
         args::<NoArgs>(value)?;
         let enabled = ctx.enabled_commands();
@@ -49,6 +51,7 @@ pub const INFO: QgaCommand = QgaCommand {
 pub const OSINFO: QgaCommand = QgaCommand {
     name: "guest-get-osinfo",
     blocking: true,
+    query: true,
     run: |ctx, value| {
         args::<NoArgs>(value)?;
         osinfo(&ctx.env.root)
@@ -58,6 +61,7 @@ pub const OSINFO: QgaCommand = QgaCommand {
 pub const HOST_NAME: QgaCommand = QgaCommand {
     name: "guest-get-host-name",
     blocking: false,
+    query: true,
     run: |_, value| {
         args::<NoArgs>(value)?;
         Ok(json!({ "host-name": uname().nodename }))
@@ -68,6 +72,7 @@ pub const HOST_NAME: QgaCommand = QgaCommand {
 pub const TIME: QgaCommand = QgaCommand {
     name: "guest-get-time",
     blocking: false,
+    query: true,
     run: |_: &Context<'_>, value| {
         args::<NoArgs>(value)?;
         let since = SystemTime::now()

@@ -199,9 +199,17 @@ pub async fn binary_garbage(_kit: &Kit, c: &mut Connector) {
 }
 
 /// The same id and request again gets the remembered reply without running the command; across
-/// connections too, where the transport has more than one.
+/// connections too, where the transport has more than one. A query just runs again.
 pub async fn safe_retry(kit: &Kit, c: &mut Connector) {
     let mut peer = Peer::connect(c).await;
+    for run in ["run 1", "run 2"] {
+        peer.request(Some(json!("q1")), "tally", Value::Null).await;
+        assert_eq!(
+            peer.reply().await.reply.message,
+            run,
+            "a query was replayed"
+        );
+    }
     peer.request(Some(json!("r1")), "count", Value::Null).await;
     let first = peer.reply().await;
     assert_eq!(first.reply.message, "run 1");

@@ -40,9 +40,14 @@ pub type Conn = Box<dyn Duplex>;
 /// Opens a new host-side connection to the transport under test.
 pub type Connector = Box<dyn FnMut() -> BoxFuture<'static, io::Result<Conn>> + Send>;
 
-/// Test commands: `echo` (the value back), `count` (counts its runs), `slow` (sleeps value ms).
+/// Test commands: `echo` (the value back), `count` (counts its runs), `tally` (the same as a
+/// query, with its own count), `slow` (sleeps value ms).
 struct Echo;
-struct Count(Arc<AtomicUsize>);
+struct Count {
+    name: &'static str,
+    query: bool,
+    runs: Arc<AtomicUsize>,
+}
 struct Slow;
 
 impl Handler for Echo {
@@ -59,10 +64,13 @@ impl Handler for Echo {
 
 impl Handler for Count {
     fn name(&self) -> &'static str {
-        "count"
+        self.name
+    }
+    fn is_query(&self) -> bool {
+        self.query
     }
     fn run(&self, _: &Context<'_>, _: &Value) -> Result<Reply, HandlerError> {
-        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Reply::ok(format!("run {n}")))
     }
 }
@@ -107,7 +115,20 @@ impl Kit {
         };
         let dispatcher = DispatcherBuilder::new()
             .register(Echo)
-            .and_then(|b| b.register(Count(Arc::clone(&runs))))
+            .and_then(|b| {
+                b.register(Count {
+                    name: "count",
+                    query: false,
+                    runs: Arc::clone(&runs),
+                })
+            })
+            .and_then(|b| {
+                b.register(Count {
+                    name: "tally",
+                    query: true,
+                    runs: Arc::new(AtomicUsize::new(0)),
+                })
+            })
             .and_then(|b| b.register(Slow))
             .expect("distinct test commands")
             .build(env);
