@@ -49,7 +49,9 @@ impl PipeStream {
             };
             match opened {
                 Ok(pipe) => break pipe,
-                Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY) && Instant::now() < deadline => {
+                Err(e)
+                    if e.raw_os_error() == Some(ERROR_PIPE_BUSY) && Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(err(e)),

@@ -77,11 +77,9 @@ mod server {
         /// [`parse_name`](super::parse_name)). Fails when the name is taken. Must run inside a
         /// tokio runtime.
         pub fn bind(name: &str, options: StreamOptions) -> Result<Self, TransportError> {
-            let security = Arc::new(
-                glue::SecurityDescriptor::from_sddl(PIPE_SDDL).map_err(TransportError::io(
-                    format!("pipe {name}: the security descriptor {PIPE_SDDL}"),
-                ))?,
-            );
+            let security = Arc::new(glue::SecurityDescriptor::from_sddl(PIPE_SDDL).map_err(
+                TransportError::io(format!("pipe {name}: the security descriptor {PIPE_SDDL}")),
+            )?);
             let in_use = || {
                 TransportError::Config(format!(
                     "pipe {name}: the name is already in use (another guestd, or another \
@@ -120,7 +118,9 @@ mod server {
         first: bool,
     ) -> io::Result<NamedPipeServer> {
         let mut options = ServerOptions::new();
-        options.first_pipe_instance(first).reject_remote_clients(true);
+        options
+            .first_pipe_instance(first)
+            .reject_remote_clients(true);
         security.create(&options, name)
     }
 
@@ -241,7 +241,11 @@ mod server {
             }
 
             /// Create a pipe instance carrying this descriptor.
-            pub fn create(&self, options: &ServerOptions, name: &str) -> io::Result<NamedPipeServer> {
+            pub fn create(
+                &self,
+                options: &ServerOptions,
+                name: &str,
+            ) -> io::Result<NamedPipeServer> {
                 let mut attributes = SECURITY_ATTRIBUTES {
                     nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
                     lpSecurityDescriptor: self.0,
