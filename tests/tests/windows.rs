@@ -109,7 +109,12 @@ impl WinGuestd {
 
     /// Serving the named pipe `name` (`\\.\pipe\...`), or loopback TCP when `None`.
     fn start_on(pipe: Option<String>) -> Self {
-        let (exe, prefix) = setup();
+        Self::start_in(&setup().1, pipe)
+    }
+
+    /// [`start_on`](Self::start_on) in the Wine prefix `prefix`.
+    fn start_in(prefix: &Path, pipe: Option<String>) -> Self {
+        let exe = &setup().0;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let accounts = dir.path().join("accounts");
@@ -651,4 +656,62 @@ fn named_pipes_are_refused_off_windows() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `resetnetwork` with a hostname: guestd.exe sets it with SetComputerNameExW, which Wine
+/// implements by writing the registry (`ComputerName\ComputerName` for the NetBIOS name,
+/// `Tcpip\Parameters\Hostname` for the DNS host name). The reply says a reboot is needed.
+/// No adapters are named, so no netsh command runs. A private copy of the prefix keeps the
+/// rename away from the other tests.
+#[test]
+fn hostname_with_set_computer_name_ex_under_wine() {
+    if !wine_ready() {
+        return;
+    }
+    let prefix = PrivatePrefix::new(&setup().1);
+    let g = WinGuestd::start_in(prefix.path(), None);
+    let reg = |key: &str, value: &str| {
+        let out = wine(prefix.path(), &["reg", "query", key, "/v", value]);
+        assert!(out.status.success(), "reg query {key} /v {value}: {out:?}");
+        stdout(&out)
+    };
+    const NETBIOS: &str = r"HKLM\System\CurrentControlSet\Control\ComputerName\ComputerName";
+    const TCPIP: &str = r"HKLM\System\CurrentControlSet\Services\Tcpip\Parameters";
+    let before = reg(NETBIOS, "ComputerName");
+    let config = g.dir.path().join("network.json");
+    let reset = |hostname: &str| {
+        std::fs::write(&config, format!(r#"{{"hostname": "{hostname}"}}"#)).unwrap();
+        g.ctl(&["reset-network", "--config", config.to_str().unwrap()], b"")
+    };
+
+    // All digits: refused before anything is set.
+    let out = reset("20261122");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("all digits"), "{}", stderr(&out));
+    assert_eq!(reg(NETBIOS, "ComputerName"), before);
+
+    // A name longer than NetBIOS's 15 characters, with a domain: the host label is set whole,
+    // Windows (here Wine) derives the NetBIOS name; the reply says a reboot is needed.
+    let out = reset("gd-renamed-host-01.example.com");
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    assert_eq!(
+        stdout(&out),
+        "hostname set to 'gd-renamed-host-01'; it takes effect after a reboot"
+    );
+    let netbios = reg(NETBIOS, "ComputerName");
+    assert!(netbios.ends_with("REG_SZ    GD-RENAMED-HOST"), "{netbios}");
+    let host = reg(TCPIP, "Hostname");
+    assert!(host.ends_with("REG_SZ    gd-renamed-host-01"), "{host}");
+    let log = g.log();
+    assert!(log.contains("netbios=GD-RENAMED-HOST"), "{log}");
+    assert!(log.contains("takes effect after a reboot"), "{log}");
+
+    // Again: already pending, nothing set, the same notice.
+    let out = reset("gd-renamed-host-01");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "hostname 'gd-renamed-host-01' is already set; it takes effect after a reboot"
+    );
+    assert!(g.log().contains("computer name already set"), "{}", g.log());
 }
