@@ -611,6 +611,23 @@ fn named_pipe_under_wine() {
     let v = ctl(&["version"], b"");
     assert!(v.status.success(), "{v:?}\n{}", g.log());
 
+    // Nothing configured: the default local channel on Windows is the pipe \\.\pipe\guestd.
+    let check = wine(
+        prefix,
+        &[
+            exe.to_str().unwrap(),
+            "--root",
+            &win_path(&root),
+            "--check-config",
+        ],
+    );
+    assert!(check.status.success(), "{check:?}");
+    assert!(
+        stdout(&check).contains(r"# transports: pipe:\\.\pipe\guestd"),
+        "{}",
+        stdout(&check)
+    );
+
     // No such pipe: a clear error, not a hang.
     let out = wine(
         prefix,
@@ -681,7 +698,10 @@ fn hostname_with_set_computer_name_ex_under_wine() {
     let config = g.dir.path().join("network.json");
     let reset = |hostname: &str| {
         std::fs::write(&config, format!(r#"{{"hostname": "{hostname}"}}"#)).unwrap();
-        g.ctl(&["reset-network", "--config", config.to_str().unwrap()], b"")
+        g.ctl(
+            &["reset-network", "--config", config.to_str().unwrap()],
+            b"",
+        )
     };
 
     // All digits: refused before anything is set.

@@ -9,7 +9,10 @@
 //!   already owns the name) makes start-up fail instead of sharing the name with it.
 //!
 //! The next instance is created before a connected one is handed to the conversation, so a
-//! client never finds the pipe busy for longer than it takes to create an instance.
+//! client never finds the pipe busy for longer than it takes to create an instance. A
+//! conversation that ends in an error (a peer that does not read its replies) is cut off with
+//! `DisconnectNamedPipe`: tokio keeps a pending write, and with it the instance, alive past the
+//! drop otherwise.
 //!
 //! Name parsing ([`parse_name`]) is platform-neutral; the listener exists only on Windows.
 
@@ -56,13 +59,17 @@ mod server {
     use std::io;
     use std::sync::Arc;
 
-    use guestd_core::stream::StreamOptions;
-    use guestd_core::{BoxFuture, Dispatcher, Shutdown, Transport, TransportError};
+    use std::time::Duration;
+
+    use guestd_core::stream::{StreamOptions, serve_stream_with};
+    use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
     use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
-    use tracing::info;
+    use tokio::sync::Semaphore;
+    use tokio::task::JoinSet;
+    use tracing::{debug, info, warn};
 
     use super::PIPE_SDDL;
-    use crate::accept::{Acceptor, DEFAULT_MAX_CONNECTIONS, ListenerSettings, serve_listener};
+    use crate::accept::{Acceptor, DEFAULT_MAX_CONNECTIONS};
 
     /// A named-pipe listener: one waiting instance at a time, any number connected.
     #[derive(Debug)]
@@ -156,20 +163,62 @@ mod server {
         fn serve(
             self: Box<Self>,
             dispatcher: Arc<Dispatcher>,
-            shutdown: Shutdown,
+            mut shutdown: Shutdown,
         ) -> BoxFuture<'static, Result<(), TransportError>> {
-            let settings = ListenerSettings {
-                label: self.describe(),
-                options: self.options,
-                max_connections: DEFAULT_MAX_CONNECTIONS,
-            };
-            Box::pin(serve_listener(
-                self.acceptor,
-                |s: NamedPipeServer| async move { Ok(s) },
-                settings,
-                dispatcher,
-                shutdown,
-            ))
+            Box::pin(async move {
+                let label = self.describe();
+                let mut acceptor = self.acceptor;
+                let slots = Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS));
+                let mut connections = JoinSet::new();
+                info!(transport = %label, "serving");
+                loop {
+                    let accepted = tokio::select! {
+                        accepted = acceptor.accept() => accepted,
+                        () = shutdown.wait() => break,
+                    };
+                    while connections.try_join_next().is_some() {}
+                    let (mut pipe, peer) = match accepted {
+                        Ok(Some(conn)) => conn,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            warn!(transport = %label, error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        warn!(transport = %label, %peer, limit = DEFAULT_MAX_CONNECTIONS,
+                            "too many connections; refused");
+                        let _ = pipe.disconnect();
+                        continue;
+                    };
+                    let name = format!("{label} from {peer}");
+                    let (dispatcher, options, shutdown) = (
+                        Arc::clone(&dispatcher),
+                        self.options.clone(),
+                        shutdown.clone(),
+                    );
+                    connections.spawn(async move {
+                        let _slot = slot;
+                        debug!(channel = %name, "connected");
+                        let channel = Arc::new(Channel::new(name.clone()));
+                        match serve_stream_with(&mut pipe, dispatcher, channel, &options, shutdown)
+                            .await
+                        {
+                            Ok(()) => debug!(channel = %name, "closed"),
+                            Err(e) => {
+                                info!(channel = %name, error = %e, "connection ended");
+                                // A write still pending to a peer that does not read keeps the
+                                // instance (and the peer) open after the drop: cut it off.
+                                let _ = pipe.disconnect();
+                            }
+                        }
+                    });
+                }
+                // Let every connection finish its request in flight.
+                while connections.join_next().await.is_some() {}
+                Ok(())
+            })
         }
     }
 
