@@ -276,6 +276,15 @@ mod tests {
         assert!(host_label(&name("1a")).is_ok());
     }
 
+    /// Read-only smoke test of the glue (setting it is tested end to end in a private Wine
+    /// prefix, tests/tests/windows.rs).
+    #[cfg(windows)]
+    #[test]
+    fn the_real_one_reads_the_pending_name() {
+        let name = SystemComputerName.pending().unwrap();
+        assert!(!name.is_empty());
+    }
+
     #[cfg(not(windows))]
     #[test]
     fn the_real_one_is_unsupported_off_windows() {
