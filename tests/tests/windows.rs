@@ -4,7 +4,9 @@
 //! keyinit2 + password against the FAKE account store (`password.windows_accounts = "fake:DIR"`:
 //! Wine has no user database, so account enumeration and the final `NetUserSetInfo` are replaced
 //! by a directory; the account choice and everything before it are the real code), and file
-//! injection to `C:\...` paths.
+//! injection to `C:\...` paths. Also: the named pipe (`pipe:\\.\pipe\...`) driven by the Windows
+//! `guestctl.exe` under Wine, the service under Wine's SCM, and the hostname through
+//! `SetComputerNameExW` (Wine writes it to the registry of a private prefix copy).
 //!
 //! Needs `wine` (scripts/test-all installs it); without it the tests fail with a clear message
 //! unless `GUESTD_SKIP_WINE=1` says to skip them.
