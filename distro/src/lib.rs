@@ -17,8 +17,12 @@ pub mod kms;
 pub mod network;
 pub mod password;
 
+use std::sync::Arc;
+
 use guestd_core::plan::Plan;
-use guestd_core::{Backend, BackendError, Env, KmsRequest, NetworkRequest, Root, SecretString};
+use guestd_core::{
+    Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, Root, SecretString,
+};
 
 pub use family::OsFamily;
 
@@ -27,6 +31,7 @@ pub use family::OsFamily;
 pub struct SystemBackend {
     family: OsFamily,
     windows_accounts: password::windows::AccountStore,
+    computer_name: Arc<dyn network::ComputerName>,
 }
 
 impl SystemBackend {
@@ -34,7 +39,15 @@ impl SystemBackend {
         Self {
             family,
             windows_accounts: Default::default(),
+            computer_name: Arc::new(network::SystemComputerName),
         }
+    }
+
+    /// Where the Windows computer name is read and set (default: the real one; tests give a
+    /// [`network::computer_name::RecordingComputerName`]).
+    pub fn with_computer_name(mut self, names: Arc<dyn network::ComputerName>) -> Self {
+        self.computer_name = names;
+        self
     }
 
     /// Where Windows passwords are set (default: the real account database).
@@ -71,8 +84,8 @@ impl Backend for SystemBackend {
         &self,
         env: &Env,
         request: &NetworkRequest<'_>,
-    ) -> Result<String, BackendError> {
-        network::reset_network(env, request, self.family)
+    ) -> Result<NetworkReset, BackendError> {
+        network::reset_network(env, request, self.family, self.computer_name.as_ref())
     }
 
     fn kms_activate(&self, root: &Root, request: &KmsRequest) -> Result<Plan, BackendError> {

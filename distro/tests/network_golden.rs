@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use guestd_core::{Backend, Env, NetworkRequest, Output};
+use guestd_distro::network::computer_name::RecordingComputerName;
 use guestd_distro::network::source::{Inline, parse_inline};
 use guestd_distro::{OsFamily, SystemBackend};
 use guestd_testkit::golden;
@@ -118,7 +119,9 @@ fn run_case(case: &Path) {
         })
     });
 
-    let backend = Arc::new(SystemBackend::new(fam));
+    // Windows: the computer name is a recording stand-in (the real one is kernel32's).
+    let names = Arc::new(RecordingComputerName::with_pending("WIN-GOLDEN"));
+    let backend = Arc::new(SystemBackend::new(fam).with_computer_name(names.clone()));
     let env = Env {
         root: run.root.clone(),
         runner: runner.clone(),
@@ -131,10 +134,14 @@ fn run_case(case: &Path) {
         config_drive: None,
         use_config_drive: false,
     };
-    let result = match backend.reset_network(&env, &request) {
-        Ok(summary) => format!("ok: {summary}"),
+    let mut result = match backend.reset_network(&env, &request) {
+        Ok(done) if done.notice.is_empty() => format!("ok: {}", done.summary),
+        Ok(done) => format!("ok: {}\nreply: {}", done.summary, done.notice),
         Err(e) => format!("error: {e}"),
     };
+    for name in names.names_set() {
+        result.push_str(&format!("\nSetComputerNameExW: {name}"));
+    }
     // The sysfs stand-in is the harness's, not part of the expectations.
     let _ = std::fs::remove_dir_all(base.join("sys"));
     golden::check(case, &run, &result);

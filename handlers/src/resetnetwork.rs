@@ -72,9 +72,9 @@ impl Handler for ResetNetworkHandler {
             config_drive: self.config.config_drive_path.as_deref(),
             use_config_drive: self.config.config_drive,
         };
-        let summary = ctx.env.backend.reset_network(ctx.env, &request)?;
-        info!(%summary, "network reset");
-        Ok(Reply::ok(""))
+        let done = ctx.env.backend.reset_network(ctx.env, &request)?;
+        info!(summary = %done.summary, "network reset");
+        Ok(Reply::ok(done.notice))
     }
 }
 
@@ -90,6 +90,7 @@ mod tests {
     struct Recorder {
         seen: Mutex<Vec<String>>,
         fail: bool,
+        notice: String,
     }
 
     impl Backend for Recorder {
@@ -100,7 +101,7 @@ mod tests {
             &self,
             _env: &Env,
             r: &NetworkRequest<'_>,
-        ) -> Result<String, BackendError> {
+        ) -> Result<guestd_core::NetworkReset, BackendError> {
             self.seen.lock().unwrap().push(format!(
                 "{} {:?} {:?} {} {}",
                 r.value,
@@ -114,7 +115,10 @@ mod tests {
                     "interface de:ad:be:ef:00:01 has no enabled IP addresses".into(),
                 ))
             } else {
-                Ok("eth0 via ifupdown".into())
+                Ok(guestd_core::NetworkReset {
+                    summary: "eth0 via ifupdown".into(),
+                    notice: self.notice.clone(),
+                })
             }
         }
     }
@@ -151,6 +155,24 @@ mod tests {
         assert_eq!(
             backend.seen.lock().unwrap().as_slice(),
             ["\"\" Some(\"netplan\") Some(\"/mnt/cd\") false false"]
+        );
+    }
+
+    /// A notice from the backend (a Windows rename pending a reboot) is the reply's message.
+    #[test]
+    fn the_backends_notice_is_the_message() {
+        let backend = Arc::new(Recorder {
+            notice: "the new hostname takes effect after a reboot".into(),
+            ..Default::default()
+        });
+        let reply = run(
+            backend,
+            NetworkConfig::default(),
+            Value::String(String::new()),
+        );
+        assert_eq!(
+            (reply.returncode.as_str(), reply.message.as_str()),
+            ("0", "the new hostname takes effect after a reboot")
         );
     }
 

@@ -4,7 +4,9 @@
 //! keyinit2 + password against the FAKE account store (`password.windows_accounts = "fake:DIR"`:
 //! Wine has no user database, so account enumeration and the final `NetUserSetInfo` are replaced
 //! by a directory; the account choice and everything before it are the real code), and file
-//! injection to `C:\...` paths.
+//! injection to `C:\...` paths. Also: the named pipe (`pipe:\\.\pipe\...`) driven by the Windows
+//! `guestctl.exe` under Wine, the service under Wine's SCM, and the hostname through
+//! `SetComputerNameExW` (Wine writes it to the registry of a private prefix copy).
 //!
 //! Needs `wine` (scripts/test-all installs it); without it the tests fail with a clear message
 //! unless `GUESTD_SKIP_WINE=1` says to skip them.
@@ -56,12 +58,13 @@ fn setup() -> &'static (PathBuf, PathBuf) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(repo())
-            .args(["build", "--quiet", "--target", TARGET, "--bin", "guestd"])
+            .args(["build", "--quiet", "--target", TARGET])
+            .args(["--bin", "guestd", "--bin", "guestctl"])
             .status()
             .expect("run cargo build");
         assert!(
             status.success(),
-            "cargo build --target {TARGET} --bin guestd failed"
+            "cargo build --target {TARGET} --bin guestd --bin guestctl failed"
         );
         // target/debug/guestd -> target/x86_64-pc-windows-gnu/debug/guestd.exe
         let linux = bin::path("guestctl");
@@ -82,6 +85,11 @@ fn setup() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// `guestctl.exe`, built by [`setup`] beside `guestd.exe`.
+fn guestctl_exe() -> PathBuf {
+    setup().0.with_file_name("guestctl.exe")
+}
+
 /// A Linux path as Wine sees it (drive Z: is `/`).
 fn win_path(p: &Path) -> String {
     format!("Z:{}", p.display()).replace('/', "\\")
@@ -92,11 +100,23 @@ struct WinGuestd {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    /// `--listen pipe:NAME` instead of loopback TCP.
+    pipe: Option<String>,
 }
 
 impl WinGuestd {
     fn start() -> Self {
-        let (exe, prefix) = setup();
+        Self::start_on(None)
+    }
+
+    /// Serving the named pipe `name` (`\\.\pipe\...`), or loopback TCP when `None`.
+    fn start_on(pipe: Option<String>) -> Self {
+        Self::start_in(&setup().1, pipe)
+    }
+
+    /// [`start_on`](Self::start_on) in the Wine prefix `prefix`.
+    fn start_in(prefix: &Path, pipe: Option<String>) -> Self {
+        let exe = &setup().0;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let accounts = dir.path().join("accounts");
@@ -117,20 +137,29 @@ impl WinGuestd {
             .local_addr()
             .unwrap()
             .port();
+        let listen = match &pipe {
+            Some(name) => format!("pipe:{name}"),
+            None => format!("tcp:127.0.0.1:{port}"),
+        };
         let child = Command::new("wine")
             .env("WINEPREFIX", prefix)
             .env("WINEDEBUG", "-all")
             .arg(exe)
             .args(["--root", &win_path(&root)])
             .args(["--config", &win_path(&config)])
-            .args(["--listen", &format!("tcp:127.0.0.1:{port}")])
+            .args(["--listen", &listen])
             .args(["--log-level", "debug"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("guestd.log")).unwrap())
             .spawn()
             .expect("spawn wine guestd.exe");
-        let mut g = Self { child, dir, port };
+        let mut g = Self {
+            child,
+            dir,
+            port,
+            pipe,
+        };
         g.wait_ready();
         g
     }
@@ -138,7 +167,12 @@ impl WinGuestd {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            let ready = match self.pipe {
+                // The pipe exists from before this line is logged.
+                Some(_) => self.log().contains("guestd ready"),
+                None => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            };
+            if ready {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -319,13 +353,20 @@ fn file_injection_to_windows_paths() {
 /// first wine command of a session starts services.exe and friends, which inherit its handles
 /// and would keep a pipe open long after the command itself has finished.
 fn wine(prefix: &Path, args: &[&str]) -> Output {
+    wine_with_input(prefix, args, b"")
+}
+
+/// [`wine`] with `input` on the program's stdin (through a file, for the same reason).
+fn wine_with_input(prefix: &Path, args: &[&str], input: &[u8]) -> Output {
     let out = tempfile::NamedTempFile::new().unwrap();
     let err = tempfile::NamedTempFile::new().unwrap();
+    let mut stdin = tempfile::NamedTempFile::new().unwrap();
+    stdin.write_all(input).unwrap();
     let mut child = Command::new("wine")
         .env("WINEPREFIX", prefix)
         .env("WINEDEBUG", "-all")
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(std::fs::File::open(stdin.path()).unwrap())
         .stdout(out.reopen().unwrap())
         .stderr(err.reopen().unwrap())
         .spawn()
@@ -471,4 +512,228 @@ fn runs_as_a_service_under_the_wine_scm() {
 
     let out = sc(&["delete", &name]);
     assert!(out.status.success(), "sc delete: {out:?}");
+}
+
+/// The named pipe: guestd.exe serves `pipe:\\.\pipe\guestd-test-<pid>` under Wine, and the
+/// Windows guestctl.exe (under Wine, in the same prefix) drives it: version, features,
+/// keyinit2 + password, a file injection to `C:\...`. A second guestd.exe on the same name
+/// refuses to start and says why.
+#[test]
+fn named_pipe_under_wine() {
+    if !wine_ready() {
+        return;
+    }
+    let name = format!(r"\\.\pipe\guestd-test-{}", std::process::id());
+    let g = WinGuestd::start_on(Some(name.clone()));
+    let (exe, prefix) = setup();
+    let ctl_exe = guestctl_exe();
+    let connect = format!("pipe:{name}");
+    let ctl = |args: &[&str], input: &[u8]| {
+        let mut all = vec![ctl_exe.to_str().unwrap(), "--connect", &connect];
+        all.extend(["--timeout", "60"]);
+        all.extend(args);
+        wine_with_input(prefix, &all, input)
+    };
+
+    let v = ctl(&["version"], b"");
+    assert!(v.status.success(), "{v:?}\n{}", g.log());
+    assert_eq!(stdout(&v), guestd_handlers::AGENT_VERSION);
+    let f = ctl(&["features"], b"");
+    assert!(f.status.success(), "{f:?}");
+    assert_eq!(stdout(&f), guestd_tests::DEFAULT_FEATURES);
+    assert!(
+        g.log().contains(&format!("transports=pipe:{name}")),
+        "{}",
+        g.log()
+    );
+
+    // keyinit2 + password over the pipe, to the fake account store's RID 500 account.
+    let out = ctl(
+        &["set-password", "--password-stdin", "--require-strong"],
+        b"Pipe Pw 3\n",
+    );
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    let hash = g.recorded("Administrateur").expect("no password recorded");
+    assert!(crypt::verify(hash.trim(), "Pipe Pw 3"), "{hash}");
+
+    // A file injection to a Windows path.
+    let payload = g.dir.path().join("payload");
+    std::fs::write(&payload, b"over the pipe\r\n").unwrap();
+    let out = ctl(
+        &[
+            "inject-file",
+            &win_path(&payload),
+            r"C:\ProgramData\pipe\hello.txt",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    assert_eq!(
+        std::fs::read(g.root().join("C/ProgramData/pipe/hello.txt")).unwrap(),
+        b"over the pipe\r\n"
+    );
+
+    // Several clients at once: each gets its own instance, none finds the pipe busy for good.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (ctl_exe, connect, prefix) = (ctl_exe.clone(), connect.clone(), prefix.clone());
+            std::thread::spawn(move || {
+                wine(
+                    &prefix,
+                    &[ctl_exe.to_str().unwrap(), "--connect", &connect, "version"],
+                )
+            })
+        })
+        .collect();
+    for c in clients {
+        let out = c.join().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(stdout(&out), guestd_handlers::AGENT_VERSION);
+    }
+
+    // A second guestd on the same name: refused, with the reason.
+    let root = g.root();
+    let second = wine(
+        prefix,
+        &[
+            exe.to_str().unwrap(),
+            "--root",
+            &win_path(&root),
+            "--listen",
+            &connect,
+        ],
+    );
+    assert!(!second.status.success(), "{second:?}");
+    assert!(
+        stderr(&second).contains("the name is already in use"),
+        "{}",
+        stderr(&second)
+    );
+    // ... and the first one still serves.
+    let v = ctl(&["version"], b"");
+    assert!(v.status.success(), "{v:?}\n{}", g.log());
+
+    // Nothing configured: the default local channel on Windows is the pipe \\.\pipe\guestd.
+    let check = wine(
+        prefix,
+        &[
+            exe.to_str().unwrap(),
+            "--root",
+            &win_path(&root),
+            "--check-config",
+        ],
+    );
+    assert!(check.status.success(), "{check:?}");
+    assert!(
+        stdout(&check).contains(r"# transports: pipe:\\.\pipe\guestd"),
+        "{}",
+        stdout(&check)
+    );
+
+    // No such pipe: a clear error, not a hang.
+    let out = wine(
+        prefix,
+        &[
+            ctl_exe.to_str().unwrap(),
+            "--connect",
+            r"pipe:\\.\pipe\guestd-test-nobody-here",
+            "--attempts",
+            "1",
+            "version",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(stderr(&out).contains("no such pipe"), "{}", stderr(&out));
+
+    let log = g.log();
+    assert!(!log.contains("Pipe Pw 3"), "password in the log:\n{log}");
+}
+
+/// Off Windows, a `pipe:` spec is refused by both sides with the reason (no Wine needed).
+#[test]
+fn named_pipes_are_refused_off_windows() {
+    let out = Command::new(bin::path("guestctl"))
+        .args(["--connect", r"pipe:\\.\pipe\guestd", "version"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("named pipes exist only on Windows"),
+        "{}",
+        stderr(&out)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin::path("guestd"))
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--listen", r"pipe:\\.\pipe\guestd"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("named pipes exist only on Windows"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `resetnetwork` with a hostname: guestd.exe sets it with SetComputerNameExW, which Wine
+/// implements by writing the registry (`ComputerName\ComputerName` for the NetBIOS name,
+/// `Tcpip\Parameters\Hostname` for the DNS host name). The reply says a reboot is needed.
+/// No adapters are named, so no netsh command runs. A private copy of the prefix keeps the
+/// rename away from the other tests.
+#[test]
+fn hostname_with_set_computer_name_ex_under_wine() {
+    if !wine_ready() {
+        return;
+    }
+    let prefix = PrivatePrefix::new(&setup().1);
+    let g = WinGuestd::start_in(prefix.path(), None);
+    let reg = |key: &str, value: &str| {
+        let out = wine(prefix.path(), &["reg", "query", key, "/v", value]);
+        assert!(out.status.success(), "reg query {key} /v {value}: {out:?}");
+        stdout(&out)
+    };
+    const NETBIOS: &str = r"HKLM\System\CurrentControlSet\Control\ComputerName\ComputerName";
+    const TCPIP: &str = r"HKLM\System\CurrentControlSet\Services\Tcpip\Parameters";
+    let before = reg(NETBIOS, "ComputerName");
+    let config = g.dir.path().join("network.json");
+    let reset = |hostname: &str| {
+        std::fs::write(&config, format!(r#"{{"hostname": "{hostname}"}}"#)).unwrap();
+        g.ctl(
+            &["reset-network", "--config", config.to_str().unwrap()],
+            b"",
+        )
+    };
+
+    // All digits: refused before anything is set.
+    let out = reset("20261122");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("all digits"), "{}", stderr(&out));
+    assert_eq!(reg(NETBIOS, "ComputerName"), before);
+
+    // A name longer than NetBIOS's 15 characters, with a domain: the host label is set whole,
+    // Windows (here Wine) derives the NetBIOS name; the reply says a reboot is needed.
+    let out = reset("gd-renamed-host-01.example.com");
+    assert!(out.status.success(), "{out:?}\n{}", g.log());
+    assert_eq!(
+        stdout(&out),
+        "hostname set to 'gd-renamed-host-01'; it takes effect after a reboot"
+    );
+    let netbios = reg(NETBIOS, "ComputerName");
+    assert!(netbios.ends_with("REG_SZ    GD-RENAMED-HOST"), "{netbios}");
+    let host = reg(TCPIP, "Hostname");
+    assert!(host.ends_with("REG_SZ    gd-renamed-host-01"), "{host}");
+    let log = g.log();
+    assert!(log.contains("netbios=GD-RENAMED-HOST"), "{log}");
+    assert!(log.contains("takes effect after a reboot"), "{log}");
+
+    // Again: already pending, nothing set, the same notice.
+    let out = reset("gd-renamed-host-01");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "hostname 'gd-renamed-host-01' is already set; it takes effect after a reboot"
+    );
+    assert!(g.log().contains("computer name already set"), "{}", g.log());
 }

@@ -56,15 +56,34 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// `resetnetwork`: build the network configuration from `request` (inline value, host data
     /// or a config drive), write it for the network manager in use, restart the affected
-    /// interfaces and check they came up; on failure put everything back. Returns a one-line
-    /// summary for the log.
+    /// interfaces and check they came up; on failure put everything back. Returns what was
+    /// done (a summary for the log, a notice for the host).
     fn reset_network(
         &self,
         env: &Env,
         request: &NetworkRequest<'_>,
-    ) -> Result<String, BackendError> {
+    ) -> Result<NetworkReset, BackendError> {
         let _ = (env, request);
         Err(BackendError::Unsupported("resetnetwork".into()))
+    }
+}
+
+/// What a successful `resetnetwork` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkReset {
+    /// One line for the log.
+    pub summary: String,
+    /// The reply's message: empty as the reference agents answer, or something the host must
+    /// know (a new Windows computer name that only takes effect after a reboot).
+    pub notice: String,
+}
+
+impl From<String> for NetworkReset {
+    fn from(summary: String) -> Self {
+        Self {
+            summary,
+            notice: String::new(),
+        }
     }
 }
 

@@ -30,8 +30,8 @@ pub mod transport;
 pub mod wire;
 
 pub use backend::{
-    Backend, BackendError, HostData, HostDataError, KmsRequest, NetworkRequest, NullBackend,
-    SecretString,
+    Backend, BackendError, HostData, HostDataError, KmsRequest, NetworkRequest, NetworkReset,
+    NullBackend, SecretString,
 };
 pub use dispatch::{
     Channel, CommandPolicy, Context, DispatchError, Dispatcher, DispatcherBuilder, Env, Handler,

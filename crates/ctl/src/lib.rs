@@ -8,7 +8,8 @@
 //! caller.
 //!
 //! Specs: `unix:PATH`, `serial:PATH` (the host end of a virtio-serial port: QEMU's chardev
-//! unix socket), `tcp:HOST:PORT` (mutual TLS with [`TlsFiles`]), `vsock:CID:PORT`.
+//! unix socket), `tcp:HOST:PORT` (mutual TLS with [`TlsFiles`]), `vsock:CID:PORT`, and on
+//! Windows `pipe:\\.\pipe\NAME` (guestd's local named pipe).
 //!
 //! A host can lose a reply (the serial port's host end reconnected, a connection broke).
 //! [`call_with_retry`] then connects again and repeats the request with the *same* id; guestd
@@ -20,6 +21,8 @@
 //! Adding a transport: a module with a `Client` implementation and one arm in [`connect_with`].
 
 pub mod password;
+#[cfg(windows)]
+mod pipe;
 mod stream;
 mod tls;
 mod xenstore;
@@ -33,7 +36,11 @@ pub use stream::StreamClient;
 pub use xenstore::XenstoreClient;
 
 /// The default spec: the local unix socket guestd serves when no hypervisor channel exists.
+#[cfg(not(windows))]
 pub const DEFAULT_CONNECT: &str = "unix:/run/guestd/guestd.sock";
+/// The default spec: the named pipe guestd serves when no hypervisor channel exists.
+#[cfg(windows)]
+pub const DEFAULT_CONNECT: &str = r"pipe:\\.\pipe\guestd";
 
 /// A connection to one guest.
 pub trait Client {
@@ -144,6 +151,11 @@ pub fn connect_with(
             })?;
             Ok(Box::new(StreamClient::connect_vsock(cid, port, timeout)?))
         }
+        "pipe" => {
+            let name = guestd_transport_socket::pipe::parse_name(rest)
+                .map_err(|e| ClientError::Spec(format!("'{spec}': {e}")))?;
+            connect_pipe(&name, timeout)
+        }
         "xenstore" => {
             let domid = rest.parse::<u32>().map_err(|_| {
                 ClientError::Spec(format!(
@@ -154,9 +166,23 @@ pub fn connect_with(
         }
         _ => Err(ClientError::Spec(format!(
             "'{spec}': unknown or incomplete connect spec (expected unix:PATH, serial:PATH, \
-             tcp:HOST:PORT, vsock:CID:PORT or xenstore:DOMID)"
+             tcp:HOST:PORT, vsock:CID:PORT, pipe:\\\\.\\pipe\\NAME or xenstore:DOMID)"
         ))),
     }
+}
+
+#[cfg(windows)]
+fn connect_pipe(name: &str, timeout: Duration) -> Result<Box<dyn Client>, ClientError> {
+    let stream = pipe::PipeStream::connect(name, timeout)?;
+    Ok(Box::new(StreamClient::new(Box::new(stream), timeout)?))
+}
+
+#[cfg(not(windows))]
+fn connect_pipe(name: &str, _timeout: Duration) -> Result<Box<dyn Client>, ClientError> {
+    Err(ClientError::Spec(format!(
+        "'pipe:{name}': named pipes exist only on Windows; from this host use unix:PATH, \
+         tcp:HOST:PORT, vsock:CID:PORT, serial:PATH or xenstore:DOMID"
+    )))
 }
 
 #[cfg(target_os = "linux")]

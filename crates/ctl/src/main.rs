@@ -21,8 +21,9 @@ use zeroize::Zeroizing;
 #[command(name = "guestctl", version)]
 struct Cli {
     /// The guest's channel: unix:PATH, serial:PATH (QEMU's chardev socket of the guest's
-    /// virtio-serial port), tcp:HOST:PORT, vsock:CID:PORT, or xenstore:DOMID from dom0
-    /// (xenstored socket from XENSTORED_PATH, default /var/run/xenstored/socket).
+    /// virtio-serial port), tcp:HOST:PORT, vsock:CID:PORT, xenstore:DOMID from dom0
+    /// (xenstored socket from XENSTORED_PATH, default /var/run/xenstored/socket), or on a
+    /// Windows guest pipe:\\.\pipe\NAME (guestd's local named pipe; run elevated).
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_CONNECT, global = true)]
     connect: String,
 

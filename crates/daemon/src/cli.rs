@@ -21,8 +21,10 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 
     /// Serve this channel (repeatable): `unix:PATH`, `serial:[NAME|PATH]`, `tcp:HOST:PORT`,
-    /// `vsock:PORT`, `xenstore` (the detected xenbus device) or `xenstore:PATH` (a xenbus device
-    /// or a xenstored socket). Overrides `transports.listen`.
+    /// `vsock:PORT`, `pipe:\\.\pipe\NAME` (Windows named pipe, SYSTEM and Administrators
+    /// only), `xenstore` (the detected xenbus device) or `xenstore:PATH` (a xenbus device or a
+    /// xenstored socket); `qga+unix:PATH`, `qga+serial:[NAME|PATH]` and `qga+pipe:...` serve the
+    /// qemu-guest-agent dialect. Overrides `transports.listen`.
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,
 

@@ -15,6 +15,9 @@ use crate::config::Config;
 /// Where the default unix socket lives when no hypervisor channel exists.
 pub const DEFAULT_UNIX_SOCKET: &str = "/run/guestd/guestd.sock";
 
+/// The local channel on Windows when no hypervisor channel exists.
+pub const DEFAULT_PIPE: &str = r"\\.\pipe\guestd";
+
 /// One channel to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenSpec {
@@ -34,6 +37,10 @@ pub enum ListenSpec {
     /// `qga+serial:` (the port `org.qemu.guest_agent.0`), `qga+serial:NAME` or
     /// `qga+serial:/dev/vportNpM`: the qemu-guest-agent dialect on a virtio-serial port.
     QgaSerial(String),
+    /// `pipe:\\.\pipe\NAME` (Windows): a local named pipe; holds the full pipe path.
+    Pipe(String),
+    /// `qga+pipe:\\.\pipe\NAME` (Windows): the qemu-guest-agent dialect on a named pipe.
+    QgaPipe(String),
 }
 
 /// The virtio-serial port libvirt gives the QEMU guest agent.
@@ -68,16 +75,23 @@ impl FromStr for ListenSpec {
             "tcp" => Err(format!(
                 "'{spec}': tcp needs HOST:PORT (tcp:127.0.0.1:7000)"
             )),
+            "pipe" => pipe_name(spec, rest).map(Self::Pipe),
+            "qga+pipe" => pipe_name(spec, rest).map(Self::QgaPipe),
             "vsock" => guestd_transport_socket::vsock::parse_port(rest)
                 .map(|_| Self::Vsock(rest.to_owned()))
                 .map_err(|e| format!("'{spec}': {e}")),
             _ => Err(format!(
                 "'{spec}': unknown transport '{kind}' (expected unix:PATH, serial:[NAME|PATH], \
-                 tcp:HOST:PORT, vsock:PORT, xenstore, xenstore:PATH, qga+unix:PATH or \
-                 qga+serial:[NAME|PATH])"
+                 tcp:HOST:PORT, vsock:PORT, pipe:\\\\.\\pipe\\NAME, xenstore, xenstore:PATH, \
+                 qga+unix:PATH, qga+serial:[NAME|PATH] or qga+pipe:\\\\.\\pipe\\NAME)"
             )),
         }
     }
+}
+
+/// The full `\\.\pipe\NAME` of a `pipe:` spec (checked on every OS, refused at open off Windows).
+fn pipe_name(spec: &str, rest: &str) -> Result<String, String> {
+    guestd_transport_socket::pipe::parse_name(rest).map_err(|e| format!("'{spec}': {e}"))
 }
 
 impl std::fmt::Display for ListenSpec {
@@ -91,12 +105,14 @@ impl std::fmt::Display for ListenSpec {
             Self::Xenstore(Some(path)) => write!(f, "xenstore:{}", path.display()),
             Self::QgaUnix(path) => write!(f, "qga+unix:{}", path.display()),
             Self::QgaSerial(target) => write!(f, "qga+serial:{target}"),
+            Self::Pipe(name) => write!(f, "pipe:{name}"),
+            Self::QgaPipe(name) => write!(f, "qga+pipe:{name}"),
         }
     }
 }
 
 /// What to serve when nothing is configured: the hypervisor channels this guest has, else the
-/// local unix socket. A Xen guest is recognised by its xenbus device on the real file system
+/// local unix socket (Windows: the named pipe [`DEFAULT_PIPE`]). A Xen guest is recognised by its xenbus device on the real file system
 /// (`/dev/xen/xenbus`, `/proc/xen/xenbus`; never through a sandbox root), a KVM guest by its
 /// virtio-serial port.
 pub fn detect(config: &Config) -> Vec<ListenSpec> {
@@ -117,7 +133,11 @@ pub fn detect(config: &Config) -> Vec<ListenSpec> {
         ));
     }
     if found.is_empty() {
-        found.push(ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET)));
+        found.push(if cfg!(windows) {
+            ListenSpec::Pipe(DEFAULT_PIPE.to_owned())
+        } else {
+            ListenSpec::Unix(PathBuf::from(DEFAULT_UNIX_SOCKET))
+        });
     }
     // The qga port is served besides the native channels, never instead of them.
     if config.qga.auto_detect && guestd_transport_serial::find_port(QGA_PORT).is_some() {
@@ -186,6 +206,23 @@ pub fn open(
         ListenSpec::Vsock(_) => Err(TransportError::Config(
             "vsock is only supported on Linux".into(),
         )),
+        #[cfg(windows)]
+        ListenSpec::Pipe(name) => Ok(Box::new(guestd_transport_socket::PipeTransport::bind(
+            name, options,
+        )?)),
+        #[cfg(windows)]
+        ListenSpec::QgaPipe(name) => Ok(Box::new(guestd_transport_socket::PipeTransport::bind(
+            name,
+            StreamOptions {
+                replies: None,
+                dialect: Dialect::Qga,
+                ..options
+            },
+        )?)),
+        #[cfg(not(windows))]
+        ListenSpec::Pipe(_) | ListenSpec::QgaPipe(_) => Err(TransportError::Config(
+            "named pipes exist only on Windows; use unix:PATH here".into(),
+        )),
         #[cfg(not(unix))]
         ListenSpec::Unix(_) | ListenSpec::QgaUnix(_) => {
             let _ = options;
@@ -239,6 +276,8 @@ mod tests {
             "qga+unix:/run/q.sock",
             "qga+serial:org.qemu.guest_agent.0",
             "qga+serial:/dev/vport1p1",
+            r"pipe:\\.\pipe\guestd",
+            r"qga+pipe:\\.\pipe\qga",
         ] {
             assert_eq!(spec.parse::<ListenSpec>().unwrap().to_string(), spec);
         }
@@ -247,6 +286,8 @@ mod tests {
             ("tcp:", "HOST:PORT"),
             ("vsock:x", "invalid vsock port"),
             ("qga+unix:", "needs a path"),
+            ("pipe:", "needs a name"),
+            (r"pipe:\\host\pipe\x", "not a local pipe"),
         ] {
             let err = bad.parse::<ListenSpec>().unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
@@ -258,6 +299,10 @@ mod tests {
         assert_eq!(
             "xenstore:/dev/xen/xenbus".parse::<ListenSpec>(),
             Ok(ListenSpec::Xenstore(Some("/dev/xen/xenbus".into())))
+        );
+        assert_eq!(
+            "pipe:guestd".parse::<ListenSpec>(),
+            Ok(ListenSpec::Pipe(DEFAULT_PIPE.into()))
         );
         assert_eq!(ListenSpec::Xenstore(None).to_string(), "xenstore");
         assert_eq!(

@@ -14,6 +14,7 @@
 //!
 //! Adding a manager: see [`render`].
 
+pub mod computer_name;
 pub mod configdrive;
 pub mod devices;
 pub mod hostname;
@@ -24,11 +25,12 @@ pub mod source;
 
 use guestd_core::plan::Expect;
 use guestd_core::{
-    ApplyError, ApplyOptions, BackendError, CommandRunner, Env, FileChange, NetworkRequest, Plan,
-    PlannedCommand, Root,
+    ApplyError, ApplyOptions, BackendError, CommandRunner, Env, FileChange, NetworkRequest,
+    NetworkReset, Plan, PlannedCommand, Root,
 };
 use tracing::{info, warn};
 
+pub use computer_name::{ComputerName, SystemComputerName};
 pub use manager::Manager;
 pub use model::{
     Hostname, Interface, InterfaceSpec, IpNet, Mac, Network, NetworkError, NetworkSpec, Route,
@@ -231,12 +233,14 @@ pub fn plan(
     Ok(out)
 }
 
-/// The whole command: gather, match, detect, plan, apply. Returns a summary for the log.
+/// The whole command: gather, match, detect, plan, apply; on Windows then the computer name
+/// through `names`. Returns a summary for the log and the notice for the host.
 pub fn reset_network(
     env: &Env,
     request: &NetworkRequest<'_>,
     family: OsFamily,
-) -> Result<String, BackendError> {
+    names: &dyn ComputerName,
+) -> Result<NetworkReset, BackendError> {
     let fail = |e: NetworkError| match e {
         NetworkError::Invalid(m) => BackendError::Invalid(m),
         NetworkError::System(m) => BackendError::Failed(m),
@@ -255,8 +259,8 @@ pub fn reset_network(
         let found = devices::discover(family, &env.root, env.runner.as_ref()).map_err(fail)?;
         devices::resolve(&spec, &found).map_err(fail)?
     };
-    let names: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
-    info!(source = spec.source, %manager, interfaces = ?names, hostname = ?net.hostname.as_ref().map(Hostname::as_str), "resetnetwork");
+    let interfaces: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
+    info!(source = spec.source, %manager, interfaces = ?interfaces, hostname = ?net.hostname.as_ref().map(Hostname::as_str), "resetnetwork");
     let mut plan = plan(&env.root, env.runner.as_ref(), family, manager, &net).map_err(fail)?;
     add_backups(&mut plan, &env.root).map_err(fail)?;
     let options = ApplyOptions { keep_backups: 0 };
@@ -267,15 +271,28 @@ pub fn reset_network(
                 .iter()
                 .filter(|p| !p.starts_with(BACKUP_DIR))
                 .collect();
-            Ok(format!(
+            let mut done = NetworkReset::from(format!(
                 "{} via {manager} from {}: changed {changed:?}",
-                if names.is_empty() {
+                if interfaces.is_empty() {
                     "hostname".to_string()
                 } else {
-                    names.join(",")
+                    interfaces.join(",")
                 },
                 spec.source,
-            ))
+            ));
+            if let (Manager::Windows, Some(name)) = (manager, &net.hostname) {
+                done.notice = computer_name::apply(names, name).map_err(|e| {
+                    warn!(error = %e, "setting the computer name failed");
+                    let what = if interfaces.is_empty() {
+                        String::new()
+                    } else {
+                        "the network is configured, but ".to_string()
+                    };
+                    BackendError::Failed(format!("{what}setting the computer name failed: {e}"))
+                })?;
+                done.summary = format!("{}; {}", done.summary, done.notice);
+            }
+            Ok(done)
         }
         Err(e) => {
             let restored = match &e {

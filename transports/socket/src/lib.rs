@@ -5,6 +5,8 @@
 //!   hypervisor channel exists).
 //! - [`tcp`]: `tcp:HOST:PORT`, plain on loopback only, mutual TLS (rustls) anywhere else.
 //! - [`vsock`]: `vsock:PORT`, only the host (CID 2) unless configured.
+//! - [`pipe`]: `pipe:\\.\pipe\NAME` (Windows), SYSTEM and Administrators only, local clients
+//!   only, the name owned by one guestd.
 //!
 //! Every listener shares one reply cache across its connections, so a host that lost a reply
 //! can reconnect and repeat the request id. Adding a listener: a module with an `Acceptor`
@@ -12,11 +14,14 @@
 //! `serve_stream_with` with its own `Channel` per connection.
 
 mod accept;
+pub mod pipe;
 pub mod tcp;
 #[cfg(unix)]
 pub mod unix;
 pub mod vsock;
 
+#[cfg(windows)]
+pub use pipe::PipeTransport;
 pub use tcp::{TcpConfig, TcpTransport};
 #[cfg(unix)]
 pub use unix::UnixTransport;

@@ -1,8 +1,9 @@
 //! Windows: `netsh` commands (no files). Per affected adapter: static IPv4 addresses (the first
 //! with the gateway), IPv6 addresses and default route after removing the manual ones, static
-//! routes, DNS servers; the hostname through `Rename-Computer` (effective after the next
-//! reboot, as with the Windows agent). Checks: `Get-NetIPAddress` finds each address. Rollback
-//! can only return the adapter to DHCP: netsh has no file to restore.
+//! routes, DNS servers. Checks: `Get-NetIPAddress` finds each address. Rollback can only
+//! return the adapter to DHCP: netsh has no file to restore. The hostname is no command here:
+//! `reset_network` sets it with `SetComputerNameExW` once the adapters are configured
+//! (`network::computer_name`).
 
 use guestd_core::{Command, PlannedCommand, plan::Expect};
 
@@ -197,21 +198,10 @@ pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, Networ
             ],
         ));
     }
-    let mut hostname_commands = Vec::new();
+    // The hostname is set after the network, with SetComputerNameExW (see
+    // `network::computer_name`); its name is checked here so a bad one changes nothing.
     if let Some(h) = &net.hostname {
-        if h.short().len() > 15 {
-            return Err(crate::network::model::invalid(format!(
-                "hostname '{}' is longer than the 15 characters Windows allows",
-                h.short()
-            )));
-        }
-        hostname_commands.push(powershell(
-            format!(
-                "if ($env:COMPUTERNAME -ne {0}) {{ Rename-Computer -NewName {0} -Force }}",
-                ps_quote(h.short())
-            ),
-            Expect::Success,
-        ));
+        crate::network::computer_name::host_label(h)?;
     }
     Ok(Rendered {
         files: Vec::new(),
@@ -220,7 +210,7 @@ pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, Networ
         rollback,
         manages_dns: true,
         sets_hostname: true,
-        hostname_commands,
+        hostname_commands: Vec::new(),
         always_restart: true,
     })
 }
