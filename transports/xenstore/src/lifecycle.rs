@@ -393,9 +393,15 @@ impl<S: Store> Lifecycle<S> {
 const QUOTA_PRUNE_AGE: Duration = Duration::from_secs(5);
 
 /// oxenstored says `EQUOTA`, C xenstored `ENOSPC`; libxenstore turns unknown names into
-/// `EINVAL`, which a reply write (valid path, value within the limit) cannot otherwise cause.
+/// `EINVAL`, which a reply write (valid path, value within the limit) cannot otherwise cause;
+/// the Windows drivers turn them into `STATUS_UNSUCCESSFUL` ([`xeniface::codec::UNNAMED`]).
+///
+/// [`xeniface::codec::UNNAMED`]: crate::xeniface::codec::UNNAMED
 fn is_quota_error(e: &XsError) -> bool {
-    e.is("EQUOTA") || e.is(errno::ENOSPC) || e.is(errno::EINVAL)
+    e.is("EQUOTA")
+        || e.is(errno::ENOSPC)
+        || e.is(errno::EINVAL)
+        || e.is(crate::xeniface::codec::UNNAMED)
 }
 
 async fn ensure_request_dir<S: Store>(s: &S) -> Result<(), XsError> {

@@ -1,6 +1,7 @@
 //! The XenStore transport against test-xenstored: the request lifecycle, bad input, bursts,
-//! reconnects, pruning and `vm-data/`, once per backend (native, and libxenstore when the
-//! feature is on).
+//! reconnects, pruning and `vm-data/`, once per backend: native, the Windows xeniface backend
+//! over its emulated device (the driver's buffers, forwarded to test-xenstored), and
+//! libxenstore when the feature is on.
 #![cfg(unix)]
 
 use std::collections::HashMap;
@@ -14,20 +15,48 @@ use guestd_core::{
     ShutdownTrigger, SystemRunner, Transport,
 };
 use guestd_test_xenstored::{Config, Quota, TestXenstored};
+use guestd_transport_xenstore::xeniface::emulated::EmulatedDevice;
 use guestd_transport_xenstore::{
-    BackendKind, HostClient, WatchStream, XenstoreConfig, XenstoreTransport, XsClient,
+    BackendKind, HostClient, WatchStream, XenifaceStore, XenstoreConfig, XenstoreTransport,
+    XsClient,
 };
 use serde_json::Value;
 
 const DOMID: u32 = 5;
 const HOME: &str = "/local/domain/5";
 
-fn backends() -> Vec<BackendKind> {
-    let mut all = vec![BackendKind::Native];
+/// A backend under test: one chosen by configuration, or xeniface over the emulated device.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Kind(BackendKind),
+    XenifaceEmulated,
+}
+
+fn backends() -> Vec<Backend> {
+    let mut all = vec![
+        Backend::Kind(BackendKind::Native),
+        Backend::XenifaceEmulated,
+    ];
     if cfg!(feature = "libxenstore") {
-        all.push(BackendKind::Libxenstore);
+        all.push(Backend::Kind(BackendKind::Libxenstore));
     }
     all
+}
+
+fn open_transport(backend: Backend, guest: &Path, config: &XenstoreConfig) -> XenstoreTransport {
+    match backend {
+        Backend::Kind(kind) => XenstoreTransport::open(
+            Some(guest),
+            &XenstoreConfig {
+                backend: kind,
+                ..config.clone()
+            },
+        ),
+        Backend::XenifaceEmulated => {
+            XenstoreTransport::with_store::<XenifaceStore<EmulatedDevice>>(guest, config)
+        }
+    }
+    .expect("transport opens")
 }
 
 /// What the test handlers saw.
@@ -130,22 +159,16 @@ fn init_logs() {
 }
 
 impl Guest {
-    async fn start(
-        backend: BackendKind,
-        tweak: impl FnOnce(&mut XenstoreConfig, &mut Quota),
-    ) -> Guest {
+    async fn start(backend: Backend, tweak: impl FnOnce(&mut XenstoreConfig, &mut Quota)) -> Guest {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
         let dom0 = dir.path().join("dom0.sock");
         let guest = dir.path().join("guest5.sock");
-        let mut config = XenstoreConfig {
-            backend,
-            ..XenstoreConfig::default()
-        };
+        let mut config = XenstoreConfig::default();
         let mut quota = Quota::default();
         tweak(&mut config, &mut quota);
         let xs = xenstored(&dom0, &guest, quota);
-        let transport = XenstoreTransport::open(Some(&guest), &config).expect("transport opens");
+        let transport = open_transport(backend, &guest, &config);
         assert!(transport.describe().starts_with("xenstore:"));
         let log = SharedLog::default();
         let env = Env {
@@ -574,11 +597,10 @@ async fn replies_left_by_an_earlier_run_are_pruned_and_not_rerun() {
         .await
         .unwrap();
         let config = XenstoreConfig {
-            backend,
             reply_max_age_secs: 1,
             ..XenstoreConfig::default()
         };
-        let transport = XenstoreTransport::open(Some(&guest_path), &config).unwrap();
+        let transport = open_transport(backend, &guest_path, &config);
         let log = SharedLog::default();
         let env = Env {
             root: Root::sandbox(dir.path()).unwrap(),
@@ -688,11 +710,25 @@ async fn open_fails_clearly() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/xenbus"), "{err}");
+    // The Windows backend is refused off Windows, whatever the path.
+    let err = XenstoreTransport::open(
+        Some(Path::new("/dev/xen/xenbus")),
+        &XenstoreConfig {
+            backend: BackendKind::Xeniface,
+            ..XenstoreConfig::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "xenstore backend 'xeniface' is the Xen PV drivers' interface of Windows guests; on \
+         this OS use 'native' (the default)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_id_takes_the_late_answer_without_rerunning() {
-    let g = Guest::start(BackendKind::Native, |_, _| {}).await;
+    let g = Guest::start(Backend::Kind(BackendKind::Native), |_, _| {}).await;
     // The first attempt was answered after the caller gave up (its reply is still there).
     let first = g
         .nova_call("retry-1", br#"{"name": "record", "value": "once"}"#)

@@ -237,12 +237,14 @@ impl EmulatedDevice {
             .remove(&context)
             .ok_or(error(win32::ERROR_INVALID_PARAMETER))?;
         watch.task.abort();
-        if let Err(e) = self
-            .runtime
-            .block_on(self.client.unwatch(&watch.path, &watch.token))
-        {
-            debug!(error = %e, path = %watch.path, "unwatch after REMOVE_WATCH failed");
-        }
+        // Not waited for: the driver drops its watch at once, and a runtime shutting down
+        // (which waits for this thread) would never answer.
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            if let Err(e) = client.unwatch(&watch.path, &watch.token).await {
+                debug!(error = %e, path = %watch.path, "unwatch after REMOVE_WATCH failed");
+            }
+        });
         Ok(0)
     }
 }
