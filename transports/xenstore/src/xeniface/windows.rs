@@ -196,44 +196,49 @@ impl IoctlDevice for WindowsDevice {
         }
     }
 
-    #[allow(unsafe_code)]
     fn create_event(&self, on_signal: OnSignal) -> Result<Box<dyn DeviceEvent>, XsError> {
-        let failed = |what: &str| XsError::Io {
-            what: what.into(),
-            source: std::io::Error::last_os_error(),
-        };
-        // SAFETY: auto-reset, initially unsignalled, unnamed; no other preconditions.
-        let event = unsafe { CreateEventW(null(), 0, 0, null()) };
-        if event.is_null() {
-            return Err(failed("creating a watch event"));
-        }
-        // SAFETY: a handle CreateEventW just returned, owned from here on.
-        let event = unsafe { OwnedHandle::from_raw_handle(event) };
-        let context = Box::into_raw(Box::new(on_signal));
-        let mut wait: HANDLE = null_mut();
-        // SAFETY: a valid event; `context` stays alive until the wait is unregistered (Drop).
-        let ok = unsafe {
-            RegisterWaitForSingleObject(
-                &mut wait,
-                event.as_raw_handle(),
-                Some(signalled),
-                context.cast::<c_void>(),
-                INFINITE,
-                WT_EXECUTEDEFAULT,
-            )
-        };
-        if ok == 0 {
-            let error = failed("waiting for a watch event");
-            // SAFETY: never registered, so nothing else holds it.
-            drop(unsafe { Box::from_raw(context) });
-            return Err(error);
-        }
-        Ok(Box::new(WatchEvent {
-            event,
-            wait,
-            context,
-        }))
+        watch_event(on_signal)
     }
+}
+
+/// An auto-reset event whose signals the thread pool reports to `on_signal`.
+#[allow(unsafe_code)]
+fn watch_event(on_signal: OnSignal) -> Result<Box<dyn DeviceEvent>, XsError> {
+    let failed = |what: &str| XsError::Io {
+        what: what.into(),
+        source: std::io::Error::last_os_error(),
+    };
+    // SAFETY: auto-reset, initially unsignalled, unnamed; no other preconditions.
+    let event = unsafe { CreateEventW(null(), 0, 0, null()) };
+    if event.is_null() {
+        return Err(failed("creating a watch event"));
+    }
+    // SAFETY: a handle CreateEventW just returned, owned from here on.
+    let event = unsafe { OwnedHandle::from_raw_handle(event) };
+    let context = Box::into_raw(Box::new(on_signal));
+    let mut wait: HANDLE = null_mut();
+    // SAFETY: a valid event; `context` stays alive until the wait is unregistered (Drop).
+    let ok = unsafe {
+        RegisterWaitForSingleObject(
+            &mut wait,
+            event.as_raw_handle(),
+            Some(signalled),
+            context.cast::<c_void>(),
+            INFINITE,
+            WT_EXECUTEDEFAULT,
+        )
+    };
+    if ok == 0 {
+        let error = failed("waiting for a watch event");
+        // SAFETY: never registered, so nothing else holds it.
+        drop(unsafe { Box::from_raw(context) });
+        return Err(error);
+    }
+    Ok(Box::new(WatchEvent {
+        event,
+        wait,
+        context,
+    }))
 }
 
 /// Runs on a thread-pool thread each time the event is signalled.
@@ -275,5 +280,49 @@ impl Drop for WatchEvent {
             UnregisterWaitEx(self.wait, INVALID_HANDLE_VALUE);
             drop(Box::from_raw(self.context));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    use windows_sys::Win32::System::Threading::SetEvent;
+
+    #[test]
+    fn no_drivers_no_interface() {
+        // Wine and any Windows without the Xen PV drivers.
+        assert_eq!(find_interface().unwrap(), None);
+    }
+
+    fn wait_for(count: &AtomicUsize, n: usize) {
+        let start = Instant::now();
+        while count.load(Ordering::SeqCst) < n {
+            assert!(start.elapsed() < Duration::from_secs(10), "{n} signals");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn each_signal_reaches_the_callback_until_the_event_goes() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        let event = watch_event(Box::new(move |signal| {
+            assert_eq!(signal, Signal::Changed);
+            seen.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap();
+        let handle = event.handle() as HANDLE;
+        for n in 1..=3 {
+            // SAFETY: the event is open while `event` lives.
+            assert_ne!(unsafe { SetEvent(handle) }, 0);
+            wait_for(&count, n);
+        }
+        drop(event);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count.load(Ordering::SeqCst), 3, "nothing after the drop");
     }
 }
