@@ -21,8 +21,9 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 
     /// Serve this channel (repeatable): `unix:PATH`, `serial:[NAME|PATH]`, `tcp:HOST:PORT`,
-    /// `vsock:PORT`, `xenstore` (the detected xenbus device) or `xenstore:PATH` (a xenbus device
-    /// or a xenstored socket). Overrides `transports.listen`.
+    /// `vsock:PORT`, `xenstore` (the detected xenbus device; on Windows the Xen PV drivers'
+    /// xeniface device) or `xenstore:PATH` (a xenbus device or a xenstored socket; on Windows
+    /// a xeniface interface path). Overrides `transports.listen`.
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,
 
