@@ -242,7 +242,14 @@ impl<S: Store> Lifecycle<S> {
                 ensure_request_dir(s).await?;
                 Vec::new()
             }
-            Err(e) => return Err(e.into()),
+            Err(e) if e.is_connection_lost() => return Err(e.into()),
+            Err(e) => {
+                // xenstored refused the listing: xeniface has no DIRECTORY_PART, so a
+                // data/host over one message (~110 pending uuids) cannot be listed. Reconnecting
+                // would not help; the next change (the host taking requests back) retries.
+                error!(error = %e, "cannot list {REQUEST_DIR}; waiting for the next change");
+                return Ok(());
+            }
         };
         let present: HashSet<&str> = listed.iter().map(String::as_str).collect();
         self.handled.retain(|id| present.contains(id.as_str()));

@@ -19,6 +19,7 @@ use tracing::debug;
 use super::codec::{self, IoctlError, PTR, win32};
 use super::{DeviceEvent, IoctlDevice, OnSignal, Signal};
 use crate::client::{XsClient, XsError};
+use crate::wire::MsgType;
 
 /// Event objects by handle value, as the kernel's handle table would hold them.
 #[derive(Default)]
@@ -154,10 +155,19 @@ impl EmulatedDevice {
 
     fn directory(&self, input: &[u8], output: &mut [u8]) -> Result<usize, IoctlError> {
         let path = path_of(input)?;
-        let names = self.block(self.client.directory(path))?;
+        // One XS_DIRECTORY, as the xenbus driver sends it: no DIRECTORY_PART paging, so a
+        // list over one message fails (E2BIG, which the driver cannot name).
+        let payload = crate::wire::path_payload(path)
+            .map_err(XsError::from)
+            .map_err(forwarded)?;
+        let reply = self.block(self.client.request(MsgType::Directory, 0, payload))?;
+        let names: Vec<&[u8]> = crate::wire::split_fields(&reply)
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect();
         let mut data = Vec::new();
         for name in &names {
-            data.extend_from_slice(name.as_bytes());
+            data.extend_from_slice(name);
             data.push(0);
         }
         // __MultiSzLen + 1: an empty list is two NULs, otherwise one more NUL.
