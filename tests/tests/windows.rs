@@ -472,3 +472,51 @@ fn runs_as_a_service_under_the_wine_scm() {
     let out = sc(&["delete", &name]);
     assert!(out.status.success(), "sc delete: {out:?}");
 }
+
+/// `--listen xenstore` on Windows looks for the PV drivers' xeniface device through SetupAPI
+/// (Wine has none) and says so; the Linux backends are refused with the one to use instead.
+#[test]
+fn xenstore_on_windows_looks_for_xeniface() {
+    if !wine_ready() {
+        return;
+    }
+    let (exe, prefix) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let exe = exe.to_str().unwrap();
+    let root = win_path(&root);
+    let out = wine(prefix, &[exe, "--root", &root, "--listen", "xenstore"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains(
+            "no XenStore found: no xeniface device interface (GUID_INTERFACE_XENIFACE) is \
+             present (are the Xen PV drivers installed?)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let config = dir.path().join("native.toml");
+    std::fs::write(&config, "[xenstore]\nbackend = 'native'\n").unwrap();
+    let out = wine(
+        prefix,
+        &[
+            exe,
+            "--root",
+            &root,
+            "--config",
+            &win_path(&config),
+            "--listen",
+            r"xenstore:\\?\no-such-device",
+        ],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains(
+            "xenstore backend 'native' needs a xenbus device or a xenstored unix socket, which \
+             Windows has not; use 'xeniface' (the default on Windows)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
