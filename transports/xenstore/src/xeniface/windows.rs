@@ -115,6 +115,31 @@ pub fn find_interface() -> std::io::Result<Option<PathBuf>> {
     ))))
 }
 
+#[allow(unsafe_code)]
+fn open_path(path: &Path) -> Result<OwnedHandle, XsError> {
+    let wide: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
+    // SAFETY: a NUL-terminated path; null security attributes and template are allowed.
+    let raw = unsafe {
+        CreateFileW(
+            wide.as_ptr(),
+            GENERIC_READ | GENERIC_WRITE,
+            FILE_SHARE_READ | FILE_SHARE_WRITE,
+            null(),
+            OPEN_EXISTING,
+            0,
+            null_mut(),
+        )
+    };
+    if raw == INVALID_HANDLE_VALUE {
+        return Err(XsError::Io {
+            what: format!("opening the xeniface device {}", path.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: a handle CreateFileW just returned, owned from here on.
+    Ok(unsafe { OwnedHandle::from_raw_handle(raw) })
+}
+
 /// An open xeniface device.
 #[derive(Debug)]
 pub struct WindowsDevice {
@@ -132,30 +157,20 @@ fn last_error() -> u32 {
 impl IoctlDevice for WindowsDevice {
     const NAME: &'static str = "xeniface";
 
-    #[allow(unsafe_code)]
+    /// Open `path`; if it is gone (the drivers were reinstalled, which can change the
+    /// interface path), open the interface present now.
     fn open(path: &Path) -> Result<Self, XsError> {
-        let wide: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
-        // SAFETY: a NUL-terminated path; null security attributes and template are allowed.
-        let raw = unsafe {
-            CreateFileW(
-                wide.as_ptr(),
-                GENERIC_READ | GENERIC_WRITE,
-                FILE_SHARE_READ | FILE_SHARE_WRITE,
-                null(),
-                OPEN_EXISTING,
-                0,
-                null_mut(),
-            )
+        let failed = match open_path(path) {
+            Ok(handle) => return Ok(Self { handle }),
+            Err(e) => e,
         };
-        if raw == INVALID_HANDLE_VALUE {
-            return Err(XsError::Io {
-                what: format!("opening the xeniface device {}", path.display()),
-                source: std::io::Error::last_os_error(),
-            });
+        match find_interface() {
+            Ok(Some(found)) if found != path => {
+                tracing::info!(old = %path.display(), new = %found.display(), "xeniface moved");
+                open_path(&found).map(|handle| Self { handle })
+            }
+            _ => Err(failed),
         }
-        // SAFETY: a handle CreateFileW just returned, owned from here on.
-        let handle = unsafe { OwnedHandle::from_raw_handle(raw) };
-        Ok(Self { handle })
     }
 
     #[allow(unsafe_code)]
@@ -295,6 +310,28 @@ mod tests {
     fn no_drivers_no_interface() {
         // Wine and any Windows without the Xen PV drivers.
         assert_eq!(find_interface().unwrap(), None);
+        let err = WindowsDevice::open(Path::new(r"\\?\no-such-xeniface")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(r"opening the xeniface device \\?\no-such-xeniface: "),
+            "{err}"
+        );
+    }
+
+    /// DeviceIoControl's failure reaches the codec with its Win32 code: a device that is not
+    /// xeniface (the NUL device) does not know the IOCTL.
+    #[test]
+    fn ioctl_failures_carry_the_win32_error() {
+        let device = WindowsDevice {
+            handle: open_path(Path::new(r"\\.\NUL")).unwrap(),
+        };
+        let mut out = [0u8; 16];
+        #[allow(unsafe_code)]
+        // SAFETY: no address in the input.
+        let err =
+            unsafe { device.ioctl(crate::xeniface::codec::IOCTL_STORE_READ, b"x\0", &mut out) }
+                .unwrap_err();
+        assert_ne!(err.code, 0);
     }
 
     fn wait_for(count: &AtomicUsize, n: usize) {
