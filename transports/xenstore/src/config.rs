@@ -79,6 +79,27 @@ mod tests {
         assert!(serde_json::from_str::<XenstoreConfig>(r#"{"pth": "/x"}"#).is_err());
     }
 
+    #[test]
+    fn backend_names_and_the_platform_default() {
+        for (name, kind) in [
+            ("native", BackendKind::Native),
+            ("libxenstore", BackendKind::Libxenstore),
+            ("xeniface", BackendKind::Xeniface),
+        ] {
+            let c = toml_like(&format!(r#"{{"backend": "{name}"}}"#));
+            assert_eq!(c.backend, kind);
+        }
+        assert!(serde_json::from_str::<XenstoreConfig>(r#"{"backend": "wmi"}"#).is_err());
+        let expected = if cfg!(windows) {
+            BackendKind::Xeniface
+        } else if cfg!(feature = "libxenstore") {
+            BackendKind::Libxenstore
+        } else {
+            BackendKind::Native
+        };
+        assert_eq!(XenstoreConfig::default().backend, expected);
+    }
+
     fn toml_like(json: &str) -> XenstoreConfig {
         serde_json::from_str(json).unwrap()
     }
