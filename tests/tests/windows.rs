@@ -677,6 +677,54 @@ fn named_pipes_are_refused_off_windows() {
     );
 }
 
+/// `--listen xenstore` on Windows looks for the PV drivers' xeniface device through SetupAPI
+/// (Wine has none) and says so; the Linux backends are refused with the one to use instead.
+#[test]
+fn xenstore_on_windows_looks_for_xeniface() {
+    if !wine_ready() {
+        return;
+    }
+    let (exe, prefix) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let exe = exe.to_str().unwrap();
+    let root = win_path(&root);
+    let out = wine(prefix, &[exe, "--root", &root, "--listen", "xenstore"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains(
+            "no XenStore found: no xeniface device interface (GUID_INTERFACE_XENIFACE) is \
+             present (are the Xen PV drivers installed?)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let config = dir.path().join("native.toml");
+    std::fs::write(&config, "[xenstore]\nbackend = 'native'\n").unwrap();
+    let out = wine(
+        prefix,
+        &[
+            exe,
+            "--root",
+            &root,
+            "--config",
+            &win_path(&config),
+            "--listen",
+            r"xenstore:\\?\no-such-device",
+        ],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains(
+            "xenstore backend 'native' needs a xenbus device or a xenstored unix socket, which \
+             Windows has not; use 'xeniface' (the default on Windows)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// `resetnetwork` with a hostname: guestd.exe sets it with SetComputerNameExW, which Wine
 /// implements by writing the registry (`ComputerName\ComputerName` for the NetBIOS name,
 /// `Tcpip\Parameters\Hostname` for the DNS host name). The reply says a reboot is needed.

@@ -22,8 +22,9 @@ pub struct Cli {
 
     /// Serve this channel (repeatable): `unix:PATH`, `serial:[NAME|PATH]`, `tcp:HOST:PORT`,
     /// `vsock:PORT`, `pipe:\\.\pipe\NAME` (Windows named pipe, SYSTEM and Administrators
-    /// only), `xenstore` (the detected xenbus device) or `xenstore:PATH` (a xenbus device or a
-    /// xenstored socket); `qga+unix:PATH`, `qga+serial:[NAME|PATH]` and `qga+pipe:...` serve the
+    /// only), `xenstore` (the detected xenbus device; on Windows the Xen PV drivers' xeniface
+    /// device) or `xenstore:PATH` (a xenbus device or a xenstored socket; on Windows a xeniface
+    /// interface path); `qga+unix:PATH`, `qga+serial:[NAME|PATH]` and `qga+pipe:...` serve the
     /// qemu-guest-agent dialect. Overrides `transports.listen`.
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,

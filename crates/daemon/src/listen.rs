@@ -29,8 +29,9 @@ pub enum ListenSpec {
     Tcp(String),
     /// `vsock:PORT`
     Vsock(String),
-    /// `xenstore` (the configured or detected device) or `xenstore:PATH` (a xenbus device or a
-    /// xenstored socket).
+    /// `xenstore` (the configured or detected device: xenbus, or xeniface on Windows) or
+    /// `xenstore:PATH` (a xenbus device or a xenstored socket; on Windows a xeniface interface
+    /// path).
     Xenstore(Option<PathBuf>),
     /// `qga+unix:PATH`: the qemu-guest-agent dialect on a unix socket.
     QgaUnix(PathBuf),
@@ -112,9 +113,10 @@ impl std::fmt::Display for ListenSpec {
 }
 
 /// What to serve when nothing is configured: the hypervisor channels this guest has, else the
-/// local unix socket (Windows: the named pipe [`DEFAULT_PIPE`]). A Xen guest is recognised by its xenbus device on the real file system
-/// (`/dev/xen/xenbus`, `/proc/xen/xenbus`; never through a sandbox root), a KVM guest by its
-/// virtio-serial port.
+/// local unix socket (Windows: the named pipe [`DEFAULT_PIPE`]). A Xen guest is recognised by
+/// its xenbus device on the real file system (`/dev/xen/xenbus`, `/proc/xen/xenbus`; never
+/// through a sandbox root) or, on Windows, by the PV drivers' xeniface device interface; a KVM
+/// guest by its virtio-serial port.
 pub fn detect(config: &Config) -> Vec<ListenSpec> {
     let mut found = Vec::new();
     if config.xenstore.auto_detect {

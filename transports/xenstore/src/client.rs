@@ -70,11 +70,33 @@ pub struct WatchEvent {
 #[derive(Debug)]
 pub struct WatchStream {
     rx: mpsc::UnboundedReceiver<WatchEvent>,
+    /// What keeps the watch registered, if the backend needs one (xeniface).
+    _guard: Option<Guard>,
+}
+
+/// Anything dropped with its [`WatchStream`].
+struct Guard(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Guard")
+    }
 }
 
 impl WatchStream {
     pub(crate) fn new(rx: mpsc::UnboundedReceiver<WatchEvent>) -> Self {
-        Self { rx }
+        Self { rx, _guard: None }
+    }
+
+    /// A stream that drops `guard` (unregistering its watch) when it goes.
+    pub(crate) fn with_guard(
+        rx: mpsc::UnboundedReceiver<WatchEvent>,
+        guard: impl Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            rx,
+            _guard: Some(Guard(Box::new(guard))),
+        }
     }
 
     /// The next event; `None` once the connection is gone.

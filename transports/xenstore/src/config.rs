@@ -11,12 +11,15 @@ use crate::lifecycle::Tunables;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// The pure-Rust client (default build).
-    #[cfg_attr(not(feature = "libxenstore"), default)]
+    /// The pure-Rust client over the xenbus device or a xenstored socket (default on unix).
+    #[cfg_attr(not(any(windows, feature = "libxenstore")), default)]
     Native,
     /// The system libxenstore (needs the `libxenstore` cargo feature; its default then).
-    #[cfg_attr(feature = "libxenstore", default)]
+    #[cfg_attr(all(feature = "libxenstore", not(windows)), default)]
     Libxenstore,
+    /// The Xen PV drivers' xeniface device (Windows only; the default there).
+    #[cfg_attr(windows, default)]
+    Xeniface,
 }
 
 /// `[xenstore]` in `guestd.toml`.
@@ -26,7 +29,8 @@ pub struct XenstoreConfig {
     /// Use XenStore when guestd finds `/dev/xen/xenbus` or `/proc/xen/xenbus` and no listener
     /// was configured explicitly.
     pub auto_detect: bool,
-    /// The xenbus device or xenstored socket; unset means detect.
+    /// The xenbus device or xenstored socket (Windows: the xeniface interface path); unset
+    /// means detect.
     pub path: Option<PathBuf>,
     pub backend: BackendKind,
     /// Seconds after which guestd removes the replies it wrote (the host reads them within
@@ -73,6 +77,27 @@ mod tests {
         assert_eq!(c.reply_max_age_secs, 600);
         assert_eq!(c.max_reply_bytes, 2048);
         assert!(serde_json::from_str::<XenstoreConfig>(r#"{"pth": "/x"}"#).is_err());
+    }
+
+    #[test]
+    fn backend_names_and_the_platform_default() {
+        for (name, kind) in [
+            ("native", BackendKind::Native),
+            ("libxenstore", BackendKind::Libxenstore),
+            ("xeniface", BackendKind::Xeniface),
+        ] {
+            let c = toml_like(&format!(r#"{{"backend": "{name}"}}"#));
+            assert_eq!(c.backend, kind);
+        }
+        assert!(serde_json::from_str::<XenstoreConfig>(r#"{"backend": "wmi"}"#).is_err());
+        let expected = if cfg!(windows) {
+            BackendKind::Xeniface
+        } else if cfg!(feature = "libxenstore") {
+            BackendKind::Libxenstore
+        } else {
+            BackendKind::Native
+        };
+        assert_eq!(XenstoreConfig::default().backend, expected);
     }
 
     fn toml_like(json: &str) -> XenstoreConfig {

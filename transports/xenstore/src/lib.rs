@@ -12,9 +12,13 @@
 //! - [`HostClient`]: the dom0 side guestctl uses (`guestctl --connect xenstore:DOMID`).
 //! - With the `libxenstore` feature, a second backend over the system libxenstore (bindgen
 //!   bindings to Debian's `libxen-dev`) runs the same lifecycle.
+//! - [`xeniface`]: the Windows backend over the Xen PV drivers' xeniface IOCTLs
+//!   ([`XenifaceStore`]), generic over the device so that its logic runs against
+//!   `test-xenstored` through an emulated device on any OS.
 //!
 //! Adding an operation: a method on [`XsClient`] (and on the [`Store`] trait if the lifecycle
-//! needs it, implemented by every backend).
+//! needs it, implemented by every backend). Adding a backend: a [`Store`] implementation and a
+//! [`BackendKind`] that [`XenstoreTransport::open`] maps to it.
 
 pub mod client;
 mod config;
@@ -28,6 +32,7 @@ mod lifecycle;
 mod store;
 mod transport;
 pub mod wire;
+pub mod xeniface;
 
 pub use client::{WatchEvent, WatchStream, XsClient, XsError};
 pub use config::{BackendKind, XenstoreConfig};
@@ -36,3 +41,4 @@ pub use hostdata::XenstoreHostData;
 pub use lifecycle::fit_reply;
 pub use store::Store;
 pub use transport::{DEVICE_PATHS, XenstoreTransport, detect, detect_among};
+pub use xeniface::XenifaceStore;

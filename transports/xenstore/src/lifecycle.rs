@@ -242,7 +242,14 @@ impl<S: Store> Lifecycle<S> {
                 ensure_request_dir(s).await?;
                 Vec::new()
             }
-            Err(e) => return Err(e.into()),
+            Err(e) if e.is_connection_lost() => return Err(e.into()),
+            Err(e) => {
+                // xenstored refused the listing: xeniface has no DIRECTORY_PART, so a
+                // data/host over one message (~110 pending uuids) cannot be listed. Reconnecting
+                // would not help; the next change (the host taking requests back) retries.
+                error!(error = %e, "cannot list {REQUEST_DIR}; waiting for the next change");
+                return Ok(());
+            }
         };
         let present: HashSet<&str> = listed.iter().map(String::as_str).collect();
         self.handled.retain(|id| present.contains(id.as_str()));
@@ -393,9 +400,15 @@ impl<S: Store> Lifecycle<S> {
 const QUOTA_PRUNE_AGE: Duration = Duration::from_secs(5);
 
 /// oxenstored says `EQUOTA`, C xenstored `ENOSPC`; libxenstore turns unknown names into
-/// `EINVAL`, which a reply write (valid path, value within the limit) cannot otherwise cause.
+/// `EINVAL`, which a reply write (valid path, value within the limit) cannot otherwise cause;
+/// the Windows drivers turn them into `STATUS_UNSUCCESSFUL` ([`xeniface::codec::UNNAMED`]).
+///
+/// [`xeniface::codec::UNNAMED`]: crate::xeniface::codec::UNNAMED
 fn is_quota_error(e: &XsError) -> bool {
-    e.is("EQUOTA") || e.is(errno::ENOSPC) || e.is(errno::EINVAL)
+    e.is("EQUOTA")
+        || e.is(errno::ENOSPC)
+        || e.is(errno::EINVAL)
+        || e.is(crate::xeniface::codec::UNNAMED)
 }
 
 async fn ensure_request_dir<S: Store>(s: &S) -> Result<(), XsError> {

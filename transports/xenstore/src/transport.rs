@@ -5,7 +5,6 @@ use std::sync::{Arc, RwLock};
 
 use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
 
-use crate::client::XsClient;
 use crate::config::{BackendKind, XenstoreConfig};
 use crate::hostdata::XenstoreHostData;
 use crate::lifecycle::Lifecycle;
@@ -14,10 +13,21 @@ use crate::store::Store;
 /// Where a Xen guest finds XenStore, in order of preference.
 pub const DEVICE_PATHS: [&str; 2] = ["/dev/xen/xenbus", "/proc/xen/xenbus"];
 
-/// The XenStore device of this machine, if it is a Xen guest with xenbus (looked up on the
-/// real file system: this is about the machine guestd runs on, not a sandbox).
+/// The XenStore device of this machine, if it is a Xen guest: the xenbus device (looked up on
+/// the real file system: this is about the machine guestd runs on, not a sandbox), or on
+/// Windows the xeniface device interface of the Xen PV drivers.
 pub fn detect() -> Option<PathBuf> {
-    detect_among(&DEVICE_PATHS.map(Path::new))
+    #[cfg(windows)]
+    {
+        crate::xeniface::windows::find_interface()
+            .inspect_err(|e| tracing::debug!(error = %e, "looking for xeniface failed"))
+            .ok()
+            .flatten()
+    }
+    #[cfg(not(windows))]
+    {
+        detect_among(&DEVICE_PATHS.map(Path::new))
+    }
 }
 
 /// [`detect`] over given candidates.
@@ -28,16 +38,12 @@ pub fn detect_among(candidates: &[&Path]) -> Option<PathBuf> {
         .map(|p| p.to_path_buf())
 }
 
-enum Opened {
-    Native(Lifecycle<XsClient>),
-    #[cfg(feature = "libxenstore")]
-    Lib(Lifecycle<crate::libxs::LibClient>),
-}
+type Serve = Box<dyn FnOnce(Arc<Dispatcher>, Shutdown) -> BoxFuture<'static, ()> + Send>;
 
 /// Serves requests written under `data/host` of this guest (see the crate docs).
 pub struct XenstoreTransport {
     describe: String,
-    opened: Opened,
+    serve: Serve,
 }
 
 impl std::fmt::Debug for XenstoreTransport {
@@ -49,33 +55,72 @@ impl std::fmt::Debug for XenstoreTransport {
 }
 
 impl XenstoreTransport {
-    /// Connect to XenStore at `path` (a xenbus device or a xenstored unix socket), or at
-    /// `config.path`, or at the detected device. Needs a tokio runtime context.
+    /// Connect to XenStore at `path`, or at `config.path`, or at the detected device, with
+    /// the configured backend: a xenbus device or xenstored unix socket (`native`,
+    /// `libxenstore`), or the xeniface device interface on Windows (`xeniface`). Needs a
+    /// tokio runtime context.
     pub fn open(path: Option<&Path>, config: &XenstoreConfig) -> Result<Self, TransportError> {
         let path = match path.or(config.path.as_deref()) {
             Some(p) => p.to_path_buf(),
-            None => detect().ok_or_else(|| {
-                TransportError::Config(format!(
-                    "no XenStore found: neither {} exists (is this a Xen guest?)",
-                    DEVICE_PATHS.join(" nor ")
-                ))
-            })?,
+            None => detect().ok_or_else(|| TransportError::Config(not_found()))?,
         };
-        let describe = format!("xenstore:{}", path.display());
-        let opened = match config.backend {
-            BackendKind::Native => Opened::Native(lifecycle(&path, config)?),
+        match config.backend {
+            #[cfg(not(windows))]
+            BackendKind::Native => Self::with_store::<crate::client::XsClient>(&path, config),
+            #[cfg(windows)]
+            BackendKind::Native => Err(TransportError::Config(
+                "xenstore backend 'native' needs a xenbus device or a xenstored unix socket, \
+                 which Windows has not; use 'xeniface' (the default on Windows)"
+                    .into(),
+            )),
             #[cfg(feature = "libxenstore")]
-            BackendKind::Libxenstore => Opened::Lib(lifecycle(&path, config)?),
+            BackendKind::Libxenstore => Self::with_store::<crate::libxs::LibClient>(&path, config),
             #[cfg(not(feature = "libxenstore"))]
-            BackendKind::Libxenstore => {
-                return Err(TransportError::Config(
-                    "xenstore backend 'libxenstore' needs a guestd built with the libxenstore \
-                     feature"
-                        .into(),
-                ));
-            }
-        };
-        Ok(Self { describe, opened })
+            BackendKind::Libxenstore => Err(TransportError::Config(
+                "xenstore backend 'libxenstore' needs a guestd built with the libxenstore \
+                 feature"
+                    .into(),
+            )),
+            #[cfg(windows)]
+            BackendKind::Xeniface => Self::with_store::<
+                crate::xeniface::XenifaceStore<crate::xeniface::windows::WindowsDevice>,
+            >(&path, config),
+            #[cfg(not(windows))]
+            BackendKind::Xeniface => Err(TransportError::Config(
+                "xenstore backend 'xeniface' is the Xen PV drivers' interface of Windows guests; \
+                 on this OS use 'native' (the default)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Serve over the [`Store`] implementation `S` connected at `path` (the tests run the
+    /// xeniface backend over its emulated device this way). Needs a tokio runtime context.
+    pub fn with_store<S: Store>(
+        path: &Path,
+        config: &XenstoreConfig,
+    ) -> Result<Self, TransportError> {
+        let lifecycle = lifecycle::<S>(path, config)?;
+        Ok(Self {
+            describe: format!("xenstore:{}", path.display()),
+            serve: Box::new(move |dispatcher, shutdown| {
+                Box::pin(lifecycle.serve(dispatcher, shutdown))
+            }),
+        })
+    }
+}
+
+/// Why [`detect`] found nothing, for the error of a transport asked to detect.
+fn not_found() -> String {
+    if cfg!(windows) {
+        "no XenStore found: no xeniface device interface (GUID_INTERFACE_XENIFACE) is present \
+         (are the Xen PV drivers installed?)"
+            .into()
+    } else {
+        format!(
+            "no XenStore found: neither {} exists (is this a Xen guest?)",
+            DEVICE_PATHS.join(" nor ")
+        )
     }
 }
 
@@ -110,16 +155,10 @@ impl Transport for XenstoreTransport {
         dispatcher: Arc<Dispatcher>,
         shutdown: Shutdown,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
-        match self.opened {
-            Opened::Native(l) => Box::pin(async move {
-                l.serve(dispatcher, shutdown).await;
-                Ok(())
-            }),
-            #[cfg(feature = "libxenstore")]
-            Opened::Lib(l) => Box::pin(async move {
-                l.serve(dispatcher, shutdown).await;
-                Ok(())
-            }),
-        }
+        let serve = (self.serve)(dispatcher, shutdown);
+        Box::pin(async move {
+            serve.await;
+            Ok(())
+        })
     }
 }
