@@ -170,31 +170,98 @@ pub struct Incoming {
 /// `Request is malformed`; a missing name is `Request is missing 'name' key`; a missing value is
 /// JSON null.
 pub fn parse_request(bytes: &[u8]) -> Incoming {
+    let malformed = || Incoming {
+        id: None,
+        request: Err(RequestError::malformed()),
+    };
     let Ok(text) = std::str::from_utf8(bytes) else {
-        return Incoming {
-            id: None,
-            request: Err(RequestError::malformed()),
-        };
+        return malformed();
     };
-    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text.trim()) else {
-        return Incoming {
-            id: None,
-            request: Err(RequestError::malformed()),
-        };
+    let Ok(fields) = serde_json::from_str::<RequestFields>(text.trim()) else {
+        return malformed();
     };
-    let id = match obj.remove("id") {
+    let id = match fields.id {
         Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
         _ => None,
     };
-    let request = match obj.remove("name") {
+    let request = match fields.name {
         None => Err(RequestError(Reply::error(msg::MISSING_NAME))),
         Some(Value::String(name)) => Ok(Request {
             name,
-            value: obj.remove("value").unwrap_or(Value::Null),
+            value: fields.value.unwrap_or(Value::Null),
         }),
         Some(_) => Err(RequestError::malformed()),
     };
     Incoming { id, request }
+}
+
+/// The members of a request object that matter; any others are skipped without being kept.
+/// A repeated member counts once, the last one winning (as in Python's `json`, which the old
+/// agents and their hosts use).
+#[derive(Default)]
+struct RequestFields {
+    id: Option<Value>,
+    name: Option<Value>,
+    value: Option<Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for RequestFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+
+        /// A member name, matched without allocating.
+        enum Key {
+            Id,
+            Name,
+            Value,
+            Other,
+        }
+
+        impl<'de> serde::Deserialize<'de> for Key {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct KeyVisitor;
+                impl Visitor<'_> for KeyVisitor {
+                    type Value = Key;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a member name")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                        Ok(match key {
+                            "id" => Key::Id,
+                            "name" => Key::Name,
+                            "value" => Key::Value,
+                            _ => Key::Other,
+                        })
+                    }
+                }
+                d.deserialize_identifier(KeyVisitor)
+            }
+        }
+
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RequestFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestFields, A::Error> {
+                let mut fields = RequestFields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Id => fields.id = Some(map.next_value()?),
+                        Key::Name => fields.name = Some(map.next_value()?),
+                        Key::Value => fields.value = Some(map.next_value()?),
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+
+        d.deserialize_map(ObjectVisitor)
+    }
 }
 
 /// Serialise JSON with every non-ASCII character escaped as `\uXXXX` (surrogate pairs above the
@@ -275,6 +342,36 @@ mod tests {
         let inc = parse_request(br#"{"id": 7, "name": "features"}"#);
         assert_eq!(inc.id, Some(json!(7)));
         assert_eq!(inc.request.unwrap().value, Value::Null);
+    }
+
+    #[test]
+    fn other_members_are_skipped_and_the_last_of_a_repeated_one_wins() {
+        let inc = parse_request(
+            br#"{"x": {"deep": [1, {"y": null}]}, "name": "a", "\u006eame": "version",
+                "id": [1], "id": "z", "value": 1, "value": "agent", "extra": "\u00e9"}"#,
+        );
+        assert_eq!(inc.id, Some(json!("z")));
+        assert_eq!(inc.request.unwrap(), Request::new("version", "agent"));
+        // Skipped members are still checked: invalid JSON anywhere is malformed.
+        assert_eq!(
+            parse_request(br#"{"name": "version", "x": [1,}"#)
+                .request
+                .unwrap_err()
+                .0
+                .message,
+            msg::MALFORMED
+        );
+        // A deeply nested member that is skipped is walked without recursion: no crash, and
+        // the request stands.
+        let deep_skipped = format!(
+            "{{\"name\":\"x\",\"y\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(
+            parse_request(deep_skipped.as_bytes()).request.unwrap().name,
+            "x"
+        );
     }
 
     #[test]
