@@ -5,6 +5,8 @@
   hostio.py half SOCK            send half a request on the agent port, then disconnect
   hostio.py stale SOCK ID        send a whole request, disconnect before its reply arrives
   hostio.py retry SOCK           same id twice on two connections: same reply (printed)
+  hostio.py hostile SOCK DIR     replay the hostile corpus (tests/hostile/*.req), each case
+                                 followed by a version probe that must come back in step
   hostio.py flood SOCK           10 MB without a newline, then a request: both answered
 
 SOCK is QEMU's chardev unix socket (the host end of the guest's port or console).
@@ -111,6 +113,80 @@ def request(rid, name, value="agent"):
     return json.dumps({"id": rid, "name": name, "value": value}).encode() + b"\n"
 
 
+def load_case(path):
+    """A corpus case (format: tests/src/hostile.rs): header `#! expect=WHAT`, then the bytes,
+    with `@@REPEAT(count,text)@@` expanded."""
+    raw = open(path, "rb").read()
+    header, body = raw.split(b"\n", 1)
+    if body.endswith(b"\n"):
+        body = body[:-1]
+    expect = header.decode().split("#! expect=", 1)[1]
+    out = b""
+    while b"@@REPEAT(" in body:
+        before, rest = body.split(b"@@REPEAT(", 1)
+        spec, body = rest.split(b")@@", 1)
+        count, text = spec.split(b",", 1)
+        out += before + text * int(count)
+    return expect, out + body
+
+
+def hostile_ok(expect, line):
+    """Whether one reply line answers a case as it must (tests/src/hostile.rs check_reply)."""
+    if len(line) > 64 * 1024 or not line.isascii():
+        return False
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        return False
+    code, message = reply.get("returncode"), reply.get("message")
+    if not isinstance(code, str) or not isinstance(message, str):
+        return False
+    return {
+        "malformed": code == "500" and message == "Request is malformed",
+        "missing-name": code == "500" and message == "Request is missing 'name' key",
+        "too-large": code == "500" and "too large" in message,
+        "error": code not in ("0", "D0"),
+        "reply": True,
+    }[expect]
+
+
+def hostile(path, corpus):
+    s = connect(path)
+    buf = sync(s, "hostile-sync-%d" % os.getpid())
+    s.settimeout(120)
+
+    def next_line():
+        nonlocal buf
+        while b"\n" not in buf:
+            more = s.recv(65536)
+            if not more:
+                raise SystemExit("the port closed")
+            buf += more
+        line, buf = buf.split(b"\n", 1)
+        return line.lstrip(b"\xff")
+
+    names = sorted(n for n in os.listdir(corpus) if n.endswith(".req"))
+    failures = []
+    for name in names:
+        expect, data = load_case(os.path.join(corpus, name))
+        s.sendall(data + b"\n")
+        line = next_line()
+        if not hostile_ok(expect, line):
+            failures.append("%s: expected %s, got %r" % (name, expect, line[:200]))
+        s.sendall(request("probe", "version"))
+        probe = next_line()
+        try:
+            ok = json.loads(probe).get("id") == "probe"
+        except ValueError:
+            ok = False
+        if not ok:
+            failures.append("%s: out of step afterwards, probe got %r" % (name, probe[:200]))
+    s.close()
+    print("%d cases" % len(names))
+    if len(names) < 40 or failures:
+        raise SystemExit("\n".join(failures) or "corpus incomplete")
+
+
 def main():
     what, path = sys.argv[1], sys.argv[2]
     if what == "console":
@@ -125,12 +201,14 @@ def main():
         s.sendall(request(sys.argv[3], "version"))
         s.close()
     elif what == "retry":
+        # keyinit answers with a fresh random key: the same message twice means the second
+        # attempt got the remembered reply (a query such as version would simply run again).
         rid = "retry-%d" % os.getpid()
         replies = []
         for attempt in (1, 2):
             s = connect(path)
             rest = sync(s, "retry-sync-%d-%d" % (os.getpid(), attempt))
-            s.sendall(request(rid, "version"))
+            s.sendall(request(rid, "keyinit", "12345"))
             got, _ = reply_for(s, rid, rest)
             replies.append(got)
             s.close()
@@ -162,6 +240,8 @@ def main():
         print("\n".join(seen))
         if not any("too large" in l for l in seen[:-1]) or '"returncode":"0"' not in seen[-1]:
             raise SystemExit("expected a 'too large' error, then the reply")
+    elif what == "hostile":
+        hostile(path, sys.argv[3])
     else:
         raise SystemExit("unknown helper %r" % what)
 

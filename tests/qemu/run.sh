@@ -169,7 +169,7 @@ else
 fi
 
 if out=$(io retry 2>&1) && con 'grep -c "remembered reply" /tmp/guestd.log' | tail -1 | grep -qv '^0$'; then
-  pass "same request id on a new connection: remembered reply, command not run again"
+  pass "same request id (keyinit) on a new connection: remembered reply, command not run again"
 else
   fail "safe retry" "$out"
 fi
@@ -191,6 +191,10 @@ else fail "reconnect after absence" "$v"; fi
 # 4. Bad input on the real port: 10 MB without a newline.
 if out=$(io flood 2>&1); then pass "10 MB without newline: one error, then the next request answered"
 else fail "flood" "$out"; fi
+
+# The hostile-request corpus (tests/hostile) over the real port, each case followed by a probe.
+if out=$(io hostile "$REPO/tests/hostile" 2>&1); then pass "hostile corpus over virtio-serial ($out): every case answered as expected, in step"
+else fail "hostile corpus" "$out"; fi
 
 # 5. Commands with effects, when this guestd has them.
 if has_feature injectfile; then

@@ -339,11 +339,15 @@ impl Dispatcher {
 
     /// Answer one decoded request (or decoding failure) on `channel`, logging one line.
     pub async fn dispatch(self: &Arc<Self>, channel: &Arc<Channel>, incoming: Incoming) -> Reply {
-        if let Ok(request) = &incoming.request
-            && self.is_query(&request.name)
-        {
-            return self.dispatch_query(channel, incoming).await;
-        }
+        let incoming = match incoming {
+            Incoming {
+                id,
+                request: Ok(request),
+            } if self.is_query(&request.name) => {
+                return self.dispatch_query(channel, id, request).await;
+            }
+            other => other,
+        };
         let command = incoming.request.as_ref().map_or("", |r| r.name.as_str());
         let (id, command) = log_fields(incoming.id.as_ref(), command);
         let span = info_span!("request", channel = %channel.name(), id = %id, command = %command);
@@ -366,13 +370,18 @@ impl Dispatcher {
     }
 
     /// A query: no span, and its success is logged at debug level only.
-    async fn dispatch_query(self: &Arc<Self>, channel: &Arc<Channel>, incoming: Incoming) -> Reply {
+    async fn dispatch_query(
+        self: &Arc<Self>,
+        channel: &Arc<Channel>,
+        id: Option<Value>,
+        request: Request,
+    ) -> Reply {
         let started = Instant::now();
-        let Incoming { id, request } = incoming;
-        let (reply, command) = match request {
-            Ok(Request { name, value }) => (self.run(channel, &name, value).await, name),
-            Err(RequestError(reply)) => (reply, String::new()),
-        };
+        let Request {
+            name: command,
+            value,
+        } = request;
+        let reply = self.run(channel, &command, value).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if reply.is_success() {
             if tracing::enabled!(Level::DEBUG) {
