@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use guestd_tests::nova::{NovaDh, nova_encrypt, python};
@@ -214,21 +214,19 @@ fn wrong_key_ciphertexts_are_rejected_and_the_key_is_kept() {
     );
 }
 
-#[test]
-fn shadow_rewrite_fallback_without_chpasswd() {
-    require_root();
-    // guestd with a PATH that has no chpasswd: the locked atomic rewrite of etc/shadow.
-    let dir = guest_dir();
-    let root = dir.path().join("root");
-    let sock = dir.path().join("g.sock");
-    let log = dir.path().join("g.log");
-    let mut child = Command::new(guestd_tests::bin::path("guestd"))
+/// guestd on `dir/root` with a PATH that has no chpasswd, so that passwords go through its own
+/// locked atomic rewrite of etc/shadow. Returns the child, its socket and its log file.
+fn start_without_chpasswd(dir: &Path) -> (std::process::Child, PathBuf, PathBuf) {
+    let sock = dir.join("g.sock");
+    let log = dir.join("g.log");
+    let _ = std::fs::remove_file(&sock);
+    let child = Command::new(guestd_tests::bin::path("guestd"))
         .arg("--root")
-        .arg(&root)
+        .arg(dir.join("root"))
         .arg("--listen")
         .arg(format!("unix:{}", sock.display()))
         .args(["--log-level", "debug"])
-        .env("PATH", dir.path())
+        .env("PATH", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -239,6 +237,16 @@ fn shadow_rewrite_fallback_without_chpasswd() {
         assert!(std::time::Instant::now() < deadline, "guestd did not start");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    (child, sock, log)
+}
+
+#[test]
+fn shadow_rewrite_fallback_without_chpasswd() {
+    require_root();
+    // guestd with a PATH that has no chpasswd: the locked atomic rewrite of etc/shadow.
+    let dir = guest_dir();
+    let root = dir.path().join("root");
+    let (mut child, sock, log) = start_without_chpasswd(dir.path());
     let mut c = LineClient::connect(&sock);
     let host = NovaDh::new();
     let r = call(&mut c, "keyinit", json!(host.public()));
@@ -253,6 +261,97 @@ fn shadow_rewrite_fallback_without_chpasswd() {
     assert!(log.contains("chpasswd not found"), "{log}");
     assert!(!log.contains("fallback-secret"));
     assert!(root.join("etc/.pwd.lock").exists());
+}
+
+/// SIGKILL guestd while it changes root's password again and again (its own rewrite of
+/// etc/shadow), at a different moment each round: the file is always whole (every other line
+/// untouched, root's entry the old one or one of the new ones), and the next guestd changes the
+/// password normally (no stale lock).
+#[test]
+fn sigkill_during_password_changes_leaves_a_whole_shadow() {
+    require_root();
+    const CHANGES: usize = 30;
+    let dir = guest_dir();
+    let root = dir.path().join("root");
+    let passwords: Vec<String> = (0..CHANGES).map(|i| format!("kill-pw-{i}")).collect();
+    let mut changed_before_kill = Vec::new();
+    for round in 0..6u64 {
+        let (mut child, sock, log) = start_without_chpasswd(dir.path());
+        // The host changes the password again and again (each change needs its own key
+        // exchange: a key is used once) until guestd is killed under it.
+        let host_sock = sock.clone();
+        let passwords = passwords.clone();
+        let host = std::thread::spawn(move || {
+            let mut c = LineClient::connect(&host_sock);
+            for pw in &passwords {
+                let dh = NovaDh::new();
+                let r = call(&mut c, "keyinit", json!(dh.public()));
+                let shared = dh.shared(r["message"].as_str().unwrap());
+                call(
+                    &mut c,
+                    "password",
+                    json!(nova_encrypt(&shared, "sha256", pw)),
+                );
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300 + round * 350));
+        guestd_tests::signal(child.id(), "KILL");
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log).unwrap();
+        changed_before_kill.push(log.matches("password changed").count());
+        // The host's connection broke under it (its thread panics): expected.
+        let _ = host.join();
+
+        let text = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+        let (old, new): (Vec<_>, Vec<_>) = (SHADOW.lines().collect(), text.lines().collect());
+        assert_eq!(old.len(), new.len(), "round {round}: torn shadow:\n{text}");
+        assert!(text.ends_with('\n'), "round {round}: torn shadow:\n{text}");
+        for (o, n) in old.iter().zip(&new).skip(1) {
+            assert_eq!(o, n, "round {round}: another entry changed");
+        }
+        let fields: Vec<_> = new[0].split(':').collect();
+        assert_eq!(fields.len(), 9, "round {round}: {}", new[0]);
+        assert_eq!(fields[0], "root");
+        assert!(
+            fields[1] == "*" || (fields[1].starts_with("$6$") && fields[1].len() > 90),
+            "round {round}: root's hash is neither old nor whole: {}",
+            fields[1]
+        );
+        let strays: Vec<_> = std::fs::read_dir(root.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("shadow") && n != "shadow" && !n.starts_with("shadow.bak"))
+            .collect();
+        // A temporary file may survive a SIGKILL; it never replaces the real name half-written.
+        eprintln!("round {round}: leftover temporary files: {strays:?}");
+    }
+    // The kills must have landed while changes were still going on.
+    assert!(
+        changed_before_kill.iter().any(|&n| 0 < n && n < CHANGES),
+        "every round finished before its kill: {changed_before_kill:?}"
+    );
+    eprintln!("changes done before each kill: {changed_before_kill:?}");
+    // The next guestd is not blocked by anything the killed ones left behind.
+    let (mut child, sock, log) = start_without_chpasswd(dir.path());
+    let before = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+    let mut c = LineClient::connect(&sock);
+    let host = NovaDh::new();
+    let r = call(&mut c, "keyinit", json!(host.public()));
+    let shared = host.shared(r["message"].as_str().unwrap());
+    let r = call(
+        &mut c,
+        "password",
+        json!(nova_encrypt(&shared, "md5", "after-kills")),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        r["returncode"],
+        "0",
+        "{r}\n{}",
+        std::fs::read_to_string(log).unwrap()
+    );
+    assert_password(&root, "root", "after-kills", &before);
 }
 
 fn ctl_with_stdin(g: &Guestd, args: &[&str], stdin: &str) -> Output {
