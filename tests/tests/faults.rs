@@ -1,6 +1,7 @@
 //! Issue 8: fault injection. A full disk and a read-only root give clear errors and leave every
-//! file whole; SIGKILL in the middle of a write leaves the old or the new file, never a mix;
-//! a host that goes away at any point of a conversation never takes guestd down.
+//! file whole; SIGKILL in the middle of a write, a `file_inject` or a network apply leaves the
+//! old or the new file, never a mix (password changes: `password.rs`); a host that goes away
+//! at any point of a conversation never takes guestd down.
 #![cfg(unix)]
 #![allow(clippy::disallowed_methods)] // these tests spawn the processes they kill
 
@@ -423,5 +424,112 @@ fn sigkill_guestd_during_file_inject_leaves_a_whole_file() {
             data.iter().all(|&b| b == data[0]),
             "round {round}: the file mixes two generations"
         );
+    }
+}
+
+/// A sandbox root like a Debian guest with one NIC, for `fault-network`.
+fn network_guest(dir: &Path) {
+    for (rel, text) in [
+        ("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n"),
+        (
+            "etc/network/interfaces",
+            "auto lo\niface lo inet loopback\n",
+        ),
+        ("etc/hostname", "old-name\n"),
+        ("etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\told-name\n"),
+        ("etc/resolv.conf", "nameserver 192.0.2.1\n"),
+        ("sys/class/net/eth0/address", "bc:76:4e:20:6c:5a\n"),
+    ] {
+        std::fs::create_dir_all(dir.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(rel), text).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("etc/network/interfaces.d")).unwrap();
+}
+
+/// Every file under `dir/etc`, by guest path.
+fn etc_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    guestd_tests::hostile::files_below(&dir.join("etc"))
+        .into_iter()
+        .map(|p| {
+            let guest = format!("/{}", p.strip_prefix(dir).unwrap().display());
+            (guest, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+fn fault_network(dir: &Path, mode: &str) -> std::process::Child {
+    Command::new(guestd_tests::bin::path("fault-network"))
+        .arg(dir)
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGKILL the real resetnetwork backend (Debian, ifupdown; commands to the fake runner) while
+/// it applies two configurations in turn, at a different moment each round: every file it
+/// manages, and every backup it keeps, is one whole version (as it was, after A, or after B),
+/// never a torn or mixed one.
+#[test]
+fn sigkill_during_network_applies_leaves_every_file_whole() {
+    use std::collections::{HashMap, HashSet};
+    // The whole versions of each file: initial, then after A, B, A, B applied in turn.
+    let reference = tempfile::tempdir().unwrap();
+    network_guest(reference.path());
+    let mut versions: HashMap<String, HashSet<Vec<u8>>> = HashMap::new();
+    let mut record = |dir: &Path| {
+        for (path, body) in etc_files(dir) {
+            versions.entry(path).or_default().insert(body);
+        }
+    };
+    record(reference.path());
+    for mode in ["a", "b", "a", "b"] {
+        let out = fault_network(reference.path(), mode)
+            .wait_with_output()
+            .unwrap();
+        assert!(out.status.success(), "fault-network {mode}: {out:?}");
+        record(reference.path());
+    }
+    assert!(
+        versions["/etc/network/interfaces"].len() >= 3,
+        "{versions:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    network_guest(dir.path());
+    for round in 0..10u64 {
+        let mut child = fault_network(dir.path(), "loop");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("fault-network output").unwrap();
+        assert!(first.starts_with("applied "), "{first}");
+        // Kill at varying points of the next applies (0 to 4.5 ms later).
+        std::thread::sleep(Duration::from_micros(round * 500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for (path, body) in etc_files(dir.path()) {
+            if path.contains(".guestd-tmp.") {
+                continue; // a killed write's temporary file, never under a real name
+            }
+            assert!(
+                versions.get(&path).is_some_and(|v| v.contains(&body)),
+                "round {round}: {path} is not a whole version:\n{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        // Backups are copies of whole versions too.
+        let backups = dir.path().join("var/lib/guestd/backup");
+        for p in guestd_tests::hostile::files_below(&backups) {
+            let name = p.strip_prefix(&backups).unwrap().display().to_string();
+            if name.contains(".guestd-tmp.") {
+                continue;
+            }
+            let (original, _generation) = name.rsplit_once('.').unwrap();
+            let body = std::fs::read(&p).unwrap();
+            assert!(
+                versions[&format!("/{original}")].contains(&body),
+                "round {round}: backup {name} is not a whole version"
+            );
+        }
     }
 }
