@@ -421,7 +421,6 @@ impl Dispatcher {
             );
         }
         let timeout = self.timeout_for(handler.as_ref());
-        let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || {
             Reply::error(format!(
                 "Command '{name}' timed out after {}s",
@@ -429,11 +428,18 @@ impl Dispatcher {
             ))
         };
         // Wait for a previous (timed-out) handler of this channel; never start late work after
-        // the host was told it timed out.
-        let Ok(guard) = tokio::time::timeout_at(deadline, channel.busy.clone().lock_owned()).await
-        else {
-            warn!("the previous command of this channel is still running");
-            return timed_out();
+        // the host was told it timed out. Usually the channel is free: no timer then.
+        let (guard, deadline) = match channel.busy.clone().try_lock_owned() {
+            Ok(guard) => (guard, None),
+            Err(_) => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                let lock = channel.busy.clone().lock_owned();
+                let Ok(guard) = tokio::time::timeout_at(deadline, lock).await else {
+                    warn!("the previous command of this channel is still running");
+                    return timed_out();
+                };
+                (guard, Some(deadline))
+            }
         };
         if !handler.may_block() {
             let ctx = Context {
@@ -470,6 +476,7 @@ impl Dispatcher {
             };
             handler.run(&ctx, &value)
         });
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
         match tokio::time::timeout_at(deadline, task).await {
             Err(_) => {
                 warn!("handler still running after its timeout; its result will be dropped");

@@ -337,6 +337,11 @@ where
         stream.write_all(out).await?;
         stream.flush().await
     };
+    // Usually the peer takes the reply at once: no timer then.
+    let mut written = std::pin::pin!(written);
+    if let Some(result) = ready_now(written.as_mut()).await {
+        return result.map(|()| true);
+    }
     let timed = async {
         match options.write_timeout {
             Some(limit) => tokio::time::timeout(limit, written)
