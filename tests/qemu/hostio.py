@@ -113,6 +113,17 @@ def request(rid, name, value="agent"):
     return json.dumps({"id": rid, "name": name, "value": value}).encode() + b"\n"
 
 
+def next_line(s, buf):
+    """The next reply line after `buf` (without its newline and any 0xFF), and what is left."""
+    while b"\n" not in buf:
+        more = s.recv(65536)
+        if not more:
+            raise SystemExit("the port closed")
+        buf += more
+    line, buf = buf.split(b"\n", 1)
+    return line.lstrip(b"\xff"), buf
+
+
 def load_case(path):
     """A corpus case (format: tests/src/hostile.rs): header `#! expect=WHAT`, then the bytes,
     with `@@REPEAT(count,text)@@` expanded."""
@@ -155,26 +166,16 @@ def hostile(path, corpus):
     buf = sync(s, "hostile-sync-%d" % os.getpid())
     s.settimeout(120)
 
-    def next_line():
-        nonlocal buf
-        while b"\n" not in buf:
-            more = s.recv(65536)
-            if not more:
-                raise SystemExit("the port closed")
-            buf += more
-        line, buf = buf.split(b"\n", 1)
-        return line.lstrip(b"\xff")
-
     names = sorted(n for n in os.listdir(corpus) if n.endswith(".req"))
     failures = []
     for name in names:
         expect, data = load_case(os.path.join(corpus, name))
         s.sendall(data + b"\n")
-        line = next_line()
+        line, buf = next_line(s, buf)
         if not hostile_ok(expect, line):
             failures.append("%s: expected %s, got %r" % (name, expect, line[:200]))
         s.sendall(request("probe", "version"))
-        probe = next_line()
+        probe, buf = next_line(s, buf)
         try:
             ok = json.loads(probe).get("id") == "probe"
         except ValueError:
@@ -227,13 +228,8 @@ def main():
         buf = rest
         s.settimeout(120)
         while True:
-            while b"\n" not in buf:
-                more = s.recv(65536)
-                if not more:
-                    raise SystemExit("closed during the flood")
-                buf += more
-            line, buf = buf.split(b"\n", 1)
-            seen.append(line.lstrip(b"\xff").decode(errors="replace"))
+            line, buf = next_line(s, buf)
+            seen.append(line.decode(errors="replace"))
             if '"after-flood"' in seen[-1]:
                 break
         s.close()

@@ -352,6 +352,12 @@ fn file_injection_to_windows_paths() {
 /// Run `wine ARGS` in `prefix`, with a deadline. Output goes through files, not pipes: the
 /// first wine command of a session starts services.exe and friends, which inherit its handles
 /// and would keep a pipe open long after the command itself has finished.
+/// `out` is a failure whose stderr says `text`.
+fn assert_fails_saying(out: &Output, text: &str) {
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr(out).contains(text), "{}", stderr(out));
+}
+
 fn wine(prefix: &Path, args: &[&str]) -> Output {
     wine_with_input(prefix, args, b"")
 }
@@ -456,12 +462,7 @@ fn runs_as_a_service_under_the_wine_scm() {
 
     // Not started by the SCM: --service fails fast with a clear message.
     let out = wine(shared, &[exe.to_str().unwrap(), "--service"]);
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        stderr(&out).contains("cannot connect to the Service Control Manager"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, "cannot connect to the Service Control Manager");
 
     let prefix = PrivatePrefix::new(shared);
     let work = tempfile::tempdir().unwrap();
@@ -683,12 +684,7 @@ fn named_pipes_are_refused_off_windows() {
         .args(["--connect", r"pipe:\\.\pipe\guestd", "version"])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        stderr(&out).contains("named pipes exist only on Windows"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, "named pipes exist only on Windows");
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin::path("guestd"))
         .arg("--root")
@@ -696,12 +692,7 @@ fn named_pipes_are_refused_off_windows() {
         .args(["--listen", r"pipe:\\.\pipe\guestd"])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        stderr(&out).contains("named pipes exist only on Windows"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, "named pipes exist only on Windows");
 }
 
 /// `--listen xenstore` on Windows looks for the PV drivers' xeniface device through SetupAPI
@@ -718,14 +709,10 @@ fn xenstore_on_windows_looks_for_xeniface() {
     let exe = exe.to_str().unwrap();
     let root = win_path(&root);
     let out = wine(prefix, &[exe, "--root", &root, "--listen", "xenstore"]);
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        stderr(&out).contains(
-            "no XenStore found: no xeniface device interface (GUID_INTERFACE_XENIFACE) is \
-             present (are the Xen PV drivers installed?)"
-        ),
-        "{}",
-        stderr(&out)
+    assert_fails_saying(
+        &out,
+        "no XenStore found: no xeniface device interface (GUID_INTERFACE_XENIFACE) is \
+             present (are the Xen PV drivers installed?)",
     );
     let config = dir.path().join("native.toml");
     std::fs::write(&config, "[xenstore]\nbackend = 'native'\n").unwrap();
@@ -741,14 +728,10 @@ fn xenstore_on_windows_looks_for_xeniface() {
             r"xenstore:\\?\no-such-device",
         ],
     );
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        stderr(&out).contains(
-            "xenstore backend 'native' needs a xenbus device or a xenstored unix socket, which \
-             Windows has not; use 'xeniface' (the default on Windows)"
-        ),
-        "{}",
-        stderr(&out)
+    assert_fails_saying(
+        &out,
+        "xenstore backend 'native' needs a xenbus device or a xenstored unix socket, which \
+             Windows has not; use 'xeniface' (the default on Windows)",
     );
 }
 
