@@ -280,22 +280,20 @@ where
             let out = match ready_now(answer.as_mut()).await {
                 Some(out) => out,
                 None => {
-                    if !send(stream, &pending, channel, options, shutdown).await? {
+                    if !send(stream, &mut pending, channel, options, shutdown).await? {
                         return Ok(());
                     }
-                    pending.clear();
                     answer.await
                 }
             };
             pending.extend_from_slice(&out);
-            if pending.len() >= MAX_BATCH {
-                if !send(stream, &pending, channel, options, shutdown).await? {
-                    return Ok(());
-                }
-                pending.clear();
+            if pending.len() >= MAX_BATCH
+                && !send(stream, &mut pending, channel, options, shutdown).await?
+            {
+                return Ok(());
             }
         }
-        if !send(stream, &pending, channel, options, shutdown).await? {
+        if !send(stream, &mut pending, channel, options, shutdown).await? {
             return Ok(());
         }
         if shutdown.is_triggered() {
@@ -318,11 +316,12 @@ async fn ready_now<F: Future>(mut fut: Pin<&mut F>) -> Option<F::Output> {
     .await
 }
 
-/// Write `out` (if any) within the write timeout. `Ok(false)`: shutdown was requested (the
-/// bytes got a short grace period to reach a peer that reads); stop the conversation.
+/// Write and empty `out` (if it holds anything) within the write timeout. `Ok(false)`:
+/// shutdown was requested (the bytes got a short grace period to reach a peer that reads); stop
+/// the conversation.
 async fn send<S>(
     stream: &mut S,
-    out: &[u8],
+    out: &mut Vec<u8>,
     channel: &Channel,
     options: &StreamOptions,
     shutdown: &mut Shutdown,
@@ -333,8 +332,9 @@ where
     if out.is_empty() {
         return Ok(true);
     }
+    let bytes = std::mem::take(out);
     let written = async {
-        stream.write_all(out).await?;
+        stream.write_all(&bytes).await?;
         stream.flush().await
     };
     // Usually the peer takes the reply at once: no timer then.
