@@ -80,27 +80,12 @@ fn sign(dir: &Path, name: &str, ext: &str) {
 impl TestPki {
     /// Generate everything in `dir`.
     pub fn generate(dir: &Path) -> Self {
-        openssl(
+        self_signed(
             dir,
+            "ca",
+            "/CN=guestd test CA",
             &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=guestd test CA",
-                "-addext",
                 "basicConstraints=critical,CA:TRUE",
-                "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
@@ -117,26 +102,8 @@ impl TestPki {
             "client",
             "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
         );
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "rogue.key",
-                "-out",
-                "rogue.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=rogue",
-            ],
-        );
+        // A CA nobody trusts, with the same shape as the real one.
+        self_signed(dir, "rogue", "/CN=rogue", &[]);
         Self {
             ca: dir.join("ca.pem"),
             server_cert: dir.join("server.pem"),
@@ -147,4 +114,31 @@ impl TestPki {
             rogue_key: dir.join("rogue.key"),
         }
     }
+}
+
+/// A self-signed P-256 certificate `STEM.pem` with its key `STEM.key`, valid for two days, with
+/// the given `-addext` extensions.
+fn self_signed(dir: &Path, stem: &str, subject: &str, extensions: &[&str]) {
+    let (key, pem) = (format!("{stem}.key"), format!("{stem}.pem"));
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &pem,
+        "-days",
+        "2",
+        "-subj",
+        subject,
+    ];
+    for ext in extensions {
+        args.extend(["-addext", ext]);
+    }
+    openssl(dir, &args);
 }
