@@ -459,12 +459,13 @@ fn runs_as_a_service_under_the_wine_scm() {
         return;
     }
     let (exe, shared) = setup();
-
-    // Not started by the SCM: --service fails fast with a clear message.
-    let out = wine(shared, &[exe.to_str().unwrap(), "--service"]);
-    assert_fails_saying(&out, "cannot connect to the Service Control Manager");
-
     let prefix = PrivatePrefix::new(shared);
+
+    // Not started by the SCM: --service fails fast with a clear message. In the test's own
+    // prefix: Wine lets a `--service` process connect to whatever service start its SCM has
+    // under way, so in the shared prefix another test's Wine start-up could be taken over.
+    let out = wine(prefix.path(), &[exe.to_str().unwrap(), "--service"]);
+    assert_fails_saying(&out, "cannot connect to the Service Control Manager");
     let work = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(work.path().join("root")).unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
@@ -525,15 +526,13 @@ fn runs_as_a_service_under_the_wine_scm() {
 
     // %ProgramData% is C:\ProgramData on Windows; Wine gives services C:\users\Public.
     let drive_c = prefix.path().join("drive_c");
+    let start = format!("transports=tcp:127.0.0.1:{port}");
     let log = ["ProgramData", "users/Public"]
         .iter()
-        .map(|d| drive_c.join(d).join("guestd/guestd.log"))
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .expect("no guestd.log under %ProgramData%\\guestd");
-    let ours = log
-        .split_once(&format!("transports=tcp:127.0.0.1:{port}"))
-        .expect("the service's start is not in the log")
-        .1;
+        .filter_map(|d| std::fs::read_to_string(drive_c.join(d).join("guestd/guestd.log")).ok())
+        .find(|log| log.contains(&start))
+        .expect("the service's start is in no guestd.log under %ProgramData%\\guestd");
+    let ours = log.split_once(&start).unwrap().1;
     assert!(ours.contains("command=nosuch"), "{log}");
     assert!(ours.contains("signal=\"service stop\""), "{log}");
     assert!(ours.trim_end().ends_with("stopped"), "{log}");
