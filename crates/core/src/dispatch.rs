@@ -1,6 +1,11 @@
 //! The dispatcher: decodes nothing itself, applies the command policy, runs the handler with a
 //! timeout on a blocking thread, turns every error into a reply (in this one place) and logs
 //! one line per request. One bad request never takes the daemon down.
+//!
+//! A channel speaks one [`Dialect`], and only that dialect's commands exist on it: on a qga
+//! channel a native name such as `file_inject` is unknown (qemu-ga's `CommandNotFound`), on a
+//! native channel a `guest-*` name is (`404`). Each handler says which dialect it belongs to
+//! ([`Handler::dialect`]); `features` and `guest-info` list exactly what their channel accepts.
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeSet, HashMap};
@@ -34,10 +39,45 @@ impl fmt::Debug for Env {
     }
 }
 
+/// The protocol a channel speaks, and the one a command belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// guestd's own `{"name", "value"}` requests (the XenAPI agent protocol).
+    #[default]
+    Native,
+    /// qemu-guest-agent's QMP-style `{"execute", "arguments"}` requests (see [`crate::qga`]).
+    Qga,
+}
+
+impl Dialect {
+    pub const ALL: [Dialect; 2] = [Dialect::Native, Dialect::Qga];
+
+    fn index(self) -> usize {
+        match self {
+            Self::Native => 0,
+            Self::Qga => 1,
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Qga => "qga",
+        })
+    }
+}
+
 /// One wire command.
 pub trait Handler: Send + Sync + 'static {
     /// The command name on the wire (`version`, `keyinit`, …).
     fn name(&self) -> &'static str;
+
+    /// The dialect whose channels have this command (the other dialect's channels do not).
+    fn dialect(&self) -> Dialect {
+        Dialect::Native
+    }
 
     /// Run the command. Runs on a blocking thread; may do file and process I/O.
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError>;
@@ -113,13 +153,14 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// Enabled commands in registration order (what `features` reports).
+    /// Enabled commands of this channel's dialect in registration order (what `features`
+    /// reports).
     pub fn enabled_commands(&self) -> &[&'static str] {
         self.enabled
     }
 
-    /// Every registered command, enabled or not, in registration order (what qga's
-    /// `guest-info` lists).
+    /// Every command of this channel's dialect, enabled or not, in registration order (what
+    /// qga's `guest-info` lists).
     pub fn registered_commands(&self) -> &[&'static str] {
         self.registered
     }
@@ -130,6 +171,7 @@ impl Context<'_> {
 /// agreed on one channel cannot be used from another.
 pub struct Channel {
     name: String,
+    dialect: Dialect,
     host_data: Option<Arc<dyn HostData>>,
     state: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
     /// Held while a handler of this channel runs, so requests never overlap even after a timeout.
@@ -140,14 +182,17 @@ impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
             .field("name", &self.name)
+            .field("dialect", &self.dialect)
             .finish_non_exhaustive()
     }
 }
 
 impl Channel {
+    /// A native channel.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            dialect: Dialect::Native,
             host_data: None,
             state: Mutex::new(HashMap::new()),
             busy: Arc::new(tokio::sync::Mutex::new(())),
@@ -160,8 +205,18 @@ impl Channel {
         self
     }
 
+    /// A channel speaking `dialect` (only that dialect's commands exist on it).
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     pub fn host_data(&self) -> Option<&dyn HostData> {
@@ -229,9 +284,15 @@ impl Default for DispatcherBuilder {
 }
 
 impl DispatcherBuilder {
+    /// A builder holding the built-in commands: qga's `guest-sync` and `guest-sync-delimited`
+    /// (answered by the stream layer; registered so that the policy and `guest-info` see them).
     pub fn new() -> Self {
+        let builtins: Vec<Arc<dyn Handler>> = crate::qga::SyncHandler::ALL
+            .into_iter()
+            .map(|h| Arc::new(h) as Arc<dyn Handler>)
+            .collect();
         Self {
-            handlers: Vec::new(),
+            handlers: builtins,
             policy: CommandPolicy::default(),
             default_timeout: Duration::from_secs(60),
             timeouts: HashMap::new(),
@@ -278,17 +339,26 @@ impl DispatcherBuilder {
                 warn!(command = %name, "configuration names a command this guestd does not have");
             }
         }
-        let enabled = self
-            .handlers
-            .iter()
-            .map(|h| h.name())
-            .filter(|n| self.policy.allows(n))
-            .collect();
-        let registered = self.handlers.iter().map(|h| h.name()).collect();
+        let lists = Dialect::ALL.map(|dialect| {
+            let registered: Vec<&'static str> = self
+                .handlers
+                .iter()
+                .filter(|h| h.dialect() == dialect)
+                .map(|h| h.name())
+                .collect();
+            let enabled = registered
+                .iter()
+                .copied()
+                .filter(|n| self.policy.allows(n))
+                .collect();
+            CommandLists {
+                enabled,
+                registered,
+            }
+        });
         Dispatcher {
             handlers: self.handlers,
-            enabled,
-            registered,
+            lists,
             default_timeout: self.default_timeout,
             timeouts: self.timeouts,
             env,
@@ -296,11 +366,18 @@ impl DispatcherBuilder {
     }
 }
 
+/// The commands of one dialect.
+#[derive(Debug)]
+struct CommandLists {
+    enabled: Vec<&'static str>,
+    registered: Vec<&'static str>,
+}
+
 /// Runs requests. Shared by every transport.
 pub struct Dispatcher {
     handlers: Vec<Arc<dyn Handler>>,
-    enabled: Vec<&'static str>,
-    registered: Vec<&'static str>,
+    /// Per dialect, indexed by `Dialect::index`.
+    lists: [CommandLists; 2],
     default_timeout: Duration,
     timeouts: HashMap<String, Duration>,
     env: Env,
@@ -309,20 +386,25 @@ pub struct Dispatcher {
 impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dispatcher")
-            .field("enabled", &self.enabled)
+            .field("commands", &self.lists)
             .finish_non_exhaustive()
     }
 }
 
 impl Dispatcher {
-    /// Enabled commands, in registration order.
-    pub fn enabled_commands(&self) -> &[&'static str] {
-        &self.enabled
+    /// Enabled commands of `dialect`, in registration order.
+    pub fn enabled_commands(&self, dialect: Dialect) -> &[&'static str] {
+        &self.lists[dialect.index()].enabled
     }
 
-    /// Every registered command, enabled or not.
-    pub fn registered_commands(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.handlers.iter().map(|h| h.name())
+    /// Every registered command of `dialect`, enabled or not.
+    pub fn registered_commands(&self, dialect: Dialect) -> &[&'static str] {
+        &self.lists[dialect.index()].registered
+    }
+
+    /// Whether `name` is a command of `dialect` that the policy lets run.
+    pub fn allows(&self, dialect: Dialect, name: &str) -> bool {
+        self.enabled_commands(dialect).contains(&name)
     }
 
     pub fn env(&self) -> &Env {
@@ -343,7 +425,7 @@ impl Dispatcher {
             Incoming {
                 id,
                 request: Ok(request),
-            } if self.is_query(&request.name) => {
+            } if self.is_query(channel.dialect(), &request.name) => {
                 return self.dispatch_query(channel, id, request).await;
             }
             other => other,
@@ -397,24 +479,28 @@ impl Dispatcher {
         reply
     }
 
-    /// Whether `name` is an enabled query command (see [`Handler::is_query`]).
-    pub fn is_query(&self, name: &str) -> bool {
-        self.handler(name)
-            .is_some_and(|h| h.is_query() && self.enabled.contains(&h.name()))
+    /// Whether `name` is an enabled query command of `dialect` (see [`Handler::is_query`]).
+    pub fn is_query(&self, dialect: Dialect, name: &str) -> bool {
+        self.handler(dialect, name)
+            .is_some_and(|h| h.is_query() && self.allows(dialect, h.name()))
     }
 
-    fn handler(&self, name: &str) -> Option<&Arc<dyn Handler>> {
-        self.handlers.iter().find(|h| h.name() == name)
+    /// The command `name` as it exists on a `dialect` channel.
+    fn handler(&self, dialect: Dialect, name: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers
+            .iter()
+            .find(|h| h.name() == name && h.dialect() == dialect)
     }
 
     async fn run(self: &Arc<Self>, channel: &Arc<Channel>, name: &str, value: Value) -> Reply {
-        let Some(handler) = self.handler(name).cloned() else {
+        let dialect = channel.dialect();
+        let Some(handler) = self.handler(dialect, name).cloned() else {
             return Reply::new(
                 code::NOT_FOUND,
                 format!("No such agent command '{}'", clip(name)),
             );
         };
-        if !self.enabled.contains(&handler.name()) {
+        if !self.allows(dialect, handler.name()) {
             return Reply::new(
                 code::FORBIDDEN,
                 format!("Command '{name}' is disabled by this guest's configuration"),
@@ -442,11 +528,12 @@ impl Dispatcher {
             }
         };
         if !handler.may_block() {
+            let lists = &self.lists[dialect.index()];
             let ctx = Context {
                 env: &self.env,
                 channel,
-                enabled: &self.enabled,
-                registered: &self.registered,
+                enabled: &lists.enabled,
+                registered: &lists.registered,
             };
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 handler.run(&ctx, &value)
@@ -468,11 +555,12 @@ impl Dispatcher {
         let chan = Arc::clone(channel);
         let task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
+            let lists = &this.lists[dialect.index()];
             let ctx = Context {
                 env: &this.env,
                 channel: &chan,
-                enabled: &this.enabled,
-                registered: &this.registered,
+                enabled: &lists.enabled,
+                registered: &lists.registered,
             };
             handler.run(&ctx, &value)
         });

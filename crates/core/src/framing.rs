@@ -1,21 +1,31 @@
-//! Newline-delimited JSON framing shared by every stream transport (unix, TCP, vsock,
-//! virtio-serial).
+//! Stream framing shared by every stream transport (unix, TCP, vsock, virtio-serial, pipe).
 //!
-//! One request per line. A `0xFF` byte from the host discards any partial input: a host that
+//! The native dialect is newline-delimited JSON ([`LineDecoder`]); the qemu-guest-agent dialect
+//! is a stream of JSON values, newline or not ([`values::ValueSplitter`]). The native dialect
+//! stays line-based on purpose: a line is the unit a host can lose, so a broken request (an
+//! unbalanced brace, a truncated write from a host that crashed) costs that line only, where a
+//! value splitter would swallow every later request until the braces happened to balance.
+//!
+//! One native request per line. A `0xFF` byte from the host discards any partial input: a host that
 //! reconnects sends it first so that bytes left over from a previous client cannot corrupt its
 //! first request. A line longer than the limit is reported once and skipped up to its newline,
 //! never buffered whole, so memory stays bounded whatever a peer sends.
 
+pub mod values;
+
 /// The resynchronisation byte (never valid inside UTF-8 JSON).
 pub const RESYNC: u8 = 0xFF;
 
-/// What the decoder found in the input.
+/// What a decoder found in the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// One complete line, without its `\n` (and without a trailing `\r`).
+    /// One complete request: a line without its `\n` (and without a trailing `\r`), or one
+    /// complete JSON value.
     Line(Vec<u8>),
-    /// A line exceeded the limit; the rest of it up to the next newline is discarded.
+    /// A request exceeded the limit; the rest of it is discarded, never buffered.
     TooLong,
+    /// Input that is not JSON at the lexical level, with the error to answer (qga only).
+    Malformed(String),
 }
 
 /// Incremental line decoder with a size limit and `0xFF` resynchronisation.

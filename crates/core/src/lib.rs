@@ -2,8 +2,8 @@
 //!
 //! - [`wire`]: the request and reply types of the XenServer/OpenStack protocol and their exact
 //!   encoding (ASCII-only JSON, string return codes, the spec's error strings).
-//! - [`framing`] and [`stream`]: newline-delimited JSON with `0xFF` resynchronisation, and the
-//!   conversation loop every stream transport runs.
+//! - [`framing`] and [`stream`]: newline-delimited JSON (native) or a stream of JSON values
+//!   (qga) with `0xFF` resynchronisation, and the conversation loop every stream transport runs.
 //! - [`retry`]: replies remembered by request id, so a host can safely repeat a request.
 //! - [`dispatch`]: the [`Handler`] trait and the [`Dispatcher`] (command policy, timeouts, one
 //!   reply per error, one log line per request, per-channel state).
@@ -34,8 +34,8 @@ pub use backend::{
     NullBackend, SecretString,
 };
 pub use dispatch::{
-    Channel, CommandPolicy, Context, DispatchError, Dispatcher, DispatcherBuilder, Env, Handler,
-    HandlerError,
+    Channel, CommandPolicy, Context, Dialect, DispatchError, Dispatcher, DispatcherBuilder, Env,
+    Handler, HandlerError,
 };
 pub use plan::{ApplyError, ApplyOptions, FileChange, Plan, PlannedCommand, apply};
 pub use root::{FileMeta, Root, RootError, WriteOptions};

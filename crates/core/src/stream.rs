@@ -1,8 +1,9 @@
 //! One conversation over a byte stream (a unix or TCP connection, a vsock, a virtio-serial
 //! port), shared by every stream transport.
 //!
-//! Requests are `{"id": …, "name": …, "value": …}` lines, replies `{"id": …, "returncode": …,
-//! "message": …}` lines, answered in order. The built-in `sync` request (`{"id": …, "name":
+//! Native requests are `{"id": …, "name": …, "value": …}` lines, replies `{"id": …,
+//! "returncode": …, "message": …}` lines, answered in order (the qga dialect: see
+//! [`crate::qga`]; its requests are JSON values, newline or not). The built-in `sync` request (`{"id": …, "name":
 //! "sync", "value": <token>}`) is answered at once with the token as message and a `0xFF` byte
 //! before the reply, so a host that reconnects can skip whatever stale output precedes it.
 //!
@@ -21,7 +22,9 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
+pub use crate::dispatch::Dialect;
 use crate::dispatch::{Channel, Dispatcher};
+use crate::framing::values::{self, ValueSplitter};
 use crate::framing::{Frame, LineDecoder, RESYNC};
 use crate::qga;
 use crate::retry::ReplyCache;
@@ -63,14 +66,11 @@ pub struct StreamOptions {
     pub dialect: Dialect,
 }
 
-/// The protocol of a stream conversation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Dialect {
-    /// guestd's own `{"name", "value"}` requests (the XenAPI agent protocol).
-    #[default]
-    Native,
-    /// qemu-guest-agent's QMP-style `{"execute", "arguments"}` requests (see [`crate::qga`]).
-    Qga,
+impl StreamOptions {
+    /// A channel for one conversation with these options (speaking their dialect).
+    pub fn channel(&self, name: impl Into<String>) -> Arc<Channel> {
+        Arc::new(Channel::new(name).with_dialect(self.dialect))
+    }
 }
 
 impl Default for StreamOptions {
@@ -84,7 +84,7 @@ impl Default for StreamOptions {
     }
 }
 
-/// What a decoded qga line turns into: bytes to write back (none for a command without a
+/// What a decoded qga value turns into: bytes to write back (none for a command without a
 /// success response). No reply cache: qemu-ga has none and its hosts resend with new ids.
 async fn answer_qga(
     dispatcher: &Arc<Dispatcher>,
@@ -94,25 +94,35 @@ async fn answer_qga(
 ) -> Vec<u8> {
     let mut out = Vec::new();
     let text = match frame {
-        Frame::TooLong => Some(qga::encode_error(
-            "GenericError",
-            &format!(
-                "JSON parse error, request is too large (over {} bytes)",
-                limits.max_line
-            ),
-            None,
-        )),
+        Frame::TooLong => {
+            debug!(channel = %channel.name(), limit = limits.max_line, "qga request too large");
+            Some(qga::encode_error("GenericError", values::TOO_LARGE, None))
+        }
+        Frame::Malformed(desc) => {
+            debug!(channel = %channel.name(), %desc, "malformed qga input");
+            Some(qga::encode_error("GenericError", &desc, None))
+        }
         Frame::Line(line) => match qga::parse(&line) {
-            qga::QgaRequest::Sync {
+            qga::QgaRequest::Command {
                 id,
-                token,
-                delimited,
-            } => {
-                debug!(channel = %channel.name(), delimited, "guest-sync");
-                if delimited {
-                    out.push(RESYNC);
-                }
-                Some(qga::encode_return(&token, id.as_ref()))
+                name,
+                arguments,
+            } if qga::is_sync(&name) => {
+                let reply = if dispatcher.allows(channel.dialect(), &name) {
+                    match qga::sync_return(&arguments) {
+                        Ok(value) => {
+                            debug!(channel = %channel.name(), command = %name, "resync");
+                            if name == qga::SYNC_DELIMITED {
+                                out.push(RESYNC);
+                            }
+                            qga::ok(&value)
+                        }
+                        Err(err) => err.to_reply(),
+                    }
+                } else {
+                    crate::wire::Reply::new(crate::wire::code::FORBIDDEN, "disabled")
+                };
+                qga::encode_reply(&name, &reply, id.as_ref())
             }
             qga::QgaRequest::Invalid { id, desc } => {
                 debug!(channel = %channel.name(), %desc, "unusable qga request");
@@ -153,6 +163,8 @@ async fn answer(
             ));
             (None, r, false)
         }
+        // Not produced by the line decoder; answered like any unparsable line.
+        Frame::Malformed(_) => (None, Reply::error(crate::wire::msg::MALFORMED), false),
         Frame::Line(line) => {
             let incoming = parse_request(&line);
             match &incoming.request {
@@ -169,7 +181,7 @@ async fn answer(
                 Ok(req)
                     if incoming.id.is_some()
                         && replies.is_some()
-                        && !dispatcher.is_query(&req.name) =>
+                        && !dispatcher.is_query(channel.dialect(), &req.name) =>
                 {
                     let id = incoming.id.clone().expect("checked");
                     let cache = replies.expect("checked");
@@ -245,10 +257,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = options.limits;
-    if options.dialect == Dialect::Qga {
-        channel.with_state::<qga::QgaChannel, _>(|m| m.0 = true);
+    if channel.dialect() != options.dialect {
+        // A transport bug: the channel would see the other dialect's commands.
+        warn!(channel = %channel.name(), channel_dialect = %channel.dialect(),
+            stream_dialect = %options.dialect, "channel and stream speak different dialects; closed");
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "channel and stream dialects differ (use StreamOptions::channel)",
+        ));
     }
-    let mut decoder = LineDecoder::new(limits.max_line);
+    let mut decoder = Decoder::new(options.dialect, limits.max_line);
     let mut buf = vec![0u8; 16 * 1024];
     let mut frames = Vec::new();
     loop {
@@ -298,6 +316,35 @@ where
         }
         if shutdown.is_triggered() {
             return Ok(());
+        }
+    }
+}
+
+/// The framing of a dialect.
+enum Decoder {
+    Lines(LineDecoder),
+    Values(ValueSplitter),
+}
+
+impl Decoder {
+    fn new(dialect: Dialect, max: usize) -> Self {
+        match dialect {
+            Dialect::Native => Self::Lines(LineDecoder::new(max)),
+            Dialect::Qga => Self::Values(ValueSplitter::new(max)),
+        }
+    }
+
+    fn push(&mut self, data: &[u8], out: &mut Vec<Frame>) {
+        match self {
+            Self::Lines(d) => d.push(data, out),
+            Self::Values(d) => d.push(data, out),
+        }
+    }
+
+    fn has_partial(&self) -> bool {
+        match self {
+            Self::Lines(d) => d.has_partial(),
+            Self::Values(d) => d.has_partial(),
         }
     }
 }

@@ -1,23 +1,29 @@
-//! The qga dialect of a stream conversation, end to end over an in-memory stream: framing,
-//! `guest-sync-delimited`, `0xFF` resynchronisation, oversized lines, commands without a success
-//! response, non-ASCII text escaped.
+//! The qga dialect of a stream conversation, end to end over an in-memory stream: framing
+//! (values back to back, no newline needed), `guest-sync-delimited`, `0xFF` resynchronisation,
+//! oversized and malformed values, commands without a success response, non-ASCII text
+//! escaped, and only qga commands on a qga channel.
 
 use std::sync::Arc;
 
-use guestd_core::stream::{Dialect, StreamOptions, serve_stream_with};
+use guestd_core::stream::{StreamOptions, serve_stream_with};
 use guestd_core::{
-    Channel, Context, DispatcherBuilder, Env, Handler, HandlerError, NullBackend, Reply, Root,
+    Context, Dialect, DispatcherBuilder, Env, Handler, HandlerError, NullBackend, Reply, Root,
     Shutdown, SystemRunner,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// `echo` returns its arguments; `guest-shutdown` succeeds (and so sends nothing).
-struct Echo(&'static str);
+/// `echo` returns its arguments; `guest-shutdown` succeeds (and so sends nothing); `native` is
+/// a native command (absent on a qga channel).
+struct Echo(&'static str, Dialect);
 
 impl Handler for Echo {
     fn name(&self) -> &'static str {
         self.0
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.1
     }
 
     fn may_block(&self) -> bool {
@@ -41,9 +47,11 @@ async fn qga_conversation() {
     };
     let dispatcher = Arc::new(
         DispatcherBuilder::new()
-            .register(Echo("echo"))
+            .register(Echo("echo", Dialect::Qga))
             .unwrap()
-            .register(Echo("guest-shutdown"))
+            .register(Echo("guest-shutdown", Dialect::Qga))
+            .unwrap()
+            .register(Echo("native", Dialect::Native))
             .unwrap()
             .build(env),
     );
@@ -55,14 +63,8 @@ async fn qga_conversation() {
     };
     let (_trigger, shutdown) = Shutdown::new();
     let served = tokio::spawn(async move {
-        serve_stream_with(
-            server,
-            dispatcher,
-            Arc::new(Channel::new("t")),
-            &options,
-            shutdown,
-        )
-        .await
+        let channel = options.channel("t");
+        serve_stream_with(server, dispatcher, channel, &options, shutdown).await
     });
     let (read, mut write) = tokio::io::split(client);
     let mut read = BufReader::new(read);
@@ -105,15 +107,62 @@ async fn qga_conversation() {
     big.extend_from_slice(b"\"}}\n{\"execute\":\"echo\"}\n");
     write.write_all(&big).await.unwrap();
     let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
-    assert_eq!(reply["error"]["class"], "GenericError");
-    assert!(
-        reply["error"]["desc"]
-            .as_str()
-            .unwrap()
-            .contains("too large")
+    assert_eq!(
+        reply,
+        json!({"error": {"class": "GenericError", "desc": "JSON token size limit exceeded"}})
     );
     let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
     assert_eq!(reply, json!({"return": {}}));
+
+    // No newline needed, values back to back: each is answered as soon as it is complete.
+    write
+        .write_all(br#"{"execute":"echo","id":1}{"execute":"echo","id":2}  {"execute":"echo","#)
+        .await
+        .unwrap();
+    for id in [1, 2] {
+        let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
+        assert_eq!(reply, json!({"return": {}, "id": id}));
+    }
+    write.write_all(br#""id":3}"#).await.unwrap();
+    let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
+    assert_eq!(reply, json!({"return": {}, "id": 3}));
+
+    // Malformed input gets qemu-ga's error, and the stream goes on.
+    write
+        .write_all(b"{\"execute\": @@}{'execute':'echo','arguments':{'q':'it\\'s'}}")
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
+    assert_eq!(
+        reply,
+        json!({"error": {"class": "GenericError", "desc": "JSON parse error, stray '@'"}})
+    );
+    let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
+    assert_eq!(reply, json!({"return": {"q": "it's"}}));
+
+    // Only qga commands exist here: a native name is qemu-ga's CommandNotFound.
+    write
+        .write_all(br#"{"execute":"native","id":"n"}"#)
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
+    assert_eq!(
+        reply,
+        json!({"error": {"class": "CommandNotFound",
+            "desc": "The command native has not been found"}, "id": "n"})
+    );
+
+    // guest-sync checks its argument as qemu-ga does.
+    write
+        .write_all(br#"{"execute":"guest-sync","arguments":{"id":"x"}}{"execute":"guest-sync","arguments":{"id":-5}}"#)
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
+    assert_eq!(
+        reply["error"]["desc"],
+        "Invalid parameter type for 'id', expected: integer"
+    );
+    assert_eq!(next(&mut read, &mut line).await, b"{\"return\": -5}\n");
 
     drop(write);
     drop(read);
