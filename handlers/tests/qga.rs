@@ -1,11 +1,11 @@
 //! qga commands through the dispatcher over a sandbox root and the fake runner: fsfreeze
-//! (freeze order, rollback on failure, automatic thaw), guest-shutdown, and the refusal of qga
-//! commands on native channels.
+//! (freeze order, rollback on failure, automatic thaw), guest-shutdown, and each dialect's
+//! commands existing only on its own channels.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use guestd_core::{Channel, DispatcherBuilder, Root};
+use guestd_core::{Channel, Dialect, DispatcherBuilder, Root};
 use guestd_handlers::qga::{QgaConfig, register};
 use guestd_testkit::{FakeRunner, call, dispatcher, test_env};
 use serde_json::{Value, json};
@@ -30,9 +30,13 @@ fn setup(freeze_timeout_secs: u64) -> Setup {
         freeze_timeout_secs,
         ..QgaConfig::default()
     };
-    let builder = register(DispatcherBuilder::new(), &config).unwrap();
-    let channel = Arc::new(Channel::new("qga-test"));
-    channel.with_state::<guestd_core::qga::QgaChannel, _>(|m| m.0 = true);
+    let builder = DispatcherBuilder::new()
+        .register(guestd_handlers::VersionHandler)
+        .unwrap()
+        .register(guestd_handlers::FeaturesHandler)
+        .unwrap();
+    let builder = register(builder, &config).unwrap();
+    let channel = Arc::new(Channel::new("qga-test").with_dialect(Dialect::Qga));
     Setup {
         _dir: dir,
         runner,
@@ -147,17 +151,66 @@ fn shutdown_modes_go_through_the_runner() {
 }
 
 #[test]
-fn qga_commands_refuse_native_channels() {
+fn each_dialect_has_only_its_own_commands() {
     let s = setup(600);
     let native = Arc::new(Channel::new("native"));
     for name in [
         "guest-ping",
         "guest-set-user-password",
         "guest-fsfreeze-freeze",
+        "guest-sync",
     ] {
         let reply = call(&s.dispatcher, &native, name, json!({}));
-        assert!(!reply.is_success());
-        assert!(reply.message.contains("qga channel"), "{}", reply.message);
+        assert_eq!(reply.returncode, "404", "{name}");
+        assert_eq!(reply.message, format!("No such agent command '{name}'"));
+    }
+    for name in ["version", "features"] {
+        let reply = call(&s.dispatcher, &s.channel, name, json!({}));
+        assert_eq!(reply.returncode, "404", "{name}");
     }
     assert!(s.runner.lines().is_empty());
+    // features on the native channel: the native commands only.
+    let features = call(&s.dispatcher, &native, "features", json!(null));
+    assert_eq!(features.message, "version,features");
+    // guest-info on the qga channel: the qga commands only, guest-sync* included.
+    let info = qga(&s, "guest-info", json!({})).unwrap();
+    let names: Vec<&str> = info["supported_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("guest-")), "{names:?}");
+    for want in ["guest-sync", "guest-sync-delimited", "guest-ping", "guest-info"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
+
+#[test]
+fn argument_errors_use_qemu_s_words() {
+    let s = setup(600);
+    for (name, args, want) in [
+        (
+            "guest-ping",
+            json!({"bogus": 1}),
+            "Parameter 'bogus' is unexpected",
+        ),
+        (
+            "guest-ssh-get-authorized-keys",
+            json!({}),
+            "Parameter 'username' is missing",
+        ),
+        (
+            "guest-ssh-add-authorized-keys",
+            json!({"username": "x", "keys": ["a", 5]}),
+            "Invalid parameter type for 'keys[1]', expected: string",
+        ),
+        (
+            "guest-set-user-password",
+            json!({"username": "x", "password": "y"}),
+            "Parameter 'crypted' is missing",
+        ),
+    ] {
+        assert_eq!(qga(&s, name, args), Err(want.to_string()), "{name}");
+    }
 }

@@ -258,7 +258,18 @@ impl CommandPolicy {
 pub enum DispatchError {
     #[error("command '{0}' is registered twice")]
     Duplicate(&'static str),
+    /// qemu-ga's commands are all `guest-*`, and no native one is: a handler that says
+    /// otherwise would appear on the wrong channels.
+    #[error("command '{name}' declares the {dialect} dialect, but {why}")]
+    WrongDialect {
+        name: &'static str,
+        dialect: Dialect,
+        why: &'static str,
+    },
 }
+
+/// The prefix of every qemu-guest-agent command name.
+const QGA_PREFIX: &str = "guest-";
 
 /// Builds a [`Dispatcher`]: handlers are registered explicitly.
 pub struct DispatcherBuilder {
@@ -299,11 +310,21 @@ impl DispatcherBuilder {
         }
     }
 
-    /// Register one command. A second handler with the same name is a start-up error.
+    /// Register one command. A second handler with the same name, or a `guest-*` name outside
+    /// the qga dialect (or the reverse), is a start-up error.
     pub fn register(mut self, handler: impl Handler) -> Result<Self, DispatchError> {
         let name = handler.name();
         if self.handlers.iter().any(|h| h.name() == name) {
             return Err(DispatchError::Duplicate(name));
+        }
+        let dialect = handler.dialect();
+        let why = match (dialect, name.starts_with(QGA_PREFIX)) {
+            (Dialect::Native, true) => Some("guest-* names are qemu-guest-agent commands"),
+            (Dialect::Qga, false) => Some("qemu-guest-agent commands are named guest-*"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(DispatchError::WrongDialect { name, dialect, why });
         }
         self.handlers.push(Arc::new(handler));
         Ok(self)

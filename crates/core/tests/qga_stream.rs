@@ -13,7 +13,7 @@ use guestd_core::{
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// `echo` returns its arguments; `guest-shutdown` succeeds (and so sends nothing); `native` is
+/// `guest-echo` returns its arguments; `guest-shutdown` succeeds (and so sends nothing); `native` is
 /// a native command (absent on a qga channel).
 struct Echo(&'static str, Dialect);
 
@@ -47,7 +47,7 @@ async fn qga_conversation() {
     };
     let dispatcher = Arc::new(
         DispatcherBuilder::new()
-            .register(Echo("echo", Dialect::Qga))
+            .register(Echo("guest-echo", Dialect::Qga))
             .unwrap()
             .register(Echo("guest-shutdown", Dialect::Qga))
             .unwrap()
@@ -84,7 +84,7 @@ async fn qga_conversation() {
 
     // guest-shutdown succeeds silently; the next reply is the echo's.
     write
-        .write_all(b"{\"execute\":\"guest-shutdown\"}\n{\"execute\":\"echo\",\"arguments\":{\"a\":\"\xc3\xa9\"},\"id\":[1]}\n")
+        .write_all(b"{\"execute\":\"guest-shutdown\"}\n{\"execute\":\"guest-echo\",\"arguments\":{\"a\":\"\xc3\xa9\"},\"id\":[1]}\n")
         .await
         .unwrap();
     let reply = next(&mut read, &mut line).await;
@@ -94,7 +94,7 @@ async fn qga_conversation() {
 
     // Errors: the handler's message as GenericError; an oversized line once, then service.
     write
-        .write_all(b"{\"execute\":\"echo\",\"arguments\":{\"fail\":1}}\n")
+        .write_all(b"{\"execute\":\"guest-echo\",\"arguments\":{\"fail\":1}}\n")
         .await
         .unwrap();
     let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
@@ -102,9 +102,9 @@ async fn qga_conversation() {
         reply,
         json!({"error": {"class": "GenericError", "desc": "échec"}})
     );
-    let mut big = b"{\"execute\":\"echo\",\"arguments\":{\"x\":\"".to_vec();
+    let mut big = b"{\"execute\":\"guest-echo\",\"arguments\":{\"x\":\"".to_vec();
     big.extend(std::iter::repeat_n(b'x', 1000));
-    big.extend_from_slice(b"\"}}\n{\"execute\":\"echo\"}\n");
+    big.extend_from_slice(b"\"}}\n{\"execute\":\"guest-echo\"}\n");
     write.write_all(&big).await.unwrap();
     let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();
     assert_eq!(
@@ -116,7 +116,7 @@ async fn qga_conversation() {
 
     // No newline needed, values back to back: each is answered as soon as it is complete.
     write
-        .write_all(br#"{"execute":"echo","id":1}{"execute":"echo","id":2}  {"execute":"echo","#)
+        .write_all(br#"{"execute":"guest-echo","id":1}{"execute":"guest-echo","id":2}  {"execute":"guest-echo","#)
         .await
         .unwrap();
     for id in [1, 2] {
@@ -129,7 +129,7 @@ async fn qga_conversation() {
 
     // Malformed input gets qemu-ga's error, and the stream goes on.
     write
-        .write_all(b"{\"execute\": @@}{'execute':'echo','arguments':{'q':'it\\'s'}}")
+        .write_all(b"{\"execute\": @@}{'execute':'guest-echo','arguments':{'q':'it\\'s'}}")
         .await
         .unwrap();
     let reply: Value = serde_json::from_slice(&next(&mut read, &mut line).await).unwrap();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use guestd_core::stream::StreamLimits;
-use guestd_core::{Backend, Env, Root, Shutdown, SystemRunner};
+use guestd_core::{Backend, Dialect, Env, Root, Shutdown, SystemRunner};
 use guestd_daemon::config;
 use guestd_distro::SystemBackend;
 use tracing::{error, info, warn};
@@ -118,7 +118,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!(
             "guestd {} self-test ok: {} commands",
             env!("CARGO_PKG_VERSION"),
-            dispatcher.enabled_commands().len()
+            Dialect::ALL
+                .iter()
+                .map(|d| dispatcher.enabled_commands(*d).len())
+                .sum::<usize>()
         );
         return Ok(());
     }
@@ -143,7 +146,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             backend = %backend.name(),
             root = %cli.root.as_ref().map_or("/".into(), |p| p.display().to_string()),
             config = ?files,
-            commands = %dispatcher.enabled_commands().join(","),
+            commands = %dispatcher.enabled_commands(Dialect::Native).join(","),
+            qga_commands = %dispatcher.enabled_commands(Dialect::Qga).join(","),
             transports = %transports.iter().map(|t| t.describe()).collect::<Vec<_>>().join(","),
             "guestd ready"
         );
@@ -272,7 +276,11 @@ fn check_config(
     println!("# os backend: {}", backend.name());
     println!(
         "# commands enabled: {}",
-        dispatcher.enabled_commands().join(",")
+        dispatcher.enabled_commands(Dialect::Native).join(",")
+    );
+    println!(
+        "# qga commands enabled: {}",
+        dispatcher.enabled_commands(Dialect::Qga).join(",")
     );
     println!(
         "# transports: {}",

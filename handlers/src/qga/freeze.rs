@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use guestd_core::{Command, CommandRunner, Context, Handler, HandlerError, Reply, Root};
+use guestd_core::{Command, CommandRunner, Context, Dialect, Handler, HandlerError, Reply, Root};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -179,6 +179,10 @@ impl Handler for StatusHandler {
         "guest-fsfreeze-status"
     }
 
+    fn dialect(&self) -> Dialect {
+        Dialect::Qga
+    }
+
     fn may_block(&self) -> bool {
         false
     }
@@ -187,8 +191,7 @@ impl Handler for StatusHandler {
         true
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
-        super::only_on_qga(ctx, self.name())?;
+    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
         let status = if self.0.is_frozen() {
             "frozen"
@@ -208,8 +211,11 @@ impl Handler for FreezeHandler {
         "guest-fsfreeze-freeze"
     }
 
+    fn dialect(&self) -> Dialect {
+        Dialect::Qga
+    }
+
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
-        super::only_on_qga(ctx, self.name())?;
         args::<NoArgs>(value)?;
         let count = self.0.freeze(&ctx.env.root, Arc::clone(&ctx.env.runner))?;
         Ok(guestd_core::qga::ok(&json!(count)))
@@ -225,8 +231,11 @@ impl Handler for ThawHandler {
         "guest-fsfreeze-thaw"
     }
 
+    fn dialect(&self) -> Dialect {
+        Dialect::Qga
+    }
+
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
-        super::only_on_qga(ctx, self.name())?;
         args::<NoArgs>(value)?;
         let count = self.0.thaw(ctx.env.runner.as_ref());
         info!(count, "filesystems thawed");

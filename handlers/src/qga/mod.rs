@@ -3,9 +3,16 @@
 //! `return`/`error`, `guest-sync`) is core's `qga` module; a handler here answers with
 //! `guestd_core::qga::ok(&json)` and its errors become `GenericError` replies.
 //!
-//! Adding one more command: a `QgaCommand` (stateless) or a `Handler` in the module it belongs
-//! to, one line in [`register`], a test in `tests/tests/qga.rs`. Commands that run arbitrary
-//! programs or read arbitrary files (`guest-exec`, `guest-file-*`) are deliberately absent.
+//! These commands exist only on qga channels (`Handler::dialect` is `Dialect::Qga`; the
+//! dispatcher refuses a `guest-*` name that says otherwise): `guest-set-user-password` takes a
+//! plain password, which the native protocol only accepts encrypted (`keyinit`/`password`)
+//! because channels like XenStore are not private.
+//!
+//! Adding one more command: a `QgaCommand` (stateless) or a `Handler` with `dialect()` =
+//! `Dialect::Qga` in the module it belongs to, one line in [`register`], a test in
+//! `tests/tests/qga.rs` and its name in `tests/qmp/commands.py` if it only reads. Arguments are
+//! decoded with [`args`] (qemu's error wording). Commands that run arbitrary programs or read
+//! arbitrary files (`guest-exec`, `guest-file-*`) are deliberately absent.
 
 mod freeze;
 mod keys;
@@ -16,7 +23,9 @@ mod system;
 
 use std::time::Duration;
 
-use guestd_core::{Context, DispatchError, DispatcherBuilder, Handler, HandlerError, Reply, Root};
+use guestd_core::{
+    Context, Dialect, DispatchError, DispatcherBuilder, Handler, HandlerError, Reply, Root,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -96,6 +105,10 @@ impl Handler for QgaCommand {
         self.name
     }
 
+    fn dialect(&self) -> Dialect {
+        Dialect::Qga
+    }
+
     fn may_block(&self) -> bool {
         self.blocking
     }
@@ -105,7 +118,6 @@ impl Handler for QgaCommand {
     }
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
-        only_on_qga(ctx, self.name)?;
         (self.run)(ctx, value).map(|v| guestd_core::qga::ok(&v))
     }
 }
@@ -120,6 +132,10 @@ struct NotWhileFrozen {
 impl Handler for NotWhileFrozen {
     fn name(&self) -> &'static str {
         self.command.name
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Qga
     }
 
     fn may_block(&self) -> bool {
@@ -138,28 +154,11 @@ impl Handler for NotWhileFrozen {
     }
 }
 
-/// qga commands run only on qga channels (see `guestd_core::qga::QgaChannel`).
-pub(crate) fn only_on_qga(ctx: &Context<'_>, name: &str) -> Result<(), HandlerError> {
-    if guestd_core::qga::is_qga_channel(ctx.channel) {
-        Ok(())
-    } else {
-        Err(HandlerError::BadRequest(format!(
-            "'{name}' is a qemu-guest-agent command: send it on a qga channel \
-             (qga+unix:, qga+serial:)"
-        )))
-    }
-}
-
-/// The command's arguments as `T` (unknown members are refused, as qemu-ga does). A native
-/// request with a null value counts as no arguments.
+/// The command's arguments as `T`, refused with qemu-ga's words (`Parameter 'bogus' is
+/// unexpected` for `#[serde(deny_unknown_fields)]` structs, `Parameter 'id' is missing`,
+/// `Invalid parameter type for 'x', expected: string`); see `guestd_core::qga::arguments`.
 pub(crate) fn args<T: DeserializeOwned>(value: &Value) -> Result<T, HandlerError> {
-    let value = if value.is_null() {
-        Value::Object(Default::default())
-    } else {
-        value.clone()
-    };
-    serde_json::from_value(value)
-        .map_err(|e| HandlerError::BadRequest(format!("Invalid arguments: {e}")))
+    guestd_core::qga::arguments(value)
 }
 
 /// A user from `/etc/passwd`.

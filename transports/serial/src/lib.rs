@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use guestd_core::retry::{ReplyCache, RetryConfig};
 use guestd_core::stream::{Dialect, StreamLimits, StreamOptions, serve_stream_with};
-use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
+use guestd_core::{BoxFuture, Dispatcher, Shutdown, Transport, TransportError};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -246,7 +246,7 @@ impl Transport for SerialTransport {
             } = *self;
             // One channel for the life of the port: the host is the same hypervisor across
             // reconnects, so a key agreed before a reconnect stays valid after it.
-            let channel = Arc::new(Channel::new(described.clone()));
+            let channel = options.channel(described.clone());
             info!(transport = %described, "serving");
             loop {
                 let before = port.bytes_read();
