@@ -8,8 +8,9 @@
 //! - the first one with `FILE_FLAG_FIRST_PIPE_INSTANCE`, so a second guestd (or anything that
 //!   already owns the name) makes start-up fail instead of sharing the name with it.
 //!
-//! The next instance is created before a connected one is handed to the conversation, so a
-//! client never finds the pipe busy for longer than it takes to create an instance. A
+//! Connections go through the accept loop every listener shares (`accept.rs`: at most 16 at
+//! once). The next instance is created before a connected one is handed to the conversation, so
+//! a client never finds the pipe busy for longer than it takes to create an instance. A
 //! conversation that ends in an error (a peer that does not read its replies) is cut off with
 //! `DisconnectNamedPipe`: tokio keeps a pending write, and with it the instance, alive past the
 //! drop otherwise.
@@ -59,17 +60,15 @@ mod server {
     use std::io;
     use std::sync::Arc;
 
-    use std::time::Duration;
-
-    use guestd_core::stream::{StreamOptions, serve_stream_with};
-    use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
+    use guestd_core::stream::StreamOptions;
+    use guestd_core::{BoxFuture, Dispatcher, Shutdown, Transport, TransportError};
     use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
-    use tokio::sync::Semaphore;
-    use tokio::task::JoinSet;
-    use tracing::{debug, info, warn};
+    use tracing::info;
 
     use super::PIPE_SDDL;
-    use crate::accept::{Acceptor, DEFAULT_MAX_CONNECTIONS};
+    use crate::accept::{
+        Acceptor, DEFAULT_MAX_CONNECTIONS, ListenerSettings, Served, serve_listener,
+    };
 
     /// A named-pipe listener: one waiting instance at a time, any number connected.
     #[derive(Debug)]
@@ -163,62 +162,25 @@ mod server {
         fn serve(
             self: Box<Self>,
             dispatcher: Arc<Dispatcher>,
-            mut shutdown: Shutdown,
+            shutdown: Shutdown,
         ) -> BoxFuture<'static, Result<(), TransportError>> {
-            Box::pin(async move {
-                let label = self.describe();
-                let mut acceptor = self.acceptor;
-                let slots = Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS));
-                let mut connections = JoinSet::new();
-                info!(transport = %label, "serving");
-                loop {
-                    let accepted = tokio::select! {
-                        accepted = acceptor.accept() => accepted,
-                        () = shutdown.wait() => break,
-                    };
-                    while connections.try_join_next().is_some() {}
-                    let (mut pipe, peer) = match accepted {
-                        Ok(Some(conn)) => conn,
-                        Ok(None) => continue,
-                        Err(e) => {
-                            warn!(transport = %label, error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
-                    };
-                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        warn!(transport = %label, %peer, limit = DEFAULT_MAX_CONNECTIONS,
-                            "too many connections; refused");
-                        let _ = pipe.disconnect();
-                        continue;
-                    };
-                    let name = format!("{label} from {peer}");
-                    let (dispatcher, options, shutdown) = (
-                        Arc::clone(&dispatcher),
-                        self.options.clone(),
-                        shutdown.clone(),
-                    );
-                    connections.spawn(async move {
-                        let _slot = slot;
-                        debug!(channel = %name, "connected");
-                        let channel = Arc::new(Channel::new(name.clone()));
-                        match serve_stream_with(&mut pipe, dispatcher, channel, &options, shutdown)
-                            .await
-                        {
-                            Ok(()) => debug!(channel = %name, "closed"),
-                            Err(e) => {
-                                info!(channel = %name, error = %e, "connection ended");
-                                // A write still pending to a peer that does not read keeps the
-                                // instance (and the peer) open after the drop: cut it off.
-                                let _ = pipe.disconnect();
-                            }
-                        }
-                    });
-                }
-                // Let every connection finish its request in flight.
-                while connections.join_next().await.is_some() {}
-                Ok(())
-            })
+            let settings =
+                ListenerSettings::new(self.describe(), self.options, DEFAULT_MAX_CONNECTIONS);
+            Box::pin(serve_listener(
+                self.acceptor,
+                |pipe: NamedPipeServer| async move { Ok(pipe) },
+                settings,
+                dispatcher,
+                shutdown,
+            ))
+        }
+    }
+
+    impl Served for NamedPipeServer {
+        /// A write still pending to a peer that does not read keeps the instance (and the
+        /// peer) open after the drop: cut it off.
+        fn cut_off(&mut self) {
+            let _ = self.disconnect();
         }
     }
 

@@ -1,10 +1,15 @@
 //! TCP listener (`tcp:HOST:PORT`) for hosts that reach the guest over a private network.
 //!
-//! Plain TCP is allowed only on a loopback address. Anything else requires mutual TLS
-//! (rustls): the server certificate and key, plus a CA the host's client certificate must chain
-//! to and/or pinned client certificates accepted exactly. Without that, guestd refuses to start
-//! the listener and says which settings are missing; a client without an accepted certificate
-//! is refused during the handshake (and logged).
+//! TCP needs mutual TLS (rustls): the server certificate and key, plus a CA the host's client
+//! certificate must chain to and/or pinned client certificates accepted exactly. Without that,
+//! guestd refuses to start the listener and says which settings are missing; a client without
+//! an accepted certificate is refused during the handshake (and logged). The handshake has its
+//! own short deadline and pool and holds no served slot (see `accept.rs`).
+//!
+//! Plain TCP is possible only on a loopback address and only with `[tcp]
+//! allow_unauthenticated_loopback = true`, which guestd warns about at start-up: every local
+//! account can then act as the host. A unix socket (mode 0600) is the local channel that needs
+//! no such trust.
 
 use std::fmt;
 use std::io;
@@ -27,6 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::warn;
 
 use crate::accept::{Acceptor, DEFAULT_MAX_CONNECTIONS, ListenerSettings, serve_listener};
+pub use crate::accept::{DEFAULT_MAX_HANDSHAKES, HANDSHAKE_TIMEOUT};
 
 /// `[tcp]` in the daemon config. All paths are PEM files.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -42,6 +48,9 @@ pub struct TcpConfig {
     pub tls_client_cert: Option<PathBuf>,
     /// Simultaneous connections; more are refused.
     pub max_connections: usize,
+    /// Serve plain TCP on a loopback address, with no authentication at all (every local
+    /// account can then act as the host). Off by default; guestd warns at start-up when on.
+    pub allow_unauthenticated_loopback: bool,
 }
 
 impl Default for TcpConfig {
@@ -52,6 +61,7 @@ impl Default for TcpConfig {
             tls_client_ca: None,
             tls_client_cert: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            allow_unauthenticated_loopback: false,
         }
     }
 }
@@ -94,15 +104,22 @@ impl TcpTransport {
         let addr = resolve(target)?;
         let tls = if config.tls_requested() {
             Some(TlsAcceptor::from(Arc::new(server_config(config)?)))
-        } else if addr.ip().is_loopback() {
-            None
-        } else {
+        } else if !addr.ip().is_loopback() {
             return Err(TransportError::Config(format!(
                 "refusing to listen on tcp:{target}: {} is not a loopback address and mutual TLS \
                  is not configured; set [tcp] tls_cert, tls_key and tls_client_ca (or \
-                 tls_client_cert), or listen on 127.0.0.1",
+                 tls_client_cert)",
                 addr.ip()
             )));
+        } else if !config.allow_unauthenticated_loopback {
+            return Err(TransportError::Config(format!(
+                "refusing to listen on tcp:{target} without authentication (any local user could \
+                 act as the host): configure mutual TLS ([tcp] tls_cert, tls_key and \
+                 tls_client_ca or tls_client_cert), use a unix socket (unix:PATH) instead, or \
+                 accept the risk with [tcp] allow_unauthenticated_loopback = true"
+            )));
+        } else {
+            None
         };
         let std_listener = std::net::TcpListener::bind(addr)
             .map_err(TransportError::io(format!("bind tcp:{addr}")))?;
@@ -112,6 +129,12 @@ impl TcpTransport {
         let listener = TcpListener::from_std(std_listener)
             .map_err(TransportError::io("register the TCP listener"))?;
         let addr = listener.local_addr().unwrap_or(addr);
+        if tls.is_none() {
+            warn!(
+                "tcp:{addr} accepts unauthenticated connections: every local account can act as \
+                 the host ([tcp] allow_unauthenticated_loopback = true)"
+            );
+        }
         Ok(Self {
             listener,
             addr,
@@ -166,11 +189,11 @@ impl Transport for TcpTransport {
         dispatcher: Arc<Dispatcher>,
         shutdown: Shutdown,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
-        let settings = ListenerSettings {
-            label: format!("tcp:{}", self.addr),
-            options: self.options,
-            max_connections: self.max_connections,
-        };
+        let settings = ListenerSettings::new(
+            format!("tcp:{}", self.addr),
+            self.options,
+            self.max_connections,
+        );
         let acceptor = Listener(self.listener);
         match self.tls {
             None => Box::pin(serve_listener(
@@ -338,14 +361,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn plain_tcp_only_on_loopback() {
-        let t = bind("127.0.0.1:0", &TcpConfig::default()).unwrap();
+    async fn plain_tcp_only_on_loopback_and_only_when_allowed() {
+        let msg = bind("127.0.0.1:0", &TcpConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("without authentication"), "{msg}");
+        assert!(
+            msg.contains("allow_unauthenticated_loopback = true"),
+            "{msg}"
+        );
+        assert!(msg.contains("unix:PATH"), "{msg}");
+        let allowed = TcpConfig {
+            allow_unauthenticated_loopback: true,
+            ..TcpConfig::default()
+        };
+        let t = bind("127.0.0.1:0", &allowed).unwrap();
         assert!(t.describe().starts_with("tcp:127.0.0.1:"));
         assert!(!t.describe().contains("TLS"));
-        let err = bind("0.0.0.0:0", &TcpConfig::default()).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("not a loopback address"), "{msg}");
-        assert!(msg.contains("tls_client_ca"), "{msg}");
+        for config in [TcpConfig::default(), allowed] {
+            let msg = bind("0.0.0.0:0", &config).unwrap_err().to_string();
+            assert!(msg.contains("not a loopback address"), "{msg}");
+            assert!(msg.contains("tls_client_ca"), "{msg}");
+        }
     }
 
     #[tokio::test]

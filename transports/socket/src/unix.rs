@@ -1,18 +1,21 @@
-//! `unix:PATH`: a unix-socket listener, mode 0600, serving many clients concurrently.
+//! `unix:PATH`: a unix-socket listener, mode 0600, serving up to
+//! [`DEFAULT_MAX_CONNECTIONS`] clients at once through the shared accept loop (`accept.rs`).
 //!
 //! The socket is bound under a temporary name, restricted to 0600 and then renamed into place,
 //! so there is never a moment when another user could connect. A stale socket left by a crashed
-//! guestd is replaced; a live one (something answers) is an error.
+//! guestd is replaced; a live one (something answers) is an error. Each connection's channel is
+//! named after the peer's process and user (`SO_PEERCRED`).
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use guestd_core::stream::{StreamLimits, StreamOptions, serve_stream_with};
-use guestd_core::{BoxFuture, Channel, Dispatcher, Shutdown, Transport, TransportError};
-use tokio::net::UnixListener;
-use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use guestd_core::stream::{StreamLimits, StreamOptions};
+use guestd_core::{BoxFuture, Dispatcher, Shutdown, Transport, TransportError};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::info;
+
+use crate::accept::{Acceptor, DEFAULT_MAX_CONNECTIONS, ListenerSettings, serve_listener};
 
 /// A listening unix socket.
 #[derive(Debug)]
@@ -20,6 +23,7 @@ pub struct UnixTransport {
     path: PathBuf,
     listener: UnixListener,
     options: StreamOptions,
+    max_connections: usize,
 }
 
 impl UnixTransport {
@@ -65,7 +69,14 @@ impl UnixTransport {
                 limits,
                 ..StreamOptions::default()
             },
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         })
+    }
+
+    /// Serve at most `max` clients at once (more are refused and logged).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
     }
 
     /// Serve with these stream options (the transport's reply cache for safe retries).
@@ -87,40 +98,39 @@ impl Transport for UnixTransport {
     fn serve(
         self: Box<Self>,
         dispatcher: Arc<Dispatcher>,
-        mut shutdown: Shutdown,
+        shutdown: Shutdown,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
         Box::pin(async move {
-            let counter = AtomicU64::new(0);
-            let mut connections = JoinSet::new();
-            loop {
-                let accepted = tokio::select! {
-                    accepted = self.listener.accept() => accepted,
-                    () = shutdown.wait() => break,
-                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                };
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // EMFILE and friends: log and keep serving the others.
-                        warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                let channel = Arc::new(Channel::new(format!("unix#{n}")));
-                debug!(channel = %channel.name(), "client connected");
-                let (dispatcher, shutdown, options) =
-                    (dispatcher.clone(), shutdown.clone(), self.options.clone());
-                connections.spawn(async move {
-                    if let Err(e) = serve_stream_with(stream, dispatcher, channel.clone(), &options, shutdown).await {
-                        debug!(channel = %channel.name(), error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            // Let every connection finish its request in flight.
-            while connections.join_next().await.is_some() {}
+            let label = self.describe();
+            let settings = ListenerSettings::new(label, self.options, self.max_connections);
+            let served = serve_listener(
+                Listener(self.listener),
+                |s: UnixStream| async move { Ok(s) },
+                settings,
+                dispatcher,
+                shutdown,
+            )
+            .await;
             let _ = std::fs::remove_file(&self.path);
-            Ok(())
+            served
         })
+    }
+}
+
+struct Listener(UnixListener);
+
+impl Acceptor for Listener {
+    type Stream = UnixStream;
+
+    async fn accept(&mut self) -> io::Result<Option<(UnixStream, String)>> {
+        let (stream, _) = self.0.accept().await?;
+        let peer = match stream.peer_cred() {
+            Ok(cred) => match cred.pid() {
+                Some(pid) => format!("pid {pid} uid {}", cred.uid()),
+                None => format!("uid {}", cred.uid()),
+            },
+            Err(_) => "a local process".into(),
+        };
+        Ok(Some((stream, peer)))
     }
 }

@@ -49,12 +49,11 @@ mod listener {
 
     use guestd_core::stream::StreamOptions;
     use guestd_core::{BoxFuture, Dispatcher, Shutdown, Transport, TransportError};
-    use tokio::io::{AsyncRead, AsyncWrite};
     use tokio_vsock::{VsockAddr, VsockListener, VsockStream};
     use tracing::warn;
 
     use super::{CID_ANY, VsockConfig, parse_port};
-    use crate::accept::{Acceptor, ListenerSettings, serve_listener};
+    use crate::accept::{Acceptor, ListenerSettings, Served, serve_listener};
 
     /// A bound vsock listener.
     pub struct VsockTransport {
@@ -109,7 +108,7 @@ mod listener {
 
     /// Where connections come from, before the CID check (a vsock listener, or a test feed).
     pub(crate) trait VsockSource: Send + 'static {
-        type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+        type Stream: Served;
         /// The next connection with the peer's CID and port.
         fn next(&mut self) -> impl Future<Output = io::Result<(Self::Stream, u32, u32)>> + Send;
     }
@@ -149,11 +148,7 @@ mod listener {
         dispatcher: Arc<Dispatcher>,
         shutdown: Shutdown,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
-        let settings = ListenerSettings {
-            label,
-            options,
-            max_connections: config.max_connections,
-        };
+        let settings = ListenerSettings::new(label, options, config.max_connections);
         let acceptor = Admitting {
             source,
             allowed: config.allowed_cids.clone(),

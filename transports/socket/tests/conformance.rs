@@ -1,6 +1,7 @@
 //! The transport conformance suite against the real listeners: unix, TCP on loopback, and TCP
-//! with mutual TLS (certificates from the openssl CLI); plus the TLS refusal cases and an
-//! `openssl s_client` peer.
+//! with mutual TLS (certificates from the openssl CLI); plus the TLS refusal cases, an
+//! `openssl s_client` peer, and the accept loop's bounds: stalled TLS handshakes never lock the
+//! real host out, and the unix listener caps its connections.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -31,7 +32,11 @@ fn unix_listener(kit: &mut Kit) -> Connector {
 }
 
 fn tcp_plain(kit: &mut Kit) -> Connector {
-    let t = TcpTransport::bind("127.0.0.1:0", &TcpConfig::default(), kit.options()).expect("bind");
+    let config = TcpConfig {
+        allow_unauthenticated_loopback: true,
+        ..TcpConfig::default()
+    };
+    let t = TcpTransport::bind("127.0.0.1:0", &config, kit.options()).expect("bind");
     let addr = t.local_addr();
     kit.spawn(Box::new(t));
     Box::new(move || {
@@ -256,5 +261,127 @@ async fn tls_openssl_s_client_peer() {
     assert_eq!(
         line.trim(),
         r#"{"id":"ossl","message":"via openssl","returncode":"0"}"#
+    );
+}
+
+/// Many peers that open a TCP connection to the TLS listener and never start the handshake
+/// (more than the served slots and the handshake pool) do not keep the real host out: the real
+/// host's handshake pushes out the oldest stalled one, completes, and gets a served slot, while
+/// the stalled ones hold none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_never_lock_the_host_out() {
+    use tokio::io::AsyncReadExt;
+    let kit = Kit::new();
+    let pki = TestPki::generate(kit.dir());
+    let config = TcpConfig {
+        max_connections: 2,
+        ..tls_config(&pki)
+    };
+    let t = TcpTransport::bind("127.0.0.1:0", &config, kit.options()).expect("bind");
+    let addr = t.local_addr();
+    kit.spawn(Box::new(t));
+    let stalled_count = guestd_transport_socket::tcp::DEFAULT_MAX_HANDSHAKES + 8;
+    let mut stalled = Vec::new();
+    for _ in 0..stalled_count {
+        stalled.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let connector = tls_client(&pki, Some((&pki.client_cert, &pki.client_key)));
+    for round in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::IpAddress(addr.ip().into());
+        let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+            .await
+            .expect("the handshake is not held up by the stalled peers")
+            .expect("handshake");
+        let mut peer = Peer::from_conn(Box::new(tls));
+        peer.request(Some(json!(round)), "echo", json!("through"))
+            .await;
+        assert_eq!(peer.reply().await.reply.message, "through");
+        // A second real client at once: the stalled peers hold no served slot either.
+        stalled.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // The oldest stalled peers were pushed out, the rest end at the handshake deadline.
+    let mut closed = 0;
+    for mut s in stalled {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(
+            guestd_transport_socket::tcp::HANDSHAKE_TIMEOUT + Duration::from_secs(5),
+            s.read(&mut buf),
+        )
+        .await;
+        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, stalled_count + 3, "every stalled peer is closed");
+}
+
+/// The unix listener goes through the same capped loop: one client more than the cap is
+/// refused (closed without a reply) while the others are served, and a slot frees when a
+/// client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_connections_are_capped() {
+    let kit = Kit::new();
+    let path = kit.dir().join("capped.sock");
+    let t = UnixTransport::bind(&path, kit.limits())
+        .expect("bind")
+        .with_options(kit.options())
+        .with_max_connections(3);
+    kit.spawn(Box::new(t));
+    let connect = || {
+        let path = path.clone();
+        async move {
+            Peer::from_conn(Box::new(
+                tokio::net::UnixStream::connect(path).await.unwrap(),
+            ))
+        }
+    };
+    let mut served = Vec::new();
+    for i in 0..3 {
+        let mut peer = connect().await;
+        peer.request(Some(json!(i)), "echo", json!("in")).await;
+        assert_eq!(peer.reply().await.reply.message, "in");
+        served.push(peer);
+    }
+    let mut extra = connect().await;
+    extra
+        .try_send(b"{\"id\":9,\"name\":\"echo\",\"value\":\"x\"}\n")
+        .await;
+    assert!(
+        extra.closed_within(Duration::from_secs(10)).await,
+        "a fourth client was served past the cap of 3"
+    );
+    drop(served.pop());
+    // The freed slot is taken by the next client (once the server saw the close).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut peer = connect().await;
+        peer.try_send(b"{\"id\":1,\"name\":\"echo\",\"value\":\"again\"}\n")
+            .await;
+        match tokio::time::timeout(Duration::from_secs(2), peer.read_line()).await {
+            Ok(Some(got)) => {
+                assert_eq!(got.reply.message, "again");
+                break;
+            }
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slot never freed"
+            ),
+        }
+    }
+    for peer in &mut served {
+        peer.request(Some(json!("still")), "echo", json!("here"))
+            .await;
+        assert_eq!(peer.reply().await.reply.message, "here");
+    }
+}
+
+#[tokio::test]
+async fn plain_tcp_needs_the_explicit_opt_in() {
+    let kit = Kit::new();
+    let err = TcpTransport::bind("127.0.0.1:0", &TcpConfig::default(), kit.options()).unwrap_err();
+    assert!(
+        err.to_string().contains("allow_unauthenticated_loopback"),
+        "{err}"
     );
 }
