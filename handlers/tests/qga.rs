@@ -181,7 +181,12 @@ fn each_dialect_has_only_its_own_commands() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert!(names.iter().all(|n| n.starts_with("guest-")), "{names:?}");
-    for want in ["guest-sync", "guest-sync-delimited", "guest-ping", "guest-info"] {
+    for want in [
+        "guest-sync",
+        "guest-sync-delimited",
+        "guest-ping",
+        "guest-info",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
 }

@@ -22,6 +22,14 @@ pub struct Guestd {
     log: PathBuf,
 }
 
+/// Write a configuration file in `dir` that lets guestd serve plain TCP on loopback (tests that
+/// drive it over `tcp:127.0.0.1:PORT` without TLS) and return its path.
+pub fn plain_loopback_tcp_config(dir: &Path) -> PathBuf {
+    let path = dir.join("plain-tcp.toml");
+    std::fs::write(&path, "[tcp]\nallow_unauthenticated_loopback = true\n").unwrap();
+    path
+}
+
 impl Guestd {
     /// Start guestd with `--root <tmp>/root --listen unix:<tmp>/guestd.sock` plus `extra` args,
     /// and wait until the socket answers.

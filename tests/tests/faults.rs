@@ -327,7 +327,10 @@ fn host_disconnects_over_unix() {
 fn host_disconnects_over_loopback_tcp() {
     let port = guestd_tests::hostile::free_tcp_port();
     let listen = format!("tcp:127.0.0.1:{port}");
-    let mut g = Guestd::start(&["--listen", &listen]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = guestd_tests::plain_loopback_tcp_config(dir.path());
+    let config = config.to_str().unwrap().to_owned();
+    let mut g = Guestd::start_in(dir, &["--config", &config, "--listen", &listen]);
     // Wait for the TCP listener (the helper waited for the unix one).
     drop(guestd_tests::hostile::TcpLine::connect(
         ([127, 0, 0, 1], port).into(),

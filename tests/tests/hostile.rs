@@ -45,7 +45,10 @@ fn hostile_corpus_over_loopback_tcp() {
     let cases = hostile::load();
     let port = free_tcp_port();
     let listen = format!("tcp:127.0.0.1:{port}");
-    let mut g = Guestd::start(&["--listen", &listen]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = guestd_tests::plain_loopback_tcp_config(dir.path());
+    let config = config.to_str().unwrap().to_owned();
+    let mut g = Guestd::start_in(dir, &["--config", &config, "--listen", &listen]);
     let mut conn = TcpLine::connect(([127, 0, 0, 1], port).into());
     let failures = hostile::replay(&mut conn, &cases);
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -412,27 +412,129 @@ fn policy_applies_and_guest_info_matches_features() {
         .filter(|c| c["enabled"] == false)
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(disabled, ["version", "guest-get-time", "guest-shutdown"]);
-    assert!(enabled.contains(&"guest-set-user-password"));
+    // guest-info lists exactly the qga channel's commands, blocked ones as disabled.
+    assert_eq!(disabled, ["guest-get-time", "guest-shutdown"]);
+    for name in [
+        "guest-sync",
+        "guest-sync-delimited",
+        "guest-set-user-password",
+    ] {
+        assert!(enabled.contains(&name), "{name}: {enabled:?}");
+    }
     assert!(
         !enabled
             .iter()
             .any(|n| n.starts_with("guest-exec") || n.starts_with("guest-file"))
     );
+    assert!(
+        commands
+            .iter()
+            .all(|c| c["name"].as_str().unwrap().starts_with("guest-")),
+        "{info}"
+    );
+    // features on the native channel: the native enabled commands only.
     let features = g.ctl(&["features"]);
     assert!(features.status.success(), "{features:?}");
     let native = String::from_utf8(features.stdout).unwrap();
-    assert_eq!(native.trim(), enabled.join(","));
+    let native: Vec<&str> = native.trim().split(',').collect();
+    assert!(
+        native.contains(&"features") && native.contains(&"file_inject"),
+        "{native:?}"
+    );
+    assert!(!native.contains(&"version"), "disabled: {native:?}");
+    assert!(
+        !native.iter().any(|n| n.starts_with("guest-")),
+        "{native:?}"
+    );
 
-    // A plain password is not taken over a native channel.
+    // Native commands do not exist on the qga channel, qga commands not on the native one
+    // (a plain password is never taken over a channel such as XenStore).
+    let r = c
+        .call(r#"{"execute":"file_inject","arguments":{"b64_path":"L3RtcC94","b64_file":"eA=="}}"#);
+    assert_eq!(
+        r,
+        json!({"error": {"class": "CommandNotFound", "desc": "The command file_inject has not been found"}})
+    );
+    let r = c.call(r#"{"execute":"agentupdate"}"#);
+    assert_eq!(r["error"]["class"], "CommandNotFound", "{r}");
+    assert!(!g.dir.path().join("root/tmp/x").exists());
     let mut n = guestd_tests::LineClient::connect(&g.sock);
     let r = n.roundtrip(
         br#"{"id": 1, "name": "guest-set-user-password", "value": {"username": "alice", "password": "eA==", "crypted": false}}"#,
     );
-    assert_eq!(r["returncode"], "500", "{r}");
-    assert!(
-        r["message"].as_str().unwrap().contains("qga channel"),
+    assert_eq!(r["returncode"], "404", "{r}");
+    assert_eq!(
+        r["message"], "No such agent command 'guest-set-user-password'",
         "{r}"
     );
     assert_eq!(shadow_field(g.dir.path(), "alice"), "!");
+}
+
+/// Raw byte sequences, as a client may write them, that qemu-ga and guestd must answer with
+/// the same replies: requests back to back and without a newline, single-quoted strings,
+/// lexical and syntax errors (and the recovery after them), non-objects, argument errors.
+const SAME_REPLIES: &[(&[u8], usize)] = &[
+    (
+        br#"{"execute":"guest-ping"}{"execute":"guest-ping","id":2}"#,
+        2,
+    ),
+    (
+        b"{\"execute\":\"guest-ping\"}\r\n\r\n  {\"execute\":\"guest-ping\",\"id\":3}",
+        2,
+    ),
+    (
+        br#"{'execute':'guest-sync','arguments':{'id':77},'id':'sq'}"#,
+        1,
+    ),
+    (b"@\n{\"execute\":\"guest-ping\"}", 2),
+    (br#"[1]"#, 1),
+    (br#""abc" "#, 1),
+    (br#"nul {"execute":"guest-ping"}"#, 2),
+    (br#"} {"execute":"guest-ping"}"#, 2),
+    (br#"{"execute":"guest-sync","arguments":{"id":"x"}}"#, 1),
+    (br#"{"execute":"guest-sync","arguments":{"id":1.5}}"#, 1),
+    (br#"{"execute":"guest-sync","arguments":{}}"#, 1),
+    (br#"{"execute":"guest-ping","arguments":{"bogus":1}}"#, 1),
+    (
+        br#"{"execute":"guest-ssh-get-authorized-keys","arguments":{"username":5}}"#,
+        1,
+    ),
+    (
+        br#"{"execute":"guest-set-user-password","arguments":{"username":"x","password":"y"}}"#,
+        1,
+    ),
+    (br#"{"execute":"guest-get-time","arguments":null}"#, 1),
+];
+
+/// Write `bytes` and read `n` reply lines.
+fn exchange(sock: &Path, bytes: &[u8], n: usize) -> Vec<Value> {
+    let mut stream = UnixStream::connect(sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut reader = BufReader::new(stream);
+    (0..n)
+        .map(|_| {
+            let mut line = Vec::new();
+            reader.read_until(b'\n', &mut line).unwrap();
+            serde_json::from_slice(&line).unwrap_or_else(|e| {
+                panic!(
+                    "{:?}: {e}: {}",
+                    String::from_utf8_lossy(bytes),
+                    String::from_utf8_lossy(&line)
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn framing_and_errors_match_qemu_ga() {
+    let qemu = QemuGa::start();
+    let (_g, sock) = start_guestd(sandbox_dir(), &[]);
+    for (bytes, n) in SAME_REPLIES {
+        let (t, o) = (exchange(&qemu.sock, bytes, *n), exchange(&sock, bytes, *n));
+        assert_eq!(o, t, "{}", String::from_utf8_lossy(bytes));
+    }
 }

@@ -134,10 +134,35 @@ fn plain_tcp_off_loopback_refuses_to_start_and_says_why() {
 #[test]
 fn plain_tcp_on_loopback_with_guestctl() {
     let spec = format!("tcp:127.0.0.1:{}", free_port());
-    let g = Guestd::start(&["--listen", &spec]);
+    // Refused without the explicit opt-in, and says what to configure.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin::path("guestd"))
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--config", "/dev/null", "--listen", &spec])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("without authentication"), "{err}");
+    assert!(
+        err.contains("allow_unauthenticated_loopback = true"),
+        "{err}"
+    );
+    // With it: served, and the start-up log warns.
+    let config = guestd_tests::plain_loopback_tcp_config(dir.path());
+    let g = Guestd::start_in(
+        dir,
+        &["--config", config.to_str().unwrap(), "--listen", &spec],
+    );
     let out = guestctl(&["--connect", &spec, "features"]);
     assert!(out.status.success(), "{out:?}\n{}", g.log());
     assert!(text(&out.stdout).contains("version"), "{out:?}");
+    assert!(
+        g.log().contains("accepts unauthenticated connections"),
+        "{}",
+        g.log()
+    );
 }
 
 #[test]

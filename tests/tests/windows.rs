@@ -127,7 +127,9 @@ impl WinGuestd {
         std::fs::write(
             &config,
             format!(
-                "[password]\nwindows_accounts = 'fake:{}'\n",
+                "[password]\nwindows_accounts = 'fake:{}'\n\
+                 # the Linux guestctl drives guestd.exe over plain loopback TCP\n\
+                 [tcp]\nallow_unauthenticated_loopback = true\n",
                 win_path(&accounts)
             ),
         )
@@ -468,6 +470,8 @@ fn runs_as_a_service_under_the_wine_scm() {
     assert_fails_saying(&out, "cannot connect to the Service Control Manager");
     let work = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(work.path().join("root")).unwrap();
+    let config = work.path().join("guestd.toml");
+    std::fs::write(&config, "[tcp]\nallow_unauthenticated_loopback = true\n").unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -475,9 +479,10 @@ fn runs_as_a_service_under_the_wine_scm() {
         .port();
     let name = format!("guestd-test-{}", std::process::id());
     let bin_path = format!(
-        "{} --service --root {} --listen tcp:127.0.0.1:{port}",
+        "{} --service --root {} --config {} --listen tcp:127.0.0.1:{port}",
         win_path(exe),
-        win_path(&work.path().join("root"))
+        win_path(&work.path().join("root")),
+        win_path(&config)
     );
     let sc = |args: &[&str]| wine(prefix.path(), &[&["sc"], args].concat());
     let out = sc(&["create", &name, "binPath=", &bin_path]);
