@@ -1,5 +1,6 @@
 //! Issue "virtio-serial, vsock and TCP": the real guestd and guestctl over TCP with mutual TLS,
-//! several transports in one guestd, and the refusal to serve plain TCP off loopback.
+//! several transports in one guestd, the refusal to serve plain TCP off loopback (and on it
+//! without the opt-in), and one channel grammar for both programs.
 #![cfg(unix)]
 #![allow(clippy::disallowed_methods)]
 
@@ -169,8 +170,10 @@ fn plain_tcp_on_loopback_with_guestctl() {
 fn guestctl_rejects_bad_specs_with_usage_errors() {
     for (spec, want) in [
         ("vsock:x", "vsock:CID:PORT"),
-        ("tcp:nohostport", "unknown or incomplete"),
-        ("pigeon:1", "unknown or incomplete"),
+        ("tcp:nohostport", "HOST:PORT"),
+        ("pigeon:1", "unknown transport"),
+        ("vsock:5000", "vsock:CID:PORT"),
+        ("qga+unix:/x", "native protocol"),
     ] {
         let out = guestctl(&["--connect", spec, "version"]);
         assert_eq!(out.status.code(), Some(2), "{spec}: {out:?}");
@@ -180,4 +183,99 @@ fn guestctl_rejects_bad_specs_with_usage_errors() {
             text(&out.stderr)
         );
     }
+}
+
+/// guestd (`--listen`, `transports.listen`) and guestctl (`--connect`) take the same channel
+/// strings through core's one parser; the forms only one side has are listed as such.
+#[test]
+fn guestd_and_guestctl_share_one_channel_grammar() {
+    let dir = tempfile::tempdir().unwrap();
+    // (spec, guestd takes it, guestctl takes it)
+    let forms: &[(&str, bool, bool)] = &[
+        ("unix:/nonexistent/guestd.sock", true, true),
+        ("serial:/nonexistent/port", true, true),
+        ("tcp:127.0.0.1:1", true, true),
+        ("tcp:[::1]:1", true, true),
+        // guestd only: the configured port, listening vsock, XenStore from inside, qga channels.
+        ("serial:", true, false),
+        ("vsock:5000", true, false),
+        ("xenstore", true, false),
+        ("xenstore:/nonexistent/xenbus", true, false),
+        ("qga+unix:/nonexistent/qga.sock", true, false),
+        ("qga+serial:", true, false),
+        ("qga+tcp:127.0.0.1:1", true, false),
+        // guestctl only: a guest's vsock CID, a domain's XenStore area from dom0.
+        ("vsock:3:5000", false, true),
+        ("xenstore:7", false, true),
+        // Neither.
+        ("qga+xenstore", false, false),
+        ("tcp:7000", false, false),
+        ("unix:", false, false),
+        ("pigeon:1", false, false),
+    ];
+    for &(spec, guestd, ctl) in forms {
+        let config = dir.path().join("guestd.toml");
+        std::fs::write(&config, format!("[transports]\nlisten = [{spec:?}]\n")).unwrap();
+        for args in [
+            vec!["--config", "/dev/null", "--check-config", "--listen", spec],
+            vec!["--config", config.to_str().unwrap(), "--check-config"],
+        ] {
+            let out = Command::new(bin::path("guestd"))
+                .args(&args)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.success(),
+                guestd,
+                "guestd {args:?}: {}",
+                text(&out.stderr)
+            );
+            if guestd {
+                let shown = format!("# transports: {spec}");
+                assert!(text(&out.stdout).contains(&shown), "{}", text(&out.stdout));
+            }
+        }
+        // guestctl: 2 is a usage error (the spec); 3 is "no answer" (it parsed and tried).
+        let out = guestctl(&[
+            "--connect",
+            spec,
+            "--timeout",
+            "0.5",
+            "--attempts",
+            "1",
+            "version",
+        ]);
+        let code = out.status.code();
+        assert_eq!(
+            code == Some(3),
+            ctl,
+            "guestctl {spec}: {code:?} {}",
+            text(&out.stderr)
+        );
+        if !ctl {
+            assert_eq!(code, Some(2), "guestctl {spec}: {}", text(&out.stderr));
+        }
+    }
+    // pipe:NAME parses on both sides; here (not Windows) both say it exists only on Windows.
+    let out = guestctl(&["--connect", "pipe:guestd", "version"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("only on Windows"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(bin::path("guestd"))
+        .args([
+            "--config",
+            "/dev/null",
+            "--check-config",
+            "--listen",
+            "pipe:guestd",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains(r"# transports: pipe:\\.\pipe\guestd"),
+        "{out:?}"
+    );
 }

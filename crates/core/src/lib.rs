@@ -7,7 +7,8 @@
 //! - [`retry`]: replies remembered by request id, so a host can safely repeat a request.
 //! - [`dispatch`]: the [`Handler`] trait and the [`Dispatcher`] (command policy, timeouts, one
 //!   reply per error, one log line per request, per-channel state).
-//! - [`transport`]: the [`Transport`] trait and the shutdown signal.
+//! - [`transport`]: the [`Transport`] trait and the shutdown signal; [`channel_spec`]: the one
+//!   grammar naming a channel (`[qga+]KIND:ADDRESS`) for guestd and guestctl.
 //! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
 //!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use.
 //! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
@@ -18,6 +19,7 @@
 //! [`stream::serve_stream`] per connection).
 
 pub mod backend;
+pub mod channel_spec;
 pub mod dispatch;
 pub mod framing;
 pub mod plan;
@@ -33,6 +35,7 @@ pub use backend::{
     Backend, BackendError, HostData, HostDataError, KmsRequest, NetworkRequest, NetworkReset,
     NullBackend, SecretString,
 };
+pub use channel_spec::{ChannelKind, ChannelSpec};
 pub use dispatch::{
     Channel, CommandPolicy, Context, Dialect, DispatchError, Dispatcher, DispatcherBuilder, Env,
     Handler, HandlerError,

@@ -7,9 +7,11 @@
 //! not the one it waits for, so stale output from an earlier conversation never reaches the
 //! caller.
 //!
-//! Specs: `unix:PATH`, `serial:PATH` (the host end of a virtio-serial port: QEMU's chardev
-//! unix socket), `tcp:HOST:PORT` (mutual TLS with [`TlsFiles`]), `vsock:CID:PORT`, and on
-//! Windows `pipe:\\.\pipe\NAME` (guestd's local named pipe).
+//! Specs (core's one channel grammar, `guestd_core::channel_spec`, guestctl's forms):
+//! `unix:PATH`, `serial:PATH` (the host end of a virtio-serial port: QEMU's chardev unix
+//! socket), `tcp:HOST:PORT` (mutual TLS with [`TlsFiles`]), `vsock:CID:PORT`, `xenstore:DOMID`
+//! from dom0, and on Windows `pipe:\\.\pipe\NAME` (guestd's local named pipe, checked to be
+//! served by SYSTEM or an administrator).
 //!
 //! A host can lose a reply (the serial port's host end reconnected, a connection broke).
 //! [`call_with_retry`] then connects again and repeats the request with the *same* id; guestd
@@ -18,7 +20,8 @@
 //! [`password`] is `set-password`: the strong (`keyinit2`) or legacy key exchange, then
 //! `password`, on one connection.
 //!
-//! Adding a transport: a module with a `Client` implementation and one arm in [`connect_with`].
+//! Adding a transport: its form in core's `channel_spec`, a module with a `Client`
+//! implementation, and one arm in [`connect_with`].
 
 pub mod password;
 #[cfg(windows)]
@@ -27,9 +30,10 @@ mod stream;
 mod tls;
 mod xenstore;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use guestd_core::channel_spec::{ChannelKind, ChannelSpec, XenstoreTarget};
 use guestd_core::{Reply, Request};
 
 pub use stream::StreamClient;
@@ -116,59 +120,69 @@ pub fn connect(spec: &str, timeout: Duration) -> Result<Box<dyn Client>, ClientE
     connect_with(spec, &ConnectOptions::default(), timeout)
 }
 
-/// Open a client for `spec` with TLS files and other options.
+/// Open a client for `spec` (core's channel grammar, guestctl's forms: see
+/// `guestd_core::channel_spec`) with TLS files and other options.
 pub fn connect_with(
     spec: &str,
     options: &ConnectOptions,
     timeout: Duration,
 ) -> Result<Box<dyn Client>, ClientError> {
-    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
-    if !options.tls.is_empty() && kind != "tcp" {
+    let parsed = ChannelSpec::connect(spec).map_err(ClientError::Spec)?;
+    if !options.tls.is_empty() && !matches!(parsed.kind, ChannelKind::Tcp(_)) {
         return Err(ClientError::Spec(format!(
             "'{spec}': --tls-cert/--tls-key/--tls-ca only apply to tcp:HOST:PORT"
         )));
     }
-    match kind {
-        #[cfg(unix)]
-        "unix" | "serial" if !rest.is_empty() => {
-            Ok(Box::new(StreamClient::connect_unix(kind, rest, timeout)?))
+    match &parsed.kind {
+        ChannelKind::Unix(path) => connect_unix("unix", path, timeout),
+        ChannelKind::Serial(path) => connect_unix("serial", Path::new(path), timeout),
+        ChannelKind::Tcp(target) if options.tls.is_empty() => {
+            Ok(Box::new(StreamClient::connect_tcp(target, timeout)?))
         }
-        "tcp"
-            if rest
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && !p.is_empty()) =>
-        {
-            if options.tls.is_empty() {
-                Ok(Box::new(StreamClient::connect_tcp(rest, timeout)?))
-            } else {
-                Ok(Box::new(tls::connect(rest, &options.tls, timeout)?))
-            }
+        ChannelKind::Tcp(target) => Ok(Box::new(tls::connect(target, &options.tls, timeout)?)),
+        ChannelKind::Vsock { cid, port } => connect_vsock(cid.unwrap_or_default(), *port, timeout),
+        ChannelKind::Pipe(name) => connect_pipe(name, timeout),
+        ChannelKind::Xenstore(XenstoreTarget::Domain(domid)) => {
+            Ok(Box::new(XenstoreClient::connect(*domid)?))
         }
-        #[cfg(target_os = "linux")]
-        "vsock" => {
-            let (cid, port) = parse_vsock(rest).ok_or_else(|| {
-                ClientError::Spec(format!("'{spec}': expected vsock:CID:PORT (vsock:3:5000)"))
-            })?;
-            Ok(Box::new(StreamClient::connect_vsock(cid, port, timeout)?))
-        }
-        "pipe" => {
-            let name = guestd_transport_socket::pipe::parse_name(rest)
-                .map_err(|e| ClientError::Spec(format!("'{spec}': {e}")))?;
-            connect_pipe(&name, timeout)
-        }
-        "xenstore" => {
-            let domid = rest.parse::<u32>().map_err(|_| {
-                ClientError::Spec(format!(
-                    "'{spec}': xenstore needs a domain id (xenstore:DOMID)"
-                ))
-            })?;
-            Ok(Box::new(XenstoreClient::connect(domid)?))
-        }
-        _ => Err(ClientError::Spec(format!(
-            "'{spec}': unknown or incomplete connect spec (expected unix:PATH, serial:PATH, \
-             tcp:HOST:PORT, vsock:CID:PORT, pipe:\\\\.\\pipe\\NAME or xenstore:DOMID)"
+        // Refused by `ChannelSpec::connect` above.
+        ChannelKind::Xenstore(_) => Err(ClientError::Spec(format!(
+            "'{spec}': guestctl needs xenstore:DOMID"
         ))),
     }
+}
+
+#[cfg(unix)]
+fn connect_unix(
+    kind: &str,
+    path: &Path,
+    timeout: Duration,
+) -> Result<Box<dyn Client>, ClientError> {
+    Ok(Box::new(StreamClient::connect_unix(kind, path, timeout)?))
+}
+
+#[cfg(not(unix))]
+fn connect_unix(
+    kind: &str,
+    path: &Path,
+    _timeout: Duration,
+) -> Result<Box<dyn Client>, ClientError> {
+    Err(ClientError::Spec(format!(
+        "'{kind}:{}': unix sockets are not available on this OS",
+        path.display()
+    )))
+}
+
+#[cfg(target_os = "linux")]
+fn connect_vsock(cid: u32, port: u32, timeout: Duration) -> Result<Box<dyn Client>, ClientError> {
+    Ok(Box::new(StreamClient::connect_vsock(cid, port, timeout)?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn connect_vsock(cid: u32, port: u32, _timeout: Duration) -> Result<Box<dyn Client>, ClientError> {
+    Err(ClientError::Spec(format!(
+        "'vsock:{cid}:{port}': vsock is only available on Linux hosts"
+    )))
 }
 
 #[cfg(windows)]
@@ -183,12 +197,6 @@ fn connect_pipe(name: &str, _timeout: Duration) -> Result<Box<dyn Client>, Clien
         "'pipe:{name}': named pipes exist only on Windows; from this host use unix:PATH, \
          tcp:HOST:PORT, vsock:CID:PORT, serial:PATH or xenstore:DOMID"
     )))
-}
-
-#[cfg(target_os = "linux")]
-fn parse_vsock(rest: &str) -> Option<(u32, u32)> {
-    let (cid, port) = rest.split_once(':')?;
-    Some((cid.parse().ok()?, port.parse().ok()?))
 }
 
 /// Call `request` on `spec`; when the reply is lost on the way (connection lost, no answer in

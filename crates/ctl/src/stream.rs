@@ -50,10 +50,14 @@ impl StreamClient {
     /// `unix:PATH`, or `serial:PATH` (QEMU's chardev socket for a virtio-serial port: the
     /// same stream, with stale replies from an earlier host connection to skip).
     #[cfg(unix)]
-    pub fn connect_unix(kind: &str, path: &str, timeout: Duration) -> Result<Self, ClientError> {
+    pub fn connect_unix(
+        kind: &str,
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let stream = std::os::unix::net::UnixStream::connect(path).map_err(|source| {
             ClientError::Connect {
-                spec: format!("{kind}:{path}"),
+                spec: format!("{kind}:{}", path.display()),
                 source,
             }
         })?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::listen::ListenSpec;
+use guestd_core::ChannelSpec;
 
 /// guestd: the guest agent. Takes commands from the host over a host-only channel (XenStore,
 /// virtio-serial, vsock, or a local socket) and carries them out with the guest's own tools.
@@ -24,10 +24,10 @@ pub struct Cli {
     /// `vsock:PORT`, `pipe:\\.\pipe\NAME` (Windows named pipe, SYSTEM and Administrators
     /// only), `xenstore` (the detected xenbus device; on Windows the Xen PV drivers' xeniface
     /// device) or `xenstore:PATH` (a xenbus device or a xenstored socket; on Windows a xeniface
-    /// interface path); `qga+unix:PATH`, `qga+serial:[NAME|PATH]` and `qga+pipe:...` serve the
-    /// qemu-guest-agent dialect. Overrides `transports.listen`.
-    #[arg(long = "listen", value_name = "SPEC")]
-    pub listen: Vec<ListenSpec>,
+    /// interface path); `qga+` before any stream transport (`qga+unix:PATH`,
+    /// `qga+serial:[NAME|PATH]`, `qga+vsock:PORT`, ...) serves the qemu-guest-agent dialect. Overrides `transports.listen`.
+    #[arg(long = "listen", value_name = "SPEC", value_parser = crate::listen::parse)]
+    pub listen: Vec<ChannelSpec>,
 
     /// Serve XenStore at PATH (a xenbus device or a xenstored unix socket); the same as
     /// `--listen xenstore:PATH`.

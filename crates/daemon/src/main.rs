@@ -23,7 +23,8 @@ use guestd_distro::SystemBackend;
 use tracing::{error, info, warn};
 
 use crate::cli::Cli;
-use crate::listen::ListenSpec;
+use guestd_core::ChannelSpec;
+use guestd_core::channel_spec::{ChannelKind, XenstoreTarget};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -126,7 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let specs: Vec<ListenSpec> = specs_for(&cli, &config)?;
+    let specs: Vec<ChannelSpec> = specs_for(&cli, &config)?;
     let limits = StreamLimits {
         max_line: config.transports.max_line_bytes.max(64),
     };
@@ -230,10 +231,14 @@ impl ReadyMarker {
 
 /// The transports to serve: `--listen`/`--xenstore`, else `transports.listen`, else what this
 /// guest has.
-fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpec>> {
+fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ChannelSpec>> {
     if !cli.listen.is_empty() || cli.xenstore.is_some() {
         let mut specs = cli.listen.clone();
-        specs.extend(cli.xenstore.clone().map(|p| ListenSpec::Xenstore(Some(p))));
+        specs.extend(
+            cli.xenstore
+                .clone()
+                .map(|p| ChannelSpec::native(ChannelKind::Xenstore(XenstoreTarget::Path(p)))),
+        );
         return Ok(specs);
     }
     if !config.transports.listen.is_empty() {
@@ -241,10 +246,7 @@ fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpe
             .transports
             .listen
             .iter()
-            .map(|s| {
-                s.parse()
-                    .map_err(|e| anyhow::anyhow!("transports.listen: {e}"))
-            })
+            .map(|s| listen::parse(s).map_err(|e| anyhow::anyhow!("transports.listen: {e}")))
             .collect();
     }
     Ok(listen::detect(config))
@@ -256,7 +258,7 @@ fn check_config(
     files: &[std::path::PathBuf],
     backend: &SystemBackend,
     dispatcher: &guestd_core::Dispatcher,
-    specs: &[ListenSpec],
+    specs: &[ChannelSpec],
 ) -> anyhow::Result<()> {
     let list = |items: Vec<String>| {
         if items.is_empty() {

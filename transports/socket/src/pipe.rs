@@ -15,42 +15,11 @@
 //! `DisconnectNamedPipe`: tokio keeps a pending write, and with it the instance, alive past the
 //! drop otherwise.
 //!
-//! Name parsing ([`parse_name`]) is platform-neutral; the listener exists only on Windows.
-
-/// The local pipe namespace.
-pub const PIPE_PREFIX: &str = r"\\.\pipe\";
+//! Names are parsed by core's channel grammar (`guestd_core::channel_spec::pipe_path`); the
+//! listener exists only on Windows.
 
 /// SYSTEM and built-in Administrators: full access; nobody else; no inherited entries.
 pub const PIPE_SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)";
-
-/// The full local pipe path for a spec's target: `\\.\pipe\NAME` as given (the prefix in any
-/// case), or a bare `NAME`. Remote pipes (`\\server\pipe\NAME`) and names with a backslash are
-/// refused.
-pub fn parse_name(target: &str) -> Result<String, String> {
-    let name = match target.get(..PIPE_PREFIX.len()) {
-        Some(prefix) if prefix.eq_ignore_ascii_case(PIPE_PREFIX) => &target[PIPE_PREFIX.len()..],
-        _ if target.starts_with(r"\\") || target.starts_with("//") => {
-            return Err(format!(
-                "'{target}' is not a local pipe; expected \\\\.\\pipe\\NAME"
-            ));
-        }
-        _ => target,
-    };
-    if name.is_empty() {
-        return Err("a pipe needs a name (pipe:\\\\.\\pipe\\guestd)".into());
-    }
-    if name.contains('\\') {
-        return Err(format!(
-            "pipe name '{name}' contains '\\'; expected \\\\.\\pipe\\NAME"
-        ));
-    }
-    let full = format!("{PIPE_PREFIX}{name}");
-    // Windows limits the whole pipe name to 256 characters.
-    if full.encode_utf16().count() > 256 {
-        return Err(format!("pipe name '{full}' is longer than 256 characters"));
-    }
-    Ok(full)
-}
 
 #[cfg(windows)]
 pub use server::PipeTransport;
@@ -80,7 +49,7 @@ mod server {
 
     impl PipeTransport {
         /// Create the first instance of `name` (a full `\\.\pipe\NAME`, see
-        /// [`parse_name`](super::parse_name)). Fails when the name is taken. Must run inside a
+        /// `guestd_core::channel_spec::pipe_path`). Fails when the name is taken. Must run inside a
         /// tokio runtime.
         pub fn bind(name: &str, options: StreamOptions) -> Result<Self, TransportError> {
             let security = Arc::new(glue::SecurityDescriptor::from_sddl(PIPE_SDDL).map_err(
@@ -281,27 +250,5 @@ mod server {
                 unsafe { LocalFree(self.0) };
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_local_pipes() {
-        assert_eq!(parse_name(r"\\.\pipe\guestd").unwrap(), r"\\.\pipe\guestd");
-        assert_eq!(parse_name(r"\\.\PIPE\guestd").unwrap(), r"\\.\pipe\guestd");
-        assert_eq!(parse_name("guestd-1").unwrap(), r"\\.\pipe\guestd-1");
-        for (bad, why) in [
-            (r"\\.\pipe\", "needs a name"),
-            ("", "needs a name"),
-            (r"\\server\pipe\guestd", "not a local pipe"),
-            (r"\\.\pipe\a\b", "contains '\\'"),
-        ] {
-            let err = parse_name(bad).unwrap_err();
-            assert!(err.contains(why), "{bad}: {err}");
-        }
-        assert!(parse_name(&"x".repeat(300)).unwrap_err().contains("256"));
     }
 }

@@ -6,12 +6,12 @@
 //! local processes get other CIDs), and they must not be able to drive the agent.
 
 //!
-//! The configuration and spec parsing are platform-neutral; the listener is Linux-only.
+//! The configuration is platform-neutral (the spec is core's `ChannelSpec`); the listener is
+//! Linux-only.
 
 #[cfg(target_os = "linux")]
 pub use listener::VsockTransport;
 
-use guestd_core::TransportError;
 use serde::{Deserialize, Serialize};
 
 use crate::accept::DEFAULT_MAX_CONNECTIONS;
@@ -52,7 +52,7 @@ mod listener {
     use tokio_vsock::{VsockAddr, VsockListener, VsockStream};
     use tracing::warn;
 
-    use super::{CID_ANY, VsockConfig, parse_port};
+    use super::{CID_ANY, VsockConfig};
     use crate::accept::{Acceptor, ListenerSettings, Served, serve_listener};
 
     /// A bound vsock listener.
@@ -75,11 +75,10 @@ mod listener {
     impl VsockTransport {
         /// Bind `vsock:PORT` on every local CID. Must run inside a tokio runtime.
         pub fn bind(
-            target: &str,
+            port: u32,
             config: &VsockConfig,
             options: StreamOptions,
         ) -> Result<Self, TransportError> {
-            let port = parse_port(target)?;
             if config.allowed_cids.is_empty() {
                 return Err(TransportError::Config(
                     "[vsock] allowed_cids is empty: no host could ever connect".into(),
@@ -185,19 +184,6 @@ mod listener {
     }
 }
 
-/// Parse the `PORT` of `vsock:PORT`.
-pub fn parse_port(target: &str) -> Result<u32, TransportError> {
-    target
-        .parse::<u32>()
-        .ok()
-        .filter(|p| *p != u32::MAX)
-        .ok_or_else(|| {
-            TransportError::Config(format!(
-                "invalid vsock port '{target}'; expected vsock:PORT, e.g. vsock:5000"
-            ))
-        })
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     //! vsock framing and the CID check, with unix socket pairs standing in for vsock
@@ -271,14 +257,6 @@ mod tests {
         assert_eq!(peer.reply().await.reply.message, "x");
     }
 
-    #[test]
-    fn ports_parse() {
-        assert_eq!(parse_port("5000").unwrap(), 5000);
-        for bad in ["", "x", "-1", "4294967295", "99999999999"] {
-            assert!(parse_port(bad).is_err(), "{bad}");
-        }
-    }
-
     /// A real AF_VSOCK round trip through the kernel's loopback transport.
     #[tokio::test]
     #[ignore = "needs the vsock_loopback kernel module (CID 1), absent in this sandbox"]
@@ -288,7 +266,7 @@ mod tests {
             allowed_cids: vec![1],
             ..VsockConfig::default()
         };
-        let t = VsockTransport::bind("47011", &config, kit.options()).expect("bind");
+        let t = VsockTransport::bind(47011, &config, kit.options()).expect("bind");
         kit.spawn(Box::new(t));
         let stream = VsockStream::connect(VsockAddr::new(1, 47011))
             .await
