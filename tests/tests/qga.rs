@@ -538,3 +538,77 @@ fn framing_and_errors_match_qemu_ga() {
         assert_eq!(o, t, "{}", String::from_utf8_lossy(bytes));
     }
 }
+
+/// The python of `scripts/qmp-venv` (QEMU's `qemu.qmp` library, pinned), or `GUESTD_QMP_PYTHON`.
+fn qmp_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("GUESTD_QMP_PYTHON") {
+        return python.into();
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let python = workspace.join(target).join("qmp-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/qmp-venv (scripts/test-all does)",
+        python.display()
+    );
+    python
+}
+
+/// QEMU's own client code path, unchanged: `qemu.qmp`'s `QEMUMonitorProtocol` connected with
+/// `negotiate=False`, qemu-ga-client's ping + `guest-sync` handshake, then `cmd_obj` per
+/// read-only command (tests/qmp/qga_client.py lists them). The library sends each request
+/// without a newline, which a line-based agent never answers ("Agent seems not alive").
+#[test]
+fn qemu_s_own_python_client_drives_every_read_only_command() {
+    let dir = sandbox_dir();
+    let ssh = dir.path().join("root/home/alice/.ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx1 alice@host";
+    std::fs::write(ssh.join("authorized_keys"), format!("{key}\n")).unwrap();
+    let (_g, sock) = start_guestd(dir, &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("qmp/qga_client.py");
+    let out = Command::new(qmp_python())
+        .arg(&script)
+        .arg(&sock)
+        .output()
+        .expect("run the qemu.qmp client");
+    assert!(
+        out.status.success(),
+        "qemu.qmp client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["synced"], true);
+    let replies = result["replies"].as_object().unwrap();
+    assert!(replies.len() >= 8, "{replies:?}");
+    for (name, reply) in replies {
+        assert!(reply.get("return").is_some(), "{name}: {reply}");
+    }
+    // What the client saw is what the guest is.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        replies["guest-get-host-name"]["return"]["host-name"],
+        host.trim()
+    );
+    assert_eq!(replies["guest-fsfreeze-status"]["return"], "thawed");
+    assert_eq!(
+        replies["guest-ssh-get-authorized-keys"]["return"],
+        json!({"keys": [key]})
+    );
+    let listed: Vec<&str> = replies["guest-info"]["return"]["supported_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["enabled"] == true)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in replies.keys().map(String::as_str).chain(["guest-sync"]) {
+        assert!(
+            listed.contains(&name),
+            "guest-info lacks {name}: {listed:?}"
+        );
+    }
+}
