@@ -26,6 +26,7 @@
 pub mod password;
 #[cfg(windows)]
 mod pipe;
+pub mod pipe_owner;
 mod stream;
 mod tls;
 mod xenstore;
@@ -103,6 +104,10 @@ pub enum ClientError {
     Spec(String),
     #[error("TLS: {0}")]
     Tls(String),
+    /// The channel is served by someone guestctl does not trust (a pipe not created by SYSTEM
+    /// or an administrator); never retried.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 impl ClientError {

@@ -4,10 +4,12 @@
 //! blocking read and a write on the same handle, and has no read timeout); a small
 //! current-thread runtime turns that back into the blocking [`Duplex`] the stream client uses.
 //! While guestd is between two instances the pipe answers "busy"; connecting retries for up
-//! to the call's timeout then.
+//! to the call's timeout then. Before anything is sent, the pipe's owner and server process
+//! are checked to be SYSTEM or an administrator (`pipe_owner.rs`).
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
+use std::os::windows::io::AsRawHandle;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,6 +59,8 @@ impl PipeStream {
                 Err(e) => return Err(err(e)),
             }
         };
+        let server = crate::pipe_owner::identify(pipe.as_raw_handle());
+        crate::pipe_owner::judge(name, &server).map_err(ClientError::Untrusted)?;
         Ok(Self {
             runtime,
             pipe,
