@@ -15,7 +15,7 @@
 //! | `xenstore:DOMID` | — | the guest's XenStore area, from dom0 |
 //! | `qga+KIND:...` | the same channel speaking the qemu-guest-agent dialect | — |
 //!
-//! Adding a transport: a [`ChannelKind`] variant, its arm in [`ChannelKind::parse`] and in
+//! Adding a transport: a [`ChannelKind`] variant, its arm in `ChannelKind::parse` and in
 //! `Display`, and the side rule in [`ChannelSpec::unsupported_by`] when one side lacks it.
 
 use std::fmt;

@@ -14,9 +14,10 @@
 //! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
 //!   (host-provided data such as XenStore `vm-data/`).
 //!
-//! Adding a command: implement [`Handler`] in the `handlers` crate and register it in the
-//! daemon. Adding a transport: implement [`Transport`] (stream transports just call
-//! [`stream::serve_stream`] per connection).
+//! Adding a command: implement [`Handler`] in the `handlers` crate (its [`Dialect`] says which
+//! channels have it) and register it in the daemon. Adding a transport: its form in
+//! [`channel_spec`], and a [`Transport`] (stream listeners go through transport-socket's accept
+//! loop, which runs [`stream::serve_stream_with`] per connection).
 
 pub mod backend;
 pub mod channel_spec;

@@ -3,15 +3,18 @@
 //!
 //! - [`unix`]: `unix:PATH`, mode 0600, many clients at once (the default transport when no
 //!   hypervisor channel exists).
-//! - [`tcp`]: `tcp:HOST:PORT`, plain on loopback only, mutual TLS (rustls) anywhere else.
+//! - [`tcp`]: `tcp:HOST:PORT`, mutual TLS (rustls); plain on loopback only with
+//!   `allow_unauthenticated_loopback`.
 //! - [`vsock`]: `vsock:PORT`, only the host (CID 2) unless configured.
 //! - [`pipe`]: `pipe:\\.\pipe\NAME` (Windows), SYSTEM and Administrators only, local clients
 //!   only, the name owned by one guestd.
 //!
-//! Every listener shares one reply cache across its connections, so a host that lost a reply
-//! can reconnect and repeat the request id. Adding a listener: a module with an `Acceptor`
-//! (see `accept.rs`) handed to `serve_listener`, or its own accept loop around
-//! `serve_stream_with` with its own `Channel` per connection.
+//! Every listener goes through one accept loop (`accept.rs`): TLS handshakes in their own
+//! bounded pool with a short deadline, at most `max_connections` served at once; and shares one
+//! reply cache across its connections, so a host that lost a reply can reconnect and repeat the
+//! request id. Adding a listener: a module with an `Acceptor` handed to `serve_listener` (and a
+//! `Served` impl for its stream type), its form in core's `channel_spec`, one arm in the
+//! daemon's `listen::open`, and a conformance test.
 
 mod accept;
 pub mod pipe;
