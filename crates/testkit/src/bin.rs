@@ -35,9 +35,16 @@ fn is_stale(binary: &Path) -> bool {
         return true;
     };
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    ["crates", "handlers", "distro", "transports", "Cargo.toml", "Cargo.lock"]
-        .iter()
-        .any(|part| newest(&workspace.join(part)).is_some_and(|t| t > built))
+    [
+        "crates",
+        "handlers",
+        "distro",
+        "transports",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]
+    .iter()
+    .any(|part| newest(&workspace.join(part)).is_some_and(|t| t > built))
 }
 
 /// The newest modification time of the `.rs`/`.toml`/`.lock` files under `path`.
