@@ -34,7 +34,7 @@ fn is_stale(binary: &Path) -> bool {
     let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
         return true;
     };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = workspace();
     [
         "crates",
         "handlers",
@@ -65,10 +65,16 @@ fn newest(path: &Path) -> Option<SystemTime> {
         .max()
 }
 
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 #[allow(clippy::disallowed_methods)] // tests build the binaries they drive
 fn build(name: &str) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // From the workspace root, so that `--bin` finds the binary in whichever member has it.
     let status = std::process::Command::new(cargo)
+        .current_dir(workspace())
         .args(["build", "--quiet", "--bin", name])
         .status()
         .expect("run cargo build");
