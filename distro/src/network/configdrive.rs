@@ -349,7 +349,7 @@ fn read_file(root: &Root, dir: &str, rel: &str) -> Result<Option<Vec<u8>>, Netwo
     read_regular(&host, &shown_path)
 }
 
-#[allow(clippy::disallowed_methods)] // the bounded, no-follow read Root lacks (see read_file)
+/// The bounded, no-follow read `Root` lacks (see [`read_file`]).
 fn read_regular(host: &Path, shown_path: &str) -> Result<Option<Vec<u8>>, NetworkError> {
     use std::io::Read as _;
     let not_regular = || sys(format!("{shown_path} is not a regular file; not read"));
