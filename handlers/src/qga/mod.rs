@@ -8,11 +8,22 @@
 //! programs or read arbitrary files (`guest-exec`, `guest-file-*`) are deliberately absent.
 
 mod freeze;
+mod fsinfo;
+mod fstrim;
+mod hw;
 mod keys;
 mod network;
 mod password;
+mod platform;
+mod power;
+mod route;
 mod shutdown;
+mod stats;
+mod sysfs;
 mod system;
+mod time;
+mod tzif;
+mod users;
 
 use std::time::Duration;
 
@@ -59,6 +70,20 @@ pub fn register(
         system::TIME,
         network::INTERFACES,
         keys::GET,
+        fsinfo::FSINFO,
+        fsinfo::DISKS,
+        stats::DISKSTATS,
+        stats::CPUSTATS,
+        stats::LOAD,
+        users::USERS,
+        time::TIMEZONE,
+        hw::GET_VCPUS,
+        hw::SET_VCPUS,
+        hw::GET_MEMORY_BLOCKS,
+        hw::SET_MEMORY_BLOCKS,
+        hw::MEMORY_BLOCK_INFO,
+        hw::DEVICES,
+        route::ROUTES,
     ] {
         builder = builder.register(command)?;
     }
@@ -68,6 +93,10 @@ pub fn register(
         keys::ADD,
         keys::REMOVE,
         shutdown::SHUTDOWN,
+        time::SET_TIME,
+        power::SUSPEND_DISK,
+        power::SUSPEND_RAM,
+        power::SUSPEND_HYBRID,
     ] {
         builder = builder.register(NotWhileFrozen {
             command,
@@ -77,6 +106,8 @@ pub fn register(
     builder
         .register(freeze::StatusHandler(freezer.clone()))?
         .register(freeze::FreezeHandler(freezer.clone()))?
+        .register(freeze::FreezeListHandler(freezer.clone()))?
+        .register(fstrim::FstrimHandler(freezer.clone()))?
         .register(freeze::ThawHandler(freezer))
 }
 
