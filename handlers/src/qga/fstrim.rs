@@ -87,7 +87,9 @@ fn trim(ctx: &Context<'_>, path: &str, minimum: i64) -> Value {
             Some(bytes) => json!({"path": path, "trimmed": bytes, "minimum": minimum}),
             None => json!({"path": path, "error": "failed to trim: unreadable output of fstrim"}),
         },
-        Ok(out) => json!({"path": path, "error": failure(&String::from_utf8_lossy(&out.stderr))}),
+        Ok(out) => {
+            json!({"path": path, "error": failure(&String::from_utf8_lossy(&out.stderr), out.code)})
+        }
         Err(CommandError::Timeout { .. }) => {
             json!({"path": path, "error": "failed to trim: fstrim did not finish in time"})
         }
@@ -109,11 +111,16 @@ pub(crate) fn trimmed_bytes(stdout: &str) -> Option<i64> {
     before.trim().parse().ok()
 }
 
-/// qemu-ga's error text for a failed trim, from fstrim's message.
-pub(crate) fn failure(stderr: &str) -> String {
+/// qemu-ga's error text for a failed trim, from fstrim's message (or its exit status).
+pub(crate) fn failure(stderr: &str, code: Option<i32>) -> String {
     let msg = stderr.lines().next().unwrap_or("").trim();
     if msg.contains("not supported") || msg.contains("Inappropriate ioctl") {
         "trim not supported".to_string()
+    } else if msg.is_empty() {
+        match code {
+            Some(c) => format!("failed to trim: fstrim exited with status {c}"),
+            None => "failed to trim: fstrim was killed by a signal".to_string(),
+        }
     } else {
         let msg = msg.strip_prefix("fstrim: ").unwrap_or(msg);
         format!("failed to trim: {msg}")
@@ -134,11 +141,17 @@ mod tests {
         assert_eq!(trimmed_bytes("/: 4096 bytes were trimmed\n"), Some(4096));
         assert_eq!(trimmed_bytes("nonsense"), None);
         assert_eq!(
-            failure("fstrim: /boot: the discard operation is not supported\n"),
+            failure(
+                "fstrim: /boot: the discard operation is not supported\n",
+                Some(1)
+            ),
             "trim not supported"
         );
         assert_eq!(
-            failure("fstrim: /mnt: FITRIM ioctl failed: Read-only file system\n"),
+            failure(
+                "fstrim: /mnt: FITRIM ioctl failed: Read-only file system\n",
+                Some(1)
+            ),
             "failed to trim: /mnt: FITRIM ioctl failed: Read-only file system"
         );
     }

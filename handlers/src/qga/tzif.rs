@@ -468,4 +468,61 @@ mod tests {
         v1.truncate(v1.len() - 2);
         assert!(zone_at(&v1, 0).is_err());
     }
+
+    /// Against the C library (`date` with `TZ=:file`) on real zoneinfo files, including times
+    /// past the files' last transition, where only the POSIX footer answers.
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the reference implementation, as a peer
+    fn matches_the_c_library_on_real_zoneinfo() {
+        let zones = [
+            "Europe/Berlin",
+            "Europe/Dublin",
+            "America/New_York",
+            "America/St_Johns",
+            "America/Sao_Paulo",
+            "Australia/Sydney",
+            "Australia/Lord_Howe",
+            "Asia/Kolkata",
+            "Asia/Tehran",
+            "Pacific/Chatham",
+            "Africa/Casablanca",
+            "Etc/UTC",
+        ];
+        let times: [i64; 8] = [
+            0,
+            947_930_400,   // 2000-01-15
+            1_719_835_200, // 2024-07-01
+            1_711_846_800, // 2024-03-31 01:00 UTC, a switch in Europe
+            2_158_920_000, // 2038-05-31, past 32-bit time
+            4_103_013_600, // 2100-01-08
+            4_118_565_600, // 2100-07-06
+            -2_000_000_000,
+        ];
+        for zone in zones {
+            let path = format!("/usr/share/zoneinfo/{zone}");
+            let data = std::fs::read(&path).expect("tzdata is required (apt-get install tzdata)");
+            for t in times {
+                let out = std::process::Command::new("date")
+                    .env("TZ", format!(":{path}"))
+                    .args(["-d", &format!("@{t}"), "+%Z %z"])
+                    .output()
+                    .unwrap();
+                let want = String::from_utf8(out.stdout).unwrap();
+                let (abbr, num) = want.trim().split_once(' ').unwrap();
+                let sign = if num.starts_with('-') { -1 } else { 1 };
+                let digits = &num[1..];
+                let offset = sign
+                    * (digits[..2].parse::<i64>().unwrap() * 3600
+                        + digits[2..4].parse::<i64>().unwrap() * 60);
+                let got = zone_at(&data, t).unwrap();
+                // `%z` has no seconds: compare local mean time offsets to the minute.
+                assert_eq!(
+                    (got.abbreviation.as_str(), got.offset - got.offset % 60),
+                    (abbr, offset),
+                    "{zone} at {t}"
+                );
+            }
+        }
+    }
 }
