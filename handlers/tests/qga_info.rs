@@ -98,6 +98,7 @@ const MOUNTINFO: &str = "\
 30 27 8:16 / /legacy rw - ext2 /dev/sdb rw
 31 27 0:50 / /net rw - nfs4 server:/export rw
 32 27 9:9 / /gone rw - ext4 /dev/md9 rw
+33 27 254:1 /srv /run/bound rw - ext4 /dev/vda1 rw
 ";
 
 /// A guest with four disks on three controllers and a device-mapper volume.
@@ -203,7 +204,8 @@ fn fsinfo_reports_local_filesystems_and_their_disks() {
         .iter()
         .map(|f| f["mountpoint"].as_str().unwrap())
         .collect();
-    // Network and pseudo filesystems are not listed; the last mount comes first, as qemu-ga.
+    // Network and pseudo filesystems and bind mounts (a device's second mount) are not
+    // listed; the last mount comes first, as qemu-ga.
     assert_eq!(
         mountpoints,
         ["/gone", "/legacy", "/srv/my vol", "/data", "/"]

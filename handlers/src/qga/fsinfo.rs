@@ -1,5 +1,6 @@
 //! `guest-get-fsinfo` and `guest-get-disks`, as qemu-ga builds them on Linux: local filesystems
-//! from `/proc/self/mountinfo` (device major ≠ 0, or btrfs on a block device), each with its
+//! from `/proc/self/mountinfo` (device major ≠ 0, or btrfs on a block device; bind mounts, i.e.
+//! a device's later mounts, left out as QEMU 10 does), each with its
 //! disks found through `/sys/dev/block/MAJ:MIN` (device-mapper volumes through their `slaves`)
 //! and the disk's address read from its place in the sysfs tree (PCI controller, bus type,
 //! SCSI/ATA host, target and unit); device nodes from `uevent`, serials and aliases from udev's
@@ -107,22 +108,35 @@ pub(crate) fn unescape(field: &str) -> String {
 }
 
 /// The local filesystems qemu-ga reports, in mount order: a real block device (major ≠ 0),
-/// or btrfs (which reports major 0) on a block device node.
+/// or btrfs (which reports major 0) on a block device node; each device once, at its first
+/// mount (later mounts of it are bind mounts: freezing one twice would deadlock; QEMU 10).
 pub(crate) fn local_mounts(root: &Root) -> Result<Vec<Mount>, HandlerError> {
-    let Some(text) = root.read_optional(MOUNTINFO)? else {
-        return mounts_fallback(root);
-    };
-    let mut out = Vec::new();
-    for mut m in parse_mountinfo(&String::from_utf8_lossy(&text)) {
-        if m.major == 0 {
-            match (m.fstype.as_str(), device_numbers(root, &m.source)) {
-                ("btrfs", Some((major, minor))) => (m.major, m.minor) = (major, minor),
-                _ => continue,
+    let mounts = match root.read_optional(MOUNTINFO)? {
+        Some(text) => {
+            let mut out = Vec::new();
+            for mut m in parse_mountinfo(&String::from_utf8_lossy(&text)) {
+                if m.major == 0 {
+                    match (m.fstype.as_str(), device_numbers(root, &m.source)) {
+                        ("btrfs", Some((major, minor))) => (m.major, m.minor) = (major, minor),
+                        _ => continue,
+                    }
+                }
+                out.push(m);
             }
+            out
         }
-        out.push(m);
-    }
-    Ok(out)
+        None => mounts_fallback(root)?,
+    };
+    let mut seen = Vec::new();
+    Ok(mounts
+        .into_iter()
+        .filter(|m| {
+            let dev = (m.major, m.minor);
+            let first = !seen.contains(&dev);
+            seen.push(dev);
+            first
+        })
+        .collect())
 }
 
 /// Without mountinfo: `/proc/self/mounts` entries whose source is a path (not a pseudo or
