@@ -1,7 +1,10 @@
 //! The qemu-guest-agent commands (`guest-ping`, `guest-info`, …), answered by the same
 //! dispatcher, policy and backends as the native commands. The qga framing (`execute`,
 //! `return`/`error`, `guest-sync`) is core's `qga` module; a handler here answers with
-//! `guestd_core::qga::ok(&json)` and its errors become `GenericError` replies.
+//! `guestd_core::qga::ok(&json)` and its errors become `GenericError` replies (a command this OS
+//! cannot do answers `platform::not_on_this_os`, which qemu-ga's clients see as a blocked
+//! command). Kernel files (/proc, /sys) are read and written through `Root` (`sysfs`), effects
+//! that run programs are `Plan`s applied through the command runner.
 //!
 //! Adding one more command: a `QgaCommand` (stateless) or a `Handler` in the module it belongs
 //! to, one line in [`register`], a test in `tests/tests/qga.rs`. Commands that run arbitrary
