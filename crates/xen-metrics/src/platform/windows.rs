@@ -151,7 +151,7 @@ impl Platform for Windows {
         #[allow(unsafe_code)]
         // SAFETY: a MEMORYSTATUSEX with its length set, as the call requires.
         let ok = unsafe { GlobalMemoryStatusEx(&mut status) } != 0;
-        ok.then(|| Memory {
+        ok.then_some(Memory {
             total_kib: status.ullTotalPhys / 1024,
             free_kib: status.ullAvailPhys / 1024,
         })
