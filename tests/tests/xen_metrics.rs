@@ -158,8 +158,10 @@ impl Xen {
         )
         .unwrap();
         let log = std::fs::File::create(self.log_path()).unwrap();
+        // Its own UTS namespace too, so the test can set its host name.
         let guestd = Command::new("ip")
             .args(["netns", "exec", &self.ns.name])
+            .args(["unshare", "--uts", "--"])
             .arg(bin::path("guestd"))
             .arg("--root")
             .arg(self.dir.path().join("root"))
@@ -519,8 +521,7 @@ fn the_guest_as_xapi_sees_it_follows_address_changes_and_sleeps() {
     assert!(!tree.keys().any(|k| k.starts_with("data/volumes")));
 
     // An address added in the namespace: the kernel tells guestd, guestd writes it.
-    let took = xen.ns.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]);
-    let _ = took;
+    xen.ns.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]);
     let took = xen.wait_for("192.0.2.11 under vif 0", |t| {
         t.get("attr/vif/0/ipv4/1").map(String::as_str) == Some("192.0.2.11")
     });
@@ -534,6 +535,26 @@ fn the_guest_as_xapi_sees_it_follows_address_changes_and_sleeps() {
     xen.wait_for("vif 1 gone", |t| {
         !t.keys().any(|k| k.starts_with("attr/vif/1"))
     });
+
+    // The host name set in guestd's UTS namespace: the kernel says so, guestd writes it.
+    let pid = xen.guestd_pid().to_string();
+    sh(&[
+        "nsenter",
+        "--uts",
+        "--target",
+        &pid,
+        "hostname",
+        "web7.example.org",
+    ]);
+    xen.wait_for("the new host name", |t| {
+        t.get("data/host_name_dns").map(String::as_str) == Some("web7.example.org")
+    });
+    let tree = xen.tree();
+    assert_eq!(tree["data/host_name"], "web7");
+    assert_eq!(
+        tree["data/domain"], "example.org",
+        "the host name's own domain wins"
+    );
 
     // Idle: not one wakeup in 10 s (the memory timer is 60 s away), as the other idle tests
     // check it. Tokio's blocking threads retire after 10 s of rest first.

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use guestd_test_xenstored::{Config, TestXenstored, Toolstack};
-use guestd_transport_xenstore::{Change, Outcomes, Store, WatchStream, XsClient, XsError};
+use guestd_transport_xenstore::xeniface::emulated::EmulatedDevice;
+use guestd_transport_xenstore::{
+    Change, Outcomes, Store, WatchStream, XenifaceStore, XsClient, XsError,
+};
 use guestd_xen_metrics::keys::Keys;
 use guestd_xen_metrics::publisher::{Publisher, Reason};
 
@@ -147,4 +150,40 @@ async fn conflicts_are_retried_and_only_changes_follow() {
     let done = p.publish(&s, &later, Reason::Changed).await.unwrap();
     assert_eq!(done.written, 1);
     assert_eq!(read("data/meminfo_free").await.as_deref(), Some("80"));
+}
+
+/// The Windows backend (xeniface, here over its emulated device): no transactions, the keys
+/// one after the other, the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xeniface_publishes_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let _xs = TestXenstored::start(Config {
+        dom0: Some(dir.path().join("dom0.sock")),
+        guests: vec![(5, dir.path().join("guest5.sock"))],
+        toolstack: Toolstack::Xapi,
+        ..Config::default()
+    })
+    .unwrap();
+    let dom0 = XsClient::connect(&dir.path().join("dom0.sock"))
+        .await
+        .unwrap();
+    dom0.write(&format!("{HOME}/attr/vif/3/ipv4/0"), b"10.3.3.3")
+        .await
+        .unwrap();
+    let s = XenifaceStore::<EmulatedDevice>::connect(&dir.path().join("guest5.sock")).unwrap();
+    let mut p = Publisher::new();
+    let desired = keys(&[
+        ("attr/vif/0/ipv4/0", "192.0.2.1"),
+        ("data/os_name", "Windows"),
+    ]);
+    let done = p.publish(&s, &desired, Reason::Start).await.unwrap();
+    assert_eq!((done.written, done.removed, done.refused), (2, 1, 0));
+    let listing = dom0.directory(&format!("{HOME}/attr/vif")).await.unwrap();
+    assert_eq!(listing, ["0"]);
+    assert!(
+        dom0.read_optional(&format!("{HOME}/data/updated"))
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
