@@ -142,15 +142,7 @@ pub fn check(raw: &RawRequest) -> Result<Checked, Answer> {
                 invalid(format!("vif {vif}: static-ip-setting/address is missing"))
             })?;
             let (ip, prefix) = cidr::<Ipv4Addr>(text, 32)?;
-            let gw = gateway(raw.gateway.as_deref(), IpAddr::V4(ip), prefix)?;
-            Some((
-                ip,
-                prefix,
-                gw.map(|g| match g {
-                    IpAddr::V4(g) => g,
-                    IpAddr::V6(_) => unreachable!("checked family"),
-                }),
-            ))
+            Some((ip, prefix, gateway(raw.gateway.as_deref(), ip, prefix)?))
         }
         _ => None,
     };
@@ -160,15 +152,7 @@ pub fn check(raw: &RawRequest) -> Result<Checked, Answer> {
                 invalid(format!("vif {vif}: static-ip-setting/address6 is missing"))
             })?;
             let (ip, prefix) = cidr::<Ipv6Addr>(text, 128)?;
-            let gw = gateway(raw.gateway6.as_deref(), IpAddr::V6(ip), prefix)?;
-            Some((
-                ip,
-                prefix,
-                gw.map(|g| match g {
-                    IpAddr::V6(g) => g,
-                    IpAddr::V4(_) => unreachable!("checked family"),
-                }),
-            ))
+            Some((ip, prefix, gateway(raw.gateway6.as_deref(), ip, prefix)?))
         }
         _ => None,
     };
@@ -222,17 +206,24 @@ where
 }
 
 /// An optional gateway of `addr`'s family, inside `addr/prefix`.
-fn gateway(text: Option<&str>, addr: IpAddr, prefix: u8) -> Result<Option<IpAddr>, Answer> {
+fn gateway<T>(text: Option<&str>, addr: T, prefix: u8) -> Result<Option<T>, Answer>
+where
+    T: std::str::FromStr + Into<IpAddr> + Copy + PartialEq,
+{
     let Some(text) = text.map(bounded).transpose()?.filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
     let bad = |why: String| Answer::new(1, format!("gateway '{}' {why}", shown(text)));
-    let gw: IpAddr = text.parse().map_err(|_| bad("is not an address".into()))?;
-    if gw.is_ipv4() != addr.is_ipv4() {
-        return Err(bad("is not of the address's family".into()));
-    }
-    if !same_network(gw, addr, prefix) {
-        return Err(bad(format!("is not in {addr}/{prefix}")));
+    let gw: T = text.parse().map_err(|_| {
+        if text.parse::<IpAddr>().is_ok() {
+            bad("is not of the address's family".into())
+        } else {
+            bad("is not an address".into())
+        }
+    })?;
+    let net: IpAddr = addr.into();
+    if !same_network(gw.into(), net, prefix) {
+        return Err(bad(format!("is not in {net}/{prefix}")));
     }
     if gw == addr {
         return Err(bad("is the address itself".into()));
