@@ -367,10 +367,12 @@ impl DispatcherBuilder {
                 .filter(|h| h.dialect() == dialect)
                 .map(|h| h.name())
                 .collect();
+            // guest-sync* resynchronise the stream, like the native `sync`: no policy applies
+            // (an allow list that forgot them would cut every qemu-ga client off).
             let enabled = registered
                 .iter()
                 .copied()
-                .filter(|n| self.policy.allows(n))
+                .filter(|n| self.policy.allows(n) || crate::qga::is_sync(n))
                 .collect();
             CommandLists {
                 enabled,
