@@ -155,6 +155,9 @@ TTYReset=yes
 UtmpIdentifier=ttyS0
 UtmpMode=user
 Restart=always
+# An interactive shell ignores SIGTERM; without these, shutdown would wait 90 s for it.
+KillSignal=SIGHUP
+TimeoutStopSec=5
 [Install]
 WantedBy=multi-user.target
 EOF
@@ -340,8 +343,8 @@ else
   echo "vm e2e: $PASSED passed, $((FAILED)) failed, $SKIPPED skipped ($(($(date +%s) - T0))s)"
   exit 1
 fi
-con 'true' 120 >/dev/null || { fail "console" "no shell on ttyS0"; exit 1; }
-note "guest: $(con 'systemd-analyze time 2>&1 | head -1')"
+python3 "$HERE/console.py" "$W/console.sock" --ready 180 || { fail "console" "no shell on ttyS0"; exit 1; }
+note "guest: $(con 'systemd-analyze time 2>&1 | head -1; systemctl list-jobs --no-legend 2>&1 | head -5' | tr '\n' ' ')"
 
 # ---- the unit -----------------------------------------------------------------------------------
 show=$(con "systemctl show -p ActiveState -p SubState -p Type -p NRestarts -p MainPID $UNIT")
@@ -374,11 +377,11 @@ else
   fail "virsh guestinfo" "$all"
 fi
 
-group() {  # NAME: `virsh guestinfo --NAME` output, or fail
-  local out
-  if out=$(vsh guestinfo "$DOM" "--$1" 2>&1); then echo "$out"; else fail "virsh guestinfo --$1" "$out"; return 1; fi
+group() {  # NAME: `virsh guestinfo --NAME` output in $out, or fail
+  out=$(vsh guestinfo "$DOM" "--$1" 2>&1) && return 0
+  fail "virsh guestinfo --$1" "$out"; return 1
 }
-if out=$(group user); then
+if group user; then
   n=$(kv user.count <<<"$out"); names=$(grep -E '^user\.[0-9]+\.name ' <<<"$out" | sed 's/.* : //' | tr '\n' ' ')
   if [ "${n:-0}" -ge 1 ] && grep -qw root <<<"$names" && grep -qE '^user\.[0-9]+\.login-time +: [0-9]+' <<<"$out"; then
     pass "virsh guestinfo --user: $n user(s): $names(the console's utmp session)"
@@ -386,7 +389,7 @@ if out=$(group user); then
     fail "virsh guestinfo --user" "want root logged in on ttyS0: $(tr '\n' ' ' <<<"$out")"
   fi
 fi
-if out=$(group os); then
+if group os; then
   if [ "$(kv os.id <<<"$out")" = debian ] && [ "$(kv os.version-id <<<"$out")" = 12 ] \
      && [ "$(kv os.kernel-release <<<"$out")" = "$KVER" ] && [ "$(kv os.machine <<<"$out")" = x86_64 ]; then
     pass "virsh guestinfo --os: debian 12, kernel $KVER, x86_64"
@@ -394,7 +397,7 @@ if out=$(group os); then
     fail "virsh guestinfo --os" "$(tr '\n' ' ' <<<"$out")"
   fi
 fi
-if out=$(group timezone); then
+if group timezone; then
   want=$(con 'date +"%Z %z"')  # e.g. "CET +0100"
   wzone=${want% *}; woff=${want#* }
   wsec=$(( (10#${woff:1:2} * 3600 + 10#${woff:3:2} * 60) * (${woff:0:1}1) ))
@@ -404,13 +407,13 @@ if out=$(group timezone); then
     fail "virsh guestinfo --timezone" "want name $wzone offset $wsec; got $(tr '\n' ' ' <<<"$out")"
   fi
 fi
-if out=$(group hostname); then
+if group hostname; then
   if [ "$(kv hostname <<<"$out")" = "$GUEST_HOSTNAME" ]; then pass "virsh guestinfo --hostname: $GUEST_HOSTNAME"
   else fail "virsh guestinfo --hostname" "$(tr '\n' ' ' <<<"$out")"; fi
 fi
 # A mount point's filesystem entry: its index in `guestinfo --filesystem` output.
 fs_index() { grep -E '^fs\.[0-9]+\.mountpoint +: '"$2"'$' <<<"$1" | sed -E 's/^fs\.([0-9]+)\..*/\1/'; }
-if out=$(group filesystem); then
+if group filesystem; then
   bad=()
   for m in /:vda:vmtest-root /data:vdb:vmtest-data; do
     mp=${m%%:*}; rest=${m#*:}; alias=${rest%%:*}; serial=${rest#*:}
@@ -424,7 +427,7 @@ if out=$(group filesystem); then
   if [ ${#bad[@]} -eq 0 ]; then pass "virsh guestinfo --filesystem: / on vda, /data on vdb (ext4, serials, sizes)"
   else fail "virsh guestinfo --filesystem" "${bad[*]}: $(tr '\n' ' ' <<<"$out")"; fi
 fi
-if out=$(group disk); then
+if group disk; then
   bad=()
   for d in vda:vmtest-root vdb:vmtest-data; do
     i=$(grep -E '^disk\.[0-9]+\.name +: /dev/'"${d%%:*}"'$' <<<"$out" | sed -E 's/^disk\.([0-9]+)\..*/\1/')
@@ -436,7 +439,7 @@ if out=$(group disk); then
   else fail "virsh guestinfo --disk" "${bad[*]}: $(tr '\n' ' ' <<<"$out")"; fi
 fi
 IFNAME=$(con "ip -o link | awk -v m=$MAC '\$0 ~ m {sub(/:\$/, \"\", \$2); print \$2}'")
-if out=$(group interface); then
+if group interface; then
   i=$(grep -E '^if\.[0-9]+\.name +: '"$IFNAME"'$' <<<"$out" | sed -E 's/^if\.([0-9]+)\..*/\1/')
   if [ -n "$i" ] && [ "$(kv "if.$i.hwaddr" <<<"$out")" = "$MAC" ] \
      && grep -qE "^if\.$i\.addr\.[0-9]+\.addr +: 10\.0\.2\.15$" <<<"$out"; then
