@@ -325,6 +325,32 @@ impl Root {
         let path = self.resolve(guest)?;
         apply_meta_path(&path, meta).map_err(io_err("change mode of", guest))
     }
+
+    /// Write `contents` into an existing regular file in place: no temp file, no create, no
+    /// truncate. For kernel control files (`/sys/devices/system/cpu/cpu1/online`,
+    /// `/sys/power/state`), where a write is a request and a rename is impossible; never for
+    /// files with content worth keeping (use [`write_atomic`](Self::write_atomic)).
+    pub fn write_in_place(
+        &self,
+        guest: impl AsRef<Path>,
+        contents: &[u8],
+    ) -> Result<(), RootError> {
+        let guest = guest.as_ref();
+        let path = self.resolve(guest)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", guest))?;
+        let is_file = file.metadata().map(|m| m.is_file());
+        if !matches!(is_file, Ok(true)) {
+            return Err(RootError::Io {
+                op: "write",
+                path: display(guest),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
+        file.write_all(contents).map_err(io_err("write", guest))
+    }
 }
 
 /// Check a guest path and return its normal components. On Windows a drive prefix becomes
@@ -646,6 +672,27 @@ mod tests {
             .unwrap();
         assert_eq!(root.metadata("/no/such").unwrap().mode, 0o700);
         assert_eq!(root.read_optional("/nothing").unwrap(), None);
+    }
+
+    #[test]
+    fn write_in_place_changes_only_existing_regular_files() {
+        let (d, root) = sandbox();
+        std::fs::create_dir_all(d.path().join("sys/cpu1")).unwrap();
+        std::fs::write(d.path().join("sys/cpu1/online"), b"1\n").unwrap();
+        root.write_in_place("/sys/cpu1/online", b"0").unwrap();
+        // No truncation, no temp file: the kernel sees one write of exactly these bytes.
+        assert_eq!(
+            std::fs::read(d.path().join("sys/cpu1/online")).unwrap(),
+            b"0\n"
+        );
+        assert_eq!(root.read_dir("/sys/cpu1").unwrap(), ["online"]);
+        assert!(
+            root.write_in_place("/sys/cpu1/missing", b"0")
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(!root.exists("/sys/cpu1/missing"));
+        assert!(root.write_in_place("/sys/cpu1", b"0").is_err());
     }
 }
 
