@@ -11,14 +11,46 @@ def status(pid):
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "VmSize", "Threads"):
                 out[key] = int(value.split()[0])
-    try:  # proportional set size: shared library pages divided among their users
+    out.update(rollup(pid))
+    return out
+
+
+def rollup(pid):
+    """From /proc/PID/smaps_rollup, in KiB: `Pss` (proportional set size: each shared page
+    divided among the processes that map it) and `Uss` (unique set size: the pages only this
+    process maps, Private_Clean + Private_Dirty, what stopping it would give back)."""
+    fields = {}
+    try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    out["Pss"] = int(line.split()[1])
+                key, _, value = line.partition(":")
+                if key in ("Pss", "Private_Clean", "Private_Dirty", "Shared_Clean"):
+                    fields[key] = int(value.split()[0])
+    except OSError:
+        return {}
+    out = {}
+    if "Pss" in fields:
+        out["Pss"] = fields["Pss"]
+    if "Private_Clean" in fields and "Private_Dirty" in fields:
+        out["Uss"] = fields["Private_Clean"] + fields["Private_Dirty"]
+    return out
+
+
+def mapped_files(pid):
+    """{path: size in bytes} of the regular files mapped into pid (its binary and shared
+    libraries)."""
+    files = {}
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].startswith("/"):
+                    path = parts[5].strip()
+                    if path not in files and os.path.isfile(path):
+                        files[path] = os.path.getsize(path)
     except OSError:
         pass
-    return out
+    return files
 
 
 def _tasks(pid):

@@ -96,7 +96,9 @@ pub fn open(
         }
         #[cfg(unix)]
         ChannelKind::Unix(path) => Ok(Box::new(
-            guestd_transport_socket::UnixTransport::bind(path, limits)?.with_options(options),
+            guestd_transport_socket::UnixTransport::bind(path, limits)?
+                .with_options(options)
+                .with_max_connections(config.unix.max_connections),
         )),
         #[cfg(not(unix))]
         ChannelKind::Unix(_) => Err(TransportError::Config(

@@ -29,5 +29,22 @@ pub use tcp::{TcpConfig, TcpTransport};
 #[cfg(unix)]
 pub use unix::UnixTransport;
 pub use vsock::VsockConfig;
+
+/// `[unix]` in guestd.toml: the unix-socket listeners (accepted on every OS, used where unix
+/// sockets exist).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnixConfig {
+    /// Clients served at once; more are refused (and logged).
+    pub max_connections: usize,
+}
+
+impl Default for UnixConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: accept::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
 #[cfg(target_os = "linux")]
 pub use vsock::VsockTransport;

@@ -1,7 +1,7 @@
 //! The transport conformance suite against the real listeners: unix, TCP on loopback, and TCP
 //! with mutual TLS (certificates from the openssl CLI); plus the TLS refusal cases, an
 //! `openssl s_client` peer, and the accept loop's bounds: stalled TLS handshakes never lock the
-//! real host out, and the unix listener caps its connections.
+//! real host out, the unix listener caps its connections and serves a burst of them.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -373,6 +373,35 @@ async fn unix_connections_are_capped() {
         peer.request(Some(json!("still")), "echo", json!("here"))
             .await;
         assert_eq!(peer.reply().await.reply.message, "here");
+    }
+}
+
+/// A burst of clients connecting at once (more than the handshake pool holds) is served, not
+/// evicted as if they were stalled handshakes: a unix socket has no handshake to wait for.
+#[tokio::test]
+async fn a_burst_of_unix_clients_is_served() {
+    let kit = Kit::new();
+    let path = kit.dir().join("burst.sock");
+    let t = UnixTransport::bind(&path, kit.limits())
+        .expect("bind")
+        .with_options(kit.options())
+        .with_max_connections(100);
+    kit.spawn(Box::new(t));
+    // Blocking connects on the runtime's only thread: all 100 wait in the backlog before the
+    // accept loop runs again.
+    let mut peers = Vec::new();
+    for _ in 0..100 {
+        let conn = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        conn.set_nonblocking(true).unwrap();
+        let conn = tokio::net::UnixStream::from_std(conn).unwrap();
+        peers.push(Peer::from_conn(Box::new(conn)));
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        peer.request(Some(json!(i)), "echo", json!(format!("in {i}")))
+            .await;
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        assert_eq!(peer.reply().await.reply.message, format!("in {i}"));
     }
 }
 
