@@ -118,11 +118,14 @@ pub fn open(
             )?;
             Ok(Box::new(port.with_dialect(dialect)))
         }
-        ChannelKind::Tcp(target) => Ok(Box::new(guestd_transport_socket::TcpTransport::bind(
-            target,
-            &config.tcp,
-            options,
-        )?)),
+        ChannelKind::Tcp(target) => Ok(Box::new(
+            guestd_transport_socket::TcpTransport::bind_with_tls(
+                target,
+                &config.tcp,
+                options,
+                crate::daemon::tls(),
+            )?,
+        )),
         #[cfg(target_os = "linux")]
         ChannelKind::Vsock { port, .. } => Ok(Box::new(
             guestd_transport_socket::VsockTransport::bind(*port, &config.vsock, options)?,

@@ -51,7 +51,7 @@ pub(crate) trait Served: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl Served for tokio::net::TcpStream {}
-impl Served for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+impl Served for Box<dyn crate::tcp::TlsStream> {}
 #[cfg(unix)]
 impl Served for tokio::net::UnixStream {}
 #[cfg(target_os = "linux")]

@@ -3,8 +3,9 @@
 //!
 //! - [`unix`]: `unix:PATH`, mode 0600, many clients at once (the default transport when no
 //!   hypervisor channel exists).
-//! - [`tcp`]: `tcp:HOST:PORT`, mutual TLS (rustls); plain on loopback only with
-//!   `allow_unauthenticated_loopback`.
+//! - [`tcp`]: `tcp:HOST:PORT`, mutual TLS through a [`tcp::TlsServer`] the binary supplies
+//!   (`guestd-transport-tls`, linked only into `guestd-tls` and `guestd.exe`); plain on loopback
+//!   only with `allow_unauthenticated_loopback`.
 //! - [`vsock`]: `vsock:PORT`, only the host (CID 2) unless configured.
 //! - [`pipe`]: `pipe:\\.\pipe\NAME` (Windows), SYSTEM and Administrators only, local clients
 //!   only, the name owned by one guestd.
