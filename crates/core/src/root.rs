@@ -125,6 +125,11 @@ pub enum RootError {
     Untrusted { path: String, reason: &'static str },
     #[error("writing '{0}' is not allowed by this guest's configuration")]
     Denied(String),
+    #[error(
+        "'{0}' can be changed by an unprivileged user (it must belong to root and be writable \
+         only by it)"
+    )]
+    NotPrivate(String),
     #[error("cannot {op} '{path}': {source}")]
     Io {
         op: &'static str,
@@ -481,6 +486,15 @@ impl Root {
     /// Set mode and owner of an existing regular file or directory, through its handle.
     pub fn set_meta(&self, guest: impl AsRef<Path>, meta: FileMeta) -> Result<(), RootError> {
         sys::set_meta(self, guest.as_ref(), meta)
+    }
+
+    /// Check that no unprivileged user can change `guest` (a directory) or any directory on
+    /// the way to it: each must belong to root (or guestd's uid) and be writable by nobody
+    /// else. Missing components are fine (guestd creates them itself). For guestd's own state
+    /// (staging an update, then running what was staged) where a swapped directory would be
+    /// worse than a refused write.
+    pub fn check_private(&self, guest: impl AsRef<Path>) -> Result<(), RootError> {
+        sys::check_private(self, guest.as_ref())
     }
 
     /// Open (creating it with `mode` if missing, never truncating) a regular file for a lock.

@@ -482,3 +482,22 @@ fn renames_links_and_modes_act_on_entries() {
         assert_eq!(root.metadata("/a/.lock").unwrap().mode, 0o600);
     });
 }
+
+#[test]
+fn private_directories_are_root_owned_all_the_way() {
+    both(|| {
+        let (d, root) = sandbox();
+        fs::create_dir_all(d.path().join("var/lib/guestd")).unwrap();
+        root.check_private("/var/lib/guestd/update").unwrap();
+        let home = user_home(d.path());
+        fs::create_dir_all(home.join("state")).unwrap();
+        let err = root.check_private("/home/alice/state/update").unwrap_err();
+        assert!(
+            matches!(&err, RootError::NotPrivate(p) if p == "/home/alice"),
+            "{err}"
+        );
+        fs::create_dir(d.path().join("tmp")).unwrap();
+        fs::set_permissions(d.path().join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(root.check_private("/tmp/x").is_err());
+    });
+}

@@ -114,6 +114,8 @@ enum Want {
     Dir { create: Option<u32> },
     /// A host path for an external command: missing components are kept as given.
     Resolve { follow: bool },
+    /// Every existing directory on the way must be trusted; stops at a missing one.
+    Private,
 }
 
 /// Whether links in the directory behind `fd` may be followed: it belongs to root (or to us)
@@ -222,6 +224,9 @@ fn walk(root: &Root, guest: &Path, want: Want) -> Result<Reached, RootError> {
         }
         match open_dir(dir, &part) {
             Ok(fd) => {
+                if want == Want::Private && !trusted(&fd).map_err(io_err("look up", guest))? {
+                    return Err(RootError::NotPrivate(shown(&path, &part)));
+                }
                 stack.push(DirFd::Own(fd));
                 path.names.push(part);
             }
@@ -231,6 +236,7 @@ fn walk(root: &Root, guest: &Path, want: Want) -> Result<Reached, RootError> {
                     stack.push(DirFd::Own(fd));
                     path.names.push(part);
                 }
+                Want::Private => return Ok(reached(stack, path, None, Vec::new())),
                 Want::Resolve { .. } => {
                     let mut rest = vec![part];
                     rest.extend(pending.into_iter().rev());
@@ -616,6 +622,10 @@ pub(super) fn read_dir(root: &Root, guest: &Path) -> Result<Vec<String>, RootErr
     }
     names.sort();
     Ok(names)
+}
+
+pub(super) fn check_private(root: &Root, guest: &Path) -> Result<(), RootError> {
+    walk(root, guest, Want::Private).map(drop)
 }
 
 pub(super) fn create_dir_all(root: &Root, guest: &Path, mode: u32) -> Result<(), RootError> {

@@ -169,6 +169,11 @@ pub(super) fn read_dir(root: &Root, guest: &Path) -> Result<Vec<String>, RootErr
     Ok(names)
 }
 
+/// Windows has no Unix ownership to judge; `ProgramData` is protected by its ACL.
+pub(super) fn check_private(root: &Root, guest: &Path) -> Result<(), RootError> {
+    reach(root, guest, true).map(drop)
+}
+
 pub(super) fn create_dir_all(root: &Root, guest: &Path, _mode: u32) -> Result<(), RootError> {
     let (reached, host) = reach(root, guest, true)?;
     if !host.is_dir() {
