@@ -360,6 +360,7 @@ fn create_parents(root: &Root, path: &str, owner: Option<&SshOwner>) -> Result<(
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
     use std::fs;

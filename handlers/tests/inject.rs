@@ -1,5 +1,6 @@
 #![cfg(unix)]
 //! injectfile / file_inject through a real dispatcher on a sandbox root.
+#![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! qga commands through the dispatcher over a sandbox root and the fake runner: fsfreeze
 //! (freeze order, rollback on failure, automatic thaw), guest-shutdown, and the refusal of qga
 //! commands on native channels.
+#![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! agentupdate end to end: a real HTTP server on 127.0.0.1 serves the tarball, the staged
 //! "binary" (a shell script) really runs its self-test, the service manager is a recording
 //! fake, and the watchdog runs against the same sandbox.
+#![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 mod support;
 

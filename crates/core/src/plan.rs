@@ -413,6 +413,7 @@ fn write_backup(
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
     use crate::runner::Output;

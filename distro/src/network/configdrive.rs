@@ -259,6 +259,7 @@ fn add_dns(dns: &mut Vec<IpAddr>, services: Option<&Value>) {
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 
