@@ -2,11 +2,15 @@
 //!
 //! `injectfile` carries base64 of `path,contents` (split at the FIRST comma, contents may hold
 //! commas and any bytes); `file_inject` carries `{"b64_path", "b64_file"}`. Both end in
-//! [`inject`]: the path is checked (absolute, no `..`, the configured allow/deny prefixes, also
-//! after following symlinks), missing parent directories are created, the previous file is kept
-//! as `<file>.bak.<n>` and the new one replaces it atomically (readers and a crash see the old or
-//! the new content, never a mix). An existing file keeps its mode and owner; a new one is 0600
-//! root, and inside a user's `~/.ssh` it belongs to that user (directories created there 0700).
+//! [`inject`]: the path is checked (absolute, no `..`, the configured allow/deny prefixes, on the
+//! path as sent here and on the path reached after links by `Root` at the moment of each
+//! change), missing parent directories are created (by handle; a user's are handed over with
+//! `fchown` on the open directory), the previous file is kept under
+//! `guestd_core::BACKUP_DIR` (never beside it) and the new one replaces it atomically (readers
+//! and a crash see the old or the new content, never a mix). An existing file keeps its mode
+//! and owner; a new one is 0600 root, and inside a user's `~/.ssh` it belongs to that user
+//! (directories created there 0700). `Root` refuses FIFOs, devices and sockets at the path and
+//! never follows a link in a directory another account owns.
 
 use std::path::{Component, Path, PathBuf, Prefix};
 
@@ -41,7 +45,7 @@ pub struct InjectConfig {
     pub allow: Vec<String>,
     /// Paths under these prefixes may never be written (wins over `allow`).
     pub deny: Vec<String>,
-    /// Previous versions kept as `<file>.bak.<n>` (0 keeps none).
+    /// Previous versions kept under `/var/lib/guestd/backup/<path>.<n>` (0 keeps none).
     pub keep_backups: usize,
 }
 

@@ -473,6 +473,8 @@ impl Updater<'_> {
 
     /// Run `<staged> --self-test`; it must exit 0 and print `guestd <version> self-test ok…`.
     fn self_test(&self, binary: &str) -> Result<String, HandlerError> {
+        // A host path for the command (the only use of `resolve`): `state_dir` is root's all
+        // the way down (checked before staging), so nobody can swap what it names.
         let host = self.root.resolve(binary).map_err(failed)?;
         let mut cmd = Command::new(host.to_string_lossy()).arg("--self-test");
         if let Some(config) = &self.config.self_test_config {
@@ -500,6 +502,7 @@ impl Updater<'_> {
 
     /// `installer.sh` in its directory, with an empty environment (as U1 ran it).
     fn run_installer(&self, dir: &str) -> Result<(), HandlerError> {
+        // A host path for the command, in the private staging directory (see `self_test`).
         let host = self.root.resolve(dir).map_err(failed)?;
         let cmd = Command::new("/bin/sh")
             .args([
@@ -562,6 +565,7 @@ impl Updater<'_> {
         manager: Option<Manager>,
         previous: &str,
     ) -> Result<(), HandlerError> {
+        // Host paths for the command; both are in directories checked to be root's.
         let resolve = |p: &str| {
             self.root
                 .resolve(p)
