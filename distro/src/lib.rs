@@ -80,6 +80,15 @@ impl Backend for SystemBackend {
         password::set_password(self.family, env, &self.windows_accounts, user, password)
     }
 
+    fn set_password_hash(
+        &self,
+        env: &Env,
+        user: &str,
+        hash: &SecretString,
+    ) -> Result<(), BackendError> {
+        password::set_password_hash(self.family, env, user, hash)
+    }
+
     fn reset_network(
         &self,
         env: &Env,

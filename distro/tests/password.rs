@@ -292,3 +292,113 @@ fn windows_is_unsupported_off_windows() {
         .unwrap_err();
     assert!(err.to_string().contains("not supported"));
 }
+
+/// A yescrypt hash made by libxcrypt (Debian 12's default scheme).
+const YESCRYPT: &str = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$tnSYvahCwPBHKZUspmcxMfb0.WiB9W.zEaKlOBL35rC";
+
+/// The stored field of `user`, and every other line unchanged.
+fn assert_hash_stored(dir: &Path, file: &str, user: &str, hash: &str, before: &str) {
+    let text = std::fs::read_to_string(dir.join("etc").join(file)).unwrap();
+    let field = shadow::password_field(text.as_bytes(), user).unwrap();
+    assert_eq!(std::str::from_utf8(field).unwrap(), hash);
+    for (old, new) in before.lines().zip(text.lines()) {
+        if !old.starts_with(&format!("{user}:")) {
+            assert_eq!(old, new);
+        }
+    }
+    assert_eq!(before.lines().count(), text.lines().count());
+}
+
+#[test]
+fn real_chpasswd_stores_a_ready_hash_unchanged() {
+    require_root();
+    let (dir, root) = sandbox("shadow");
+    let env = env(root, Arc::new(SystemRunner), OsFamily::Debian);
+    SystemBackend::new(OsFamily::Debian)
+        .set_password_hash(&env, "alice", &secret(YESCRYPT))
+        .unwrap();
+    assert_hash_stored(dir.path(), "shadow", "alice", YESCRYPT, SHADOW);
+}
+
+#[test]
+fn fallback_stores_a_ready_hash_and_a_fake_success_is_caught() {
+    let (dir, root) = sandbox("shadow");
+    let missing = Arc::new(Recorder {
+        missing: true,
+        ..Recorder::default()
+    });
+    let env_fallback = env(root.clone(), missing.clone(), OsFamily::RedHat);
+    let sha = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+    SystemBackend::new(OsFamily::RedHat)
+        .set_password_hash(&env_fallback, "root", &secret(sha))
+        .unwrap();
+    assert_hash_stored(dir.path(), "shadow", "root", sha, SHADOW);
+    assert!(missing.commands.lock().unwrap().is_empty());
+
+    // chpasswd "succeeds" without storing anything: verification refuses the false success,
+    // and chpasswd got `user:hash` on stdin, nothing in argv.
+    let base = root.base().unwrap().to_str().unwrap().to_string();
+    let noop = Arc::new(Recorder::default());
+    let env_noop = env(root, noop.clone(), OsFamily::Debian);
+    let err = SystemBackend::new(OsFamily::Debian)
+        .set_password_hash(&env_noop, "alice", &secret(YESCRYPT))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not hold the new hash"),
+        "{err}"
+    );
+    let commands = noop.commands.lock().unwrap();
+    assert_eq!(commands[0].0, format!("chpasswd -e -R {base}"));
+    assert_eq!(commands[0].1, format!("alice:{YESCRYPT}\n").into_bytes());
+}
+
+#[test]
+fn hostile_hashes_and_users_are_refused_before_anything_runs() {
+    let (dir, root) = sandbox("shadow");
+    let runner = Arc::new(Recorder::default());
+    let env = env(root, runner.clone(), OsFamily::Debian);
+    let backend = SystemBackend::new(OsFamily::Debian);
+    for (user, hash) in [
+        ("alice", "$6$x$y:0:0:::\nroot::"),
+        ("alice", "plaintext"),
+        ("alice", "abJnggxhB/yWI"),
+        ("alice", ""),
+        (
+            "alice",
+            "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$tnSYvahCwPBHKZUspmcxMfb0.WiB9W.zEaKlOBL35r\r",
+        ),
+        ("ali:ce", YESCRYPT),
+        ("alice\nroot", YESCRYPT),
+        ("mallory", YESCRYPT),
+    ] {
+        let err = backend
+            .set_password_hash(&env, user, &secret(hash))
+            .unwrap_err();
+        // The reason goes back to the host: it never echoes the hash.
+        assert!(hash.len() < 8 || !err.to_string().contains(hash), "{err}");
+    }
+    assert!(runner.commands.lock().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("etc/shadow")).unwrap(),
+        SHADOW
+    );
+}
+
+#[test]
+fn freebsd_pw_stores_a_ready_hash_and_windows_refuses_one() {
+    let (dir, root) = sandbox("master.passwd");
+    let runner = Arc::new(FakePw {
+        root: root.clone(),
+        seen: Mutex::default(),
+    });
+    let env_bsd = env(root.clone(), runner, OsFamily::FreeBsd);
+    SystemBackend::new(OsFamily::FreeBsd)
+        .set_password_hash(&env_bsd, "alice", &secret(YESCRYPT))
+        .unwrap();
+    assert_hash_stored(dir.path(), "master.passwd", "alice", YESCRYPT, SHADOW);
+    let env_win = env(root, Arc::new(Recorder::default()), OsFamily::Windows);
+    let err = SystemBackend::new(OsFamily::Windows)
+        .set_password_hash(&env_win, "Administrator", &secret(YESCRYPT))
+        .unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+}

@@ -300,5 +300,10 @@ pub fn temp_files_below(dir: &Path) -> Vec<PathBuf> {
 pub const DEFAULT_FEATURES: &str = "version,features,keyinit,keyinit2,password,resetnetwork,\
 injectfile,file_inject,agentupdate,kmsactivate,guest-ping,guest-info,guest-get-osinfo,\
 guest-get-host-name,guest-get-time,guest-network-get-interfaces,guest-ssh-get-authorized-keys,\
+guest-get-fsinfo,guest-get-disks,guest-get-diskstats,guest-get-cpustats,guest-get-load,\
+guest-get-users,guest-get-timezone,guest-get-vcpus,guest-set-vcpus,guest-get-memory-blocks,\
+guest-set-memory-blocks,guest-get-memory-block-info,guest-get-devices,guest-network-get-route,\
 guest-set-user-password,guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys,\
-guest-shutdown,guest-fsfreeze-status,guest-fsfreeze-freeze,guest-fsfreeze-thaw";
+guest-shutdown,guest-set-time,guest-suspend-disk,guest-suspend-ram,guest-suspend-hybrid,\
+guest-fsfreeze-status,guest-fsfreeze-freeze,guest-fsfreeze-freeze-list,guest-fstrim,\
+guest-fsfreeze-thaw";

@@ -7,9 +7,13 @@ use serde_json::json;
 
 /// The qga commands, listed by `features` after the native ones (registration order).
 const QGA: &str = ",guest-ping,guest-info,guest-get-osinfo,guest-get-host-name,guest-get-time,\
-guest-network-get-interfaces,guest-ssh-get-authorized-keys,guest-set-user-password,\
-guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys,guest-shutdown,\
-guest-fsfreeze-status,guest-fsfreeze-freeze,guest-fsfreeze-thaw";
+guest-network-get-interfaces,guest-ssh-get-authorized-keys,guest-get-fsinfo,guest-get-disks,\
+guest-get-diskstats,guest-get-cpustats,guest-get-load,guest-get-users,guest-get-timezone,\
+guest-get-vcpus,guest-set-vcpus,guest-get-memory-blocks,guest-set-memory-blocks,\
+guest-get-memory-block-info,guest-get-devices,guest-network-get-route,guest-set-user-password,\
+guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys,guest-shutdown,guest-set-time,\
+guest-suspend-disk,guest-suspend-ram,guest-suspend-hybrid,guest-fsfreeze-status,\
+guest-fsfreeze-freeze,guest-fsfreeze-freeze-list,guest-fstrim,guest-fsfreeze-thaw";
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()

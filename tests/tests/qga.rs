@@ -1,6 +1,10 @@
 //! Issue "qemu-guest-agent protocol": the real guestd on `qga+unix:` against Debian's real
 //! `qemu-ga` on a unix socket (same requests, replies of the same structure), and the qga
-//! commands that change a sandbox root (password, SSH keys) checked on the files.
+//! commands that change a sandbox root (password, SSH keys, vCPUs, memory blocks) checked on
+//! the files. The peers are Debian 12's qemu-ga 7.2 and, when `scripts/fetch-qemu-ga` has put
+//! it in `target/`, QEMU 10's from bookworm-backports. The system-information queries are
+//! compared on this machine's real /proc and /sys (guestd with `--root /` and only those
+//! commands enabled); every reply is also checked against the schema's types (`qga_schema`).
 #![cfg(unix)]
 #![allow(clippy::disallowed_methods)] // qemu-ga and openssl run as peers
 
@@ -13,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use guestd_tests::Guestd;
 use serde_json::{Value, json};
+
+mod qga_schema;
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
 alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash\n";
@@ -67,19 +73,75 @@ fn wait_for(sock: &Path) {
 struct QemuGa {
     child: Child,
     sock: PathBuf,
+    /// `qemu-ga --version`'s number, for messages.
+    version: String,
     _dir: tempfile::TempDir,
 }
 
+/// Debian 12's qemu-ga (7.2), which the suite requires.
+fn system_qemu_ga() -> PathBuf {
+    ["/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("qemu-ga is required (apt-get install qemu-guest-agent)")
+}
+
+/// QEMU 10's qemu-ga from bookworm-backports, extracted into `target/` by
+/// `scripts/fetch-qemu-ga` (`$QEMU_GA_NEWER` names another binary).
+fn newer_qemu_ga() -> Option<PathBuf> {
+    let path = std::env::var_os("QEMU_GA_NEWER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/qemu-ga-backports/usr/sbin/qemu-ga")
+        });
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "NOTE: {} is missing (scripts/fetch-qemu-ga fetches it): comparing with qemu-ga 7.2 only",
+            path.display()
+        );
+        None
+    }
+}
+
+/// Every qemu-ga this machine has, oldest first.
+fn peers() -> Vec<QemuGa> {
+    std::iter::once(system_qemu_ga())
+        .chain(newer_qemu_ga())
+        .map(|bin| QemuGa::start_bin(&bin))
+        .collect()
+}
+
 impl QemuGa {
+    fn major(&self) -> u32 {
+        self.version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
+
     fn start() -> Self {
+        Self::start_bin(&system_qemu_ga())
+    }
+
+    fn start_bin(bin: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("qga.sock");
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
-        let bin = ["/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("qemu-ga is required (apt-get install qemu-guest-agent)");
+        let version = Command::new(bin)
+            .arg("--version")
+            .output()
+            .expect("qemu-ga --version");
+        let version = String::from_utf8_lossy(&version.stdout)
+            .split_whitespace()
+            .last()
+            .unwrap_or("?")
+            .to_string();
         let child = Command::new(bin)
             .args(["-m", "unix-listen", "-p"])
             .arg(&sock)
@@ -96,6 +158,7 @@ impl QemuGa {
         Self {
             child,
             sock,
+            version,
             _dir: dir,
         }
     }
@@ -183,17 +246,37 @@ const SAME_STRUCTURE: &[&str] = &[
     r#"{"execute":"guest-ssh-get-authorized-keys","arguments":{"username":"no-such-user-qga"}}"#,
     r#"{"execute":"guest-set-user-password","arguments":{"username":"no-such-user-qga","password":"!!!","crypted":false}}"#,
     r#"{"execute":"guest-shutdown","arguments":{"mode":"sideways"}}"#,
+    // Argument errors of the effect commands: refused before anything happens, in both.
+    r#"{"execute":"guest-set-time","arguments":{"time":"now"}}"#,
+    r#"{"execute":"guest-set-vcpus","arguments":{"vcpus":5}}"#,
+    r#"{"execute":"guest-set-memory-blocks","arguments":{"mem-blks":"x"}}"#,
+    r#"{"execute":"guest-fstrim","arguments":{"minimum":"x"}}"#,
+    r#"{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":5}}"#,
+    r#"{"execute":"guest-suspend-ram","arguments":{"x":1}}"#,
+    r#"{"execute":"guest-set-user-password","arguments":{"username":"no-such-user-qga","password":"!!!","crypted":true}}"#,
+    // Windows-only in qemu-ga: refused as a blocked or unknown command.
+    r#"{"execute":"guest-get-devices"}"#,
 ];
 
 #[test]
 fn replies_have_the_structure_of_qemu_ga() {
-    let qemu = QemuGa::start();
     let (_g, sock) = start_guestd(sandbox_dir(), &[]);
+    for qemu in peers() {
+        replies_have_the_structure_of(&qemu, &sock);
+    }
+}
+
+fn replies_have_the_structure_of(qemu: &QemuGa, sock: &Path) {
     let mut theirs = QgaClient::connect(&qemu.sock);
-    let mut ours = QgaClient::connect(&sock);
+    let mut ours = QgaClient::connect(sock);
+    let v = &qemu.version;
     for line in SAME_STRUCTURE {
         let (t, o) = (theirs.call(line), ours.call(line));
-        assert_eq!(shape(&o), shape(&t), "{line}\n qemu-ga: {t}\n guestd: {o}");
+        assert_eq!(
+            shape(&o),
+            shape(&t),
+            "{line}\n qemu-ga {v}: {t}\n guestd: {o}"
+        );
         if let Some(class) = t.pointer("/error/class") {
             assert_eq!(o.pointer("/error/class"), Some(class), "{line}: {o}");
         }
@@ -295,16 +378,34 @@ fn set_user_password_changes_the_shadow_entry() {
     let md = std::fs::metadata(dir.join("root/etc/shadow")).unwrap();
     assert_eq!(md.permissions().mode() & 0o7777, 0o640);
 
-    // A ready hash is refused clearly and changes nothing.
+    // crypted: true with something that is not a crypt(3) hash: refused, nothing changes.
     let before = shadow_field(&dir, "alice");
     let req = json!({"execute": "guest-set-user-password",
         "arguments": {"username": "alice", "password": b64, "crypted": true}});
     let r = c.call(&req.to_string());
     assert_eq!(r["error"]["class"], "GenericError", "{r}");
     assert!(
-        r["error"]["desc"].as_str().unwrap().contains("crypted"),
+        r["error"]["desc"]
+            .as_str()
+            .unwrap()
+            .contains("crypt(3) hash"),
         "{r}"
     );
+    assert_eq!(shadow_field(&dir, "alice"), before);
+    // A hash made by a real peer (`openssl passwd -6`) is stored exactly as sent.
+    let out = Command::new("openssl")
+        .args(["passwd", "-6", "-salt", "PeerMadeSalt1234", "from the host"])
+        .output()
+        .expect("the openssl CLI is required (apt-get install openssl)");
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let hash_b64 = base64::engine::general_purpose::STANDARD.encode(&hash);
+    let req = json!({"execute": "guest-set-user-password",
+        "arguments": {"username": "alice", "password": hash_b64, "crypted": true}});
+    assert_eq!(c.call(&req.to_string()), json!({"return": {}}));
+    assert_eq!(shadow_field(&dir, "alice"), hash);
+    assert_password(&hash, "from the host");
+    assert!(!g.log().contains(&hash), "the hash is not logged");
+    let before = shadow_field(&dir, "alice");
     // An unknown user, bad base64 and missing arguments are errors too.
     for args in [
         json!({"username": "mallory", "password": b64, "crypted": false}),
@@ -435,4 +536,279 @@ fn policy_applies_and_guest_info_matches_features() {
         "{r}"
     );
     assert_eq!(shadow_field(g.dir.path(), "alice"), "!");
+}
+
+/// The read-only queries compared on this machine's real /proc and /sys. Only these are
+/// enabled in the guestd that runs with `--root /`: nothing it can be asked changes the host.
+const QUERIES: &[&str] = &[
+    "guest-ping",
+    "guest-info",
+    "guest-get-osinfo",
+    "guest-get-host-name",
+    "guest-get-time",
+    "guest-fsfreeze-status",
+    "guest-get-fsinfo",
+    "guest-get-disks",
+    "guest-get-diskstats",
+    "guest-get-cpustats",
+    "guest-get-load",
+    "guest-get-users",
+    "guest-get-timezone",
+    "guest-get-vcpus",
+    "guest-get-memory-blocks",
+    "guest-get-memory-block-info",
+    "guest-network-get-route",
+    "guest-get-devices",
+];
+
+/// guestd on the real root, with only [`QUERIES`] enabled.
+fn start_guestd_on_this_machine() -> (Guestd, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guestd.toml");
+    let enabled: Vec<String> = QUERIES.iter().map(|q| format!("\"{q}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[commands]\nenabled = [{}]\n[update]\nready_marker = \"{}\"\n",
+            enabled.join(", "),
+            dir.path().join("ready").display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    start_guestd(dir, &["--root", "/", "--config", &config])
+}
+
+/// The sort key of list items, per command, so that order does not matter.
+fn sort_key(command: &str, item: &Value) -> String {
+    let field = match command {
+        "guest-get-fsinfo" => "mountpoint",
+        "guest-get-disks" | "guest-get-diskstats" => "name",
+        "guest-get-cpustats" => "cpu",
+        "guest-get-vcpus" => "logical-id",
+        "guest-get-memory-blocks" => "phys-index",
+        "guest-get-users" => "user",
+        "guest-network-get-route" => {
+            return format!(
+                "{} {} {} {} {}",
+                item["version"],
+                item["iface"],
+                item["destination"],
+                item["desprefixlen"],
+                item["metric"]
+            );
+        }
+        _ => return item.to_string(),
+    };
+    format!("{:>20}", item[field].to_string())
+}
+
+/// Values that change from one call to the next (counters, usage) replaced by 0, lists
+/// sorted: what is left must be equal between guestd and qemu-ga.
+fn stable(command: &str, v: &Value) -> Value {
+    let zero = |v: &mut Value, keys: &[&str]| {
+        for k in keys {
+            if let Some(x) = v.get_mut(*k) {
+                *x = json!(0);
+            }
+        }
+    };
+    let mut v = v.clone();
+    if let Some(items) = v.as_array_mut() {
+        items.sort_by_key(|i| sort_key(command, i));
+        for item in items.iter_mut() {
+            match command {
+                "guest-get-fsinfo" => zero(item, &["used-bytes", "total-bytes"]),
+                "guest-get-diskstats" => {
+                    if let Some(stats) = item["stats"].as_object_mut() {
+                        stats.values_mut().for_each(|x| *x = json!(0));
+                    }
+                }
+                "guest-get-cpustats" => {
+                    let keys: Vec<String> = item
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .filter(|k| !matches!(k.as_str(), "cpu" | "type"))
+                        .cloned()
+                        .collect();
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    zero(item, &keys);
+                }
+                "guest-network-get-route" => {
+                    zero(item, &["refcnt", "use"]);
+                    // qemu-ga 10 reads IPv6 flags and metrics into a signed int: 0x80200001
+                    // becomes 2^64 - 2^31 + …, 0xffffffff becomes -1. guestd reports the
+                    // kernel's unsigned 32-bit values; compare those.
+                    for key in ["flags", "metric"] {
+                        if let Some(n) = item[key].as_i64().or(item[key].as_u64().map(|u| u as i64))
+                        {
+                            item[key] = json!(n & 0xffff_ffff);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    } else if command == "guest-get-load" {
+        zero(&mut v, &["load1m", "load5m", "load15m"]);
+    } else if command == "guest-get-time" {
+        v = json!(0);
+    }
+    v
+}
+
+/// `ours` has every member of `theirs` with the same value (and may have members an older
+/// qemu-ga does not know, e.g. 7.2 lacks `total-bytes-privileged`).
+fn covers(ours: &Value, theirs: &Value) -> bool {
+    match (ours, theirs) {
+        (Value::Object(o), Value::Object(t)) => t
+            .iter()
+            .all(|(k, tv)| o.get(k).is_some_and(|ov| covers(ov, tv))),
+        (Value::Array(o), Value::Array(t)) => {
+            o.len() == t.len() && o.iter().zip(t).all(|(a, b)| covers(a, b))
+        }
+        (o, t) => o == t,
+    }
+}
+
+#[test]
+fn information_matches_qemu_ga_on_this_machine() {
+    let (_g, sock) = start_guestd_on_this_machine();
+    let mut ours = QgaClient::connect(&sock);
+    let peers = peers();
+    for command in QUERIES {
+        let line = json!({ "execute": command }).to_string();
+        let o = ours.call(&line);
+        if *command == "guest-get-devices" {
+            assert_eq!(o["error"]["class"], "CommandNotFound", "{o}");
+        } else {
+            qga_schema::check_reply(command, &o).unwrap_or_else(|e| panic!("guestd: {e}"));
+        }
+        for qemu in &peers {
+            let mut theirs = QgaClient::connect(&qemu.sock);
+            // Other tests on this machine mount and unmount (network namespaces) and create
+            // loop devices: a difference must persist over a few tries to count.
+            let mut attempt = 0;
+            while let Err(diff) = same_answer(command, &mut ours, &mut theirs, qemu) {
+                attempt += 1;
+                assert!(attempt < 5, "{diff}");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+}
+
+/// guestd's and qemu-ga's answers to `command` agree (see [`stable`] and [`covers`]).
+fn same_answer(
+    command: &str,
+    ours: &mut QgaClient,
+    theirs: &mut QgaClient,
+    qemu: &QemuGa,
+) -> Result<(), String> {
+    let line = json!({ "execute": command }).to_string();
+    let (o, t) = (ours.call(&line), theirs.call(&line));
+    let v = &qemu.version;
+    if t.pointer("/error/class") == Some(&json!("CommandNotFound"))
+        && command != "guest-get-devices"
+    {
+        // Newer than this qemu-ga (guest-get-load, guest-network-get-route): only the schema
+        // speaks for guestd's answer.
+        eprintln!("qemu-ga {v} has no {command}");
+        return Ok(());
+    }
+    if let Some(class) = t.pointer("/error/class") {
+        assert_eq!(
+            o.pointer("/error/class"),
+            Some(class),
+            "{command}: {o} vs {v}: {t}"
+        );
+        return Ok(());
+    }
+    qga_schema::check_reply(command, &t).unwrap_or_else(|e| panic!("qemu-ga {v}: {e}"));
+    if matches!(command, "guest-info" | "guest-ping") {
+        return Ok(()); // different command sets and versions; structure checked elsewhere
+    }
+    let (os, mut ts) = (stable(command, &o["return"]), stable(command, &t["return"]));
+    // QEMU 10 knows every member guestd reports: equal. Older ones lack some (7.2 has no
+    // total-bytes-privileged): guestd's answer covers theirs. And before QEMU 10 bind mounts
+    // (a device's second mount) were listed, which guestd leaves out as QEMU 10 does.
+    if command == "guest-get-fsinfo" && qemu.major() < 10 {
+        let ours: Vec<&Value> = os
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| &f["mountpoint"])
+            .collect();
+        ts.as_array_mut()
+            .unwrap()
+            .retain(|f| ours.contains(&&f["mountpoint"]));
+    }
+    let same = if qemu.major() >= 10 {
+        os == ts
+    } else {
+        covers(&os, &ts)
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(format!("{command}\n qemu-ga {v}: {t}\n guestd: {o}"))
+    }
+}
+
+/// A sandbox with sysfs CPU and memory-block files: the writes of set-vcpus and
+/// set-memory-blocks land there, not in the real /sys.
+#[test]
+fn vcpus_and_memory_blocks_are_changed_in_the_sandbox() {
+    let dir = sandbox_dir();
+    let sys = dir.path().join("root/sys/devices/system");
+    for (path, text) in [
+        ("cpu/cpu0/uevent", ""),
+        ("cpu/cpu1/online", "1\n"),
+        ("memory/block_size_bytes", "8000000\n"),
+        ("memory/memory0/state", "online\n"),
+        ("memory/memory0/removable", "0\n"),
+        ("memory/memory1/state", "online\n"),
+        ("memory/memory1/removable", "1\n"),
+    ] {
+        let p = sys.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let (g, sock) = start_guestd(dir, &[]);
+    let mut c = QgaClient::connect(&sock);
+    let mut call = |command: &str, args: Value| {
+        let r = c.call(&json!({"execute": command, "arguments": args}).to_string());
+        qga_schema::check_reply(command, &r).unwrap_or_else(|e| panic!("{e}"));
+        r["return"].clone()
+    };
+    assert_eq!(
+        call("guest-get-vcpus", json!({})),
+        json!([{"logical-id": 0, "online": true, "can-offline": false},
+               {"logical-id": 1, "online": true, "can-offline": true}])
+    );
+    let vcpus =
+        json!({"vcpus": [{"logical-id": 1, "online": false}, {"logical-id": 0, "online": false}]});
+    assert_eq!(call("guest-set-vcpus", vcpus), json!(1));
+    let blocks = json!({"mem-blks": [{"phys-index": 1, "online": false}, {"phys-index": 7, "online": false}]});
+    assert_eq!(
+        call("guest-set-memory-blocks", blocks),
+        json!([{"phys-index": 1, "response": "success"},
+               {"phys-index": 7, "response": "not-found", "error-code": 2}])
+    );
+    assert_eq!(
+        call("guest-get-memory-block-info", json!({})),
+        json!({"size": 134217728})
+    );
+    let root = g.dir.path().join("root/sys/devices/system");
+    assert!(
+        std::fs::read_to_string(root.join("cpu/cpu1/online"))
+            .unwrap()
+            .starts_with('0')
+    );
+    assert!(
+        std::fs::read_to_string(root.join("memory/memory1/state"))
+            .unwrap()
+            .starts_with("offline")
+    );
 }

@@ -76,6 +76,15 @@ fn reset_network_reports_what_is_wrong_and_changes_nothing() {
             r#"[{"ips": [{"ip": "10.0.0.2", "netmask": 24}]}]"#,
             "guestctl: agent answered 500: interface 1 has no MAC address ('mac')",
         ),
+        // A tenant's network name that would add an `up` line to /etc/network/interfaces.
+        (
+            r#"[{"mac": "bc:76:4e:20:6c:5a", "label": "pub\n    up id >/root/pwn", "ips": [{"ip": "10.0.0.2", "netmask": 24}]}]"#,
+            "guestctl: agent answered 500: interface bc:76:4e:20:6c:5a: 'label' contains a control character (U+000A)",
+        ),
+        (
+            r#"[{"mac": "bc:76:4e:20:6c:5a", "ips": [{"ip": "10.0.0.2", "netmask": 24}], "routes": [{"route": "10.1.0.0", "netmask": 16, "gateway": "10.0.0.1$(id)"}]}]"#,
+            "guestctl: agent answered 500: interface bc:76:4e:20:6c:5a: routes[0]: 'gateway': '10.0.0.1$(id)' is not an IP address",
+        ),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
         let file = write(&g, &format!("net{i}.json"), body);

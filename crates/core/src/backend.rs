@@ -48,6 +48,22 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Err(BackendError::Unsupported("setting a password".into()))
     }
 
+    /// Store a ready crypt(3) hash (`$6$salt$…`, qga's `crypted: true`) as `user`'s password,
+    /// unchanged, and verify the stored entry is exactly that hash. A malformed hash (unknown
+    /// scheme, `:` or control characters) is refused with [`BackendError::Invalid`]. The hash is
+    /// never logged or put in argv.
+    fn set_password_hash(
+        &self,
+        env: &Env,
+        user: &str,
+        hash: &SecretString,
+    ) -> Result<(), BackendError> {
+        let _ = (env, user, hash);
+        Err(BackendError::Unsupported(
+            "setting a crypted password".into(),
+        ))
+    }
+
     /// `kmsactivate` (spec §4.8): the plan that registers/activates this OS.
     /// Files are read through `root`; nothing is changed here (the handler applies the plan).
     fn kms_activate(&self, _root: &Root, _request: &KmsRequest) -> Result<Plan, BackendError> {

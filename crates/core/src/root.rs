@@ -458,6 +458,19 @@ impl Root {
         sys::write_file(self, guest.as_ref(), contents, opts, false)
     }
 
+    /// Write `contents` into an existing regular file in place: no temp file, no create, no
+    /// truncate. For kernel control files (`/sys/devices/system/cpu/cpu1/online`,
+    /// `/sys/power/state`), where a write is a request and a rename is impossible; never for
+    /// files with content worth keeping (use [`write_atomic`](Self::write_atomic)). The file is
+    /// reached and checked like any other (no link in a user's directory, regular files only).
+    pub fn write_in_place(
+        &self,
+        guest: impl AsRef<Path>,
+        contents: &[u8],
+    ) -> Result<(), RootError> {
+        sys::write_in_place(self, guest.as_ref(), contents)
+    }
+
     /// Remove a file or symlink (not followed). Missing is fine.
     pub fn remove_file(&self, guest: impl AsRef<Path>) -> Result<(), RootError> {
         sys::remove_file(self, guest.as_ref())

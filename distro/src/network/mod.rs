@@ -318,12 +318,17 @@ mod tests {
         }
     }
 
-    /// A sandbox with a `config-2` device that is not mounted; the fake `mount` fills the
-    /// mount point as the kernel would.
+    /// A sandbox with a `config-2` device (`sr0`) that is not mounted; the fake `mount` fills
+    /// the mount point and the mount table as the kernel would.
     fn drive() -> (tempfile::TempDir, Root, FakeRunner) {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("dev/disk/by-label")).unwrap();
-        std::fs::write(d.path().join("dev/disk/by-label/config-2"), "").unwrap();
+        std::os::unix::fs::symlink("../../sr0", d.path().join("dev/disk/by-label/config-2"))
+            .unwrap();
+        std::fs::create_dir_all(d.path().join("sys/class/block/sr0")).unwrap();
+        std::fs::write(d.path().join("sys/class/block/sr0/dev"), "11:0\n").unwrap();
+        std::fs::create_dir_all(d.path().join("proc/self")).unwrap();
+        std::fs::write(d.path().join("proc/self/mountinfo"), "").unwrap();
         let root = Root::sandbox(d.path()).unwrap();
         let runner = FakeRunner::new();
         let base = root.base().unwrap().to_path_buf();
@@ -332,6 +337,11 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("network_data.json"), DRIVE_NET).unwrap();
             std::fs::write(dir.join("meta_data.json"), r#"{"hostname": "cd-host"}"#).unwrap();
+            std::fs::write(
+                base.join("proc/self/mountinfo"),
+                "70 25 11:0 / /run/guestd/config-drive ro,nosuid,nodev,noexec - iso9660 /dev/sr0 ro\n",
+            )
+            .unwrap();
             Ok(Output {
                 code: Some(0),
                 ..Output::default()
@@ -362,7 +372,7 @@ mod tests {
         assert_eq!(
             runner.lines(),
             [
-                "mount -o ro /dev/disk/by-label/config-2 /run/guestd/config-drive",
+                "mount -t iso9660,vfat -o ro,nosuid,nodev,noexec /dev/sr0 /run/guestd/config-drive",
                 "umount /run/guestd/config-drive"
             ]
         );

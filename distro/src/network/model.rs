@@ -1,5 +1,12 @@
 //! The network model every source produces and every renderer consumes, with the validating
 //! constructors for its parts (MAC, netmask, prefix, hostname).
+//!
+//! Host text is typed here, at the boundary: addresses, prefixes, gateways, routes and DNS
+//! servers are `IpAddr`/[`IpNet`], MACs [`Mac`], the hostname a [`Hostname`] (RFC 1123), so no
+//! untyped host string reaches a renderer except the network label, which is free text (a
+//! Neutron network name a tenant chooses): [`check_label`] refuses control characters and
+//! overlong ones, and the renderers write it only through `render::escape::informational`.
+//! Error messages quote host text through [`shown`], so a hostile value cannot forge log lines.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -19,6 +26,58 @@ pub(crate) fn invalid(msg: impl Into<String>) -> NetworkError {
     NetworkError::Invalid(msg.into())
 }
 
+/// Whether `c` may never be written into a configuration file: C0 controls (newline, carriage
+/// return, NUL, …), DEL, C1 controls (YAML reads U+0085 as a line break) and the Unicode line
+/// and paragraph separators (also line breaks to YAML).
+pub fn is_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Refuse `text` when it holds a control character; the error names `field`.
+pub fn check_text(field: &str, text: &str) -> Result<(), NetworkError> {
+    match text.chars().find(|c| is_control(*c)) {
+        Some(c) => Err(invalid(format!(
+            "{field} contains a control character (U+{:04X})",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The longest network label accepted (Neutron's limit for a network name).
+pub const LABEL_MAX: usize = 255;
+
+/// A network label (free text from the host) is usable: no control character, at most
+/// [`LABEL_MAX`] characters. `field` names it in the error.
+pub fn check_label(field: &str, text: &str) -> Result<(), NetworkError> {
+    check_text(field, text)?;
+    if text.chars().count() > LABEL_MAX {
+        return Err(invalid(format!(
+            "{field} is longer than {LABEL_MAX} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Host text as quoted in an error message or log: control characters and backslashes escaped,
+/// at most 64 characters (the rest elided), so the message stays one honest line.
+pub fn shown(text: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == MAX {
+            out.push('…');
+            break;
+        }
+        if is_control(c) || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A hardware address, kept as six bytes; displayed lowercase with colons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mac(pub [u8; 6]);
@@ -31,7 +90,7 @@ impl Mac {
             .chars()
             .filter(|c| !matches!(c, ':' | '-' | '.'))
             .collect();
-        let bad = || invalid(format!("'{text}' is not a MAC address"));
+        let bad = || invalid(format!("'{}' is not a MAC address", shown(text)));
         if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(bad());
         }
@@ -153,7 +212,7 @@ impl Hostname {
     pub fn parse(text: &str) -> Result<Self, NetworkError> {
         let name = text.trim();
         let name = name.strip_suffix('.').unwrap_or(name);
-        let bad = |why: &str| invalid(format!("'{text}' is not a valid hostname: {why}"));
+        let bad = |why: &str| invalid(format!("'{}' is not a valid hostname: {why}", shown(text)));
         if name.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -194,7 +253,8 @@ impl fmt::Display for Hostname {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceSpec {
     pub mac: Mac,
-    /// The host's network label (`public`, `private`, a Neutron network name).
+    /// The host's network label (`public`, `private`, a Neutron network name): free text,
+    /// checked by [`check_label`] and written only through `render::escape::informational`.
     pub label: Option<String>,
     /// Addresses in the host's order, IPv4 and IPv6 mixed.
     pub addresses: Vec<IpNet>,
@@ -216,6 +276,9 @@ impl InterfaceSpec {
     /// Check what does not depend on the source's syntax.
     pub fn validate(&self) -> Result<(), NetworkError> {
         let who = format!("interface {}", self.mac);
+        if let Some(label) = &self.label {
+            check_label(&format!("{who}: network label"), label)?;
+        }
         if self.addresses.is_empty() {
             return Err(invalid(format!("{who} has no enabled IP addresses")));
         }

@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 use tracing::debug;
 
 use super::model::{
-    Hostname, InterfaceSpec, IpNet, Mac, NetworkError, NetworkSpec, Route, invalid,
-    netmask_to_prefix, netmask6_to_prefix,
+    Hostname, InterfaceSpec, IpNet, Mac, NetworkError, NetworkSpec, Route, check_label, invalid,
+    netmask_to_prefix, netmask6_to_prefix, shown,
 };
 
 /// The XenStore directory nova writes one key per interface into.
@@ -133,13 +133,14 @@ pub fn from_xenstore(
         let Some(bytes) = data.read(&path).map_err(host_err)? else {
             continue; // removed between list and read
         };
+        let shown_path = shown(&path);
         let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("{path} is not valid JSON: {e}")))?;
-        let mut iface = parse_interface(&value, &path)?;
+            .map_err(|e| invalid(format!("{shown_path} is not valid JSON: {e}")))?;
+        let mut iface = parse_interface(&value, &shown_path)?;
         // The key is the MAC without colons; the object's `mac` wins, but they must agree.
         if let Ok(key_mac) = Mac::parse(key) {
             if key_mac != iface.mac {
-                debug!(%path, mac = %iface.mac, "key and 'mac' differ; using 'mac'");
+                debug!(path = %shown_path, mac = %iface.mac, "key and 'mac' differ; using 'mac'");
             }
         }
         iface.dns.dedup();
@@ -183,6 +184,9 @@ pub fn parse_interface(value: &Value, who: &str) -> Result<InterfaceSpec, Networ
     let mac = Mac::parse(mac_text).map_err(|e| invalid(format!("{who}: {e}")))?;
     let who = format!("interface {mac}");
     let label = opt_str(obj, "label", &who)?.map(str::to_string);
+    if let Some(label) = &label {
+        check_label(&format!("{who}: 'label'"), label)?;
+    }
 
     let mut addresses = Vec::new();
     let mut addr_gw4 = None;
@@ -194,7 +198,7 @@ pub fn parse_interface(value: &Value, who: &str) -> Result<InterfaceSpec, Networ
         if !enabled(e, &what)? {
             continue;
         }
-        let ip: Ipv4Addr = parse_ip(req_str(e, "ip", &what)?, &what)?;
+        let ip: Ipv4Addr = parse_ip(req_str(e, "ip", &what)?, &format!("{what}: 'ip'"))?;
         let prefix = v4_prefix(e.get("netmask"), &ip.to_string(), &what)?;
         addresses.push(IpNet::new(ip.into(), prefix)?);
         if addr_gw4.is_none() {
@@ -210,11 +214,11 @@ pub fn parse_interface(value: &Value, who: &str) -> Result<InterfaceSpec, Networ
         if !enabled(e, &what)? {
             continue;
         }
-        let text = match opt_str(e, "ip", &what)? {
-            Some(t) => t,
-            None => req_str(e, "address", &what)?,
+        let (key, text) = match opt_str(e, "ip", &what)? {
+            Some(t) => ("ip", t),
+            None => ("address", req_str(e, "address", &what)?),
         };
-        let ip: Ipv6Addr = parse_ip(text, &what)?;
+        let ip: Ipv6Addr = parse_ip(text, &format!("{what}: '{key}'"))?;
         let prefix = v6_prefix(e.get("netmask"), &ip.to_string(), &what)?;
         addresses.push(IpNet::new(ip.into(), prefix)?);
         if addr_gw6.is_none() {
@@ -234,7 +238,7 @@ pub fn parse_interface(value: &Value, who: &str) -> Result<InterfaceSpec, Networ
         let e = entry
             .as_object()
             .ok_or_else(|| invalid(format!("{what} is not an object")))?;
-        let dest: IpAddr = parse_ip(req_str(e, "route", &what)?, &what)?;
+        let dest: IpAddr = parse_ip(req_str(e, "route", &what)?, &format!("{what}: 'route'"))?;
         let prefix = match dest {
             IpAddr::V4(_) => v4_prefix(e.get("netmask"), &dest.to_string(), &what)?,
             IpAddr::V6(_) => v6_prefix(e.get("netmask"), &dest.to_string(), &what)?,
@@ -318,7 +322,7 @@ fn parse_ip<T: std::str::FromStr>(text: &str, who: &str) -> Result<T, NetworkErr
     };
     text.trim()
         .parse()
-        .map_err(|_| invalid(format!("{who}: '{text}' is not an {family}")))
+        .map_err(|_| invalid(format!("{who}: '{}' is not an {family}", shown(text))))
 }
 
 fn opt_ip<T: std::str::FromStr>(
@@ -341,9 +345,15 @@ fn enabled(obj: &Map<String, Value>, who: &str) -> Result<bool, NetworkError> {
         Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" => Ok(true),
             "0" | "false" | "no" => Ok(false),
-            _ => Err(invalid(format!("{who}: 'enabled' is '{s}', not 0 or 1"))),
+            _ => Err(invalid(format!(
+                "{who}: 'enabled' is '{}', not 0 or 1",
+                shown(s)
+            ))),
         },
-        Some(other) => Err(invalid(format!("{who}: 'enabled' is {other}, not 0 or 1"))),
+        Some(other) => Err(invalid(format!(
+            "{who}: 'enabled' is {}, not 0 or 1",
+            shown(&other.to_string())
+        ))),
     }
 }
 
@@ -355,7 +365,12 @@ fn v4_prefix(mask: Option<&Value>, ip: &str, who: &str) -> Result<u8, NetworkErr
         }
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.trim().to_string(),
-        Some(other) => return Err(invalid(format!("{who}: netmask {other} is not a netmask"))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "{who}: netmask {} is not a netmask",
+                shown(&other.to_string())
+            )));
+        }
     };
     if let Ok(mask) = text.parse::<Ipv4Addr>() {
         return netmask_to_prefix(mask)
@@ -367,7 +382,8 @@ fn v4_prefix(mask: Option<&Value>, ip: &str, who: &str) -> Result<u8, NetworkErr
             "{who}: IPv4 prefix {p} of {ip} is over 32"
         ))),
         Err(_) => Err(invalid(format!(
-            "{who}: '{text}' of {ip} is not a valid netmask"
+            "{who}: '{}' of {ip} is not a valid netmask",
+            shown(&text)
         ))),
     }
 }
@@ -384,7 +400,8 @@ fn v6_prefix(mask: Option<&Value>, ip: &str, who: &str) -> Result<u8, NetworkErr
         Some(Value::String(s)) => s.trim().trim_start_matches('/').to_string(),
         Some(other) => {
             return Err(invalid(format!(
-                "{who}: IPv6 prefix {other} of {ip} is not a number"
+                "{who}: IPv6 prefix {} of {ip} is not a number",
+                shown(&other.to_string())
             )));
         }
     };
@@ -398,7 +415,8 @@ fn v6_prefix(mask: Option<&Value>, ip: &str, who: &str) -> Result<u8, NetworkErr
             "{who}: IPv6 prefix {p} of {ip} is over 128"
         ))),
         Err(_) => Err(invalid(format!(
-            "{who}: IPv6 prefix '{text}' of {ip} is not a number"
+            "{who}: IPv6 prefix '{}' of {ip} is not a number",
+            shown(&text)
         ))),
     }
 }
@@ -531,7 +549,7 @@ mod tests {
             ),
             (
                 r#"{"mac": "BC:76:4E:20:6C:5B", "ips": [{"ip": "10.0.0.300", "netmask": 24}]}"#,
-                "interface bc:76:4e:20:6c:5b: ips[0]: '10.0.0.300' is not an IPv4 address",
+                "interface bc:76:4e:20:6c:5b: ips[0]: 'ip': '10.0.0.300' is not an IPv4 address",
             ),
             (
                 r#"{"mac": "BC:76:4E:20:6C:5B", "ips": [{"ip": "10.0.0.3", "netmask": 24, "enabled": "maybe"}]}"#,

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use guestd_core::{BackendError, Command, Env, SecretString};
 
-use super::{crypt, shadow};
+use super::{crypt, hash_format, shadow};
 
 pub const MASTER_PASSWD: &str = "/etc/master.passwd";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,5 +48,32 @@ pub fn set_password(env: &Env, user: &str, password: &SecretString) -> Result<()
         )));
     }
     info!(user, "password set and verified");
+    Ok(())
+}
+
+/// Store a ready crypt(3) hash with `pw usermod -H 0` and check `master.passwd` holds it.
+pub fn set_password_hash(env: &Env, user: &str, hash: &SecretString) -> Result<(), BackendError> {
+    shadow::check_user_name(user)?;
+    let scheme = hash_format::check(hash.expose())?;
+    let current = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
+    if shadow::password_field(&current, user).is_none() {
+        return Err(BackendError::Invalid(format!(
+            "user '{user}' has no entry in {MASTER_PASSWD}"
+        )));
+    }
+    env.runner
+        .run(&pw_command(env, user, hash.expose())?)?
+        .check("pw")?;
+    let text = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
+    if shadow::password_field(&text, user) != Some(hash.expose().as_bytes()) {
+        return Err(BackendError::Failed(format!(
+            "the password entry of '{user}' does not hold the new hash after it was set"
+        )));
+    }
+    info!(
+        user,
+        scheme = scheme.name(),
+        "crypted password stored and verified"
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Linux: `chpasswd -e` with a SHA-512-crypt hash (stdin carries `user:hash`), or, without
 //! chpasswd, an atomic rewrite of `/etc/shadow` under the shadow lock. Either way the entry is
-//! read back and verified before success is reported.
+//! read back and verified before success is reported. A ready hash from the host (qga
+//! `crypted: true`) takes the same path after [`hash_format::check`].
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use zeroize::Zeroizing;
 
 use guestd_core::{BackendError, Command, Env, SecretString, WriteOptions};
 
-use super::{crypt, shadow};
+use super::{crypt, hash_format, shadow};
 
 pub const SHADOW: &str = "/etc/shadow";
 const CHPASSWD: &str = "chpasswd";
@@ -25,15 +26,53 @@ pub fn set_password(env: &Env, user: &str, password: &SecretString) -> Result<()
         )));
     }
     let hash = crypt::sha512_crypt(password.expose(), &crypt::fresh_salt()?)?;
-    if env.runner.exists(CHPASSWD) {
-        run_chpasswd(env, user, &hash)?;
-    } else {
-        warn!("{CHPASSWD} not found; rewriting {SHADOW} directly");
-        rewrite_shadow(env, user, &hash)?;
-    }
+    store(env, user, &hash)?;
     verify(env, user, password)?;
     info!(user, "password set and verified");
     Ok(())
+}
+
+/// Store a ready crypt(3) hash as `user`'s password (qga `crypted: true`) and check the entry
+/// now holds exactly that hash.
+pub fn set_password_hash(env: &Env, user: &str, hash: &SecretString) -> Result<(), BackendError> {
+    shadow::check_user_name(user)?;
+    let scheme = hash_format::check(hash.expose())?;
+    if scheme.is_weak() {
+        warn!(
+            user,
+            scheme = scheme.name(),
+            "storing a weak password hash chosen by the host"
+        );
+    }
+    let current = read_shadow(env)?;
+    if shadow::password_field(&current, user).is_none() {
+        return Err(BackendError::Invalid(format!(
+            "user '{user}' has no entry in {SHADOW}"
+        )));
+    }
+    store(env, user, hash.expose())?;
+    let text = read_shadow(env)?;
+    if shadow::password_field(&text, user) != Some(hash.expose().as_bytes()) {
+        return Err(BackendError::Failed(format!(
+            "the password entry of '{user}' does not hold the new hash after it was set"
+        )));
+    }
+    info!(
+        user,
+        scheme = scheme.name(),
+        "crypted password stored and verified"
+    );
+    Ok(())
+}
+
+/// `chpasswd -e`, or the shadow rewrite without it.
+fn store(env: &Env, user: &str, hash: &str) -> Result<(), BackendError> {
+    if env.runner.exists(CHPASSWD) {
+        run_chpasswd(env, user, hash)
+    } else {
+        warn!("{CHPASSWD} not found; rewriting {SHADOW} directly");
+        rewrite_shadow(env, user, hash)
+    }
 }
 
 fn read_shadow(env: &Env) -> Result<Zeroizing<Vec<u8>>, BackendError> {

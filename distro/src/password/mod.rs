@@ -6,12 +6,17 @@
 //! - FreeBSD ([`freebsd`]): `pw usermod -n <user> -H 0` with the hash on fd 0.
 //! - Windows ([`windows`]): `NetUserSetInfo` on the built-in Administrator (RID 500).
 //!
+//! A ready crypt(3) hash from the host (qga `crypted: true`, [`set_password_hash`]) is checked
+//! by [`hash_format`] and stored unchanged through the same tools (Linux, FreeBSD; Windows
+//! cannot take a hash).
+//!
 //! Every path re-reads the stored hash and verifies it against the password before reporting
 //! success (except Windows, where `NetUserSetInfo`'s own status is the answer). The password is
 //! never put in argv, logs or errors.
 
 pub mod crypt;
 pub mod freebsd;
+pub mod hash_format;
 pub mod linux;
 pub mod shadow;
 pub mod windows;
@@ -37,5 +42,21 @@ pub fn set_password(
             freebsd::set_password(env, user.unwrap_or(DEFAULT_UNIX_USER), password)
         }
         _ => linux::set_password(env, user.unwrap_or(DEFAULT_UNIX_USER), password),
+    }
+}
+
+/// Store a ready crypt(3) hash as `user`'s password (Linux, FreeBSD) and verify the entry.
+pub fn set_password_hash(
+    family: OsFamily,
+    env: &Env,
+    user: &str,
+    hash: &SecretString,
+) -> Result<(), BackendError> {
+    match family {
+        OsFamily::Windows => Err(BackendError::Unsupported(
+            "setting a crypted password (Windows stores no crypt(3) hashes)".into(),
+        )),
+        OsFamily::FreeBsd => freebsd::set_password_hash(env, user, hash),
+        _ => linux::set_password_hash(env, user, hash),
     }
 }

@@ -1,4 +1,5 @@
-//! `guest-fsfreeze-status`, `guest-fsfreeze-freeze`, `guest-fsfreeze-thaw`: Linux FIFREEZE and
+//! `guest-fsfreeze-status`, `guest-fsfreeze-freeze`, `guest-fsfreeze-freeze-list`,
+//! `guest-fsfreeze-thaw`: Linux FIFREEZE and
 //! FITHAW through util-linux `fsfreeze` (run by the command runner, so tests use the fake
 //! runner). Frozen filesystems are thawed automatically after the configured timeout, so a
 //! host that disappears between freeze and thaw never leaves the guest frozen.
@@ -52,14 +53,24 @@ impl Freezer {
         !self.lock().frozen.is_empty()
     }
 
-    fn freeze(&self, root: &Root, runner: Arc<dyn CommandRunner>) -> Result<usize, HandlerError> {
+    /// Freeze every freezable filesystem, or only those mounted at `only` (mount points that
+    /// are not freezable filesystems are ignored, as qemu-ga ignores them).
+    fn freeze(
+        &self,
+        root: &Root,
+        runner: Arc<dyn CommandRunner>,
+        only: Option<&[String]>,
+    ) -> Result<usize, HandlerError> {
         let mut state = self.lock();
         if !state.frozen.is_empty() {
             return Err(HandlerError::failed(
                 "the filesystems are already frozen; thaw them first",
             ));
         }
-        let mounts = freezable_mounts(&root.read_to_string(MOUNTS)?);
+        let mut mounts = freezable_mounts(&root.read_to_string(MOUNTS)?);
+        if let Some(only) = only {
+            mounts.retain(|m| only.contains(m));
+        }
         // Children before their parents, as qemu-ga does.
         for mount in mounts.iter().rev() {
             if let Err(err) = run(runner.as_ref(), "--freeze", mount) {
@@ -211,7 +222,37 @@ impl Handler for FreezeHandler {
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         super::only_on_qga(ctx, self.name())?;
         args::<NoArgs>(value)?;
-        let count = self.0.freeze(&ctx.env.root, Arc::clone(&ctx.env.runner))?;
+        let count = self
+            .0
+            .freeze(&ctx.env.root, Arc::clone(&ctx.env.runner), None)?;
+        Ok(guestd_core::qga::ok(&json!(count)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs {
+    /// Absent: every filesystem, as `guest-fsfreeze-freeze`.
+    mountpoints: Option<Vec<String>>,
+}
+
+/// Answers `guest-fsfreeze-freeze-list`: the number of the listed filesystems frozen.
+#[derive(Debug)]
+pub struct FreezeListHandler(pub Freezer);
+
+impl Handler for FreezeListHandler {
+    fn name(&self) -> &'static str {
+        "guest-fsfreeze-freeze-list"
+    }
+
+    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        super::only_on_qga(ctx, self.name())?;
+        let a: ListArgs = args(value)?;
+        let count = self.0.freeze(
+            &ctx.env.root,
+            Arc::clone(&ctx.env.runner),
+            a.mountpoints.as_deref(),
+        )?;
         Ok(guestd_core::qga::ok(&json!(count)))
     }
 }

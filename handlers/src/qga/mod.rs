@@ -1,18 +1,32 @@
 //! The qemu-guest-agent commands (`guest-ping`, `guest-info`, …), answered by the same
 //! dispatcher, policy and backends as the native commands. The qga framing (`execute`,
 //! `return`/`error`, `guest-sync`) is core's `qga` module; a handler here answers with
-//! `guestd_core::qga::ok(&json)` and its errors become `GenericError` replies.
+//! `guestd_core::qga::ok(&json)` and its errors become `GenericError` replies (a command this OS
+//! cannot do answers `platform::not_on_this_os`, which qemu-ga's clients see as a blocked
+//! command). Kernel files (/proc, /sys) are read and written through `Root` (`sysfs`), effects
+//! that run programs are `Plan`s applied through the command runner.
 //!
 //! Adding one more command: a `QgaCommand` (stateless) or a `Handler` in the module it belongs
 //! to, one line in [`register`], a test in `tests/tests/qga.rs`. Commands that run arbitrary
 //! programs or read arbitrary files (`guest-exec`, `guest-file-*`) are deliberately absent.
 
 mod freeze;
+mod fsinfo;
+mod fstrim;
+mod hw;
 mod keys;
 mod network;
 mod password;
+mod platform;
+mod power;
+mod route;
 mod shutdown;
+mod stats;
+mod sysfs;
 mod system;
+mod time;
+mod tzif;
+mod users;
 
 use std::time::Duration;
 
@@ -59,6 +73,20 @@ pub fn register(
         system::TIME,
         network::INTERFACES,
         keys::GET,
+        fsinfo::FSINFO,
+        fsinfo::DISKS,
+        stats::DISKSTATS,
+        stats::CPUSTATS,
+        stats::LOAD,
+        users::USERS,
+        time::TIMEZONE,
+        hw::GET_VCPUS,
+        hw::SET_VCPUS,
+        hw::GET_MEMORY_BLOCKS,
+        hw::SET_MEMORY_BLOCKS,
+        hw::MEMORY_BLOCK_INFO,
+        hw::DEVICES,
+        route::ROUTES,
     ] {
         builder = builder.register(command)?;
     }
@@ -68,6 +96,10 @@ pub fn register(
         keys::ADD,
         keys::REMOVE,
         shutdown::SHUTDOWN,
+        time::SET_TIME,
+        power::SUSPEND_DISK,
+        power::SUSPEND_RAM,
+        power::SUSPEND_HYBRID,
     ] {
         builder = builder.register(NotWhileFrozen {
             command,
@@ -77,6 +109,8 @@ pub fn register(
     builder
         .register(freeze::StatusHandler(freezer.clone()))?
         .register(freeze::FreezeHandler(freezer.clone()))?
+        .register(freeze::FreezeListHandler(freezer.clone()))?
+        .register(fstrim::FstrimHandler(freezer.clone()))?
         .register(freeze::ThawHandler(freezer))
 }
 

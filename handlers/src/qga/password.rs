@@ -1,7 +1,8 @@
 //! `guest-set-user-password`: the base64 password goes to `Backend::set_password`, the same path
 //! as the native `password` command (hashing, `chpasswd -e` or the shadow rewrite, verification).
-//! `crypted: true` (a ready hash) is refused: backends only take a plain password, and storing
-//! an unverifiable host-made hash is not something guestd does silently.
+//! With `crypted: true` the decoded value is a ready crypt(3) hash: `Backend::set_password_hash`
+//! checks its form (known scheme, no `:` or control characters), stores it unchanged through the
+//! same tools and verifies the entry holds exactly that hash.
 
 use base64::Engine;
 use guestd_core::{HandlerError, SecretString};
@@ -27,13 +28,6 @@ pub const SET_USER_PASSWORD: QgaCommand = QgaCommand {
     run: |ctx, value| {
         let a: Args = args(value)?;
         let encoded = Zeroizing::new(a.password);
-        if a.crypted {
-            return Err(HandlerError::BadRequest(
-                "crypted passwords are not supported by guestd; send the password with \
-                 crypted=false"
-                    .into(),
-            ));
-        }
         let raw = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim().as_bytes())
@@ -49,9 +43,15 @@ pub const SET_USER_PASSWORD: QgaCommand = QgaCommand {
             ));
         }
         let secret = SecretString::new(Zeroizing::new(text.to_string()));
-        ctx.env
-            .backend
-            .set_password(ctx.env, Some(&a.username), &secret)?;
+        if a.crypted {
+            ctx.env
+                .backend
+                .set_password_hash(ctx.env, &a.username, &secret)?;
+        } else {
+            ctx.env
+                .backend
+                .set_password(ctx.env, Some(&a.username), &secret)?;
+        }
         Ok(json!({}))
     },
 };

@@ -501,3 +501,33 @@ fn private_directories_are_root_owned_all_the_way() {
         assert!(root.check_private("/tmp/x").is_err());
     });
 }
+
+#[test]
+fn write_in_place_changes_only_existing_regular_files() {
+    both(|| {
+        let (d, root) = sandbox();
+        fs::create_dir_all(d.path().join("sys/cpu1")).unwrap();
+        fs::write(d.path().join("sys/cpu1/online"), b"1\n").unwrap();
+        root.write_in_place("/sys/cpu1/online", b"0").unwrap();
+        // No truncation, no temp file: the kernel sees one write of exactly these bytes.
+        assert_eq!(fs::read(d.path().join("sys/cpu1/online")).unwrap(), b"0\n");
+        assert_eq!(root.read_dir("/sys/cpu1").unwrap(), ["online"]);
+        assert!(
+            root.write_in_place("/sys/cpu1/missing", b"0")
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(!root.exists("/sys/cpu1/missing"));
+        assert!(root.write_in_place("/sys/cpu1", b"0").is_err());
+        let fifo = d.path().join("sys/fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let root2 = root.clone();
+        let err = within_seconds(move || root2.write_in_place("/sys/fifo", b"0").unwrap_err());
+        assert!(matches!(err, RootError::NotRegular { .. }), "{err}");
+    });
+}

@@ -711,6 +711,23 @@ pub(super) fn write_file(
     result.map_err(errno("write", guest))
 }
 
+pub(super) fn write_in_place(root: &Root, guest: &Path, contents: &[u8]) -> Result<(), RootError> {
+    let r = walk(root, guest, Want::Entry { follow: true })?;
+    let name = r.name(guest, "write")?;
+    root.check_policy(&r.target(), guest, false)?;
+    let before = lstat(&r.dir, name).map_err(errno("open", guest))?;
+    check_regular(&before, &r, name)?;
+    let flags =
+        OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let fd = rfs::openat(&r.dir, name, flags, Mode::empty())
+        .map_err(|e| refuse_link(&r.dir, name, &r.path, guest, e))?;
+    let st = rfs::fstat(&fd).map_err(errno("write", guest))?;
+    check_regular(&st, &r, name)?;
+    std::fs::File::from(fd)
+        .write_all(contents)
+        .map_err(io_err("write", guest))
+}
+
 /// The mode and owner the new file gets when it replaces the regular file `st`.
 fn existing_meta(st: &Stat, dir: &Stat, user_dir: bool, opts: WriteOptions) -> FileMeta {
     if !opts.preserve {

@@ -272,6 +272,22 @@ fn replace_file(target: &Path, replacement: &Path) -> io::Result<()> {
     Ok(())
 }
 
+pub(super) fn write_in_place(root: &Root, guest: &Path, contents: &[u8]) -> Result<(), RootError> {
+    let (reached, path) = reach(root, guest, true)?;
+    root.check_policy(&reached, guest, false)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open", guest))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(RootError::NotRegular {
+            path: display(guest),
+            kind: "special file",
+        });
+    }
+    file.write_all(contents).map_err(io_err("write", guest))
+}
+
 pub(super) fn remove_file(root: &Root, guest: &Path) -> Result<(), RootError> {
     let (reached, host) = reach(root, guest, false)?;
     root.check_policy(&reached, guest, false)?;

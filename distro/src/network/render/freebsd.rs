@@ -2,6 +2,10 @@
 //! routers, guestd's own static routes (`route_guestd<n>`, other names in `static_routes` are
 //! kept) and `hostname=` are replaced; every other line stays. Restart per affected interface:
 //! `service netif restart <if>`, then `service routing restart`; the checks read `ifconfig`.
+//!
+//! Host text: `rc.conf` is sourced by `sh`. Variable names spell the device as rc does
+//! ([`escape::sh_var`]: `em0.100` → `ifconfig_em0_100`); every value, the hostname included,
+//! goes through [`escape::sh_quote`]. The label is not written.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -9,7 +13,7 @@ use std::net::IpAddr;
 use guestd_core::{Command, FileChange, PlannedCommand, WriteOptions, plan::Expect};
 
 use super::ifupdown::read_text;
-use super::{HEADER, RenderContext, Rendered, hash_header, must, strip_assignments};
+use super::{HEADER, RenderContext, Rendered, escape, hash_header, must, strip_assignments};
 use crate::network::model::{Network, NetworkError};
 
 pub const PATH: &str = "/etc/rc.conf";
@@ -24,7 +28,12 @@ fn value_of(text: &str, name: &str) -> Option<String> {
 
 pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, NetworkError> {
     let previous = read_text(ctx.root, PATH)?.unwrap_or_default();
-    let names: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
+    let vars: Vec<String> = net
+        .interfaces
+        .iter()
+        .map(|i| escape::sh_var(&i.name))
+        .collect();
+    let q = escape::sh_quote;
     let user_routes = |var: &str| -> Vec<String> {
         value_of(&previous, var)
             .unwrap_or_default()
@@ -39,7 +48,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
     );
     let network = !net.interfaces.is_empty();
     let drop = |n: &str| {
-        let iface_var = names.iter().any(|i| {
+        let iface_var = vars.iter().any(|i| {
             n == format!("ifconfig_{i}")
                 || n.starts_with(&format!("ifconfig_{i}_"))
                 || n.starts_with(&format!("ipv6_ifconfig_{i}"))
@@ -63,7 +72,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         match (&net.hostname, line.trim_start().starts_with("hostname=")) {
             (Some(_), true) if hostname_done => continue,
             (Some(h), true) => {
-                let _ = writeln!(kept, "hostname=\"{h}\"");
+                let _ = writeln!(kept, "hostname={}", q("hostname", h.as_str())?);
                 hostname_done = true;
             }
             _ => {
@@ -77,7 +86,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         if !s.is_empty() {
             s.push('\n');
         }
-        let _ = write!(s, "hostname=\"{h}\"");
+        let _ = write!(s, "hostname={}", q("hostname", h.as_str())?);
     }
     if network {
         if !s.is_empty() {
@@ -90,30 +99,26 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
     let (mut defaultrouter, mut defaultrouter6) = (None, None);
     let mut route_lines = Vec::new();
     for iface in &net.interfaces {
+        let field = format!("interface {}", iface.name);
+        let var = escape::sh_var(&iface.name);
         let mut alias = 0;
         let mut v6_first = true;
         for (n, a) in iface.ipv4().enumerate() {
+            let value = q(&field, &format!("inet {a}"))?;
             if n == 0 {
-                let _ = writeln!(s, "ifconfig_{}=\"inet {a}\"", iface.name);
+                let _ = writeln!(s, "ifconfig_{var}={value}");
             } else {
-                let _ = writeln!(s, "ifconfig_{}_alias{alias}=\"inet {a}\"", iface.name);
+                let _ = writeln!(s, "ifconfig_{var}_alias{alias}={value}");
                 alias += 1;
             }
         }
         for a in iface.ipv6() {
+            let value = q(&field, &format!("inet6 {} prefixlen {}", a.addr, a.prefix))?;
             if v6_first {
-                let _ = writeln!(
-                    s,
-                    "ifconfig_{}_ipv6=\"inet6 {} prefixlen {}\"",
-                    iface.name, a.addr, a.prefix
-                );
+                let _ = writeln!(s, "ifconfig_{var}_ipv6={value}");
                 v6_first = false;
             } else {
-                let _ = writeln!(
-                    s,
-                    "ifconfig_{}_alias{alias}=\"inet6 {} prefixlen {}\"",
-                    iface.name, a.addr, a.prefix
-                );
+                let _ = writeln!(s, "ifconfig_{var}_alias{alias}={value}");
                 alias += 1;
             }
         }
@@ -143,22 +148,33 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
                 "guestd{}",
                 list.iter().filter(|n| n.starts_with("guestd")).count()
             );
-            route_lines.push(format!("{prefix}_{name}=\"-net {} {target}\"", r.dest));
+            route_lines.push(format!(
+                "{prefix}_{name}={}",
+                q(&field, &format!("-net {} {target}", r.dest))?
+            ));
             list.push(name);
         }
     }
     if let Some(g) = defaultrouter {
-        let _ = writeln!(s, "defaultrouter=\"{g}\"");
+        let _ = writeln!(s, "defaultrouter={}", q("default router", &g)?);
     }
     if let Some(g) = defaultrouter6 {
-        let _ = writeln!(s, "ipv6_defaultrouter=\"{g}\"");
+        let _ = writeln!(s, "ipv6_defaultrouter={}", q("IPv6 default router", &g)?);
     }
     if !net.interfaces.is_empty() {
         if !routes4.is_empty() {
-            let _ = writeln!(s, "static_routes=\"{}\"", routes4.join(" "));
+            let _ = writeln!(
+                s,
+                "static_routes={}",
+                q("static_routes", &routes4.join(" "))?
+            );
         }
         if !routes6.is_empty() {
-            let _ = writeln!(s, "ipv6_static_routes=\"{}\"", routes6.join(" "));
+            let _ = writeln!(
+                s,
+                "ipv6_static_routes={}",
+                q("ipv6_static_routes", &routes6.join(" "))?
+            );
         }
     }
     for l in route_lines {

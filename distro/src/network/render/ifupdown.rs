@@ -5,12 +5,16 @@
 //! user's comments) stays. Each address gets its own stanza (the form both ifupdown and busybox
 //! accept); routes are `up`/`down` commands on the first stanza of their family. Restart per
 //! affected interface: `ifdown -f`, flush its global addresses, `ifup`.
+//!
+//! Host text: the label goes only into a `# label:` comment, through
+//! [`escape::informational`] (a newline there would start a stanza line such as `up …`, which
+//! ifup runs as root); device names are checked (`check`) and typed values print as themselves.
 
 use std::fmt::Write as _;
 
 use guestd_core::{FileChange, Root, WriteOptions};
 
-use super::{HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must};
+use super::{HEADER, RenderContext, Rendered, best_effort, escape, hash_header, ip_checks, must};
 use crate::network::model::{Interface, Network, NetworkError};
 
 pub const PATH: &str = "/etc/network/interfaces";
@@ -104,8 +108,8 @@ fn stanzas(iface: &Interface) -> String {
                 s.push('\n');
             }
             let _ = writeln!(s, "iface {} {family} static", iface.name);
-            if first && iface.label.is_some() {
-                let _ = writeln!(s, "    # label: {}", iface.label.as_deref().unwrap_or(""));
+            if let (true, Some(label)) = (first, &iface.label) {
+                let _ = writeln!(s, "    # label: {}", escape::informational(label));
             }
             let _ = writeln!(s, "    address {}", a.addr);
             if a.is_ipv4() {

@@ -3,9 +3,15 @@
 //! files to write, the manager's own commands to restart only the affected interfaces, the checks
 //! that the addresses came up, and the commands that restart again after a rollback.
 //!
+//! Host text: [`check`] runs before every renderer (device names, labels), and each renderer
+//! writes text only through its format's function in [`escape`] (the module doc there says which
+//! field is escaped how, and why labels are written reduced rather than escaped).
+//!
 //! Adding a manager: a module here, a variant in [`super::Manager`], an arm in [`render`], and
 //! its golden trees under `distro/tests/golden/network/<manager>/`.
 
+pub mod check;
+pub mod escape;
 mod freebsd;
 mod ifupdown;
 mod netifrc;
@@ -77,6 +83,7 @@ pub fn render(
     net: &Network,
     ctx: RenderContext<'_>,
 ) -> Result<Rendered, NetworkError> {
+    check::network(manager, net)?;
     match manager {
         Manager::Netplan => netplan::render(net, ctx),
         Manager::NetworkManager => networkmanager::render(net, ctx),

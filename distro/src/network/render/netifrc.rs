@@ -1,6 +1,10 @@
 //! Gentoo netifrc: `config_<if>`, `routes_<if>` and `dns_servers_<if>` in `/etc/conf.d/net`
 //! (every other variable kept), the `/etc/init.d/net.<if>` → `net.lo` link, then per affected
 //! interface: flush its global addresses and `/etc/init.d/net.<if> restart`.
+//!
+//! Host text: `conf.d/net` is sourced by `sh`. Variable names spell the device as netifrc does
+//! ([`escape::sh_var`]: `eth0.100` → `config_eth0_100`); values go through [`escape::sh_lines`]
+//! (one typed item per line) / [`escape::sh_quote`]. The label is not written.
 
 use std::fmt::Write as _;
 
@@ -8,7 +12,8 @@ use guestd_core::{FileChange, WriteOptions};
 
 use super::ifupdown::read_text;
 use super::{
-    HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must, strip_assignments,
+    HEADER, RenderContext, Rendered, best_effort, escape, hash_header, ip_checks, must,
+    strip_assignments,
 };
 use crate::network::model::{Network, NetworkError};
 
@@ -19,7 +24,10 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
     let ours: Vec<String> = net
         .interfaces
         .iter()
-        .flat_map(|i| ["config_", "routes_", "dns_servers_"].map(|p| format!("{p}{}", i.name)))
+        .flat_map(|i| {
+            let var = escape::sh_var(&i.name);
+            ["config_", "routes_", "dns_servers_"].map(|p| format!("{p}{var}"))
+        })
         .collect();
     let header: Vec<String> = HEADER.lines().map(|l| format!("# {l}")).collect();
     let kept: String = strip_assignments(&previous, |n| ours.iter().any(|o| o == n))
@@ -33,8 +41,10 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
     }
     s.push_str(&hash_header());
     for iface in &net.interfaces {
+        let field = format!("interface {}", iface.name);
+        let var = escape::sh_var(&iface.name);
         let addrs: Vec<String> = iface.addresses.iter().map(|a| a.to_string()).collect();
-        let _ = writeln!(s, "config_{}=\"{}\"", iface.name, addrs.join("\n"));
+        let _ = writeln!(s, "config_{var}={}", escape::sh_lines(&field, &addrs)?);
         let mut routes = Vec::new();
         if let Some(g) = iface.gateway4 {
             routes.push(format!("default via {g}"));
@@ -49,11 +59,15 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
             }
         }
         if !routes.is_empty() {
-            let _ = writeln!(s, "routes_{}=\"{}\"", iface.name, routes.join("\n"));
+            let _ = writeln!(s, "routes_{var}={}", escape::sh_lines(&field, &routes)?);
         }
         if !iface.dns.is_empty() {
             let dns: Vec<String> = iface.dns.iter().map(|d| d.to_string()).collect();
-            let _ = writeln!(s, "dns_servers_{}=\"{}\"", iface.name, dns.join(" "));
+            let _ = writeln!(
+                s,
+                "dns_servers_{var}={}",
+                escape::sh_quote(&field, &dns.join(" "))?
+            );
         }
     }
     let mut files = vec![FileChange::write(PATH, s, WriteOptions::mode(0o644))];

@@ -1,11 +1,15 @@
 //! systemd-networkd: `/etc/systemd/network/10-guestd-<if>.network` per interface (matched by
 //! MAC), then `networkctl reload` and `networkctl reconfigure <if>` for the affected interfaces.
+//!
+//! Host text: the label is `Description=`, through [`escape::informational`] (no newline, no
+//! trailing `\` that would continue the line, no `%` specifier); device names are checked
+//! (`check`: no glob characters for `Name=`) and typed values print as themselves.
 
 use std::fmt::Write as _;
 
 use guestd_core::{FileChange, WriteOptions};
 
-use super::{RenderContext, Rendered, hash_header, ip_checks, must, wait_for_addresses};
+use super::{RenderContext, Rendered, escape, hash_header, ip_checks, must, wait_for_addresses};
 use crate::network::model::{Interface, Network, NetworkError};
 
 pub fn path(name: &str) -> String {
@@ -20,7 +24,7 @@ pub fn unit(iface: &Interface) -> String {
         iface.mac, iface.name
     );
     if let Some(label) = &iface.label {
-        let _ = writeln!(s, "Description={label}");
+        let _ = writeln!(s, "Description={}", escape::informational(label));
     }
     for a in &iface.addresses {
         let _ = writeln!(s, "Address={a}");

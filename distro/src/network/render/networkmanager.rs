@@ -2,13 +2,17 @@
 //! (mode 0600, as NetworkManager requires), then `nmcli connection reload` and `nmcli connection
 //! up` of each affected profile (which waits for the activation). After a rollback the device is
 //! reconnected with whatever profile is then the best (`nmcli device connect`).
+//!
+//! Host text: the device name (in `id=` and `interface-name=`) goes through
+//! [`escape::keyfile_value`] (GKeyFile's escapes); the label is not written; typed values print as
+//! themselves.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use guestd_core::{FileChange, WriteOptions};
 
-use super::{RenderContext, Rendered, best_effort, hash_header, ip_checks, must};
+use super::{RenderContext, Rendered, best_effort, escape, hash_header, ip_checks, must};
 use crate::network::model::{Interface, IpNet, Network, NetworkError, Route};
 
 pub fn path(name: &str) -> String {
@@ -74,12 +78,12 @@ fn section(
     }
 }
 
-pub fn keyfile(iface: &Interface) -> String {
+pub fn keyfile(iface: &Interface) -> Result<String, NetworkError> {
     let mut s = hash_header();
+    let name = escape::keyfile_value(&format!("interface {}", iface.name), &iface.name)?;
     let _ = write!(
         s,
         "\n[connection]\nid=guestd-{name}\nuuid={uuid}\ntype=ethernet\ninterface-name={name}\nautoconnect=true\nautoconnect-priority=100\n\n[ethernet]\nmac-address={mac}\n",
-        name = iface.name,
         uuid = uuid(iface),
         mac = iface.mac.upper()
     );
@@ -108,15 +112,22 @@ pub fn keyfile(iface: &Interface) -> String {
     if !v6.is_empty() {
         s.push_str("addr-gen-mode=eui64\n");
     }
-    s
+    Ok(s)
 }
 
 pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, NetworkError> {
     let files = net
         .interfaces
         .iter()
-        .map(|i| FileChange::write(path(&i.name), keyfile(i), WriteOptions::mode(0o600).exact()))
-        .collect();
+        .map(|i| {
+            let text = keyfile(i)?;
+            Ok(FileChange::write(
+                path(&i.name),
+                text,
+                WriteOptions::mode(0o600).exact(),
+            ))
+        })
+        .collect::<Result<_, NetworkError>>()?;
     let mut restart = vec![must("nmcli", &["connection", "reload"])];
     let mut rollback = vec![best_effort("nmcli", &["connection", "reload"])];
     for i in &net.interfaces {

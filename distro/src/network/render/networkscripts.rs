@@ -2,13 +2,18 @@
 //! such as `ZONE=` or `MTU=`, are kept from the previous file), `route-<if>` and `route6-<if>`
 //! in `ip route` syntax (removed when there are no routes). Restart per affected interface:
 //! `ifdown`, flush its global addresses, `ifup`.
+//!
+//! Host text: `ifcfg-*` is sourced by `sh` (initscripts) and read by NetworkManager's ifcfg-rh
+//! plugin; every value guestd writes goes through [`escape::sh_value`] / [`escape::sh_quote`].
+//! The label is not written. `route-*` lines are word-split by `ifup-routes`: they hold only
+//! typed addresses and the checked device name.
 
 use std::fmt::Write as _;
 
 use guestd_core::{FileChange, WriteOptions};
 
 use super::ifupdown::read_text;
-use super::{HEADER, RenderContext, Rendered, best_effort, hash_header, ip_checks, must};
+use super::{HEADER, RenderContext, Rendered, best_effort, escape, hash_header, ip_checks, must};
 use crate::network::model::{Interface, Network, NetworkError, Route};
 
 const DIR: &str = "/etc/sysconfig/network-scripts";
@@ -58,12 +63,14 @@ pub fn kept_lines(previous: &str, managed: impl Fn(&str) -> bool) -> Vec<String>
         .collect()
 }
 
-fn ifcfg(iface: &Interface, previous: &str) -> String {
+fn ifcfg(iface: &Interface, previous: &str) -> Result<String, NetworkError> {
+    let field = format!("interface {}", iface.name);
+    let v = |value: &str| escape::sh_value(&field, value);
     let mut s = hash_header();
     let _ = writeln!(
         s,
         "DEVICE={}\nHWADDR={}\nTYPE=Ethernet\nONBOOT=yes\nBOOTPROTO=none",
-        iface.name,
+        v(&iface.name)?,
         iface.mac.upper()
     );
     for (n, a) in iface.ipv4().enumerate() {
@@ -76,10 +83,14 @@ fn ifcfg(iface: &Interface, previous: &str) -> String {
     if let Some((first, rest)) = v6.split_first() {
         let _ = writeln!(s, "IPV6INIT=yes\nIPV6_AUTOCONF=no\nIPV6ADDR={first}");
         if !rest.is_empty() {
-            let _ = writeln!(s, "IPV6ADDR_SECONDARIES=\"{}\"", rest.join(" "));
+            let _ = writeln!(
+                s,
+                "IPV6ADDR_SECONDARIES={}",
+                escape::sh_quote(&field, &rest.join(" "))?
+            );
         }
         if let Some(g) = iface.gateway6 {
-            let _ = writeln!(s, "IPV6_DEFAULTGW={g}%{}", iface.name);
+            let _ = writeln!(s, "IPV6_DEFAULTGW={}", v(&format!("{g}%{}", iface.name))?);
         }
     } else {
         s.push_str("IPV6INIT=no\n");
@@ -90,7 +101,7 @@ fn ifcfg(iface: &Interface, previous: &str) -> String {
     for line in kept_lines(previous, managed) {
         let _ = writeln!(s, "{line}");
     }
-    s
+    Ok(s)
 }
 
 fn routes(iface: &Interface, v4: bool) -> Option<String> {
@@ -117,7 +128,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         let previous = read_text(ctx.root, &path)?.unwrap_or_default();
         files.push(FileChange::write(
             &path,
-            ifcfg(iface, &previous),
+            ifcfg(iface, &previous)?,
             WriteOptions::mode(0o644),
         ));
         for (v4, name) in [(true, "route"), (false, "route6")] {

@@ -2,6 +2,11 @@
 //! kept), `ifroute-<if>` (removed when empty), DNS through netconfig
 //! (`NETCONFIG_DNS_STATIC_SERVERS` in `/etc/sysconfig/network/config`). Restart:
 //! `wicked ifreload <if>` per affected interface, then `netconfig update -f`.
+//!
+//! Host text: values are single-quoted through [`escape::wicked_quote`] (wicked's parser reads a
+//! quoted value to the next quote and knows no escape; control characters and `'` are refused
+//! there); the label is `NAME=`, reduced by [`escape::informational`] first, which leaves no
+//! quote in it. `ifroute-*` holds only typed addresses and the checked device name.
 
 use std::fmt::Write as _;
 
@@ -9,7 +14,7 @@ use guestd_core::{FileChange, WriteOptions};
 
 use super::ifupdown::read_text;
 use super::networkscripts::kept_lines;
-use super::{RenderContext, Rendered, best_effort, hash_header, ip_checks, must};
+use super::{RenderContext, Rendered, best_effort, escape, hash_header, ip_checks, must};
 use crate::network::model::{Interface, Network, NetworkError};
 
 const DIR: &str = "/etc/sysconfig/network";
@@ -21,11 +26,16 @@ fn managed(key: &str) -> bool {
         || matches!(base, "IPADDR" | "PREFIXLEN" | "NETMASK" | "LABEL")
 }
 
-fn ifcfg(iface: &Interface, previous: &str) -> String {
+fn ifcfg(iface: &Interface, previous: &str) -> Result<String, NetworkError> {
+    let field = format!("interface {}", iface.name);
     let mut s = hash_header();
     s.push_str("STARTMODE='auto'\nBOOTPROTO='static'\n");
     if let Some(label) = &iface.label {
-        let _ = writeln!(s, "NAME='{}'", label.replace('\'', ""));
+        let name = escape::wicked_quote(
+            &format!("{field}: network label"),
+            &escape::informational(label),
+        )?;
+        let _ = writeln!(s, "NAME={name}");
     }
     for (n, a) in iface.addresses.iter().enumerate() {
         let suffix = if n == 0 {
@@ -33,12 +43,16 @@ fn ifcfg(iface: &Interface, previous: &str) -> String {
         } else {
             format!("_{n}")
         };
-        let _ = writeln!(s, "IPADDR{suffix}='{a}'");
+        let _ = writeln!(
+            s,
+            "IPADDR{suffix}={}",
+            escape::wicked_quote(&field, &a.to_string())?
+        );
     }
     for line in kept_lines(previous, managed) {
         let _ = writeln!(s, "{line}");
     }
-    s
+    Ok(s)
 }
 
 fn ifroute(iface: &Interface) -> Option<String> {
@@ -63,7 +77,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
         let previous = read_text(ctx.root, &path)?.unwrap_or_default();
         files.push(FileChange::write(
             &path,
-            ifcfg(iface, &previous),
+            ifcfg(iface, &previous)?,
             WriteOptions::mode(0o644),
         ));
         let path = format!("{DIR}/ifroute-{}", iface.name);
@@ -75,7 +89,10 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
     let dns = net.dns();
     if !dns.is_empty() {
         let list: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
-        let line = format!("NETCONFIG_DNS_STATIC_SERVERS=\"{}\"", list.join(" "));
+        let line = format!(
+            "NETCONFIG_DNS_STATIC_SERVERS={}",
+            escape::sh_quote("DNS servers", &list.join(" "))?
+        );
         let previous = read_text(ctx.root, CONFIG)?.unwrap_or_default();
         let mut replaced = false;
         let mut text: String = previous

@@ -4,10 +4,16 @@
 //! return the adapter to DHCP: netsh has no file to restore. The hostname is no command here:
 //! `reset_network` sets it with `SetComputerNameExW` once the adapters are configured
 //! (`network::computer_name`).
+//!
+//! Host text: no shell is involved (each netsh argument is its own argv element); the adapter
+//! name is checked first (`check`: no control character and none of `"\/:*?<>|`, which Windows
+//! refuses in a connection name anyway, so it cannot close netsh's quoting), and inside a
+//! PowerShell script it is a literal through [`escape::ps_quote`] (every kind of single quote
+//! PowerShell accepts is doubled). Addresses are typed; the label is not written.
 
 use guestd_core::{Command, PlannedCommand, plan::Expect};
 
-use super::{RenderContext, Rendered, best_effort, must};
+use super::{RenderContext, Rendered, best_effort, escape, must};
 use crate::network::model::{Network, NetworkError};
 
 /// `powershell -Command …` (a quoted PowerShell string uses doubled single quotes).
@@ -23,15 +29,12 @@ fn powershell(script: String, expect: Expect) -> PlannedCommand {
     }
 }
 
-fn ps_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, NetworkError> {
     let mut restart = Vec::new();
     let mut rollback = Vec::new();
     let mut checks = Vec::new();
     for iface in &net.interfaces {
+        let alias = escape::ps_quote(&format!("interface {}", iface.name), &iface.name)?;
         let name = format!("name={}", iface.name);
         restart.push(best_effort(
             "netsh",
@@ -74,8 +77,7 @@ pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, Networ
         if iface.ipv6().next().is_some() {
             restart.push(powershell(
                 format!(
-                    "Get-NetIPAddress -InterfaceAlias {} -AddressFamily IPv6 -PrefixOrigin Manual -ErrorAction SilentlyContinue | Remove-NetIPAddress -Confirm:$false",
-                    ps_quote(&iface.name)
+                    "Get-NetIPAddress -InterfaceAlias {alias} -AddressFamily IPv6 -PrefixOrigin Manual -ErrorAction SilentlyContinue | Remove-NetIPAddress -Confirm:$false"
                 ),
                 Expect::Anything,
             ));
@@ -175,9 +177,8 @@ pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, Networ
         for a in &iface.addresses {
             checks.push(powershell(
                 format!(
-                    "Get-NetIPAddress -InterfaceAlias {} -IPAddress {} -ErrorAction Stop",
-                    ps_quote(&iface.name),
-                    ps_quote(&a.addr.to_string())
+                    "Get-NetIPAddress -InterfaceAlias {alias} -IPAddress {} -ErrorAction Stop",
+                    escape::ps_quote("address", &a.addr.to_string())?
                 ),
                 Expect::Success,
             ));

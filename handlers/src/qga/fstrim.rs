@@ -1,0 +1,158 @@
+//! `guest-fstrim`: discard unused blocks of every local filesystem (the mounts
+//! `guest-get-fsinfo` reports), one util-linux `fstrim --verbose [--minimum N] MOUNTPOINT` per
+//! mount through the command runner, each with its own result as qemu-ga reports it:
+//! `{path, trimmed, minimum}` or `{path, error}` ("trim not supported" for filesystems or
+//! devices without discard). `minimum` is the requested minimum: the fstrim tool does not print
+//! the kernel's effective one. Refused while this agent holds filesystems frozen.
+
+use std::time::Duration;
+
+use guestd_core::{Command, CommandError, Context, Handler, HandlerError, Reply};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::fsinfo::local_mounts;
+use super::platform::{linux_only, unsupported};
+use super::{Freezer, args, only_on_qga};
+
+const FSTRIM: &str = "fstrim";
+/// Trimming a large, fragmented filesystem takes minutes.
+const PER_MOUNT: Duration = Duration::from_secs(600);
+const WHOLE: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Args {
+    /// Smallest free range to discard, in bytes.
+    minimum: Option<i64>,
+}
+
+/// Answers `guest-fstrim`.
+#[derive(Debug)]
+pub struct FstrimHandler(pub Freezer);
+
+impl Handler for FstrimHandler {
+    fn name(&self) -> &'static str {
+        "guest-fstrim"
+    }
+
+    fn default_timeout(&self) -> Option<Duration> {
+        Some(WHOLE)
+    }
+
+    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        only_on_qga(ctx, self.name())?;
+        let a: Args = args(value)?;
+        linux_only(self.name())?;
+        if self.0.is_frozen() {
+            return Err(HandlerError::failed(
+                "Command guest-fstrim has been disabled: the filesystems are frozen \
+                 (guest-fsfreeze-thaw first)",
+            ));
+        }
+        let minimum = match a.minimum {
+            Some(m) if m < 0 => {
+                return Err(HandlerError::BadRequest(format!(
+                    "Invalid parameter 'minimum': {m} (expected bytes, 0 or more)"
+                )));
+            }
+            Some(m) => m,
+            None => 0,
+        };
+        if !ctx.env.runner.exists(FSTRIM) {
+            return Err(unsupported(
+                "fstrim (util-linux) is not installed in this guest",
+            ));
+        }
+        let mut paths = Vec::new();
+        // qemu-ga lists the last mount first.
+        for mount in local_mounts(&ctx.env.root)?.iter().rev() {
+            paths.push(trim(ctx, &mount.mountpoint, minimum));
+        }
+        info!(count = paths.len(), "filesystems trimmed");
+        Ok(guestd_core::qga::ok(&json!({ "paths": paths })))
+    }
+}
+
+/// One mount's result.
+fn trim(ctx: &Context<'_>, path: &str, minimum: i64) -> Value {
+    let mut cmd = Command::new(FSTRIM).arg("--verbose").timeout(PER_MOUNT);
+    if minimum > 0 {
+        cmd = cmd.args(["--minimum".to_string(), minimum.to_string()]);
+    }
+    let cmd = cmd.arg(path);
+    match ctx.env.runner.run(&cmd) {
+        Ok(out) if out.success() => match trimmed_bytes(&String::from_utf8_lossy(&out.stdout)) {
+            Some(bytes) => json!({"path": path, "trimmed": bytes, "minimum": minimum}),
+            None => json!({"path": path, "error": "failed to trim: unreadable output of fstrim"}),
+        },
+        Ok(out) => {
+            json!({"path": path, "error": failure(&String::from_utf8_lossy(&out.stderr), out.code)})
+        }
+        Err(CommandError::Timeout { .. }) => {
+            json!({"path": path, "error": "failed to trim: fstrim did not finish in time"})
+        }
+        Err(e) => json!({"path": path, "error": format!("failed to trim: {e}")}),
+    }
+}
+
+/// The byte count of fstrim's verbose line: `/: 1.2 GiB (1288490188 bytes) trimmed on
+/// /dev/vda1` (util-linux 2.26+) or `/: 1288490188 bytes were trimmed` (older).
+pub(crate) fn trimmed_bytes(stdout: &str) -> Option<i64> {
+    let line = stdout.lines().find(|l| l.contains("trimmed"))?;
+    let before = match line.find(" bytes)") {
+        Some(at) => &line[line[..at].rfind('(')? + 1..at],
+        None => {
+            let at = line.find(" bytes were trimmed")?;
+            line[..at].rsplit(' ').next()?
+        }
+    };
+    before.trim().parse().ok()
+}
+
+/// qemu-ga's error text for a failed trim, from fstrim's message (or its exit status).
+pub(crate) fn failure(stderr: &str, code: Option<i32>) -> String {
+    let msg = stderr.lines().next().unwrap_or("").trim();
+    if msg.contains("not supported") || msg.contains("Inappropriate ioctl") {
+        "trim not supported".to_string()
+    } else if msg.is_empty() {
+        match code {
+            Some(c) => format!("failed to trim: fstrim exited with status {c}"),
+            None => "failed to trim: fstrim was killed by a signal".to_string(),
+        }
+    } else {
+        let msg = msg.strip_prefix("fstrim: ").unwrap_or(msg);
+        format!("failed to trim: {msg}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fstrim_output_and_errors() {
+        assert_eq!(
+            trimmed_bytes("/: 7.4 GiB (7945158656 bytes) trimmed on /dev/vda\n"),
+            Some(7_945_158_656)
+        );
+        assert_eq!(trimmed_bytes("/srv: 0 B (0 bytes) trimmed\n"), Some(0));
+        assert_eq!(trimmed_bytes("/: 4096 bytes were trimmed\n"), Some(4096));
+        assert_eq!(trimmed_bytes("nonsense"), None);
+        assert_eq!(
+            failure(
+                "fstrim: /boot: the discard operation is not supported\n",
+                Some(1)
+            ),
+            "trim not supported"
+        );
+        assert_eq!(
+            failure(
+                "fstrim: /mnt: FITRIM ioctl failed: Read-only file system\n",
+                Some(1)
+            ),
+            "failed to trim: /mnt: FITRIM ioctl failed: Read-only file system"
+        );
+    }
+}
