@@ -49,6 +49,10 @@ pub mod msg {
     pub const IN_PROGRESS: &str = "An agent update is already in progress";
 }
 
+/// Largest agent binary read back (the installed one kept as `.previous`, or put back from
+/// it): far above any real guestd, a bound all the same.
+pub const MAX_BINARY: u64 = 1 << 30;
+
 /// The version of the running guestd (the workspace version all crates share).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -537,7 +541,7 @@ impl Updater<'_> {
             // A running .exe cannot be replaced or copied over, but it can be renamed away.
             self.root.rename(install, previous).map_err(fail)?;
         } else {
-            let current = self.root.read(install).map_err(fail)?;
+            let current = self.root.read_limited(install, MAX_BINARY).map_err(fail)?;
             let meta = self.root.metadata(install).map_err(fail)?;
             let keep = WriteOptions {
                 mode: meta.mode,
@@ -554,7 +558,7 @@ impl Updater<'_> {
     }
 
     fn unswap(&self, install: &str, previous: &str) -> Result<(), guestd_core::RootError> {
-        let bytes = self.root.read(previous)?;
+        let bytes = self.root.read_limited(previous, MAX_BINARY)?;
         self.root
             .write_atomic(install, &bytes, WriteOptions::default())
     }

@@ -278,9 +278,16 @@ pub fn apply(
 }
 
 /// The path as it is before the change: bounded, and refusing FIFOs, devices, sockets and
-/// directories before anything is read.
+/// directories before anything is read. A file over the read limit can still be replaced; it is
+/// not kept (neither backed up nor put back after a failure).
 fn snapshot(root: &Root, path: &str) -> Result<Snapshot, RootError> {
-    root.snapshot(path, DEFAULT_READ_LIMIT)
+    match root.snapshot(path, DEFAULT_READ_LIMIT) {
+        Err(RootError::TooLarge { .. }) => Ok(Snapshot::Unread {
+            meta: root.metadata(path)?,
+            reason: "is larger than what guestd reads back",
+        }),
+        other => other,
+    }
 }
 
 fn unchanged(change: &FileChange, prior: &Snapshot) -> bool {
@@ -589,5 +596,24 @@ mod tests {
             1
         );
         assert!(!root.exists("/var/lib/guestd/backup/home/alice/notes.1"));
+    }
+
+    #[test]
+    fn an_oversized_file_is_replaced_without_a_backup() {
+        let (d, root) = setup();
+        // Sparse: over the read limit without writing 64 MiB.
+        let f = std::fs::File::create(d.path().join("etc/huge")).unwrap();
+        f.set_len(DEFAULT_READ_LIMIT + 1).unwrap();
+        let plan = Plan {
+            changes: vec![FileChange::write(
+                "/etc/huge",
+                "small",
+                WriteOptions::default(),
+            )],
+            ..Plan::default()
+        };
+        let applied = apply(&plan, &root, &Recorder::default(), ApplyOptions::default()).unwrap();
+        assert!(applied.backups.is_empty());
+        assert_eq!(root.read("/etc/huge").unwrap(), b"small");
     }
 }
