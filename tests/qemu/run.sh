@@ -13,7 +13,6 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-CACHE=${GUESTD_QEMU_CACHE:-/tmp/guestd-qemu-cache}
 W=$(mktemp -d /tmp/guestd-qemu.XXXXXX)
 T0=$(date +%s)
 note() { printf '[qemu-e2e %4ss] %s\n' $(($(date +%s) - T0)) "$*"; }
@@ -46,20 +45,7 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
 note "$(qemu-system-x86_64 --version | head -1)"
 
 # ---- kernel: the current ABI package linux-image-cloud-amd64 depends on ----------------------
-mkdir -p "$CACHE"
-kpkg() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
-KPKG=$(kpkg)
-if [ -z "$KPKG" ]; then apt-get update -qq; KPKG=$(kpkg); fi
-[ -n "$KPKG" ] || { echo "cannot resolve linux-image-cloud-amd64 (apt sources?)"; exit 1; }
-KROOT=$CACHE/$KPKG
-if ! ls "$KROOT"/boot/vmlinuz-* >/dev/null 2>&1; then
-  note "downloading $KPKG"
-  (cd "$CACHE" && apt-get download -q "$KPKG" >/dev/null)
-  rm -rf "$KROOT.tmp"; dpkg -x "$CACHE/${KPKG}"_*.deb "$KROOT.tmp"; mv "$KROOT.tmp" "$KROOT"
-fi
-KERNEL=$(ls "$KROOT"/boot/vmlinuz-* | head -1)
-KVER=$(ls "$KROOT/lib/modules" | head -1)
-note "kernel $KERNEL"
+. "$HERE/kernel.sh"
 
 # ---- binaries ---------------------------------------------------------------------------------
 note "cargo build guestd (static, musl) and guestctl"

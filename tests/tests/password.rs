@@ -294,7 +294,19 @@ fn sigkill_during_password_changes_leaves_a_whole_shadow() {
                 );
             }
         });
-        std::thread::sleep(std::time::Duration::from_millis(300 + round * 350));
+        // Killed once a few changes are done (more each round), whatever the machine's load:
+        // the kill lands in the middle of the series, not before or after it.
+        let wanted = 1 + round as usize * 2;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("password changed")
+            .count()
+            < wanted
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         guestd_tests::signal(child.id(), "KILL");
         let _ = child.wait();
         let log = std::fs::read_to_string(&log).unwrap();

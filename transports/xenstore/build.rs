@@ -16,7 +16,7 @@ mod libxenstore {
         let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
         bindgen::Builder::default()
             .header("src/libxs/wrapper.h")
-            .allowlist_function("xs_(open|close|read|write|mkdir|rm|directory|watch|unwatch|read_watch|get_domain_path)")
+            .allowlist_function("xs_(open|close|read|write|mkdir|rm|directory|watch|unwatch|read_watch|get_domain_path|transaction_start|transaction_end)")
             .allowlist_var("XBT_NULL")
             .generate()
             .expect(

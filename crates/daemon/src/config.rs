@@ -35,6 +35,9 @@ pub struct Config {
     pub xenstore: guestd_transport_xenstore::XenstoreConfig,
     /// `[qga]`: the qemu-guest-agent dialect (auto-detected port, fsfreeze auto-thaw).
     pub qga: guestd_handlers::qga::QgaConfig,
+    /// `[xen_metrics]`: what XAPI reads about the guest from XenStore, published while
+    /// guestd serves XenStore.
+    pub xen_metrics: guestd_xen_metrics::XenMetricsConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.
@@ -207,5 +210,30 @@ mod tests {
         let err = format!("{:#}", load(Some(&main)).unwrap_err());
         assert!(err.contains("30-bad.toml"), "{err}");
         assert!(err.contains("disabeld"), "{err}");
+    }
+
+    #[test]
+    fn xen_metrics_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("guestd.toml");
+        std::fs::write(
+            &main,
+            "[xen_metrics]
+memory_interval_secs = 0
+",
+        )
+        .unwrap();
+        let (cfg, _) = load(Some(&main)).unwrap();
+        assert!(cfg.xen_metrics.enabled, "on by default");
+        assert_eq!(cfg.xen_metrics.memory_interval(), None);
+        std::fs::write(
+            &main,
+            "[xen_metrics]
+enable = false
+",
+        )
+        .unwrap();
+        let err = format!("{:#}", load(Some(&main)).unwrap_err());
+        assert!(err.contains("enable"), "{err}");
     }
 }

@@ -103,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         runner: Arc::new(SystemRunner),
         backend: Arc::new(backend.clone()),
     };
-    let dispatcher = Arc::new(commands::build_dispatcher(&config, env)?);
+    let dispatcher = Arc::new(commands::build_dispatcher(&config, env.clone())?);
 
     if cli.check_config {
         return check_config(
@@ -159,6 +159,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         let (trigger, shutdown) = Shutdown::new();
+        if let Some(path) = xen_metrics_path(&specs, &config) {
+            let settings = guestd_xen_metrics::settings(&config.xen_metrics, &config.xenstore, config.network.manager.clone());
+            if let Err(e) = guestd_xen_metrics::spawn(path.as_deref(), &config.xenstore, settings, env.clone(), shutdown.clone()) {
+                warn!(error = %e, "not publishing the Xen guest metrics");
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for transport in transports {
             let name = transport.describe();
@@ -246,6 +252,21 @@ fn specs_for(cli: &Cli, config: &config::Config) -> anyhow::Result<Vec<ListenSpe
     Ok(listen::detect(config))
 }
 
+/// Where to publish the Xen guest metrics: the XenStore guestd serves (`Some(None)`: the
+/// detected one), when `[xen_metrics] enabled`.
+fn xen_metrics_path(
+    specs: &[ListenSpec],
+    config: &config::Config,
+) -> Option<Option<std::path::PathBuf>> {
+    if !config.xen_metrics.enabled {
+        return None;
+    }
+    specs.iter().find_map(|s| match s {
+        ListenSpec::Xenstore(path) => Some(path.clone()),
+        _ => None,
+    })
+}
+
 /// `--check-config`: what guestd would do, without doing it.
 fn check_config(
     config: &config::Config,
@@ -277,6 +298,14 @@ fn check_config(
     println!(
         "# transports: {}",
         list(specs.iter().map(ToString::to_string).collect())
+    );
+    println!(
+        "# xen guest metrics: {}",
+        match xen_metrics_path(specs, config) {
+            Some(_) => "published to XenStore",
+            None if !config.xen_metrics.enabled => "off ([xen_metrics] enabled = false)",
+            None => "off (no XenStore transport)",
+        }
     );
     print!(
         "{}",

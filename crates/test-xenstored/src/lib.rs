@@ -15,7 +15,9 @@
 //!   client announcing a larger payload is disconnected, as C xenstored does.
 //!
 //! Each guest home starts as a toolstack creates it: `name`, `domid`, `vm-data/` (read-only to
-//! the guest) and `data/` (owned by the guest).
+//! the guest) and `data/` (owned by the guest); with `--toolstack xapi` or `libxl` also the
+//! nodes XAPI's xenopsd or libxl add (see [`Toolstack`]). A path can be denied to a guest the
+//! way a toolstack does it, with Debian's `xenstore-chmod` on the dom0 socket.
 //!
 //! Adding one more message type: a match arm in `server.rs`'s `handle_typed`, and a store
 //! operation in `store.rs` if it changes the tree.
@@ -30,4 +32,4 @@ pub mod store;
 #[cfg(unix)]
 pub use server::{Config, TestXenstored};
 #[cfg(unix)]
-pub use store::Quota;
+pub use store::{Quota, Toolstack};

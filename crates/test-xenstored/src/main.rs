@@ -1,10 +1,11 @@
 //! `test-xenstored --dom0 PATH --guest DOMID:PATH [--guest ...] [--max-nodes N] [--max-value N]
-//! [--trace]`: serve until killed. Prints `ready` on stdout once every socket listens.
+//! [--toolstack minimal|xapi|libxl] [--trace]`: serve until killed. Prints `ready` on stdout
+//! once every socket listens.
 
 #[cfg(unix)]
 fn main() -> anyhow::Result<()> {
     use anyhow::{Context, bail};
-    use guestd_test_xenstored::{Config, TestXenstored};
+    use guestd_test_xenstored::{Config, TestXenstored, Toolstack};
 
     let mut config = Config::default();
     let mut args = std::env::args().skip(1);
@@ -27,11 +28,17 @@ fn main() -> anyhow::Result<()> {
             }
             "--max-nodes" => config.quota.max_nodes = value("--max-nodes")?.parse()?,
             "--max-value" => config.quota.max_value = value("--max-value")?.parse()?,
+            "--toolstack" => {
+                let name = value("--toolstack")?;
+                config.toolstack = Toolstack::parse(&name).with_context(|| {
+                    format!("--toolstack wants minimal, xapi or libxl, got '{name}'")
+                })?;
+            }
             "--trace" => config.trace = true,
             "-h" | "--help" => {
                 println!(
                     "usage: test-xenstored --dom0 PATH --guest DOMID:PATH [--guest ...] \
-                     [--max-nodes N] [--max-value N] [--trace]"
+                     [--max-nodes N] [--max-value N] [--toolstack minimal|xapi|libxl] [--trace]"
                 );
                 return Ok(());
             }

@@ -15,7 +15,7 @@ use guestd_transport_xenstore::wire::{
 };
 
 use crate::store::{
-    Caller, Node, OpResult, Perm, Quota, Store, canonical, is_at_or_below, parent_of,
+    Caller, Node, OpResult, Perm, Quota, Store, Toolstack, canonical, is_at_or_below, parent_of,
 };
 
 /// What to listen on.
@@ -26,6 +26,8 @@ pub struct Config {
     /// One socket per guest domain: connections on it act as that domain.
     pub guests: Vec<(u32, PathBuf)>,
     pub quota: Quota,
+    /// How each guest home is laid out at start.
+    pub toolstack: Toolstack,
     /// Print every request and reply on stderr.
     pub trace: bool,
 }
@@ -99,7 +101,7 @@ impl TestXenstored {
         let guest_ids: Vec<u32> = config.guests.iter().map(|(d, _)| *d).collect();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                store: Store::new(&guest_ids, config.quota),
+                store: Store::with_toolstack(&guest_ids, config.quota, config.toolstack),
                 generation: 1,
                 modified: HashMap::new(),
                 conns: HashMap::new(),

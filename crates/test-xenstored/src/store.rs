@@ -100,6 +100,76 @@ impl Default for Quota {
 /// A failed operation: the errno name sent back.
 pub type OpResult<T> = Result<T, &'static str>;
 
+/// How a guest's home looks when the domain is created, as a toolstack lays it out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Toolstack {
+    /// `name`, `domid`, `vm-data/` (read-only to the guest) and `data/` (the guest's): what the
+    /// request lifecycle needs, and nothing else.
+    #[default]
+    Minimal,
+    /// XAPI's xenopsd: besides the minimal home, `unique-domain-id` and `memory/` read-only,
+    /// and guest-owned `attr/`, `control/`, `device/`, `drivers/`, `error/`, `feature/`,
+    /// `xenserver/attr/` and `xenserver/device/` (where the toolstack's static IP requests
+    /// go: the guest answers and removes them there).
+    Xapi,
+    /// libxl: `control/` read-only with the guest's own `shutdown`, `feature-poweroff`,
+    /// `feature-reboot`, `feature-suspend` and `sysrq` below it (so any other `control/`
+    /// key is refused with `EACCES`), and guest-owned `attr/`, `drivers/`, `error/`,
+    /// `feature/`.
+    Libxl,
+}
+
+impl Toolstack {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "minimal" => Some(Self::Minimal),
+            "xapi" => Some(Self::Xapi),
+            "libxl" => Some(Self::Libxl),
+            _ => None,
+        }
+    }
+
+    /// `(path below the home, guest-owned)` of the nodes besides the minimal home, parents
+    /// first.
+    fn extra_nodes(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Self::Minimal => &[],
+            Self::Xapi => &[
+                ("unique-domain-id", false),
+                ("memory", false),
+                ("attr", true),
+                ("control", true),
+                ("device", true),
+                ("device/vif", true),
+                ("drivers", true),
+                ("error", true),
+                ("feature", true),
+                ("xenserver", false),
+                ("xenserver/attr", true),
+                ("xenserver/device", true),
+            ],
+            Self::Libxl => &[
+                ("memory", false),
+                ("control", false),
+                ("control/shutdown", true),
+                ("control/feature-poweroff", true),
+                ("control/feature-reboot", true),
+                ("control/feature-suspend", true),
+                ("control/sysrq", true),
+                ("attr", true),
+                ("drivers", true),
+                ("error", true),
+                ("feature", true),
+            ],
+        }
+    }
+}
+
+/// The `unique-domain-id` a [`Toolstack::Xapi`] home starts with.
+pub fn initial_unique_domain_id(domid: u32) -> String {
+    format!("{domid:08x}-0000-4000-8000-{domid:012x}")
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     nodes: HashMap<String, Node>,
@@ -159,6 +229,11 @@ impl Store {
     /// A tree with `/`, `/local`, `/local/domain`, and a home for each guest as a toolstack
     /// creates it: `/local/domain/D` readable by D, `data` writable by D, `vm-data` read-only.
     pub fn new(guests: &[u32], quota: Quota) -> Self {
+        Self::with_toolstack(guests, quota, Toolstack::Minimal)
+    }
+
+    /// As [`new`](Self::new), with each home laid out as `toolstack` does it.
+    pub fn with_toolstack(guests: &[u32], quota: Quota, toolstack: Toolstack) -> Self {
         let mut store = Store {
             nodes: HashMap::new(),
             quota,
@@ -215,6 +290,27 @@ impl Store {
                     }],
                 ),
             ] {
+                store
+                    .write(dom0, &path, value.as_bytes())
+                    .expect("fresh tree");
+                store.set_perms(dom0, &path, perms).expect("fresh tree");
+            }
+            for (rel, guest_owned) in toolstack.extra_nodes() {
+                let path = format!("{home}/{rel}");
+                let value = if *rel == "unique-domain-id" {
+                    initial_unique_domain_id(domid)
+                } else {
+                    String::new()
+                };
+                let perms = if *guest_owned {
+                    vec![Perm {
+                        domid,
+                        read: false,
+                        write: false,
+                    }]
+                } else {
+                    read_only(domid)
+                };
                 store
                     .write(dom0, &path, value.as_bytes())
                     .expect("fresh tree");
@@ -455,6 +551,31 @@ mod tests {
         assert_eq!(s.rm(DOM0, "/t").unwrap().len(), 3);
         assert_eq!(s.rm(DOM0, "/").unwrap_err(), errno::EINVAL);
         assert!(!s.directory(DOM0, "/").unwrap().contains(&"t".to_string()));
+    }
+
+    #[test]
+    fn toolstack_layouts() {
+        let s = Store::with_toolstack(&[5], Quota::default(), Toolstack::Xapi);
+        s.read(GUEST, "/local/domain/5/unique-domain-id").unwrap();
+        let mut s2 = s.clone();
+        s2.write(GUEST, "/local/domain/5/control/feature-balloon", b"1")
+            .unwrap();
+        s2.write(GUEST, "/local/domain/5/attr/vif/0/ipv4/0", b"10.0.0.1")
+            .unwrap();
+        assert_eq!(
+            s2.write(GUEST, "/local/domain/5/unique-domain-id", b"x"),
+            Err(errno::EACCES)
+        );
+        let mut l = Store::with_toolstack(&[5], Quota::default(), Toolstack::Libxl);
+        l.write(GUEST, "/local/domain/5/control/feature-poweroff", b"1")
+            .unwrap();
+        assert_eq!(
+            l.write(GUEST, "/local/domain/5/control/feature-balloon", b"1"),
+            Err(errno::EACCES)
+        );
+        assert!(!l.exists("/local/domain/5/unique-domain-id"));
+        assert_eq!(Toolstack::parse("xapi"), Some(Toolstack::Xapi));
+        assert_eq!(Toolstack::parse("xend"), None);
     }
 
     #[test]

@@ -277,7 +277,12 @@ impl XsClient {
     }
 
     pub async fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
-        self.request(MsgType::Read, 0, path_payload(path)?).await
+        self.read_in(0, path).await
+    }
+
+    /// [`read`](Self::read) inside transaction `tx` (0: none).
+    pub async fn read_in(&self, tx: u32, path: &str) -> Result<Vec<u8>, XsError> {
+        self.request(MsgType::Read, tx, path_payload(path)?).await
     }
 
     /// The value, or `None` when the node does not exist.
@@ -290,7 +295,12 @@ impl XsClient {
     }
 
     pub async fn write(&self, path: &str, value: &[u8]) -> Result<(), XsError> {
-        self.request(MsgType::Write, 0, write_payload(path, value)?)
+        self.write_in(0, path, value).await
+    }
+
+    /// [`write`](Self::write) inside transaction `tx` (0: none).
+    pub async fn write_in(&self, tx: u32, path: &str, value: &[u8]) -> Result<(), XsError> {
+        self.request(MsgType::Write, tx, write_payload(path, value)?)
             .await
             .map(drop)
     }
@@ -303,7 +313,12 @@ impl XsClient {
 
     /// Remove a node and its children.
     pub async fn rm(&self, path: &str) -> Result<(), XsError> {
-        self.request(MsgType::Rm, 0, path_payload(path)?)
+        self.rm_in(0, path).await
+    }
+
+    /// [`rm`](Self::rm) inside transaction `tx` (0: none).
+    pub async fn rm_in(&self, tx: u32, path: &str) -> Result<(), XsError> {
+        self.request(MsgType::Rm, tx, path_payload(path)?)
             .await
             .map(drop)
     }
@@ -311,17 +326,22 @@ impl XsClient {
     /// The names of a node's children. Falls back to `DIRECTORY_PART` paging when the list does
     /// not fit one message (`E2BIG`), as libxenstore does.
     pub async fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
+        self.directory_in(0, path).await
+    }
+
+    /// [`directory`](Self::directory) inside transaction `tx` (0: none).
+    pub async fn directory_in(&self, tx: u32, path: &str) -> Result<Vec<String>, XsError> {
         match self
-            .request(MsgType::Directory, 0, path_payload(path)?)
+            .request(MsgType::Directory, tx, path_payload(path)?)
             .await
         {
             Ok(payload) => Ok(names(&payload)),
-            Err(e) if e.is(errno::E2BIG) => self.directory_paged(path).await,
+            Err(e) if e.is(errno::E2BIG) => self.directory_paged(tx, path).await,
             Err(e) => Err(e),
         }
     }
 
-    async fn directory_paged(&self, path: &str) -> Result<Vec<String>, XsError> {
+    async fn directory_paged(&self, tx: u32, path: &str) -> Result<Vec<String>, XsError> {
         'restart: loop {
             let mut children = Vec::new();
             let mut offset = 0usize;
@@ -330,7 +350,7 @@ impl XsClient {
                 let mut payload = path_payload(path)?;
                 payload.extend_from_slice(offset.to_string().as_bytes());
                 payload.push(0);
-                let reply = self.request(MsgType::DirectoryPart, 0, payload).await?;
+                let reply = self.request(MsgType::DirectoryPart, tx, payload).await?;
                 let split = reply.iter().position(|b| *b == 0).ok_or_else(|| {
                     XsError::Protocol("DIRECTORY_PART reply without a generation".into())
                 })?;

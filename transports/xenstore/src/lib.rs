@@ -16,6 +16,11 @@
 //!   ([`XenifaceStore`]), generic over the device so that its logic runs against
 //!   `test-xenstored` through an emulated device on any OS.
 //!
+//! - [`Store::transact`]: several writes and removals in one XenStore transaction (native and
+//!   libxenstore; xeniface has none and applies them in order), each refusal reported on its
+//!   own, a conflicting commit as `EAGAIN` — what the Xen guest metrics publisher uses.
+//!   [`with_configured_store`] runs any code generic over [`Store`] on the configured backend.
+//!
 //! Adding an operation: a method on [`XsClient`] (and on the [`Store`] trait if the lifecycle
 //! needs it, implemented by every backend). Adding a backend: a [`Store`] implementation and a
 //! [`BackendKind`] that [`XenstoreTransport::open`] maps to it.
@@ -39,6 +44,8 @@ pub use config::{BackendKind, XenstoreConfig};
 pub use host::{DEFAULT_SOCKET, HostClient, HostError, default_socket};
 pub use hostdata::XenstoreHostData;
 pub use lifecycle::fit_reply;
-pub use store::Store;
-pub use transport::{DEVICE_PATHS, XenstoreTransport, detect, detect_among};
+pub use store::{Change, Outcomes, Store};
+pub use transport::{
+    DEVICE_PATHS, StoreUser, XenstoreTransport, detect, detect_among, with_configured_store,
+};
 pub use xeniface::XenifaceStore;

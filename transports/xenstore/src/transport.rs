@@ -60,38 +60,14 @@ impl XenstoreTransport {
     /// `libxenstore`), or the xeniface device interface on Windows (`xeniface`). Needs a
     /// tokio runtime context.
     pub fn open(path: Option<&Path>, config: &XenstoreConfig) -> Result<Self, TransportError> {
-        let path = match path.or(config.path.as_deref()) {
-            Some(p) => p.to_path_buf(),
-            None => detect().ok_or_else(|| TransportError::Config(not_found()))?,
-        };
-        match config.backend {
-            #[cfg(not(windows))]
-            BackendKind::Native => Self::with_store::<crate::client::XsClient>(&path, config),
-            #[cfg(windows)]
-            BackendKind::Native => Err(TransportError::Config(
-                "xenstore backend 'native' needs a xenbus device or a xenstored unix socket, \
-                 which Windows has not; use 'xeniface' (the default on Windows)"
-                    .into(),
-            )),
-            #[cfg(feature = "libxenstore")]
-            BackendKind::Libxenstore => Self::with_store::<crate::libxs::LibClient>(&path, config),
-            #[cfg(not(feature = "libxenstore"))]
-            BackendKind::Libxenstore => Err(TransportError::Config(
-                "xenstore backend 'libxenstore' needs a guestd built with the libxenstore \
-                 feature"
-                    .into(),
-            )),
-            #[cfg(windows)]
-            BackendKind::Xeniface => Self::with_store::<
-                crate::xeniface::XenifaceStore<crate::xeniface::windows::WindowsDevice>,
-            >(&path, config),
-            #[cfg(not(windows))]
-            BackendKind::Xeniface => Err(TransportError::Config(
-                "xenstore backend 'xeniface' is the Xen PV drivers' interface of Windows guests; \
-                 on this OS use 'native' (the default)"
-                    .into(),
-            )),
+        struct Open<'a>(&'a XenstoreConfig);
+        impl StoreUser for Open<'_> {
+            type Output = Result<XenstoreTransport, TransportError>;
+            fn run<S: Store>(self, path: &Path) -> Self::Output {
+                XenstoreTransport::with_store::<S>(path, self.0)
+            }
         }
+        with_configured_store(path, config, Open(config))?
     }
 
     /// Serve over the [`Store`] implementation `S` connected at `path` (the tests run the
@@ -107,6 +83,56 @@ impl XenstoreTransport {
                 Box::pin(lifecycle.serve(dispatcher, shutdown))
             }),
         })
+    }
+}
+
+/// Code that runs over whichever [`Store`] implementation the configuration picks (see
+/// [`with_configured_store`]): the request lifecycle, the guest metrics publisher.
+pub trait StoreUser {
+    type Output;
+    /// Run over backend `S` at `path` (a xenbus device, a xenstored socket or a xeniface
+    /// interface path).
+    fn run<S: Store>(self, path: &Path) -> Self::Output;
+}
+
+/// Run `user` over the backend `config.backend` names, at `path`, or at `config.path`, or at
+/// the detected device. A backend this build or OS lacks is a configuration error that says
+/// which one to use instead.
+pub fn with_configured_store<U: StoreUser>(
+    path: Option<&Path>,
+    config: &XenstoreConfig,
+    user: U,
+) -> Result<U::Output, TransportError> {
+    let path = match path.or(config.path.as_deref()) {
+        Some(p) => p.to_path_buf(),
+        None => detect().ok_or_else(|| TransportError::Config(not_found()))?,
+    };
+    match config.backend {
+        #[cfg(not(windows))]
+        BackendKind::Native => Ok(user.run::<crate::client::XsClient>(&path)),
+        #[cfg(windows)]
+        BackendKind::Native => Err(TransportError::Config(
+            "xenstore backend 'native' needs a xenbus device or a xenstored unix socket, \
+             which Windows has not; use 'xeniface' (the default on Windows)"
+                .into(),
+        )),
+        #[cfg(feature = "libxenstore")]
+        BackendKind::Libxenstore => Ok(user.run::<crate::libxs::LibClient>(&path)),
+        #[cfg(not(feature = "libxenstore"))]
+        BackendKind::Libxenstore => Err(TransportError::Config(
+            "xenstore backend 'libxenstore' needs a guestd built with the libxenstore \
+             feature"
+                .into(),
+        )),
+        #[cfg(windows)]
+        BackendKind::Xeniface => Ok(user
+            .run::<crate::xeniface::XenifaceStore<crate::xeniface::windows::WindowsDevice>>(&path)),
+        #[cfg(not(windows))]
+        BackendKind::Xeniface => Err(TransportError::Config(
+            "xenstore backend 'xeniface' is the Xen PV drivers' interface of Windows guests; \
+             on this OS use 'native' (the default)"
+                .into(),
+        )),
     }
 }
 

@@ -147,6 +147,7 @@ fn xenstored(dom0: &Path, guest: &Path, quota: Quota) -> TestXenstored {
         guests: vec![(DOMID, guest.to_path_buf()), (6, guest.with_extension("6"))],
         quota,
         trace: std::env::var_os("XS_TRACE").is_some(),
+        ..Config::default()
     })
     .expect("test-xenstored starts")
 }

@@ -32,6 +32,7 @@ async fn setup() -> Setup {
         guests: vec![(5, guest.clone())],
         quota: Quota::default(),
         trace: false,
+        ..Config::default()
     })
     .unwrap();
     let dom0 = XsClient::connect(&dom0_path).await.unwrap();

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::client::{WatchEvent, WatchStream, XsError};
-use crate::store::Store;
+use crate::store::{Change, Outcomes, Store, ends_transaction, removal_outcome};
 use crate::wire::{PAYLOAD_MAX, WireError};
 
 #[allow(
@@ -185,7 +185,8 @@ impl Handle {
         Ok(bytes)
     }
 
-    fn write(&self, path: &str, value: &[u8]) -> Result<(), XsError> {
+    /// Write inside transaction `tx` (`XBT_NULL`: none).
+    fn write(&self, tx: ffi::xs_transaction_t, path: &str, value: &[u8]) -> Result<(), XsError> {
         if path.len() + 1 + value.len() > PAYLOAD_MAX {
             return Err(WireError::TooLarge(path.len() + 1 + value.len()).into());
         }
@@ -195,7 +196,7 @@ impl Handle {
         let ok = unsafe {
             ffi::xs_write(
                 self.raw,
-                ffi::XBT_NULL,
+                tx,
                 c.as_ptr(),
                 value.as_ptr() as *const c_void,
                 value.len() as c_uint,
@@ -212,11 +213,12 @@ impl Handle {
         if ok { Ok(()) } else { Err(self.failure()) }
     }
 
-    fn rm(&self, path: &str) -> Result<(), XsError> {
+    /// Remove inside transaction `tx` (`XBT_NULL`: none).
+    fn rm(&self, tx: ffi::xs_transaction_t, path: &str) -> Result<(), XsError> {
         let c = cstring(path)?;
         #[allow(unsafe_code)]
         // SAFETY: valid handle and path.
-        let ok = unsafe { ffi::xs_rm(self.raw, ffi::XBT_NULL, c.as_ptr()) };
+        let ok = unsafe { ffi::xs_rm(self.raw, tx, c.as_ptr()) };
         if ok { Ok(()) } else { Err(self.failure()) }
     }
 
@@ -240,6 +242,38 @@ impl Handle {
             names
         };
         Ok(names)
+    }
+
+    /// Every change in one transaction (see [`Store::transact`]).
+    fn transact(&self, changes: &[Change]) -> Result<Outcomes, XsError> {
+        #[allow(unsafe_code)]
+        // SAFETY: valid handle.
+        let tx = unsafe { ffi::xs_transaction_start(self.raw) };
+        if tx == ffi::XBT_NULL {
+            return Err(self.failure());
+        }
+        let end = |commit: bool| {
+            #[allow(unsafe_code)]
+            // SAFETY: valid handle and a transaction it started; `abort` is the negation.
+            let ok = unsafe { ffi::xs_transaction_end(self.raw, tx, !commit) };
+            if ok { Ok(()) } else { Err(self.failure()) }
+        };
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            let result = match change {
+                Change::Write { path, value } => self.write(tx, path, value),
+                Change::Remove { path } => removal_outcome(self.rm(tx, path)),
+            };
+            match result {
+                Err(e) if ends_transaction(&e) => {
+                    let _ = end(false);
+                    return Err(e);
+                }
+                other => outcomes.push(other),
+            }
+        }
+        end(true)?;
+        Ok(outcomes)
     }
 
     fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
@@ -364,7 +398,8 @@ impl Store for LibClient {
 
     async fn write(&self, path: &str, value: &[u8]) -> Result<(), XsError> {
         let (path, value) = (path.to_string(), value.to_vec());
-        self.blocking(move |h| h.write(&path, &value)).await
+        self.blocking(move |h| h.write(ffi::XBT_NULL, &path, &value))
+            .await
     }
 
     async fn mkdir(&self, path: &str) -> Result<(), XsError> {
@@ -374,12 +409,17 @@ impl Store for LibClient {
 
     async fn rm(&self, path: &str) -> Result<(), XsError> {
         let path = path.to_string();
-        self.blocking(move |h| h.rm(&path)).await
+        self.blocking(move |h| h.rm(ffi::XBT_NULL, &path)).await
     }
 
     async fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
         let path = path.to_string();
         self.blocking(move |h| h.directory(&path)).await
+    }
+
+    async fn transact(&self, changes: &[Change]) -> Result<Outcomes, XsError> {
+        let changes = changes.to_vec();
+        self.blocking(move |h| h.transact(&changes)).await
     }
 
     async fn watch(&self, path: &str, token: &str) -> Result<WatchStream, XsError> {

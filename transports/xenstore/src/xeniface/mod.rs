@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::client::{WatchEvent, WatchStream, XsError};
-use crate::store::Store;
+use crate::store::{Change, Outcomes, Store, removal_outcome};
 use crate::wire::errno;
 pub use codec::IoctlError;
 use codec::{
@@ -160,6 +160,25 @@ impl<D: IoctlDevice> XenifaceStore<D> {
 
 impl<D: IoctlDevice> Store for XenifaceStore<D> {
     const BACKEND: &'static str = D::NAME;
+    const ATOMIC: bool = false;
+
+    /// The driver has no transactions: the changes apply in order, one IOCTL each, and a
+    /// reader may see a part of them (the metrics publisher writes `data/updated` last, which
+    /// is what XAPI waits for). A lost device ends the call like a lost connection.
+    async fn transact(&self, changes: &[Change]) -> Result<Outcomes, XsError> {
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            let result = match change {
+                Change::Write { path, value } => self.write(path, value).await,
+                Change::Remove { path } => removal_outcome(self.rm(path).await),
+            };
+            match result {
+                Err(e) if e.is_connection_lost() => return Err(e),
+                other => outcomes.push(other),
+            }
+        }
+        Ok(outcomes)
+    }
 
     fn connect(path: &Path) -> Result<Self, XsError> {
         D::open(path).map(Self::new)
