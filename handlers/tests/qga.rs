@@ -1,6 +1,7 @@
 //! qga commands through the dispatcher over a sandbox root and the fake runner: fsfreeze
 //! (freeze order, rollback on failure, automatic thaw), guest-shutdown, and each dialect's
 //! commands existing only on its own channels.
+#![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
