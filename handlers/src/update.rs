@@ -25,7 +25,7 @@ pub mod watchdog;
 use std::path::Path;
 use std::time::Duration;
 
-use guestd_core::{Command, Context, Handler, HandlerError, Reply, Root, WriteOptions};
+use guestd_core::{Command, Context, Effect, Handler, HandlerError, Reply, Root, WriteOptions};
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -350,7 +350,8 @@ impl Updater<'_> {
             return Ok(vec![
                 Command::new(program)
                     .args(args.iter().cloned())
-                    .timeout(Duration::from_secs(120)),
+                    .timeout(Duration::from_secs(120))
+                    .effect(Effect::Service),
             ]);
         }
         Manager::detect(self.root, self.os, &self.config.service_name)
@@ -413,7 +414,10 @@ impl Updater<'_> {
     /// Run `<staged> --self-test`; it must exit 0 and print `guestd <version> self-test ok…`.
     fn self_test(&self, binary: &str) -> Result<String, HandlerError> {
         let host = self.root.resolve(binary).map_err(failed)?;
-        let mut cmd = Command::new(host.to_string_lossy()).arg("--self-test");
+        // The staged binary only loads the configuration and builds its commands.
+        let mut cmd = Command::new(host.to_string_lossy())
+            .arg("--self-test")
+            .root_local();
         if let Some(config) = &self.config.self_test_config {
             cmd = cmd.args(["--config", config]);
         }
@@ -448,7 +452,8 @@ impl Updater<'_> {
             ])
             .arg(host.to_string_lossy())
             .clear_env(Vec::new())
-            .timeout(Duration::from_secs(self.config.installer_timeout_secs));
+            .timeout(Duration::from_secs(self.config.installer_timeout_secs))
+            .effect(Effect::Install);
         info!(dir = %host.display(), "running the update's installer.sh");
         let out = self
             .runner

@@ -42,7 +42,7 @@ pub use backend::{
 pub use channel_spec::{ChannelKind, ChannelSpec};
 pub use dispatch::{
     Channel, CommandPolicy, Context, Dialect, DispatchError, Dispatcher, DispatcherBuilder, Env,
-    Handler, HandlerError,
+    FreezeFlag, Handler, HandlerError, Lifecycle,
 };
 pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
 pub use plan::{ApplyError, ApplyOptions, FileChange, Plan, PlannedCommand, apply};

@@ -16,7 +16,9 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Act on this directory tree instead of `/` (a sandbox: every file a command reads or
-    /// writes is below it).
+    /// writes is below it, and commands that would act on this machine, such as shutdown,
+    /// fsfreeze or a network restart, are reported as not run unless `[sandbox]
+    /// allow_effects` allows their effect).
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 

@@ -99,9 +99,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         warn!(store = %config.password.windows_accounts, "[password] windows_accounts: passwords go to a FAKE account store (tests only)");
     }
     let backend = SystemBackend::detect(&root).with_windows_accounts(windows_accounts);
+    // Under --root, commands that would act on this machine are refused unless [sandbox]
+    // allows their effect: the one place that policy is applied.
+    let runner = guestd_core::effect::contain(&root, Arc::new(SystemRunner), &config.sandbox);
     let env = Env {
         root,
-        runner: Arc::new(SystemRunner),
+        runner,
         backend: Arc::new(backend.clone()),
     };
     let dispatcher = Arc::new(commands::build_dispatcher(&config, env.clone())?);

@@ -122,7 +122,8 @@ impl Freezer {
 fn run(runner: &dyn CommandRunner, flag: &str, mount: &str) -> Result<(), HandlerError> {
     let cmd = Command::new(FSFREEZE)
         .args([flag, mount])
-        .timeout(Duration::from_secs(60));
+        .timeout(Duration::from_secs(60))
+        .effect(guestd_core::Effect::Freeze);
     runner.run(&cmd)?.check(FSFREEZE)?;
     Ok(())
 }

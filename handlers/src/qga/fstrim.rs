@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use guestd_core::{Command, CommandError, Context, Dialect, Handler, HandlerError, Reply};
+use guestd_core::{Command, CommandError, Context, Dialect, Effect, Handler, HandlerError, Reply};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
@@ -80,7 +80,10 @@ impl Handler for FstrimHandler {
 
 /// One mount's result.
 fn trim(ctx: &Context<'_>, path: &str, minimum: i64) -> Value {
-    let mut cmd = Command::new(FSTRIM).arg("--verbose").timeout(PER_MOUNT);
+    let mut cmd = Command::new(FSTRIM)
+        .arg("--verbose")
+        .timeout(PER_MOUNT)
+        .effect(Effect::Trim);
     if minimum > 0 {
         cmd = cmd.args(["--minimum".to_string(), minimum.to_string()]);
     }
