@@ -1,5 +1,6 @@
 //! qga commands through the dispatcher over a sandbox root and the fake runner: guest-shutdown,
 //! and each dialect's commands existing only on its own channels (fsfreeze: `fsfreeze.rs`).
+#![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 use std::sync::Arc;
 

@@ -40,12 +40,12 @@ impl Guestd {
     /// Like [`start`](Self::start) but in a prepared directory (`root/` inside it is the root,
     /// unless `extra` names its own `--root DIR`, e.g. a tmpfs).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
-        Self::start_with_env(dir, extra, &[])
+        Self::start_in_env(dir, extra, &[])
     }
 
-    /// Like [`start_in`](Self::start_in) with these environment variables set (e.g. a `PATH`
-    /// whose first directory holds recording stubs).
-    pub fn start_with_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, String)]) -> Self {
+    /// Like [`start_in`](Self::start_in) with extra environment variables for guestd (e.g. a
+    /// `PATH` of recording stand-ins, so no command reaches the host).
+    pub fn start_in_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
         let sock = dir.path().join("guestd.sock");
@@ -63,7 +63,7 @@ impl Guestd {
                 &["--log-level", "debug"][..]
             })
             .args(extra)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

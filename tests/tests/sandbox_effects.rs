@@ -9,7 +9,7 @@
 //! stubs freeze nothing): SIGTERM while frozen thaws, and a SIGKILL while frozen is thawed by
 //! the next start; native write commands are refused at once while frozen.
 #![cfg(unix)]
-#![allow(clippy::disallowed_methods)] // spawns the daemon under test
+#![allow(clippy::disallowed_methods)] // spawns the daemon under test, builds its tree by path
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -172,10 +172,10 @@ impl Work {
         let root = self.path("root").display().to_string();
         let config = self.path("guestd.toml").display().to_string();
         let qga = format!("qga+unix:{}", self.path("qga.sock").display());
-        let g = Guestd::start_with_env(
+        let g = Guestd::start_in_env(
             tempfile::tempdir().unwrap(),
             &["--root", &root, "--config", &config, "--listen", &qga],
-            &[("PATH", path)],
+            &[("PATH", &path)],
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while UnixStream::connect(self.path("qga.sock")).is_err() {

@@ -45,8 +45,8 @@ pub use dispatch::{
     FreezeFlag, Handler, HandlerError, Lifecycle,
 };
 pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
-pub use plan::{ApplyError, ApplyOptions, FileChange, Plan, PlannedCommand, apply};
-pub use root::{FileMeta, Root, RootError, WriteOptions};
+pub use plan::{ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Plan, PlannedCommand, apply};
+pub use root::{FileMeta, PathPolicy, Root, RootError, Snapshot, WriteOptions};
 pub use runner::{Command, CommandError, CommandRunner, Output, SystemRunner};
 pub use transport::{BoxFuture, Shutdown, ShutdownTrigger, Transport, TransportError};
 pub use wire::{Incoming, Reply, Request, RequestError};

@@ -166,6 +166,7 @@ fn merge(into: &mut toml::Table, from: toml::Table) {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

@@ -138,6 +138,7 @@ pub fn resolve(spec: &NetworkSpec, devices: &Devices) -> Result<Network, Network
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

@@ -210,7 +210,7 @@ fn restart_and_wait(
 
 /// Put `<install>.previous` back in place (atomically, with its mode and owner).
 fn restore_previous(root: &Root, state: &WatchState) -> Result<(), RootError> {
-    let bytes = root.read(&state.previous_path)?;
+    let bytes = root.read_limited(&state.previous_path, super::MAX_BINARY)?;
     let meta = root.metadata(&state.previous_path)?;
     let opts = WriteOptions {
         mode: meta.mode,
