@@ -3,6 +3,7 @@
 //! skipped, the fsfreeze hook as qemu-ga runs it, the record in `/run/guestd`, the thaw on
 //! stop, on the next start and by the timer, and write commands refused while frozen.
 #![cfg(unix)]
+#![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
