@@ -162,13 +162,18 @@ impl Work {
 
     /// guestd on `root/` with the stubs first in `PATH`, serving native `guestd.sock` and
     /// `qga+unix:<work>/qga.sock`.
-    fn start(&self) -> Guestd {
-        let _ = fs::remove_file(self.path("qga.sock"));
-        let path = format!(
+    /// `PATH` with the stubs first.
+    fn stub_path(&self) -> String {
+        format!(
             "{}:{}",
             self.path("stubs").display(),
             std::env::var("PATH").unwrap_or_default()
-        );
+        )
+    }
+
+    fn start(&self) -> Guestd {
+        let _ = fs::remove_file(self.path("qga.sock"));
+        let path = self.stub_path();
         let root = self.path("root").display().to_string();
         let config = self.path("guestd.toml").display().to_string();
         let qga = format!("qga+unix:{}", self.path("qga.sock").display());
@@ -423,7 +428,7 @@ fn sigterm_while_frozen_thaws_and_writes_are_refused_meanwhile() {
 }
 
 #[test]
-fn a_guestd_killed_while_frozen_is_thawed_by_the_next_start() {
+fn a_guestd_killed_while_frozen_is_thawed_by_the_next_start_or_guestd_thaw() {
     let (w, g) = frozen_work();
     let log_before = g.log();
     signal(g.pid(), "KILL");
@@ -450,4 +455,36 @@ fn a_guestd_killed_while_frozen_is_thawed_by_the_next_start() {
     );
     let r = native(&g, "file_inject", inject("/etc/motd"));
     assert_eq!(r["returncode"], "0", "{r}");
+
+    // What the systemd unit runs after guestd stopped, however it stopped (ExecStopPost=):
+    // `guestd --thaw` thaws from the record and exits.
+    let r = w.qga(json!({"execute": "guest-fsfreeze-freeze"}));
+    assert_eq!(r["return"], 2, "{r}");
+    signal(g.pid(), "KILL");
+    drop(g);
+    assert!(w.record());
+    let out = std::process::Command::new(bin::path("guestd"))
+        .env("PATH", w.stub_path())
+        .arg("--root")
+        .arg(w.path("root"))
+        .arg("--config")
+        .arg(w.path("guestd.toml"))
+        .arg("--thaw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(w.calls()[THAWED.len()..], THAWED);
+    assert!(!w.record());
+    // With nothing recorded it does nothing.
+    let out = std::process::Command::new(bin::path("guestd"))
+        .env("PATH", w.stub_path())
+        .arg("--root")
+        .arg(w.path("root"))
+        .arg("--config")
+        .arg(w.path("guestd.toml"))
+        .arg("--thaw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(w.calls().len(), 2 * THAWED.len());
 }

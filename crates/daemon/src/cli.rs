@@ -50,6 +50,13 @@ pub struct Cli {
     #[arg(long, value_name = "STATE", hide = true)]
     pub update_watchdog: Option<String>,
 
+    /// Thaw the filesystems a stopped or killed guestd left frozen (recorded in
+    /// `/run/guestd/fsfreeze.json`), run the fsfreeze hook with `thaw` if its freeze ran, and
+    /// exit. The systemd unit runs this after guestd stops (`ExecStopPost=`), so a crash while
+    /// frozen cannot leave the guest frozen; a start does the same.
+    #[arg(long)]
+    pub thaw: bool,
+
     /// Print the effective configuration and the transports guestd would serve, then exit
     /// (non-zero when the configuration is invalid). For image builders.
     #[arg(long)]

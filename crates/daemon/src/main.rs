@@ -107,6 +107,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         runner,
         backend: Arc::new(backend.clone()),
     };
+    if cli.thaw {
+        guestd_handlers::qga::thaw_recorded(&env, &config.qga);
+        return Ok(());
+    }
     let dispatcher = Arc::new(commands::build_dispatcher(&config, env.clone())?);
 
     if cli.check_config {

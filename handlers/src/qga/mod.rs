@@ -87,6 +87,13 @@ impl QgaConfig {
     }
 }
 
+/// Thaw what a stopped or killed guestd left frozen (its record in `/run/guestd`), with the
+/// thaw hook if the freeze hook ran; nothing when there is no record (`guestd --thaw`).
+pub fn thaw_recorded(env: &guestd_core::Env, config: &QgaConfig) {
+    let freezer = Freezer::new(guestd_core::FreezeFlag::default(), config.freeze_settings());
+    guestd_core::Lifecycle::start(&freezer, env);
+}
+
 /// Register every qga command on `builder`, and the freezer's [`guestd_core::Lifecycle`] (it
 /// thaws on start after a crash and on stop).
 pub fn register(
