@@ -107,11 +107,18 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         warn!(store = %config.password.windows_accounts, "[password] windows_accounts: passwords go to a FAKE account store (tests only)");
     }
     let backend = SystemBackend::detect(&root).with_windows_accounts(windows_accounts);
+    // Under --root, commands that would act on this machine are refused unless [sandbox]
+    // allows their effect: the one place that policy is applied.
+    let runner = guestd_core::effect::contain(&root, Arc::new(SystemRunner), &config.sandbox);
     let env = Env {
         root,
-        runner: Arc::new(SystemRunner),
+        runner,
         backend: Arc::new(backend.clone()),
     };
+    if cli.thaw {
+        guestd_handlers::qga::thaw_recorded(&env, &config.qga);
+        return Ok(());
+    }
     let dispatcher = Arc::new(commands::build_dispatcher(&config, env.clone())?);
 
     if cli.check_config {
@@ -141,6 +148,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             return continue_as_tls(spec);
         }
     }
+    // Before serving: undo what a crashed guestd left behind (filesystems it froze).
+    dispatcher.start();
     let limits = StreamLimits {
         max_line: config.transports.max_line_bytes.max(64),
     };
@@ -196,6 +205,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                     info!(signal = which, "stopping: finishing requests in flight");
                     notify::notify("STOPPING=1");
                     trigger.trigger();
+                    // At once (a request in flight may wait on a frozen filesystem), and again
+                    // below once the requests in flight are done.
+                    stop_components(&dispatcher).await;
                     break;
                 }
                 done = tasks.join_next() => match done {
@@ -211,6 +223,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 warn!(transport = %name, error = %e, "transport ended with an error");
             }
         }
+        stop_components(&dispatcher).await;
         ready_marker.remove();
         info!("stopped");
         Ok(())
@@ -267,6 +280,15 @@ fn continue_as_tls(spec: &ChannelSpec) -> anyhow::Result<()> {
 #[cfg(not(unix))]
 fn continue_as_tls(spec: &ChannelSpec) -> anyhow::Result<()> {
     anyhow::bail!("{spec} needs mutual TLS, which this guestd does not link")
+}
+
+/// The components' stop work (thawing frozen filesystems), on a blocking thread: it runs
+/// commands.
+async fn stop_components(dispatcher: &Arc<guestd_core::Dispatcher>) {
+    let d = Arc::clone(dispatcher);
+    if let Err(e) = tokio::task::spawn_blocking(move || d.stop()).await {
+        error!(error = %e, "stopping a component panicked");
+    }
 }
 
 /// `--update-watchdog STATE`: see `guestd_handlers::update::watchdog`.
@@ -407,6 +429,7 @@ fn check_config(
 /// The level is `info`, or `target=level` directives (`info,guestd_core=debug`). A `Targets`
 /// filter rather than `EnvFilter`: the same syntax for everything guestd documents, without a
 /// regex engine compiled at start-up (a third of the idle RSS of the binary's own pages).
+#[allow(clippy::disallowed_methods)] // the daemon's own log file (Windows service), not guest data
 fn init_logging(level: &str, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guestd_core::{Command, CommandRunner, Root, RootError, WriteOptions};
+use guestd_core::{Command, CommandRunner, Effect, Root, RootError, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -56,6 +56,7 @@ impl Argv {
         Command::new(&self.program)
             .args(self.args.iter().cloned())
             .timeout(Duration::from_secs(self.timeout_secs.max(1)))
+            .effect(Effect::Service)
     }
 }
 
@@ -237,7 +238,7 @@ pub fn restore_companion(root: &Root, companion: &Companion) -> Result<(), RootE
 }
 
 fn restore_file(root: &Root, previous: &str, install: &str) -> Result<(), RootError> {
-    let bytes = root.read(previous)?;
+    let bytes = root.read_limited(previous, super::MAX_BINARY)?;
     let meta = root.metadata(previous)?;
     let opts = WriteOptions {
         mode: meta.mode,
