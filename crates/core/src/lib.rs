@@ -10,7 +10,9 @@
 //! - [`transport`]: the [`Transport`] trait and the shutdown signal; [`channel_spec`]: the one
 //!   grammar naming a channel (`[qga+]KIND:ADDRESS`) for guestd and guestctl.
 //! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
-//!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use.
+//!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use; [`process`]:
+//!   programs started for the host that run on their own ([`ProcessSpawner`], qga's
+//!   `guest-exec`).
 //! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
 //!   (host-provided data such as XenStore `vm-data/`).
 //!
@@ -24,6 +26,7 @@ pub mod channel_spec;
 pub mod dispatch;
 pub mod framing;
 pub mod plan;
+pub mod process;
 pub mod qga;
 pub mod retry;
 pub mod root;
@@ -42,6 +45,10 @@ pub use dispatch::{
     Handler, HandlerError,
 };
 pub use plan::{ApplyError, ApplyOptions, FileChange, Plan, PlannedCommand, apply};
+pub use process::{
+    Capture, Captured, ExitReport, OutputBudget, OutputLimits, ProcessSpawner, SpawnSpec,
+    SpawnedProcess, SystemSpawner, Termination,
+};
 pub use root::{FileMeta, Root, RootError, WriteOptions};
 pub use runner::{Command, CommandError, CommandRunner, Output, SystemRunner};
 pub use transport::{BoxFuture, Shutdown, ShutdownTrigger, Transport, TransportError};
