@@ -17,6 +17,9 @@
 //!   end, or for at most [`OUTPUT_DRAIN`] after the exit: a daemon the program started and that
 //!   keeps stdout open cannot hold the report back (its later output is not read).
 
+// The real spawner is Unix-only; elsewhere it refuses, and its helpers are unused.
+#![cfg_attr(not(unix), allow(dead_code))]
+
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -294,7 +297,6 @@ mod sys {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::ExitStatusExt;
     use std::path::{Path, PathBuf};
-    use std::pin::pin;
     use std::process::Stdio;
     use std::sync::{Arc, Mutex};
 
@@ -497,7 +499,7 @@ mod sys {
         let per_stream = limits.per_stream;
         let mut out = Stream::new(stdout, &limits);
         let mut err = Stream::new(stderr, &limits);
-        let mut feeding = pin!(feed(child.stdin.take(), input));
+        let mut feeding = Box::pin(feed(child.stdin.take(), input));
         let mut fed = false;
         let status = loop {
             tokio::select! {

@@ -12,6 +12,11 @@ use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(unix)]
+mod open_file;
+#[cfg(unix)]
+pub use open_file::{NEW_FILE_MODE, OpenMode, OpenedFile};
+
 /// Maximum symlinks followed while resolving one path (as Linux's `MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
 
@@ -28,6 +33,22 @@ pub enum RootError {
     TooManyLinks(String),
     #[error("path '{0}' is not on a local drive (only C:\\... style prefixes are accepted)")]
     UnsupportedPrefix(String),
+    #[error(
+        "path '{0}' is a symbolic link in a directory that an unprivileged user controls; \
+         guestd does not follow it"
+    )]
+    UntrustedLink(String),
+    #[error("'{0}' is a symbolic link; refusing to use it")]
+    IsLink(String),
+    #[error("'{path}' is not a regular file (it is a {kind}); refusing to read or replace it")]
+    NotRegular { path: String, kind: &'static str },
+    #[error("'{path}' is not read: it {reason}, in a directory that an unprivileged user controls")]
+    Untrusted { path: String, reason: &'static str },
+    /// [`Root::open_file`]'s caller refused the path as reached (links followed).
+    #[error(
+        "'{path}' is not under a path this guest's configuration allows (reached as '{reached}')"
+    )]
+    NotAllowed { path: String, reached: String },
     #[error("cannot {op} '{path}': {source}")]
     Io {
         op: &'static str,
