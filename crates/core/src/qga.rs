@@ -196,9 +196,11 @@ pub fn encode_reply(name: &str, reply: &Reply, id: Option<&Value>) -> Option<Str
             "CommandNotFound",
             format!("The command {name} has not been found"),
         ),
+        // qapi/qmp-dispatch.c's words (qemu-ga 7.2 answers exactly so; much older QEMUs said
+        // "The command ... has been disabled for this instance", as a GenericError).
         code::FORBIDDEN => (
             "CommandNotFound",
-            format!("The command {name} has been disabled for this instance"),
+            format!("Command {name} has been disabled"),
         ),
         _ => ("GenericError", reply.message.clone()),
     };
@@ -430,6 +432,11 @@ mod tests {
         assert_eq!(
             r,
             r#"{"error": {"class":"CommandNotFound","desc":"The command nope has not been found"}}"#
+        );
+        let r = encode_reply("guest-exec", &Reply::new(code::FORBIDDEN, "x"), None).unwrap();
+        assert_eq!(
+            r,
+            r#"{"error": {"class":"CommandNotFound","desc":"Command guest-exec has been disabled"}}"#
         );
         assert!(encode_reply("guest-shutdown", &Reply::ok("{}"), None).is_none());
         let e = encode_reply("guest-shutdown", &Reply::error("boom"), None).unwrap();

@@ -77,6 +77,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return update_watchdog(&root, state);
     }
     let (mut config, files) = config::load(cli.config.as_deref())?;
+    config
+        .qga
+        .validate()
+        .map_err(|e| anyhow::anyhow!("[qga] {e}"))?;
     if let Some(manager) = &config.network.manager {
         guestd_distro::network::Manager::from_name(manager)
             .map_err(|e| anyhow::anyhow!("[network] manager: {e}"))?;

@@ -109,7 +109,23 @@ impl Root {
         allowed: impl Fn(&Path) -> bool,
     ) -> Result<OpenedFile, RootError> {
         let guest = guest.as_ref();
-        let (dir, dir_names, name) = walk_parent(self, guest)?;
+        let (dir, dir_names, name) = match walk_parent(self, guest) {
+            Ok(found) => found,
+            // Where the way cannot be walked, the path as written is judged instead: a path
+            // the caller would refuse gets that refusal, not a hint of what exists there.
+            Err(e) => {
+                let written: PathBuf = check_guest_path(guest)
+                    .map(|parts| std::iter::once(OsString::from("/")).chain(parts).collect())
+                    .unwrap_or_default();
+                if !written.as_os_str().is_empty() && !allowed(&written) {
+                    return Err(RootError::NotAllowed {
+                        path: display(guest),
+                        reached: display(&written),
+                    });
+                }
+                return Err(e);
+            }
+        };
         let reached: PathBuf = std::iter::once(OsStr::new("/"))
             .chain(dir_names.iter().map(OsString::as_os_str))
             .chain(std::iter::once(name.as_os_str()))
@@ -500,6 +516,13 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, RootError::NotAllowed { .. }));
         assert!(!d.path().join("srv/data/new").exists(), "not created");
+        // Missing on the way: outside the allowed paths it is still "not allowed".
+        let err = root
+            .open_file("/etc/none/x", mode("r"), only_data)
+            .unwrap_err();
+        assert!(matches!(err, RootError::NotAllowed { .. }), "{err}");
+        let err = root.open_file("/srv/none/x", mode("r"), |p: &Path| p.starts_with("/srv"));
+        assert!(err.unwrap_err().is_not_found());
         let f = root
             .open_file("/data/keep", mode("r"), |p: &Path| p.starts_with("/srv"))
             .unwrap();
