@@ -208,21 +208,33 @@ impl ExecTable {
         let invalid = || HandlerError::BadRequest("Invalid parameter 'pid'".into());
         let pid = u32::try_from(a.pid).map_err(|_| invalid())?;
         let mut state = self.lock();
-        self.refresh(&mut state);
-        if let Some(at) = state.finished.iter().position(|(p, _)| *p == pid) {
+        self.collect_finished(&mut state);
+        // The status asked for is taken before the cap is applied: it is not unclaimed.
+        let reply = if let Some(at) = state.finished.iter().position(|(p, _)| *p == pid) {
             let (_, report) = state.finished.remove(at).expect("found above");
-            drop(state);
-            return Ok(status_reply(&report));
-        }
-        if state.running.iter().any(|p| p.pid() == pid) {
-            return Ok(json!({ "exited": false }));
-        }
-        Err(invalid())
+            Ok(report)
+        } else if state.running.iter().any(|p| p.pid() == pid) {
+            Err(json!({ "exited": false }))
+        } else {
+            self.drop_unclaimed(&mut state);
+            return Err(invalid());
+        };
+        self.drop_unclaimed(&mut state);
+        drop(state);
+        Ok(match reply {
+            Ok(report) => status_reply(&report),
+            Err(running) => running,
+        })
     }
 
-    /// Move programs that have finished to `finished` and keep at most `max_processes` of
-    /// them, dropping the oldest.
+    /// [`collect_finished`](Self::collect_finished), then [`drop_unclaimed`](Self::drop_unclaimed).
     fn refresh(&self, state: &mut State) {
+        self.collect_finished(state);
+        self.drop_unclaimed(state);
+    }
+
+    /// Move programs that have finished to `finished`.
+    fn collect_finished(&self, state: &mut State) {
         let mut i = 0;
         while i < state.running.len() {
             match state.running[i].take_report() {
@@ -242,6 +254,10 @@ impl ExecTable {
                 None => i += 1,
             }
         }
+    }
+
+    /// Keep at most `max_processes` unclaimed statuses, dropping the oldest.
+    fn drop_unclaimed(&self, state: &mut State) {
         while state.finished.len() > self.max_processes {
             if let Some((pid, report)) = state.finished.pop_front() {
                 warn!(pid, status = %report.termination,
@@ -426,17 +442,19 @@ mod tests {
 
     use super::*;
 
+    type Slot = Arc<Mutex<Option<ExitReport>>>;
+
     /// A spawner whose programs finish when the test says so.
     #[derive(Default)]
     struct Fake {
         next_pid: AtomicU32,
-        started: Mutex<Vec<(SpawnSpec, Arc<Mutex<Option<ExitReport>>>)>>,
+        started: Mutex<Vec<(SpawnSpec, Slot)>>,
     }
 
     #[derive(Debug)]
     struct FakeProcess {
         pid: u32,
-        report: Arc<Mutex<Option<ExitReport>>>,
+        report: Slot,
     }
 
     impl SpawnedProcess for FakeProcess {
