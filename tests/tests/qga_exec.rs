@@ -607,7 +607,7 @@ fn exec_and_file_commands_are_off_by_default() {
     ] {
         assert_eq!(
             c.call(name, args),
-            json!({"error": {"class": "CommandNotFound", "desc": format!("Command {name} has been disabled")}})
+            json!({"error": {"class": "CommandNotFound", "desc": format!("Command {name} has been disabled: the command is not allowed")}})
         );
     }
 }

@@ -309,15 +309,16 @@ impl ExecTable {
     }
 }
 
-/// qemu-ga's words for a program that could not be started.
+/// qemu-ga's words (GLib's, as qemu-ga 10 passes them on) for a program that could not be
+/// started.
 fn spawn_failed(e: &CommandError) -> HandlerError {
-    let reason = match e {
-        CommandError::Spawn { program, source } => {
-            format!("cannot run '{program}': {}", super::os_reason(source))
-        }
-        other => other.to_string(),
-    };
-    HandlerError::failed(format!("Guest agent command failed, error was '{reason}'"))
+    match e {
+        CommandError::Spawn { program, source } => HandlerError::failed(format!(
+            "Failed to execute child process \u{201c}{program}\u{201d} ({})",
+            super::os_reason(source)
+        )),
+        other => HandlerError::failed(other.to_string()),
+    }
 }
 
 fn truncated(c: &Option<Captured>) -> bool {
@@ -552,7 +553,7 @@ mod tests {
         any.exec(&json!({"path": "/usr/bin/id"})).unwrap();
         let e = error(any.exec(&json!({"path": "/opt/missing"})));
         assert!(
-            e.starts_with("Guest agent command failed, error was 'cannot run"),
+            e.starts_with("Failed to execute child process \u{201c}/opt/missing\u{201d}"),
             "{e}"
         );
     }

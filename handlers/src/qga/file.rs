@@ -343,7 +343,7 @@ fn whence(value: &Value) -> Result<u8, HandlerError> {
                 "invalid whence code {code}"
             ))),
             None => Err(HandlerError::BadRequest(
-                "Invalid parameter type for 'whence', expected: GuestFileWhence".into(),
+                "Invalid parameter type for 'whence', expected: integer".into(),
             )),
         },
         _ => Err(HandlerError::BadRequest(
