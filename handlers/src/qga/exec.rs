@@ -172,13 +172,13 @@ impl ExecTable {
             )));
         }
         let argv = shown_argv(&a.path, &a.arg);
-        let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        let env_names: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
         let input_bytes = stdin.as_ref().map_or(0, |s| s.len());
         let spec = SpawnSpec {
             program: program.clone(),
-            argv0: a.path.clone(),
-            args: a.arg.clone(),
-            env: env.clone(),
+            argv0: a.path,
+            args: a.arg,
+            env,
             stdin,
             capture,
             limits: self.limits.clone(),
@@ -210,21 +210,20 @@ impl ExecTable {
         let mut state = self.lock();
         self.collect_finished(&mut state);
         // The status asked for is taken before the cap is applied: it is not unclaimed.
-        let reply = if let Some(at) = state.finished.iter().position(|(p, _)| *p == pid) {
-            let (_, report) = state.finished.remove(at).expect("found above");
-            Ok(report)
-        } else if state.running.iter().any(|p| p.pid() == pid) {
-            Err(json!({ "exited": false }))
-        } else {
-            self.drop_unclaimed(&mut state);
-            return Err(invalid());
-        };
+        let report = state
+            .finished
+            .iter()
+            .position(|(p, _)| *p == pid)
+            .and_then(|at| state.finished.remove(at))
+            .map(|(_, report)| report);
+        let running = state.running.iter().any(|p| p.pid() == pid);
         self.drop_unclaimed(&mut state);
         drop(state);
-        Ok(match reply {
-            Ok(report) => status_reply(&report),
-            Err(running) => running,
-        })
+        match report {
+            Some(report) => Ok(status_reply(&report)),
+            None if running => Ok(json!({ "exited": false })),
+            None => Err(invalid()),
+        }
     }
 
     /// [`collect_finished`](Self::collect_finished), then [`drop_unclaimed`](Self::drop_unclaimed).
