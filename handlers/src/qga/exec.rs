@@ -437,76 +437,30 @@ fn status_reply(report: &ExitReport) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::path::Path;
+
+    use guestd_testkit::FakeSpawner;
 
     use super::*;
 
-    type Slot = Arc<Mutex<Option<ExitReport>>>;
-
-    /// A spawner whose programs finish when the test says so.
-    #[derive(Default)]
-    struct Fake {
-        next_pid: AtomicU32,
-        started: Mutex<Vec<(SpawnSpec, Slot)>>,
+    /// /bin is a link to /usr/bin here, and `sh`, `true`, `id` exist.
+    fn fake() -> FakeSpawner {
+        let mut f = FakeSpawner::new();
+        for name in ["sh", "true", "id"] {
+            let file = format!("/usr/bin/{name}");
+            for asked in [format!("/bin/{name}"), file.clone(), name.to_string()] {
+                f = f.program(&asked, &file);
+            }
+        }
+        f
     }
 
-    #[derive(Debug)]
-    struct FakeProcess {
-        pid: u32,
-        report: Slot,
+    fn finish(fake: &FakeSpawner, n: usize, termination: Termination, out: &[u8], cut: bool) {
+        fake.finish(n, termination, Some((out, cut)), Some((b"", false)));
     }
 
-    impl SpawnedProcess for FakeProcess {
-        fn pid(&self) -> u32 {
-            self.pid
-        }
-        fn take_report(&self) -> Option<ExitReport> {
-            self.report.lock().unwrap().take()
-        }
-    }
-
-    impl ProcessSpawner for Fake {
-        fn locate(&self, program: &str) -> Result<PathBuf, CommandError> {
-            // /bin is a link to /usr/bin here; only those two directories exist.
-            let found = program
-                .strip_prefix("/bin/")
-                .or_else(|| program.strip_prefix("/usr/bin/"))
-                .or((!program.contains('/')).then_some(program))
-                .filter(|name| ["sh", "true", "id"].contains(name));
-            found
-                .map(|name| Path::new("/usr/bin").join(name))
-                .ok_or_else(|| CommandError::Spawn {
-                    program: program.into(),
-                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                })
-        }
-
-        fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, CommandError> {
-            let pid = 100 + self.next_pid.fetch_add(1, Ordering::Relaxed);
-            let report = Arc::new(Mutex::new(None));
-            self.started
-                .lock()
-                .unwrap()
-                .push((spec, Arc::clone(&report)));
-            Ok(Box::new(FakeProcess { pid, report }))
-        }
-    }
-
-    impl Fake {
-        /// Let the `n`th started program finish.
-        fn finish(&self, n: usize, termination: Termination, out: &[u8], truncated: bool) {
-            let started = self.started.lock().unwrap();
-            *started[n].1.lock().unwrap() = Some(ExitReport {
-                termination,
-                stdout: Some(Captured::new(out.to_vec(), truncated)),
-                stderr: Some(Captured::new(Vec::new(), false)),
-            });
-        }
-    }
-
-    fn table(allow: &[&str], max: usize) -> (Arc<Fake>, ExecTable) {
-        let fake = Arc::new(Fake::default());
+    fn table(allow: &[&str], max: usize) -> (Arc<FakeSpawner>, ExecTable) {
+        let fake = Arc::new(fake());
         let config = QgaConfig {
             exec_allow: allow.iter().map(|s| s.to_string()).collect(),
             exec_max_processes: max,
@@ -530,14 +484,13 @@ mod tests {
                 .unwrap();
             assert!(pid >= 100);
         }
-        let started = fake.started.lock().unwrap();
-        assert!(
-            started
-                .iter()
-                .all(|(s, _)| s.program == Path::new("/usr/bin/sh"))
-        );
-        assert_eq!(started[2].0.argv0, "sh");
-        drop(started);
+        for n in 0..3 {
+            assert_eq!(
+                fake.spec(n, |s| s.program.clone()),
+                Path::new("/usr/bin/sh")
+            );
+        }
+        assert_eq!(fake.spec(2, |s| s.argv0.clone()), "sh");
         let e = error(t.exec(&json!({"path": "/usr/bin/id"})));
         assert!(
             e.contains("'/usr/bin/id' is not a program this guest allows"),
@@ -565,23 +518,22 @@ mod tests {
             "input-data": "aW5wdXQ=", "capture-output": "merged"
         }))
         .unwrap();
-        let started = fake.started.lock().unwrap();
-        let spec = &started[0].0;
-        assert_eq!(spec.args, ["-c", "cat"]);
-        assert_eq!(
-            spec.env,
-            [
-                ("A".to_string(), "2".to_string()),
-                ("B".into(), "x=y".into()),
-                ("PATH".into(), DEFAULT_PATH.into())
-            ]
-        );
-        assert_eq!(
-            spec.stdin.as_deref().map(Vec::as_slice),
-            Some(&b"input"[..])
-        );
-        assert_eq!(spec.capture, Capture::Merged);
-        drop(started);
+        fake.spec(0, |spec| {
+            assert_eq!(spec.args, ["-c", "cat"]);
+            assert_eq!(
+                spec.env,
+                [
+                    ("A".to_string(), "2".to_string()),
+                    ("B".into(), "x=y".into()),
+                    ("PATH".into(), DEFAULT_PATH.into())
+                ]
+            );
+            assert_eq!(
+                spec.stdin.as_deref().map(Vec::as_slice),
+                Some(&b"input"[..])
+            );
+            assert_eq!(spec.capture, Capture::Merged);
+        });
         for (v, want) in [
             (json!(true), Capture::Separated),
             (json!(false), Capture::None),
@@ -622,7 +574,7 @@ mod tests {
         let pid = t.exec(&json!({"path": "/bin/sh"})).unwrap()["pid"].clone();
         let status = |t: &ExecTable| t.status(&json!({ "pid": pid }));
         assert_eq!(status(&t).unwrap(), json!({"exited": false}));
-        fake.finish(0, Termination::Exited(3), b"out", true);
+        finish(&fake, 0, Termination::Exited(3), b"out", true);
         assert_eq!(
             status(&t).unwrap(),
             json!({"exited": true, "exitcode": 3, "out-data": "b3V0", "out-truncated": true})
@@ -633,7 +585,7 @@ mod tests {
             "Invalid parameter 'pid'"
         );
         t.exec(&json!({"path": "/bin/sh"})).unwrap();
-        fake.finish(1, Termination::Signaled(9), b"", false);
+        finish(&fake, 1, Termination::Signaled(9), b"", false);
         assert_eq!(
             t.status(&json!({"pid": 101})).unwrap(),
             json!({"exited": true, "signal": 9})
@@ -647,11 +599,11 @@ mod tests {
         t.exec(&json!({"path": "/bin/sh"})).unwrap();
         let e = error(t.exec(&json!({"path": "/bin/sh"})));
         assert!(e.contains("exec_max_processes"), "{e}");
-        fake.finish(0, Termination::Exited(0), b"", false);
-        fake.finish(1, Termination::Exited(0), b"", false);
+        finish(&fake, 0, Termination::Exited(0), b"", false);
+        finish(&fake, 1, Termination::Exited(0), b"", false);
         for n in 2..5 {
             t.exec(&json!({"path": "/bin/sh"})).unwrap();
-            fake.finish(n, Termination::Exited(n as i32), b"", false);
+            finish(&fake, n, Termination::Exited(n as i32), b"", false);
         }
         t.exec(&json!({"path": "/bin/sh"})).unwrap();
         // Five finished, never asked for: only the two newest are kept.
