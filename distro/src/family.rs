@@ -99,6 +99,7 @@ fn parse_os_release(text: &str) -> Option<OsFamily> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

@@ -2,18 +2,25 @@
 //!
 //! `injectfile` carries base64 of `path,contents` (split at the FIRST comma, contents may hold
 //! commas and any bytes); `file_inject` carries `{"b64_path", "b64_file"}`. Both end in
-//! [`inject`]: the path is checked (absolute, no `..`, the configured allow/deny prefixes, also
-//! after following symlinks), missing parent directories are created, the previous file is kept
-//! as `<file>.bak.<n>` and the new one replaces it atomically (readers and a crash see the old or
-//! the new content, never a mix). An existing file keeps its mode and owner; a new one is 0600
-//! root, and inside a user's `~/.ssh` it belongs to that user (directories created there 0700).
+//! [`inject`]: the path is checked (absolute, no `..`, the configured allow/deny prefixes, on the
+//! path as sent here and on the path reached after links by `Root` at the moment of each
+//! change), missing parent directories are created (by handle; a user's are handed over with
+//! `fchown` on the open directory), the previous file is kept under
+//! `guestd_core::BACKUP_DIR` (never beside it) and the new one replaces it atomically (readers
+//! and a crash see the old or the new content, never a mix). An existing file keeps its mode
+//! and owner; a new one is 0600 root, and inside a user's `~/.ssh` it belongs to that user
+//! (directories created there 0700). `Root` refuses FIFOs, devices and sockets at the path and
+//! never follows a link in a directory another account owns.
 
 use std::path::{Component, Path, PathBuf, Prefix};
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use guestd_core::plan::{ApplyOptions, FileChange, Plan, apply};
-use guestd_core::{Context, Env, Handler, HandlerError, Reply, Root, WriteOptions};
+use guestd_core::{
+    ApplyError, Context, Env, Handler, HandlerError, PathPolicy, Reply, Root, RootError,
+    WriteOptions,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::info;
@@ -38,7 +45,7 @@ pub struct InjectConfig {
     pub allow: Vec<String>,
     /// Paths under these prefixes may never be written (wins over `allow`).
     pub deny: Vec<String>,
-    /// Previous versions kept as `<file>.bak.<n>` (0 keeps none).
+    /// Previous versions kept under `/var/lib/guestd/backup/<path>.<n>` (0 keeps none).
     pub keep_backups: usize,
 }
 
@@ -141,7 +148,6 @@ pub fn inject(
     path: &str,
     contents: &[u8],
 ) -> Result<(), HandlerError> {
-    let root = &env.root;
     check_path(path)?;
     if contents.len() as u64 > config.max_size {
         return Err(HandlerError::failed(format!(
@@ -150,7 +156,13 @@ pub fn inject(
             config.max_size
         )));
     }
-    check_policy(root, config, path)?;
+    // The path as sent is judged here; the path each change really reaches (links followed)
+    // is judged again by `Root` at the moment of the change, so a race cannot get past it.
+    let policy = PathPolicy::new(config.allow.clone(), config.deny.clone());
+    if !policy.permits(path) {
+        return Err(not_allowed(path));
+    }
+    let root = &env.root.with_write_policy(policy);
     if root.is_dir(path) {
         return Err(HandlerError::failed(format!(
             "Cannot inject '{path}': it is a directory"
@@ -172,7 +184,13 @@ pub fn inject(
             keep_backups: config.keep_backups,
         },
     )
-    .map_err(|e| HandlerError::failed(format!("Cannot inject '{path}': {e}")))?;
+    .map_err(|e| match e {
+        ApplyError::File {
+            source: RootError::Denied(_),
+            ..
+        } => not_allowed(path),
+        e => HandlerError::failed(format!("Cannot inject '{path}': {e}")),
+    })?;
     sweep_stale_temps(root, path);
     info!(
         path,
@@ -184,9 +202,16 @@ pub fn inject(
     Ok(())
 }
 
-/// Remove temp files an earlier guestd left beside `path` (or beside its backups) when it was
-/// killed mid-write. `Root::write_atomic` names them `.<file>.guestd-tmp.<pid>.<n>`; only
-/// those of other processes are removed.
+fn not_allowed(path: &str) -> HandlerError {
+    HandlerError::failed(format!(
+        "Injecting '{path}' is not allowed by this guest's configuration"
+    ))
+}
+
+/// Remove temp files an earlier guestd left beside `path` when it was killed mid-write.
+/// `Root::write_atomic` names them `.<file>.guestd-tmp.<pid>.<n>` (older versions also wrote
+/// `.<file>.bak.<n>.guestd-tmp.…` for backups kept beside the file); only those of other
+/// processes are removed.
 fn sweep_stale_temps(root: &Root, path: &str) {
     let p = Path::new(path);
     let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
@@ -245,81 +270,7 @@ fn check_path(path: &str) -> Result<(), HandlerError> {
     Ok(())
 }
 
-/// The allow/deny prefixes, checked on the path as sent and on the path its existing symlinks
-/// lead to (so a link cannot carry a write into a denied tree).
-fn check_policy(root: &Root, config: &InjectConfig, path: &str) -> Result<(), HandlerError> {
-    if config.allow.is_empty() && config.deny.is_empty() {
-        return Ok(());
-    }
-    let real = follow_links(root, Path::new(path))
-        .map_err(|e| HandlerError::failed(format!("Cannot inject '{path}': {e}")))?;
-    for candidate in [PathBuf::from(path), real] {
-        let under = |prefix: &String| candidate.starts_with(Path::new(prefix));
-        let allowed = config.allow.is_empty() || config.allow.iter().any(under);
-        if !allowed || config.deny.iter().any(under) {
-            return Err(HandlerError::failed(format!(
-                "Injecting '{path}' is not allowed by this guest's configuration"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The guest path `path` really names, with every existing symlink on the way followed
-/// (targets read through `root`, so this works the same in a sandbox).
-fn follow_links(root: &Root, path: &Path) -> Result<PathBuf, String> {
-    let mut pending: Vec<PathBuf> = path
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(PathBuf::from(n)),
-            _ => None,
-        })
-        .collect();
-    // `/` on Unix, `C:\\` for a Windows path: the policy prefixes compare with the drive kept.
-    let top = |p: &Path| -> PathBuf {
-        let t: PathBuf = p
-            .components()
-            .take_while(|c| matches!(c, Component::Prefix(_) | Component::RootDir))
-            .collect();
-        if t.as_os_str().is_empty() {
-            PathBuf::from("/")
-        } else {
-            t
-        }
-    };
-    let mut cur = top(path);
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        if part.as_os_str() == ".." {
-            cur.pop();
-            continue;
-        }
-        let next = cur.join(&part);
-        if !root.is_symlink(&next) {
-            cur = next;
-            continue;
-        }
-        hops += 1;
-        if hops > 40 {
-            return Err("too many levels of symlinks".into());
-        }
-        let target = root.read_link(&next).map_err(|e| e.to_string())?;
-        if target.has_root() {
-            cur = top(&target);
-        }
-        for comp in target.components().rev() {
-            match comp {
-                Component::Normal(n) => pending.push(PathBuf::from(n)),
-                Component::ParentDir => pending.push(PathBuf::from("..")),
-                _ => {}
-            }
-        }
-    }
-    Ok(cur)
-}
-
-/// The account whose `~/.ssh` holds `path`, from the guest's `/etc/passwd`.
+/// The account whose home holds `path`'s `.ssh`, from the guest's `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SshOwner {
     uid: u32,
@@ -329,9 +280,15 @@ struct SshOwner {
     ssh_dir: PathBuf,
 }
 
+/// The owner of a file under some account's `~/.ssh`: the account that home belongs to. The
+/// deepest home wins (a user whose home is `/` must not own every `/.ssh`-less path). Several
+/// accounts often share a home (RHEL's `operator` has `/root`, FreeBSD's `toor` too): then
+/// root when it is one of them (a root-owned key file is safe; `operator` owning root's keys is
+/// not), the one account when they all are the same, and otherwise nobody (root-owned 0600,
+/// which sshd's StrictModes may refuse, but which no account can rewrite).
 fn ssh_owner(root: &Root, path: &str) -> Option<SshOwner> {
     let passwd = root.read_to_string("/etc/passwd").ok()?;
-    passwd
+    let candidates: Vec<SshOwner> = passwd
         .lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
@@ -346,13 +303,37 @@ fn ssh_owner(root: &Root, path: &str) -> Option<SshOwner> {
             })
         })
         .filter(|o| Path::new(path).starts_with(&o.ssh_dir) && Path::new(path) != o.ssh_dir)
-        // The deepest home wins (a user whose home is `/` must not own every `/.ssh`-less path).
-        .max_by_key(|o| o.ssh_dir.components().count())
+        .collect();
+    let deepest = candidates
+        .iter()
+        .map(|o| o.ssh_dir.components().count())
+        .max()?;
+    let sharing: Vec<&SshOwner> = candidates
+        .iter()
+        .filter(|o| o.ssh_dir.components().count() == deepest)
+        .collect();
+    if let Some(superuser) = sharing.iter().find(|o| o.uid == 0) {
+        return Some((*superuser).clone());
+    }
+    let first = sharing[0];
+    if sharing
+        .iter()
+        .all(|o| (o.uid, o.gid) == (first.uid, first.gid))
+    {
+        return Some(first.clone());
+    }
+    tracing::warn!(
+        home = %first.home.display(),
+        accounts = sharing.len(),
+        "several accounts share this home; the injected file stays root's"
+    );
+    None
 }
 
 /// Create missing parents: 0755 root, except the home and `~/.ssh` of the user the file is for
 /// (0700, the user's) and any other `.ssh` directory (0700), so that sshd's StrictModes
-/// accepts them.
+/// accepts them. Each directory is created and then given its mode and owner through its own
+/// handle; a link put in its place is refused.
 fn create_parents(root: &Root, path: &str, owner: Option<&SshOwner>) -> Result<(), HandlerError> {
     let Some(parent) = Path::new(path).parent() else {
         return Ok(());
@@ -370,23 +351,20 @@ fn create_parents(root: &Root, path: &str, owner: Option<&SshOwner>) -> Result<(
         } else {
             0o755
         };
-        let fail = |e: guestd_core::RootError| {
-            HandlerError::failed(format!("Cannot create directory for '{path}': {e}"))
+        let made = match in_ssh {
+            Some(o) => root.create_dir_owned(dir, mode, o.uid, o.gid).map(drop),
+            None => root.create_dir_all(dir, mode),
         };
-        root.create_dir_all(dir, mode).map_err(fail)?;
-        if let Some(o) = in_ssh {
-            let meta = guestd_core::FileMeta {
-                mode,
-                uid: o.uid,
-                gid: o.gid,
-            };
-            root.set_meta(dir, meta).map_err(fail)?;
-        }
+        made.map_err(|e| match e {
+            RootError::Denied(_) => not_allowed(path),
+            e => HandlerError::failed(format!("Cannot create directory for '{path}': {e}")),
+        })?;
     }
     Ok(())
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
     use std::fs;
@@ -439,21 +417,93 @@ mod tests {
     }
 
     #[test]
-    fn policy_prefixes_are_per_component_and_follow_links() {
+    fn the_owner_of_a_shared_home_is_root_or_the_one_account() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("etc")).unwrap();
+        // RHEL's passwd: operator shares /root; two unrelated accounts share /srv/shared.
+        fs::write(
+            d.path().join("etc/passwd"),
+            "operator:x:11:0:operator:/root:/sbin/nologin
+\
+             root:x:0:0:root:/root:/bin/bash
+\
+             bin:x:1:1:bin:/bin:/sbin/nologin
+\
+             a:x:2001:2001::/srv/shared:/bin/sh
+\
+             b:x:2002:2002::/srv/shared:/bin/sh
+\
+             alice:x:1000:1001::/home/alice:/bin/sh
+\
+             alice2:x:1000:1001::/home/alice:/bin/sh
+",
+        )
+        .unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        let o = ssh_owner(&root, "/root/.ssh/authorized_keys").unwrap();
+        assert_eq!((o.uid, o.gid), (0, 0), "never operator");
+        assert_eq!(ssh_owner(&root, "/srv/shared/.ssh/authorized_keys"), None);
+        assert_eq!(ssh_owner(&root, "/home/alice/.ssh/k").unwrap().uid, 1000);
+        inject(
+            &env(&root),
+            &InjectConfig::default(),
+            "/root/.ssh/authorized_keys",
+            b"ssh-ed25519 AAAA root\n",
+        )
+        .unwrap();
+        let md = fs::metadata(d.path().join("root/.ssh/authorized_keys")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (0, 0));
+    }
+
+    #[test]
+    fn policy_is_judged_on_the_path_sent_and_on_the_path_reached() {
         let (d, root) = sandbox();
         let cfg = InjectConfig {
-            allow: vec!["/root".into(), "/tmp".into()],
-            deny: vec!["/root/secret".into()],
+            allow: vec!["/root".into(), "/srv".into()],
+            deny: vec!["/root/secret".into(), "/etc".into()],
             ..InjectConfig::default()
         };
-        check_policy(&root, &cfg, "/root/.ssh/authorized_keys").unwrap();
-        assert!(check_policy(&root, &cfg, "/rootkit/x").is_err());
-        assert!(check_policy(&root, &cfg, "/root/secret/x").is_err());
-        fs::create_dir_all(d.path().join("tmp")).unwrap();
-        std::os::unix::fs::symlink("/etc", d.path().join("tmp/etc")).unwrap();
-        let err = check_policy(&root, &cfg, "/tmp/etc/passwd").unwrap_err();
+        let e = env(&root);
+        inject(&e, &cfg, "/root/.ssh/authorized_keys", b"k\n").unwrap();
+        for denied in ["/rootkit/x", "/root/secret/x", "/etc/passwd"] {
+            let err = inject(&e, &cfg, denied, b"x").unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("Injecting '{denied}' is not allowed by this guest's configuration")
+            );
+        }
+        fs::create_dir_all(d.path().join("srv")).unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("srv/etc")).unwrap();
+        let err = inject(&e, &cfg, "/srv/etc/passwd", b"x").unwrap_err();
         assert!(err.to_string().contains("not allowed"), "{err}");
-        check_policy(&root, &InjectConfig::default(), "/tmp/etc/passwd").unwrap();
+        let err = inject(&e, &cfg, "/srv/etc/new/x", b"x").unwrap_err();
+        assert!(err.to_string().contains("not allowed"), "{err}");
+        assert!(!d.path().join("etc/new").exists());
+        assert_eq!(
+            fs::read_to_string(d.path().join("etc/passwd")).unwrap(),
+            "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1001::/home/alice:/bin/sh\n"
+        );
+        inject(&e, &InjectConfig::default(), "/srv/etc/motd", b"hi").unwrap();
+    }
+
+    #[test]
+    fn backups_are_kept_outside_the_target_directory() {
+        let (d, root) = sandbox();
+        fs::create_dir_all(d.path().join("etc/cron.d")).unwrap();
+        fs::write(d.path().join("etc/cron.d/job"), b"old\n").unwrap();
+        inject(
+            &env(&root),
+            &InjectConfig::default(),
+            "/etc/cron.d/job",
+            b"new\n",
+        )
+        .unwrap();
+        assert_eq!(root.read_dir("/etc/cron.d").unwrap(), vec!["job"]);
+        assert_eq!(
+            root.read("/var/lib/guestd/backup/etc/cron.d/job.1")
+                .unwrap(),
+            b"old\n"
+        );
     }
 
     #[test]

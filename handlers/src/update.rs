@@ -6,7 +6,10 @@
 //! 2. [`download`]: HTTP or HTTPS (rustls; `ca_bundle` replaces the built-in roots), size limit,
 //!    timeout, progress in the log. The checksum is verified before anything is unpacked.
 //! 3. [`archive`]: the `.tar.gz` must hold `guestd` (top level or one directory down) and may
-//!    hold `installer.sh`. Both are staged under `state_dir/staged`.
+//!    hold `installer.sh`. Both are staged under `state_dir/staged.<pid>.<n>`, a directory of
+//!    this update alone; `state_dir` and the install directory must be root's all the way
+//!    (`Root::check_private`), since what is staged there is then run as root. One update runs
+//!    at a time: a second one, on any channel, is refused while the first runs.
 //! 4. The staged binary must pass `guestd --self-test` (it parses the config and builds the
 //!    dispatcher, then prints `guestd <version> self-test ok: …`). `installer.sh`, if any, then
 //!    runs with an empty environment. Any failure up to here changes nothing installed.
@@ -22,10 +25,13 @@ pub mod download;
 pub mod service;
 pub mod watchdog;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use guestd_core::{Command, Context, Handler, HandlerError, Reply, Root, WriteOptions};
+use guestd_core::{Command, Context, Effect, Handler, HandlerError, Reply, Root, WriteOptions};
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,6 +48,10 @@ pub mod msg {
     pub const NO_MANAGER: &str = "No service manager found to restart the agent";
     pub const IN_PROGRESS: &str = "An agent update is already in progress";
 }
+
+/// Largest agent binary read back (the installed one kept as `.previous`, or put back from
+/// it): far above any real guestd, a bound all the same.
+pub const MAX_BINARY: u64 = 1 << 30;
 
 /// The version of the running guestd (the workspace version all crates share).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -231,6 +241,16 @@ impl Handler for AgentUpdateHandler {
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let request = UpdateRequest::parse(value)?;
+        // One update at a time per state directory in this process, whichever channel asks:
+        // two would share the staging area and overwrite each other's `.previous`.
+        let lock = update_lock(&ctx.env.root, &self.config.state_dir);
+        let _running = match lock.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(HandlerError::failed(msg::IN_PROGRESS));
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
         Updater {
             config: &self.config,
             os: self.os,
@@ -241,6 +261,24 @@ impl Handler for AgentUpdateHandler {
         Ok(Reply::ok(""))
     }
 }
+
+/// The lock of the updates that use `state_dir` (keyed by its host path, so tests on
+/// different sandboxes in one process do not wait for each other).
+fn update_lock(root: &Root, state_dir: &str) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let key = root
+        .resolve(state_dir)
+        .unwrap_or_else(|_| PathBuf::from(state_dir));
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    locks.entry(key).or_default().clone()
+}
+
+/// Staging directories are `<state_dir>/staged.<pid>.<n>`: one per update, never reused.
+const STAGED_PREFIX: &str = "staged.";
+static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// One update run.
 struct Updater<'a> {
@@ -266,6 +304,16 @@ impl Updater<'_> {
         }
         let restart = self.restart_commands()?;
         let manager = Manager::detect(self.root, self.os, &cfg.service_name);
+        // What is staged is then run as root: no other account may be able to swap it.
+        let private = |what: &str, dir: &str| {
+            self.root.check_private(dir).map_err(|e| {
+                HandlerError::failed(format!("Cannot use {what} '{dir}' for an update: {e}"))
+            })
+        };
+        private("update.state_dir", &cfg.state_dir)?;
+        if let Some(dir) = Path::new(&install).parent() {
+            private("the directory of", &dir.to_string_lossy())?;
+        }
         if let Ok(state) = WatchState::load(self.root, &cfg.state_file()) {
             if state.in_progress(watchdog::unix_now()) {
                 return Err(HandlerError::failed(msg::IN_PROGRESS));
@@ -317,7 +365,7 @@ impl Updater<'_> {
                 "Couldn't restart the agent: {e}"
             )));
         }
-        let _ = self.root.remove_dir_all(join(&cfg.state_dir, "staged"));
+        let _ = self.root.remove_dir_all(&staged.dir);
         info!(
             from = VERSION,
             to = %new_version,
@@ -350,7 +398,8 @@ impl Updater<'_> {
             return Ok(vec![
                 Command::new(program)
                     .args(args.iter().cloned())
-                    .timeout(Duration::from_secs(120)),
+                    .timeout(Duration::from_secs(120))
+                    .effect(Effect::Service),
             ]);
         }
         Manager::detect(self.root, self.os, &self.config.service_name)
@@ -372,14 +421,30 @@ impl Updater<'_> {
         })
     }
 
-    /// `staged/<binary>` (0700), and with an installer the whole archive under
-    /// `staged/payload/`.
+    /// `staged.<pid>.<n>/<binary>` (0700), and with an installer the whole archive under
+    /// `staged.<pid>.<n>/payload/`. The staging areas of earlier updates (kept after a failure
+    /// for inspection) are removed first; no other update runs (see [`update_lock`]).
     fn stage(&self, payload: &archive::Payload, name: &str) -> Result<Staged, HandlerError> {
-        let staged_dir = join(&self.config.state_dir, "staged");
         let fail = |e: guestd_core::RootError| {
             HandlerError::failed(format!("Cannot stage the update: {e}"))
         };
-        self.root.remove_dir_all(&staged_dir).map_err(fail)?;
+        let state_dir = &self.config.state_dir;
+        self.root.create_dir_all(state_dir, 0o700).map_err(fail)?;
+        for old in self.root.read_dir(state_dir).map_err(fail)? {
+            if old == "staged" || old.starts_with(STAGED_PREFIX) {
+                self.root
+                    .remove_dir_all(join(state_dir, &old))
+                    .map_err(fail)?;
+            }
+        }
+        let staged_dir = join(
+            state_dir,
+            &format!(
+                "{STAGED_PREFIX}{}.{}",
+                std::process::id(),
+                STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ),
+        );
         self.root.create_dir_all(&staged_dir, 0o700).map_err(fail)?;
         let binary = join(&staged_dir, name);
         let exact = |mode| WriteOptions::mode(mode).exact();
@@ -405,6 +470,7 @@ impl Updater<'_> {
             installer_dir = Some(dir);
         }
         Ok(Staged {
+            dir: staged_dir,
             binary,
             installer_dir,
         })
@@ -412,8 +478,13 @@ impl Updater<'_> {
 
     /// Run `<staged> --self-test`; it must exit 0 and print `guestd <version> self-test ok…`.
     fn self_test(&self, binary: &str) -> Result<String, HandlerError> {
+        // A host path for the command (the only use of `resolve`): `state_dir` is root's all
+        // the way down (checked before staging), so nobody can swap what it names.
         let host = self.root.resolve(binary).map_err(failed)?;
-        let mut cmd = Command::new(host.to_string_lossy()).arg("--self-test");
+        // The staged binary only loads the configuration and builds its commands.
+        let mut cmd = Command::new(host.to_string_lossy())
+            .arg("--self-test")
+            .root_local();
         if let Some(config) = &self.config.self_test_config {
             cmd = cmd.args(["--config", config]);
         }
@@ -439,6 +510,7 @@ impl Updater<'_> {
 
     /// `installer.sh` in its directory, with an empty environment (as U1 ran it).
     fn run_installer(&self, dir: &str) -> Result<(), HandlerError> {
+        // A host path for the command, in the private staging directory (see `self_test`).
         let host = self.root.resolve(dir).map_err(failed)?;
         let cmd = Command::new("/bin/sh")
             .args([
@@ -448,7 +520,8 @@ impl Updater<'_> {
             ])
             .arg(host.to_string_lossy())
             .clear_env(Vec::new())
-            .timeout(Duration::from_secs(self.config.installer_timeout_secs));
+            .timeout(Duration::from_secs(self.config.installer_timeout_secs))
+            .effect(Effect::Install);
         info!(dir = %host.display(), "running the update's installer.sh");
         let out = self
             .runner
@@ -473,7 +546,7 @@ impl Updater<'_> {
             // A running .exe cannot be replaced or copied over, but it can be renamed away.
             self.root.rename(install, previous).map_err(fail)?;
         } else {
-            let current = self.root.read(install).map_err(fail)?;
+            let current = self.root.read_limited(install, MAX_BINARY).map_err(fail)?;
             let meta = self.root.metadata(install).map_err(fail)?;
             let keep = WriteOptions {
                 mode: meta.mode,
@@ -490,7 +563,7 @@ impl Updater<'_> {
     }
 
     fn unswap(&self, install: &str, previous: &str) -> Result<(), guestd_core::RootError> {
-        let bytes = self.root.read(previous)?;
+        let bytes = self.root.read_limited(previous, MAX_BINARY)?;
         self.root
             .write_atomic(install, &bytes, WriteOptions::default())
     }
@@ -501,6 +574,7 @@ impl Updater<'_> {
         manager: Option<Manager>,
         previous: &str,
     ) -> Result<(), HandlerError> {
+        // Host paths for the command; both are in directories checked to be root's.
         let resolve = |p: &str| {
             self.root
                 .resolve(p)
@@ -535,6 +609,7 @@ impl Updater<'_> {
 }
 
 struct Staged {
+    dir: String,
     binary: String,
     installer_dir: Option<String>,
 }

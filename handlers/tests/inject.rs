@@ -1,5 +1,6 @@
 #![cfg(unix)]
 //! injectfile / file_inject through a real dispatcher on a sandbox root.
+#![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 mod support;
 
@@ -155,20 +156,26 @@ fn existing_file_keeps_mode_and_owner_and_is_backed_up() {
         assert_eq!(fs::read_to_string(&target).unwrap(), body);
         assert_eq!(mode_owner(&target), (0o640, 1234, 5678));
     }
-    // Two backups kept, newest last, with the original's mode and owner.
+    // Two backups kept, newest last, with the original's mode and owner, outside /etc (a
+    // backup beside the file would be read by whatever reads the whole directory).
+    let backups = d.path().join("var/lib/guestd/backup/etc");
     assert_eq!(
-        fs::read_to_string(d.path().join("etc/motd.bak.3")).unwrap(),
+        fs::read_to_string(backups.join("motd.3")).unwrap(),
         "motd 2\n"
     );
     assert_eq!(
-        fs::read_to_string(d.path().join("etc/motd.bak.2")).unwrap(),
+        fs::read_to_string(backups.join("motd.2")).unwrap(),
         "motd 1\n"
     );
-    assert!(!d.path().join("etc/motd.bak.1").exists());
-    assert_eq!(
-        mode_owner(&d.path().join("etc/motd.bak.3")),
-        (0o640, 1234, 5678)
-    );
+    assert!(!backups.join("motd.1").exists());
+    assert_eq!(mode_owner(&backups.join("motd.3")), (0o640, 1234, 5678));
+    assert_eq!(mode_owner(&d.path().join("var/lib/guestd/backup")).0, 0o700);
+    let beside: Vec<_> = fs::read_dir(d.path().join("etc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("motd"))
+        .collect();
+    assert_eq!(beside, vec!["motd"]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! agentupdate end to end: a real HTTP server on 127.0.0.1 serves the tarball, the staged
 //! "binary" (a shell script) really runs its self-test, the service manager is a recording
 //! fake, and the watchdog runs against the same sandbox.
+#![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 mod support;
 
@@ -41,6 +42,8 @@ enum Serve {
     /// Chunked (no length), body as given.
     Chunked(Vec<u8>),
     Status(u16),
+    /// 200 with the body, after a pause.
+    Slow(Vec<u8>, std::time::Duration),
 }
 
 /// Serve `answer` to every connection on 127.0.0.1; returns the URL of `/update.tar.gz`.
@@ -86,6 +89,15 @@ fn server(answer: Serve) -> String {
                     }
                     stream.write_all(b"0\r\n\r\n")
                 }),
+                Serve::Slow(b, pause) => {
+                    thread::sleep(*pause);
+                    write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        b.len()
+                    )
+                    .and_then(|()| stream.write_all(b))
+                }
                 Serve::Status(code) => write!(
                     stream,
                     "HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -166,6 +178,22 @@ impl Guest {
         assert_eq!(names, ["guestd"], "stray files next to the binary");
     }
 
+    /// The staging directory of the last update (kept after a failure).
+    fn staged(&self) -> std::path::PathBuf {
+        let dirs: Vec<_> = fs::read_dir(self.path("/var/lib/guestd/update"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("staged.")
+            })
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs[0].clone()
+    }
+
     fn runner(&self) -> Arc<Recorder> {
         Arc::new(Recorder::new().running_under(self.dir.path()))
     }
@@ -229,8 +257,12 @@ fn good_update_replaces_binary_keeps_previous_and_restarts_through_the_service_m
             & 0o7777,
         0o751
     );
-    assert!(
-        !g.path("/var/lib/guestd/update/staged").exists(),
+    assert_eq!(
+        fs::read_dir(g.path("/var/lib/guestd/update"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<Vec<_>>(),
+        ["state.json"],
         "staging not cleaned"
     );
 
@@ -239,10 +271,10 @@ fn good_update_replaces_binary_keeps_previous_and_restarts_through_the_service_m
     let base = base.display();
     let lines = runner.lines();
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert_eq!(
-        lines[0],
-        format!("{base}/var/lib/guestd/update/staged/guestd --self-test")
-    );
+    let staged = lines[0]
+        .strip_prefix(&format!("{base}/var/lib/guestd/update/staged."))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(staged.ends_with("/guestd --self-test"), "{lines:?}");
     assert!(
         lines[1].starts_with("systemd-run --unit guestd-update-watchdog-"),
         "{lines:?}"
@@ -442,7 +474,7 @@ fn installer_runs_with_an_empty_environment_and_its_failure_changes_nothing() {
     let reply = g.update(&g.runner(), format!("{url},{}", md5_hex(&failing)).into());
     assert_eq!(reply.message, "Agent installer script failed: 3");
     assert_eq!(
-        fs::read_to_string(g.path("/var/lib/guestd/update/staged/payload/pkg/ran.txt")).unwrap(),
+        fs::read_to_string(g.staged().join("payload/pkg/ran.txt")).unwrap(),
         "home=unset\n"
     );
     g.assert_untouched();
@@ -478,5 +510,49 @@ fn no_service_manager_is_refused_before_downloading() {
         "No service manager found to restart the agent"
     );
     assert!(runner.lines().is_empty());
+    g.assert_untouched();
+}
+
+#[test]
+fn a_second_update_while_one_runs_is_refused_on_any_channel() {
+    let g = Arc::new(Guest::new());
+    let tgz = tarball(&new_binary("9.9.9", 0));
+    let url = server(Serve::Slow(tgz.clone(), std::time::Duration::from_secs(2)));
+    let value: serde_json::Value = format!("{url},{}", md5_hex(&tgz)).into();
+    let first = {
+        let (g, value) = (g.clone(), value.clone());
+        thread::spawn(move || g.update(&g.runner(), value))
+    };
+    thread::sleep(std::time::Duration::from_millis(500));
+    // Another channel: its own env and handler, the same guest.
+    let second = g.update(&g.runner(), value);
+    assert_eq!(second.message, "An agent update is already in progress");
+    let first = first.join().unwrap();
+    assert_eq!(first.returncode, "0", "{first:?}");
+    assert_eq!(
+        fs::read(g.path("/usr/sbin/guestd.previous")).unwrap(),
+        OLD_BINARY
+    );
+}
+
+#[test]
+fn a_state_dir_other_accounts_can_change_is_refused_before_downloading() {
+    let mut g = Guest::new();
+    let home = g.path("/home/alice");
+    fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000)).unwrap();
+    g.config.state_dir = "/home/alice/update".into();
+    let runner = g.runner();
+    let reply = g.update(
+        &runner,
+        format!("http://127.0.0.1:9/x.tgz,{}", "0".repeat(32)).into(),
+    );
+    assert_eq!(
+        reply.message,
+        "Cannot use update.state_dir '/home/alice/update' for an update: '/home/alice' can be \
+         changed by an unprivileged user (it must belong to root and be writable only by it)"
+    );
+    assert!(runner.lines().is_empty());
+    assert!(!home.join("update").exists());
     g.assert_untouched();
 }

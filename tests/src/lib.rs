@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub use guestd_testkit::bin;
 
 pub mod hostile;
+pub mod idle;
 pub mod nova;
 
 /// A running guestd with its own sandbox root and unix socket.
@@ -40,6 +41,12 @@ impl Guestd {
     /// Like [`start`](Self::start) but in a prepared directory (`root/` inside it is the root,
     /// unless `extra` names its own `--root DIR`, e.g. a tmpfs).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::start_in_env(dir, extra, &[])
+    }
+
+    /// Like [`start_in`](Self::start_in) with extra environment variables for guestd (e.g. a
+    /// `PATH` of recording stand-ins, so no command reaches the host).
+    pub fn start_in_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
         let sock = dir.path().join("guestd.sock");
@@ -57,6 +64,7 @@ impl Guestd {
                 &["--log-level", "debug"][..]
             })
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

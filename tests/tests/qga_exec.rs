@@ -199,7 +199,10 @@ fn kill(pid: u64) {
         .status();
 }
 
-const EXEC_CONFIG: &str = "[qga]\nexec_allow = [\"/bin/sh\"]\n";
+/// guestd runs under `--root` (a sandbox): its programs run on this machine only because
+/// `[sandbox]` allows unclassified effects.
+const EXEC_CONFIG: &str =
+    "[qga]\nexec_allow = [\"/bin/sh\"]\n[sandbox]\nallow_effects = [\"other\"]\n";
 
 fn sh(script: &str, capture: Value) -> Value {
     json!({"path": "/bin/sh", "arg": ["-c", script], "capture-output": capture})
@@ -331,7 +334,8 @@ fn exec_keeps_memory_descriptors_and_children_bounded() {
 #[test]
 fn unclaimed_statuses_are_bounded_and_secrets_stay_out_of_the_log() {
     let (g, sock) = start(
-        "[qga]\nexec_allow = [\"/bin/sh\"]\nexec_max_processes = 3\n",
+        "[qga]\nexec_allow = [\"/bin/sh\"]\nexec_max_processes = 3\n\
+         [sandbox]\nallow_effects = [\"other\"]\n",
         |_| {},
     );
     let mut c = Client::connect(&sock);
@@ -411,6 +415,22 @@ fn exec_allow_list_is_judged_on_the_resolved_program() {
     assert!(e.contains("is not a program this guest allows"), "{e}");
     let e = c.refused("guest-exec", json!({"path": "../bin/sh"}));
     assert!(e.contains("is not a program this guest allows"), "{e}");
+}
+
+/// Under `--root` without `[sandbox] allow_effects = ["other"]` a program is found and checked
+/// against the allow list, but not started.
+#[test]
+fn exec_under_root_runs_nothing_unless_the_sandbox_allows_it() {
+    let (g, sock) = start("[qga]\nexec_allow = [\"/bin/sh\"]\n", |_| {});
+    let mut c = Client::connect(&sock);
+    let e = c.refused("guest-exec", sh("touch /tmp/never", json!(false)));
+    assert!(
+        e.ends_with("was not run: the --root sandbox keeps other effects off this machine ([sandbox] allow_effects)"),
+        "{e}"
+    );
+    let e = c.refused("guest-exec", json!({"path": "/usr/bin/id"}));
+    assert!(e.contains("[qga] exec_allow"), "{e}");
+    assert!(children(g.pid()).is_empty());
 }
 
 const FILE_CONFIG: &str =

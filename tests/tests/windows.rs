@@ -315,8 +315,8 @@ fn file_injection_to_windows_paths() {
         .join("C/ProgramData/Amazon/EC2-Windows/Launch/Config/user.txt");
     assert_eq!(std::fs::read(&file).unwrap(), b"one\r\n");
 
-    // Replacing it (ReplaceFileW under Wine) keeps a backup; forward slashes and a lower-case
-    // drive name the same file.
+    // Replacing it (ReplaceFileW under Wine) keeps a backup under ProgramData\guestd\backup
+    // (never beside the file); forward slashes and a lower-case drive name the same file.
     let out = inject(
         "c:/ProgramData/Amazon/EC2-Windows/Launch/Config/user.txt",
         b"two",
@@ -324,7 +324,10 @@ fn file_injection_to_windows_paths() {
     assert!(out.status.success(), "{out:?}\n{}", g.log());
     assert_eq!(std::fs::read(&file).unwrap(), b"two");
     assert_eq!(
-        std::fs::read(file.with_file_name("user.txt.bak.1")).unwrap(),
+        std::fs::read(g.root().join(
+            "C/ProgramData/guestd/backup/C/ProgramData/Amazon/EC2-Windows/Launch/Config/user.txt.1"
+        ))
+        .unwrap(),
         b"one\r\n"
     );
     let names: Vec<String> = std::fs::read_dir(file.parent().unwrap())

@@ -13,6 +13,8 @@
 //!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use; [`process`]:
 //!   programs started for the host that run on their own ([`ProcessSpawner`], qga's
 //!   `guest-exec`).
+//! - [`effect`]: what each command reaches beyond the files ([`Effect`]), and the
+//!   [`SandboxRunner`] that keeps those effects off the machine under `--root`.
 //! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
 //!   (host-provided data such as XenStore `vm-data/`).
 //!
@@ -24,6 +26,7 @@
 pub mod backend;
 pub mod channel_spec;
 pub mod dispatch;
+pub mod effect;
 pub mod framing;
 pub mod plan;
 pub mod process;
@@ -42,14 +45,15 @@ pub use backend::{
 pub use channel_spec::{ChannelKind, ChannelSpec};
 pub use dispatch::{
     Channel, CommandPolicy, Context, Dialect, DispatchError, Dispatcher, DispatcherBuilder, Env,
-    Handler, HandlerError,
+    FreezeFlag, Handler, HandlerError, Lifecycle,
 };
-pub use plan::{ApplyError, ApplyOptions, FileChange, Plan, PlannedCommand, apply};
+pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
+pub use plan::{ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Plan, PlannedCommand, apply};
 pub use process::{
     Capture, Captured, ExitReport, OutputBudget, OutputLimits, ProcessSpawner, SpawnSpec,
     SpawnedProcess, SystemSpawner, Termination,
 };
-pub use root::{FileMeta, Root, RootError, WriteOptions};
+pub use root::{FileMeta, PathPolicy, Root, RootError, Snapshot, WriteOptions};
 pub use runner::{Command, CommandError, CommandRunner, Output, SystemRunner};
 pub use transport::{BoxFuture, Shutdown, ShutdownTrigger, Transport, TransportError};
 pub use wire::{Incoming, Reply, Request, RequestError};

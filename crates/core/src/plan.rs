@@ -1,7 +1,15 @@
 //! A [`Plan`] is what a backend wants done: files to write or remove, then commands to run.
 //! [`apply`] carries it out with the rules every backend shares: unchanged files are skipped,
-//! replaced files are backed up, writes are atomic, and when a file change or a command fails
-//! every file is put back as it was and the plan's rollback commands run.
+//! replaced files are backed up under [`BACKUP_DIR`] (never beside them), writes are atomic and
+//! go through [`Root`] (so only regular files are read, with a bound, and replaced), and when a
+//! file change or a command fails every file is put back as it was and the plan's rollback
+//! commands run. A file guestd must not read (a hard link in a user's directory) is replaced
+//! but neither backed up nor put back.
+//!
+//! A command that a `--root` sandbox keeps off the machine ([`CommandError::NotRun`], see
+//! [`crate::effect`]) is not a failure: the plan goes on, [`Applied::not_run`] lists it for the
+//! reply, and the plan's later commands that only observe the machine (the checks that
+//! addresses came up) are skipped, since they would check an effect that did not happen.
 
 use std::fmt;
 use std::path::Path;
@@ -9,7 +17,8 @@ use std::path::Path;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use crate::root::{FileMeta, Root, RootError, WriteOptions};
+use crate::effect::{Effect, Reach};
+use crate::root::{DEFAULT_READ_LIMIT, FileMeta, Root, RootError, Snapshot, WriteOptions};
 use crate::runner::{Command, CommandError, CommandRunner};
 
 /// One change to the guest's files.
@@ -113,7 +122,7 @@ impl Plan {
 /// How to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyOptions {
-    /// Backups kept per replaced file (`<file>.bak.<n>`; 0 = none on disk).
+    /// Previous versions kept per replaced file under [`BACKUP_DIR`] (0 = none on disk).
     pub keep_backups: usize,
 }
 
@@ -123,13 +132,84 @@ impl Default for ApplyOptions {
     }
 }
 
+/// Where [`apply`] keeps the previous versions of the files it replaces: the guest path
+/// mirrored below it, `.<n>` appended (`/etc/hosts` → `/var/lib/guestd/backup/etc/hosts.3`).
+/// Never beside the file: programs read whole directories (`/etc/cron.d`, `interfaces.d/`,
+/// `sudoers.d/`, `network-scripts/`), and a backup there would be loaded as configuration.
+pub const BACKUP_DIR: &str = "/var/lib/guestd/backup";
+
+/// The same for Windows paths (`C:\x\y` → `C:\ProgramData\guestd\backup\C\x\y.<n>`).
+pub const WINDOWS_BACKUP_DIR: &str = r"C:\ProgramData\guestd\backup";
+
+/// The backup directory and file name prefix (`<name>.`) for `path`.
+fn backup_location(path: &str) -> Option<(String, String)> {
+    let parts = crate::root::check_guest_path(Path::new(path)).ok()?;
+    let (name, dirs) = parts.names.split_last()?;
+    let (mut dir, sep) = match parts.drive {
+        Some(d) => (format!("{WINDOWS_BACKUP_DIR}\\{d}"), '\\'),
+        None => (BACKUP_DIR.to_string(), '/'),
+    };
+    for d in dirs {
+        dir.push(sep);
+        dir.push_str(&d.to_string_lossy());
+    }
+    Some((dir, format!("{}.", name.to_string_lossy())))
+}
+
 /// What [`apply`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Guest paths that changed.
+    /// Guest paths that changed (backups not included).
     pub changed: Vec<String>,
     /// Backup files written.
     pub backups: Vec<String>,
+    /// Commands a `--root` sandbox kept off the machine, in plan order.
+    pub not_run: Vec<NotRun>,
+}
+
+/// A command of the plan that was not run because of its effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRun {
+    pub program: String,
+    pub effect: Effect,
+}
+
+impl Applied {
+    /// For the reply: `not run (…): ifdown, ifup (network); hostnamectl (hostname)`, or `None`
+    /// when everything ran.
+    pub fn not_run_message(&self) -> Option<String> {
+        describe_not_run(&self.not_run)
+    }
+}
+
+/// `not run (the --root sandbox keeps these effects off this machine): ifdown, ifup (network)`,
+/// grouped by effect in first-seen order; `None` for an empty list.
+pub fn describe_not_run(list: &[NotRun]) -> Option<String> {
+    if list.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<(Effect, Vec<&str>)> = Vec::new();
+    for item in list {
+        let at = match groups.iter().position(|(e, _)| *e == item.effect) {
+            Some(at) => at,
+            None => {
+                groups.push((item.effect, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        if !groups[at].1.contains(&item.program.as_str()) {
+            groups[at].1.push(&item.program);
+        }
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(effect, programs)| format!("{} ({effect})", programs.join(", ")))
+        .collect();
+    Some(format!(
+        "not run (the --root sandbox keeps these effects off this machine; [sandbox] \
+         allow_effects): {}",
+        parts.join("; ")
+    ))
 }
 
 /// Applying failed; everything was put back (`restored`) or the log says what could not be.
@@ -151,16 +231,12 @@ pub enum ApplyError {
     Unexpected { program: String, restored: bool },
 }
 
-/// The state of a path before the plan touched it.
-enum Prior {
-    Absent,
-    File {
-        contents: Zeroizing<Vec<u8>>,
-        meta: FileMeta,
-    },
-    Link {
-        target: String,
-    },
+/// A path changed so far and what it was before (`backup`: one of guestd's own backups, changed
+/// without the write policy).
+struct Undo {
+    path: String,
+    prior: Snapshot,
+    backup: bool,
 }
 
 /// Carry out `plan`. See the module docs for the rules.
@@ -171,23 +247,29 @@ pub fn apply(
     options: ApplyOptions,
 ) -> Result<Applied, ApplyError> {
     let mut applied = Applied::default();
-    let mut undo: Vec<(String, Prior)> = Vec::new();
+    let mut undo: Vec<Undo> = Vec::new();
     for change in &plan.changes {
         let result = snapshot(root, change.path()).and_then(|prior| {
             if unchanged(change, &prior) {
                 return Ok(());
             }
-            if let (Prior::File { contents, meta }, true) = (&prior, options.keep_backups > 0) {
-                applied.backups.push(write_backup(
+            if let (Snapshot::File { contents, meta }, true) = (&prior, options.keep_backups > 0) {
+                let backup = write_backup(
                     root,
                     change.path(),
                     contents,
                     *meta,
                     options.keep_backups,
-                )?);
+                    &mut undo,
+                )?;
+                applied.backups.push(backup);
             }
-            undo.push((change.path().to_string(), prior));
             perform(root, change)?;
+            undo.push(Undo {
+                path: change.path().to_string(),
+                prior,
+                backup: false,
+            });
             applied.changed.push(change.path().to_string());
             Ok(())
         });
@@ -197,7 +279,15 @@ pub fn apply(
         }
     }
     for planned in &plan.commands {
+        if !applied.not_run.is_empty() && planned.command.reach == Reach::Observe {
+            info!(command = %planned.command, "not checked: an earlier command of this plan was not run");
+            continue;
+        }
         let failure = match runner.run(&planned.command) {
+            Err(CommandError::NotRun { program, effect }) => {
+                applied.not_run.push(NotRun { program, effect });
+                None
+            }
             Err(e) => Some(ApplyError::Command {
                 source: e,
                 restored: false,
@@ -231,6 +321,7 @@ pub fn apply(
                     Ok(out) => {
                         warn!(command = %cmd.command, code = ?out.code, "rollback command failed")
                     }
+                    Err(CommandError::NotRun { .. }) => {}
                     Err(e) => warn!(command = %cmd.command, error = %e, "rollback command failed"),
                 }
             }
@@ -243,39 +334,40 @@ pub fn apply(
         }
     }
     if !applied.changed.is_empty() {
-        info!(files = ?applied.changed, "plan applied");
+        info!(files = ?applied.changed, backups = ?applied.backups, "plan applied");
+    }
+    if let Some(message) = applied.not_run_message() {
+        info!("plan applied; {message}");
     }
     Ok(applied)
 }
 
-fn snapshot(root: &Root, path: &str) -> Result<Prior, RootError> {
-    if root.is_symlink(path) {
-        return Ok(Prior::Link {
-            target: root.read_link(path)?.to_string_lossy().into_owned(),
-        });
-    }
-    match root.read_optional(path)? {
-        None => Ok(Prior::Absent),
-        Some(bytes) => Ok(Prior::File {
-            contents: Zeroizing::new(bytes),
+/// The path as it is before the change: bounded, and refusing FIFOs, devices, sockets and
+/// directories before anything is read. A file over the read limit can still be replaced; it is
+/// not kept (neither backed up nor put back after a failure).
+fn snapshot(root: &Root, path: &str) -> Result<Snapshot, RootError> {
+    match root.snapshot(path, DEFAULT_READ_LIMIT) {
+        Err(RootError::TooLarge { .. }) => Ok(Snapshot::Unread {
             meta: root.metadata(path)?,
+            reason: "is larger than what guestd reads back",
         }),
+        other => other,
     }
 }
 
-fn unchanged(change: &FileChange, prior: &Prior) -> bool {
+fn unchanged(change: &FileChange, prior: &Snapshot) -> bool {
     match (change, prior) {
         (
             FileChange::Write {
                 contents, options, ..
             },
-            Prior::File {
+            Snapshot::File {
                 contents: old,
                 meta,
             },
         ) => contents == old && (options.preserve || options.mode == meta.mode),
-        (FileChange::Remove { .. }, Prior::Absent) => true,
-        (FileChange::Symlink { target, .. }, Prior::Link { target: old }) => target == old,
+        (FileChange::Remove { .. }, Snapshot::Absent) => true,
+        (FileChange::Symlink { target, .. }, Snapshot::Link(old)) => Path::new(target) == old,
         _ => false,
     }
 }
@@ -292,11 +384,8 @@ fn perform(root: &Root, change: &FileChange) -> Result<(), RootError> {
                     root.create_dir_all(parent, 0o755)?;
                 }
             }
-            // Replacing a symlink with a file: write the file, not the link target.
-            if root.is_symlink(path) {
-                root.remove_file(path)?;
-            }
-            root.write_atomic(path, contents, *options)
+            // A symlink at the path is replaced by the file, not written through.
+            root.replace_file(path, contents, *options)
         }
         FileChange::Remove { path } => root.remove_file(path),
         FileChange::Symlink { path, target } => root.symlink(path, target),
@@ -304,22 +393,31 @@ fn perform(root: &Root, change: &FileChange) -> Result<(), RootError> {
 }
 
 /// Put every recorded path back, newest first. Returns whether all of it worked.
-fn restore(root: &Root, undo: &mut Vec<(String, Prior)>) -> bool {
+fn restore(root: &Root, undo: &mut Vec<Undo>) -> bool {
     let mut ok = true;
-    while let Some((path, prior)) = undo.pop() {
+    while let Some(Undo {
+        path,
+        prior,
+        backup,
+    }) = undo.pop()
+    {
+        let own = root.without_write_policy();
+        let root = if backup { &own } else { root };
         let result = match prior {
-            Prior::Absent => root.remove_file(&path),
-            Prior::Link { target } => root.symlink(&path, &target),
-            Prior::File { contents, meta } => {
+            Snapshot::Absent => root.remove_file(&path),
+            Snapshot::Link(target) => root.symlink(&path, &target),
+            Snapshot::File { contents, meta } => {
                 let opts = WriteOptions {
                     mode: meta.mode,
                     owner: Some((meta.uid, meta.gid)),
                     preserve: false,
                 };
-                if root.is_symlink(&path) {
-                    let _ = root.remove_file(&path);
-                }
-                root.write_atomic(&path, &contents, opts)
+                root.replace_file(&path, &contents, opts)
+            }
+            Snapshot::Unread { reason, .. } => {
+                warn!(path = %path, reason, "cannot restore a file whose old content was not read");
+                ok = false;
+                continue;
             }
         };
         if let Err(e) = result {
@@ -330,45 +428,64 @@ fn restore(root: &Root, undo: &mut Vec<(String, Prior)>) -> bool {
     ok
 }
 
-/// Write `<path>.bak.<n>` (with the original's mode and owner) and keep the newest `keep`.
-pub fn write_backup(
+/// Keep `contents` (the file at `path` before a change, with its mode and owner) as the
+/// newest backup under [`BACKUP_DIR`] and remove all but the newest `keep`. Each step is
+/// recorded in `undo`, so a failed apply takes the new backup away and puts rotated ones back.
+fn write_backup(
     root: &Root,
     path: &str,
     contents: &[u8],
     meta: FileMeta,
     keep: usize,
+    undo: &mut Vec<Undo>,
 ) -> Result<String, RootError> {
-    let guest = Path::new(path);
-    let (Some(parent), Some(name)) = (guest.parent(), guest.file_name()) else {
+    let own = root.without_write_policy();
+    let Some((dir, prefix)) = backup_location(path) else {
         return Err(RootError::NotAbsolute(path.to_string()));
     };
-    let prefix = format!("{}.bak.", name.to_string_lossy());
-    let mut existing: Vec<u64> = root
-        .read_dir(parent)?
-        .iter()
-        .filter_map(|n| n.strip_prefix(&prefix)?.parse().ok())
-        .collect();
+    let sep = if dir.contains('\\') { '\\' } else { '/' };
+    let file = |n: u64| format!("{dir}{sep}{prefix}{n}");
+    let mut existing: Vec<u64> = if own.is_dir(&dir) {
+        own.read_dir(&dir)?
+            .iter()
+            .filter_map(|n| n.strip_prefix(&prefix)?.parse().ok())
+            .collect()
+    } else {
+        own.create_dir_all(&dir, 0o700)?;
+        Vec::new()
+    };
     existing.sort_unstable();
     let next = existing.last().map_or(1, |n| n + 1);
-    let backup = parent
-        .join(format!("{prefix}{next}"))
-        .to_string_lossy()
-        .into_owned();
+    let backup = file(next);
     let opts = WriteOptions {
         mode: meta.mode,
         owner: Some((meta.uid, meta.gid)),
         preserve: false,
     };
-    root.write_atomic(&backup, contents, opts)?;
+    let prior = own.snapshot(&backup, DEFAULT_READ_LIMIT)?;
+    own.replace_file(&backup, contents, opts)?;
+    undo.push(Undo {
+        path: backup.clone(),
+        prior,
+        backup: true,
+    });
     existing.push(next);
     let excess = existing.len().saturating_sub(keep.max(1));
     for old in &existing[..excess] {
-        root.remove_file(parent.join(format!("{prefix}{old}")))?;
+        let old = file(*old);
+        let prior = own.snapshot(&old, DEFAULT_READ_LIMIT)?;
+        own.remove_file(&old)?;
+        undo.push(Undo {
+            path: old,
+            prior,
+            backup: true,
+        });
     }
     Ok(backup)
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
     use crate::runner::Output;
@@ -424,9 +541,15 @@ mod tests {
         let runner = Recorder::default();
         let applied = apply(&plan(), &root, &runner, ApplyOptions::default()).unwrap();
         assert_eq!(applied.changed, vec!["/etc/a", "/etc/sub/b"]);
-        assert_eq!(applied.backups, vec!["/etc/a.bak.1"]);
-        assert_eq!(root.read("/etc/a.bak.1").unwrap(), b"old a");
+        assert_eq!(applied.backups, vec!["/var/lib/guestd/backup/etc/a.1"]);
+        assert_eq!(
+            root.read("/var/lib/guestd/backup/etc/a.1").unwrap(),
+            b"old a"
+        );
         assert_eq!(root.read("/etc/sub/b").unwrap(), b"new b");
+        // Nothing beside the file: include directories load every file they hold.
+        assert_eq!(root.read_dir("/etc").unwrap(), vec!["a", "sub"]);
+        assert_eq!(root.metadata("/var/lib/guestd/backup").unwrap().mode, 0o700);
         assert_eq!(*runner.ran.lock().unwrap(), vec!["restart"]);
         // Unchanged files are skipped on a second run.
         let again = apply(&plan(), &root, &runner, ApplyOptions::default()).unwrap();
@@ -434,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn failed_command_restores_files_and_runs_rollback() {
+    fn failed_command_restores_files_removes_the_backup_and_runs_rollback() {
         let (_d, root) = setup();
         let runner = Recorder {
             fail: vec!["restart"],
@@ -447,6 +570,7 @@ mod tests {
         );
         assert_eq!(root.read("/etc/a").unwrap(), b"old a");
         assert!(!root.exists("/etc/sub/b"));
+        assert!(!root.exists("/var/lib/guestd/backup/etc/a.1"));
         assert_eq!(
             *runner.ran.lock().unwrap(),
             vec!["restart", "restart-again"]
@@ -454,25 +578,151 @@ mod tests {
     }
 
     #[test]
-    fn backups_rotate() {
+    fn commands_a_sandbox_keeps_off_the_machine_are_reported_not_failed() {
         let (_d, root) = setup();
-        for i in 0..5 {
-            write_backup(
-                &root,
+        let runner = std::sync::Arc::new(Recorder::default());
+        let sandbox = crate::effect::SandboxRunner::new(
+            runner.clone(),
+            std::collections::BTreeSet::from([Effect::Hostname]),
+        );
+        let plan = Plan {
+            changes: vec![FileChange::write(
                 "/etc/a",
-                format!("v{i}").as_bytes(),
-                FileMeta {
-                    mode: 0o600,
-                    uid: 0,
-                    gid: 0,
+                "new a",
+                WriteOptions::default(),
+            )],
+            commands: vec![
+                Command::new("ip").arg("link").observes().into(),
+                Command::new("ifdown").effect(Effect::Network).into(),
+                Command::new("hostname").effect(Effect::Hostname).into(),
+                Command::new("ifup").effect(Effect::Network).into(),
+                PlannedCommand {
+                    command: Command::new("ip").arg("addr").observes(),
+                    expect: Expect::StdoutContains("10.0.0.2".into()),
                 },
-                2,
-            )
-            .unwrap();
+                Command::new("chpasswd").root_local().into(),
+            ],
+            rollback_commands: vec![],
+        };
+        let applied = apply(&plan, &root, &sandbox, ApplyOptions::default()).unwrap();
+        assert_eq!(root.read("/etc/a").unwrap(), b"new a");
+        // The check after the skipped restart is not run (it would fail), the rest is.
+        assert_eq!(
+            *runner.ran.lock().unwrap(),
+            ["ip link", "hostname", "chpasswd"]
+        );
+        assert_eq!(
+            applied.not_run_message().unwrap(),
+            "not run (the --root sandbox keeps these effects off this machine; [sandbox] \
+             allow_effects): ifdown, ifup (network)"
+        );
+        let everything = apply(&plan, &root, runner.as_ref(), ApplyOptions::default());
+        // Without the sandbox the check runs (and fails here: the recorder prints nothing).
+        assert!(matches!(everything, Err(ApplyError::Unexpected { .. })));
+    }
+
+    #[test]
+    fn backups_rotate_and_keep_mode_and_owner() {
+        let (d, root) = setup();
+        std::fs::set_permissions(
+            d.path().join("etc/a"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )
+        .unwrap();
+        let runner = Recorder::default();
+        for i in 0..5 {
+            let plan = Plan {
+                changes: vec![FileChange::write(
+                    "/etc/a",
+                    format!("v{i}"),
+                    WriteOptions::default(),
+                )],
+                ..Plan::default()
+            };
+            apply(&plan, &root, &runner, ApplyOptions { keep_backups: 2 }).unwrap();
         }
-        let names: Vec<_> = root.read_dir("/etc").unwrap();
-        assert_eq!(names, vec!["a", "a.bak.4", "a.bak.5"]);
-        assert_eq!(root.read("/etc/a.bak.5").unwrap(), b"v4");
-        assert_eq!(root.metadata("/etc/a.bak.5").unwrap().mode, 0o600);
+        let dir = "/var/lib/guestd/backup/etc";
+        assert_eq!(root.read_dir(dir).unwrap(), vec!["a.4", "a.5"]);
+        assert_eq!(root.read(format!("{dir}/a.5")).unwrap(), b"v3");
+        assert_eq!(root.metadata(format!("{dir}/a.5")).unwrap().mode, 0o640);
+        assert_eq!(root.read("/etc/a").unwrap(), b"v4");
+    }
+
+    #[test]
+    fn non_regular_targets_are_refused_before_reading() {
+        let (d, root) = setup();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            d.path().join("etc/fifo"),
+            rustix::fs::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let plan = Plan {
+            changes: vec![FileChange::write("/etc/fifo", "x", WriteOptions::default())],
+            ..Plan::default()
+        };
+        // Returns at once (a FIFO is never opened for a blocking read) with a clear error.
+        let err = apply(&plan, &root, &Recorder::default(), ApplyOptions::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'/etc/fifo' is not a regular file (it is a FIFO)"),
+            "{err}"
+        );
+        assert!(matches!(err, ApplyError::File { restored: true, .. }));
+    }
+
+    #[test]
+    fn a_hard_linked_file_in_a_user_directory_is_replaced_but_never_read() {
+        use std::os::unix::fs::MetadataExt;
+        let (d, root) = setup();
+        let home = d.path().join("home/alice");
+        std::fs::create_dir_all(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(1000), Some(1000)).unwrap();
+        std::fs::write(d.path().join("etc/secret"), b"root only").unwrap();
+        std::fs::hard_link(d.path().join("etc/secret"), home.join("notes")).unwrap();
+        let plan = Plan {
+            changes: vec![FileChange::write(
+                "/home/alice/notes",
+                "new",
+                WriteOptions::mode(0o600),
+            )],
+            ..Plan::default()
+        };
+        let applied = apply(&plan, &root, &Recorder::default(), ApplyOptions::default()).unwrap();
+        assert!(
+            applied.backups.is_empty(),
+            "the other link's content must not be copied"
+        );
+        assert_eq!(std::fs::read(home.join("notes")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(d.path().join("etc/secret")).unwrap(),
+            b"root only"
+        );
+        assert_eq!(
+            std::fs::metadata(d.path().join("etc/secret"))
+                .unwrap()
+                .nlink(),
+            1
+        );
+        assert!(!root.exists("/var/lib/guestd/backup/home/alice/notes.1"));
+    }
+
+    #[test]
+    fn an_oversized_file_is_replaced_without_a_backup() {
+        let (d, root) = setup();
+        // Sparse: over the read limit without writing 64 MiB.
+        let f = std::fs::File::create(d.path().join("etc/huge")).unwrap();
+        f.set_len(DEFAULT_READ_LIMIT + 1).unwrap();
+        let plan = Plan {
+            changes: vec![FileChange::write(
+                "/etc/huge",
+                "small",
+                WriteOptions::default(),
+            )],
+            ..Plan::default()
+        };
+        let applied = apply(&plan, &root, &Recorder::default(), ApplyOptions::default()).unwrap();
+        assert!(applied.backups.is_empty());
+        assert_eq!(root.read("/etc/huge").unwrap(), b"small");
     }
 }

@@ -252,6 +252,40 @@ pub trait SpawnedProcess: Send + Sync + fmt::Debug {
     fn take_report(&self) -> Option<ExitReport>;
 }
 
+/// Under `--root DIR`, programs would still run on this machine: the spawner is wrapped so that
+/// they start only when `[sandbox] allow_effects` lists `other` (what guest-exec runs is
+/// unclassified). On the real root it is returned as it is. See [`crate::effect`].
+pub fn contain(
+    root: &crate::Root,
+    spawner: Arc<dyn ProcessSpawner>,
+    config: &crate::SandboxConfig,
+) -> Arc<dyn ProcessSpawner> {
+    if root.is_sandbox() && !config.allow_effects.contains(&crate::Effect::Other) {
+        Arc::new(SandboxSpawner(spawner))
+    } else {
+        spawner
+    }
+}
+
+/// Finds programs but starts none ([`contain`]).
+struct SandboxSpawner(Arc<dyn ProcessSpawner>);
+
+impl ProcessSpawner for SandboxSpawner {
+    fn locate(&self, program: &str) -> Result<PathBuf, CommandError> {
+        self.0.locate(program)
+    }
+
+    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, CommandError> {
+        let effect = crate::Effect::Other;
+        tracing::info!(program = %spec.program.display(), %effect,
+            "not run: the --root sandbox keeps this effect off the machine ([sandbox] allow_effects)");
+        Err(CommandError::NotRun {
+            program: spec.program.display().to_string(),
+            effect,
+        })
+    }
+}
+
 /// Where the supervising task leaves the report.
 type ReportSlot = Arc<Mutex<Option<ExitReport>>>;
 

@@ -1,34 +1,115 @@
 //! Every file access of a handler or backend goes through [`Root`], so a test (or `guestd
-//! --root DIR`) can point the whole agent at a directory tree instead of `/`.
+//! --root DIR`) can point the whole agent at a directory tree instead of `/`, and so that no
+//! unprivileged user of the guest can turn a root-run write into a write of their choosing.
 //!
-//! Guest paths are absolute (`/etc/shadow`). A `..` component is rejected outright. Inside a
-//! sandbox root, symlinks are resolved as if the root were `/` (an absolute link target stays
-//! inside the root) and a link that climbs above the root is an error. Writes are atomic: a temp
-//! file in the same directory, fsync, rename, fsync of the directory; an existing file's mode and
-//! owner are kept.
-
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+//! # Paths
+//!
+//! Guest paths are absolute (`/etc/shadow`); a `..` component is refused outright. Symlinks are
+//! resolved as if the root were `/` (Linux's `RESOLVE_IN_ROOT`): an absolute target starts again
+//! at the root, a `..` in a target never climbs above it. That is the same for the real system
+//! and for a sandbox.
+//!
+//! # How a path is reached (Unix)
+//!
+//! By handle, never by path string. The walk starts at a directory handle of the root (the
+//! sandbox directory, or `/`) and opens each component relative to the handle before it with
+//! `O_DIRECTORY | O_NOFOLLOW`; every later open, create, rename, unlink, chown, chmod, mkdir,
+//! readlink and stat is relative to the handle of the directory reached (`openat`, `renameat`,
+//! `fchown`, …). Swapping a directory for a link after it was opened changes nothing: guestd
+//! holds the directory itself. On Linux `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS |
+//! RESOLVE_NO_SYMLINKS)` reaches a directory in one call when the way holds no link; any link
+//! (or an old kernel) falls back to the walk, which is the one complete implementation.
+//!
+//! # Links in directories an unprivileged user controls
+//!
+//! A symlink is followed only inside a directory that is owned by root (or by guestd's own
+//! uid) and writable by nobody else (no group or other write bit, so neither the sticky `/tmp`
+//! nor a directory with a write ACL counts). Elsewhere — a home directory, `~/.ssh`, `/tmp` — a
+//! link on the way is refused with an error naming the path. Ownership is read with `fstat` on
+//! the open directory handle, so the decision is about the very directory the next step uses.
+//!
+//! The alternative, acting with the user's file-system identity (`setfsuid`/`setfsgid`), was
+//! rejected: it is per-thread state on tokio's shared blocking pool (a panic or an early return
+//! would leave a worker with the wrong identity for the next request), supplementary groups
+//! cannot be set per thread, and it is Linux-only. Refusing links is enough because nothing
+//! after the walk is done by path: an attacker can rename things in their own directory, but
+//! every operation acts on the handle guestd already holds or on an entry of it.
+//!
+//! # Only regular files, and bounded reads
+//!
+//! A file is opened with `O_NOFOLLOW | O_NONBLOCK` (a FIFO cannot block the agent) and
+//! `fstat`ed; anything that is not a regular file is refused before a byte is read, and every
+//! read has a limit ([`DEFAULT_READ_LIMIT`] unless the caller gives one). In a directory an
+//! unprivileged user controls, a file with more than one hard link, or owned by anyone but that
+//! directory's owner, is never read (it may be a link to a file the user cannot read
+//! themselves); it can still be replaced, because a rename only changes the directory entry.
+//!
+//! # Writes
+//!
+//! Atomic: a temp file created with `O_CREAT | O_EXCL | O_NOFOLLOW` in the target's directory
+//! (by handle), written, `fchown`/`fchmod` on the open file, fsync, `renameat` within that
+//! directory, fsync of the directory. An existing file keeps its mode and owner (unless told
+//! otherwise; in a user's directory only a file of that user with one link is taken as the
+//! model, and never with set-id bits). A FIFO, socket or device at the target is refused.
+//! Mode and owner are only ever set on open handles.
+//!
+//! A [`PathPolicy`] attached with [`Root::with_write_policy`] is checked on the path the walk
+//! actually reached (links followed), right before the change, so no race can carry a write
+//! past it.
+//!
+//! # Windows
+//!
+//! Path-based (symlinks need a privilege there, so a user cannot plant them): drive letters
+//! are directories of a sandbox (`C:\x` is `<sandbox>\C\x`), UNC and device paths are refused,
+//! an existing file is replaced with `ReplaceFileW` (which keeps its ACL).
+//!
+//! [`Root::resolve`] turns a guest path into a host path string for an *external command*;
+//! anything guestd itself reads or writes goes through the handle-based methods.
 
 #[cfg(unix)]
 mod open_file;
+mod policy;
+#[cfg(all(test, unix))]
+mod tests_unix;
+#[cfg(all(test, windows))]
+mod tests_windows;
+#[cfg(unix)]
+mod unix;
+#[cfg(not(unix))]
+mod windows;
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use zeroize::Zeroizing;
+
 #[cfg(unix)]
 pub use open_file::{NEW_FILE_MODE, OpenMode, OpenedFile};
+pub use policy::PathPolicy;
+
+#[cfg(unix)]
+use unix as sys;
+#[cfg(not(unix))]
+use windows as sys;
 
 /// Maximum symlinks followed while resolving one path (as Linux's `MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
 
-/// A file operation failed. `Display` names the guest path and the OS reason, never contents.
+/// Largest file [`Root::read`] and friends read (a configuration file, a key list, a binary
+/// being updated); [`Root::read_limited`] takes its own limit.
+pub const DEFAULT_READ_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// A file operation failed. `Display` names the guest path and the reason, never contents.
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
     #[error("path '{0}' is not absolute")]
     NotAbsolute(String),
     #[error("path '{0}' contains '..'")]
     DotDot(String),
-    #[error("path '{0}' leads outside the root through a symlink")]
-    Escape(String),
     #[error("path '{0}' has too many levels of symlinks")]
     TooManyLinks(String),
     #[error("path '{0}' is not on a local drive (only C:\\... style prefixes are accepted)")]
@@ -42,13 +123,22 @@ pub enum RootError {
     IsLink(String),
     #[error("'{path}' is not a regular file (it is a {kind}); refusing to read or replace it")]
     NotRegular { path: String, kind: &'static str },
+    #[error("'{path}' is larger than the limit of {limit} bytes")]
+    TooLarge { path: String, limit: u64 },
     #[error("'{path}' is not read: it {reason}, in a directory that an unprivileged user controls")]
     Untrusted { path: String, reason: &'static str },
+    #[error("writing '{0}' is not allowed by this guest's configuration")]
+    Denied(String),
     /// [`Root::open_file`]'s caller refused the path as reached (links followed).
     #[error(
         "'{path}' is not under a path this guest's configuration allows (reached as '{reached}')"
     )]
     NotAllowed { path: String, reached: String },
+    #[error(
+        "'{0}' can be changed by an unprivileged user (it must belong to root and be writable \
+         only by it)"
+    )]
+    NotPrivate(String),
     #[error("cannot {op} '{path}': {source}")]
     Io {
         op: &'static str,
@@ -111,6 +201,17 @@ impl WriteOptions {
         self.preserve = false;
         self
     }
+
+    /// Mode and owner of a new file.
+    #[cfg(unix)]
+    fn new_meta(&self) -> FileMeta {
+        let (uid, gid) = self.owner.unwrap_or_else(own_ids);
+        FileMeta {
+            mode: self.mode,
+            uid,
+            gid,
+        }
+    }
 }
 
 /// Mode and owner of a file (Unix); zero elsewhere.
@@ -121,28 +222,104 @@ pub struct FileMeta {
     pub gid: u32,
 }
 
+/// What is at a path, without following a link there ([`Root::snapshot`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Snapshot {
+    Absent,
+    /// A symlink and its target as stored.
+    Link(PathBuf),
+    /// A regular file (contents wiped on drop).
+    File {
+        contents: Zeroizing<Vec<u8>>,
+        meta: FileMeta,
+    },
+    /// A regular file that guestd must not read (see the module docs): it can be replaced, but
+    /// not backed up or put back.
+    Unread {
+        meta: FileMeta,
+        reason: &'static str,
+    },
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absent => write!(f, "Absent"),
+            Self::Link(t) => write!(f, "Link({})", t.display()),
+            Self::File { contents, meta } => write!(f, "File({} bytes, {meta:?})", contents.len()),
+            Self::Unread { meta, reason } => write!(f, "Unread({reason}, {meta:?})"),
+        }
+    }
+}
+
 /// The guest's filesystem, or a sandbox tree standing in for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Root {
-    /// `None`: the real system, paths used as they are.
+    /// `None`: the real system.
     base: Option<PathBuf>,
+    /// The root directory's handle (Unix; the system root's is opened once per process).
+    #[cfg(unix)]
+    handle: Arc<std::os::fd::OwnedFd>,
+    /// Checked on the reached path of every change (see [`Root::with_write_policy`]).
+    policy: Option<Arc<PathPolicy>>,
+}
+
+impl fmt::Debug for Root {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Root")
+            .field("base", &self.base)
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// `.<name>.guestd-tmp.<pid>.<n>`: the temp file of an atomic write (swept after a crash by
+/// the file injection).
+fn temp_name(name: &OsStr) -> OsString {
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(
+        ".guestd-tmp.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    tmp
+}
+
+/// `.guestd-link.<pid>.<n>`: a new symlink before it is renamed into place.
+fn link_temp_name() -> OsString {
+    OsString::from(format!(
+        ".guestd-link.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 impl Root {
     /// The real filesystem.
     pub fn system() -> Self {
-        Self { base: None }
+        Self {
+            base: None,
+            #[cfg(unix)]
+            handle: sys::system_handle(),
+            policy: None,
+        }
     }
 
     /// A sandbox: guest `/` is `base`.
     pub fn sandbox(base: impl AsRef<Path>) -> io::Result<Self> {
-        let base = fs::canonicalize(base)?;
+        let base = std::fs::canonicalize(base)?;
         if base.parent().is_none() {
             return Ok(Self::system());
         }
-        Ok(Self { base: Some(base) })
+        Ok(Self {
+            #[cfg(unix)]
+            handle: Arc::new(sys::open_base(&base)?),
+            base: Some(base),
+            policy: None,
+        })
     }
 
     /// The sandbox directory, if any.
@@ -154,26 +331,45 @@ impl Root {
         self.base.is_some()
     }
 
-    /// The host path for a guest path (symlinks inside a sandbox resolved as described above).
+    /// The same root, with every change (write, create, remove, rename, mode) allowed only
+    /// where `policy` permits, judged on the path actually reached after links.
+    pub fn with_write_policy(&self, policy: PathPolicy) -> Self {
+        Self {
+            policy: Some(Arc::new(policy)),
+            ..self.clone()
+        }
+    }
+
+    /// The same root without a write policy (for guestd's own files, e.g. backups).
+    pub fn without_write_policy(&self) -> Self {
+        Self {
+            policy: None,
+            ..self.clone()
+        }
+    }
+
+    /// The host path for a guest path, with links resolved as described above: only for
+    /// handing a path to an external command. A path string is inherently racy (what it names
+    /// can change before the command opens it); guestd's own file access uses the other methods.
+    /// Missing components are appended as given.
     pub fn resolve(&self, guest: impl AsRef<Path>) -> Result<PathBuf, RootError> {
-        let guest = guest.as_ref();
-        let parts = check_guest_path(guest)?;
-        let Some(base) = &self.base else {
-            return Ok(guest.to_path_buf());
-        };
-        resolve_in(base, parts, guest)
+        sys::resolve(self, guest.as_ref(), true)
     }
 
     /// Like [`resolve`](Self::resolve) but the last component is not followed if it is a link.
     pub fn resolve_nofollow(&self, guest: impl AsRef<Path>) -> Result<PathBuf, RootError> {
-        let guest = guest.as_ref();
-        let (parent, name) = split_parent(guest)?;
-        Ok(self.resolve(parent)?.join(name))
+        sys::resolve(self, guest.as_ref(), false)
     }
 
+    /// A regular file's contents, at most [`DEFAULT_READ_LIMIT`] bytes.
     pub fn read(&self, guest: impl AsRef<Path>) -> Result<Vec<u8>, RootError> {
-        let guest = guest.as_ref();
-        fs::read(self.resolve(guest)?).map_err(io_err("read", guest))
+        self.read_limited(guest, DEFAULT_READ_LIMIT)
+    }
+
+    /// A regular file's contents; a larger file is an error naming the path. FIFOs, devices,
+    /// sockets and directories are refused without blocking.
+    pub fn read_limited(&self, guest: impl AsRef<Path>, limit: u64) -> Result<Vec<u8>, RootError> {
+        sys::read_limited(self, guest.as_ref(), limit)
     }
 
     pub fn read_to_string(&self, guest: impl AsRef<Path>) -> Result<String, RootError> {
@@ -194,122 +390,103 @@ impl Root {
         }
     }
 
+    /// What is at `guest` (a last link is reported, not followed), reading a regular file up to
+    /// `limit` bytes. Anything but a file, a link or nothing is an error.
+    pub fn snapshot(&self, guest: impl AsRef<Path>, limit: u64) -> Result<Snapshot, RootError> {
+        sys::snapshot(self, guest.as_ref(), limit)
+    }
+
     pub fn exists(&self, guest: impl AsRef<Path>) -> bool {
-        self.resolve(guest).is_ok_and(|p| p.exists())
+        sys::exists(self, guest.as_ref())
     }
 
     pub fn is_dir(&self, guest: impl AsRef<Path>) -> bool {
-        self.resolve(guest).is_ok_and(|p| p.is_dir())
+        sys::is_dir(self, guest.as_ref())
     }
 
     /// Whether the path itself is a symlink (not followed).
     pub fn is_symlink(&self, guest: impl AsRef<Path>) -> bool {
-        self.resolve_nofollow(guest).is_ok_and(|p| p.is_symlink())
+        sys::is_symlink(self, guest.as_ref())
     }
 
     /// The target of a symlink, as stored.
     pub fn read_link(&self, guest: impl AsRef<Path>) -> Result<PathBuf, RootError> {
-        let guest = guest.as_ref();
-        fs::read_link(self.resolve_nofollow(guest)?).map_err(io_err("read link", guest))
+        sys::read_link(self, guest.as_ref())
     }
 
+    /// Mode and owner (a last link followed).
     pub fn metadata(&self, guest: impl AsRef<Path>) -> Result<FileMeta, RootError> {
-        let guest = guest.as_ref();
-        let md = fs::metadata(self.resolve(guest)?).map_err(io_err("stat", guest))?;
-        Ok(file_meta(&md))
+        sys::metadata(self, guest.as_ref())
     }
 
     /// Names in a directory, sorted.
     pub fn read_dir(&self, guest: impl AsRef<Path>) -> Result<Vec<String>, RootError> {
-        let guest = guest.as_ref();
-        let entries = fs::read_dir(self.resolve(guest)?).map_err(io_err("list", guest))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", guest))?;
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-        names.sort();
-        Ok(names)
+        sys::read_dir(self, guest.as_ref())
     }
 
-    /// Create a directory and its missing parents; new directories get `mode`.
+    /// Create a directory and its missing parents; new directories get exactly `mode`.
     pub fn create_dir_all(&self, guest: impl AsRef<Path>, mode: u32) -> Result<(), RootError> {
-        let guest = guest.as_ref();
-        let path = self.resolve(guest)?;
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, mode);
-        #[cfg(not(unix))]
-        let _ = mode;
-        builder
-            .create(&path)
-            .map_err(io_err("create directory", guest))
+        sys::create_dir_all(self, guest.as_ref(), mode)
+    }
+
+    /// Create one directory (its parent must exist) and give it `mode` and `uid:gid` through its
+    /// handle. An existing directory is left as it is; a link there is refused. Returns whether
+    /// it was created.
+    pub fn create_dir_owned(
+        &self,
+        guest: impl AsRef<Path>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<bool, RootError> {
+        sys::create_dir_owned(self, guest.as_ref(), FileMeta { mode, uid, gid })
     }
 
     /// Replace (or create) a file atomically: readers see the old or the new content, never a
-    /// mix, even if the agent is killed half way.
+    /// mix, even if the agent is killed half way. A link at the path is written through when its
+    /// directory is trusted (`/etc/resolv.conf -> /run/…`), refused otherwise.
     pub fn write_atomic(
         &self,
         guest: impl AsRef<Path>,
         contents: &[u8],
         opts: WriteOptions,
     ) -> Result<(), RootError> {
-        let guest = guest.as_ref();
-        let path = self.resolve(guest)?;
-        let existing = fs::metadata(&path).ok().filter(|m| m.is_file());
-        let meta = match (&existing, opts.preserve) {
-            (Some(md), true) => file_meta(md),
-            _ => {
-                let (uid, gid) = opts.owner.unwrap_or_else(own_ids);
-                FileMeta {
-                    mode: opts.mode,
-                    uid,
-                    gid,
-                }
-            }
-        };
-        let dir = path
-            .parent()
-            .ok_or_else(|| RootError::NotAbsolute(display(guest)))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".{name}.guestd-tmp.{}.{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = write_new(&tmp, contents, meta)
-            .and_then(|()| replace(&tmp, &path, existing.is_some()))
-            .and_then(|()| sync_dir(dir));
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(io_err("write", guest))
+        sys::write_file(self, guest.as_ref(), contents, opts, true)
+    }
+
+    /// Like [`write_atomic`](Self::write_atomic), but a link at the path is replaced by the
+    /// file instead of followed.
+    pub fn replace_file(
+        &self,
+        guest: impl AsRef<Path>,
+        contents: &[u8],
+        opts: WriteOptions,
+    ) -> Result<(), RootError> {
+        sys::write_file(self, guest.as_ref(), contents, opts, false)
+    }
+
+    /// Write `contents` into an existing regular file in place: no temp file, no create, no
+    /// truncate. For kernel control files (`/sys/devices/system/cpu/cpu1/online`,
+    /// `/sys/power/state`), where a write is a request and a rename is impossible; never for
+    /// files with content worth keeping (use [`write_atomic`](Self::write_atomic)). The file is
+    /// reached and checked like any other (no link in a user's directory, regular files only).
+    pub fn write_in_place(
+        &self,
+        guest: impl AsRef<Path>,
+        contents: &[u8],
+    ) -> Result<(), RootError> {
+        sys::write_in_place(self, guest.as_ref(), contents)
     }
 
     /// Remove a file or symlink (not followed). Missing is fine.
     pub fn remove_file(&self, guest: impl AsRef<Path>) -> Result<(), RootError> {
-        let guest = guest.as_ref();
-        match fs::remove_file(self.resolve_nofollow(guest)?) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", guest)(e)),
-            _ => Ok(()),
-        }
+        sys::remove_file(self, guest.as_ref())
     }
 
-    /// Remove a directory and everything in it (a symlink is removed, not followed). Missing
+    /// Remove a directory and everything in it (a symlink is removed, never followed). Missing
     /// is fine.
     pub fn remove_dir_all(&self, guest: impl AsRef<Path>) -> Result<(), RootError> {
-        let guest = guest.as_ref();
-        let path = self.resolve_nofollow(guest)?;
-        let result = match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Ok(md) if !md.is_dir() => fs::remove_file(&path),
-            _ => fs::remove_dir_all(&path),
-        };
-        result.map_err(io_err("remove", guest))
+        sys::remove_dir_all(self, guest.as_ref())
     }
 
     /// Create or replace a symlink at `guest` pointing to `target` (stored as given).
@@ -318,269 +495,115 @@ impl Root {
         guest: impl AsRef<Path>,
         target: impl AsRef<Path>,
     ) -> Result<(), RootError> {
-        let guest = guest.as_ref();
-        let path = self.resolve_nofollow(guest)?;
-        let tmp = path.with_file_name(format!(
-            ".guestd-link.{}.{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        #[cfg(unix)]
-        let made = std::os::unix::fs::symlink(target.as_ref(), &tmp);
-        #[cfg(windows)]
-        let made = std::os::windows::fs::symlink_file(target.as_ref(), &tmp);
-        made.and_then(|()| fs::rename(&tmp, &path))
-            .map_err(io_err("create link", guest))
+        sys::symlink(self, guest.as_ref(), target.as_ref())
     }
 
-    /// Rename within the root (atomic on one filesystem).
+    /// Rename within the root (atomic on one filesystem); neither end is followed.
     pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<(), RootError> {
-        let (from, to) = (from.as_ref(), to.as_ref());
-        fs::rename(self.resolve_nofollow(from)?, self.resolve_nofollow(to)?)
-            .map_err(io_err("rename", from))
+        sys::rename(self, from.as_ref(), to.as_ref())
     }
 
-    /// Set mode and owner of an existing file or directory.
+    /// Set mode and owner of an existing regular file or directory, through its handle.
     pub fn set_meta(&self, guest: impl AsRef<Path>, meta: FileMeta) -> Result<(), RootError> {
-        let guest = guest.as_ref();
-        let path = self.resolve(guest)?;
-        apply_meta_path(&path, meta).map_err(io_err("change mode of", guest))
+        sys::set_meta(self, guest.as_ref(), meta)
     }
 
-    /// Write `contents` into an existing regular file in place: no temp file, no create, no
-    /// truncate. For kernel control files (`/sys/devices/system/cpu/cpu1/online`,
-    /// `/sys/power/state`), where a write is a request and a rename is impossible; never for
-    /// files with content worth keeping (use [`write_atomic`](Self::write_atomic)).
-    pub fn write_in_place(
+    /// Check that no unprivileged user can change `guest` (a directory) or any directory on
+    /// the way to it: each must belong to root (or guestd's uid) and be writable by nobody
+    /// else. Missing components are fine (guestd creates them itself). For guestd's own state
+    /// (staging an update, then running what was staged) where a swapped directory would be
+    /// worse than a refused write.
+    pub fn check_private(&self, guest: impl AsRef<Path>) -> Result<(), RootError> {
+        sys::check_private(self, guest.as_ref())
+    }
+
+    /// Open (creating it with `mode` if missing, never truncating) a regular file for a lock.
+    pub fn open_lock_file(
         &self,
         guest: impl AsRef<Path>,
-        contents: &[u8],
-    ) -> Result<(), RootError> {
-        let guest = guest.as_ref();
-        let path = self.resolve(guest)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", guest))?;
-        let is_file = file.metadata().map(|m| m.is_file());
-        if !matches!(is_file, Ok(true)) {
-            return Err(RootError::Io {
-                op: "write",
-                path: display(guest),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-            });
+        mode: u32,
+    ) -> Result<std::fs::File, RootError> {
+        sys::open_lock_file(self, guest.as_ref(), mode)
+    }
+
+    /// The write policy's verdict on a reached path (`names` below the root, `dir` when a
+    /// directory is being created).
+    fn check_policy(&self, reached: &GuestPath, guest: &Path, dir: bool) -> Result<(), RootError> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let text = reached.to_string();
+        let ok = if dir {
+            policy.permits_dir(&text)
+        } else {
+            policy.permits(&text)
+        };
+        if ok {
+            Ok(())
+        } else {
+            tracing::warn!(requested = %guest.display(), reached = %text, "write refused by the path policy");
+            Err(RootError::Denied(display(guest)))
         }
-        file.write_all(contents).map_err(io_err("write", guest))
     }
 }
 
-/// Check a guest path and return its normal components. On Windows a drive prefix becomes
-/// the first component (`C:\\x` is `<sandbox>\\C\\x`, so drives stay apart); UNC, device and
-/// other prefixes are refused, sandbox or not.
-fn check_guest_path(guest: &Path) -> Result<Vec<std::ffi::OsString>, RootError> {
+/// A checked guest path: an optional drive (Windows) and its normal components.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct GuestPath {
+    pub drive: Option<char>,
+    pub names: Vec<OsString>,
+}
+
+impl fmt::Display for GuestPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sep = match self.drive {
+            Some(d) => {
+                write!(f, "{d}:")?;
+                '\\'
+            }
+            None => '/',
+        };
+        if self.names.is_empty() {
+            return write!(f, "{sep}");
+        }
+        for n in &self.names {
+            write!(f, "{sep}{}", n.to_string_lossy())?;
+        }
+        Ok(())
+    }
+}
+
+/// Check a guest path and return its parts. On Windows a drive prefix is kept apart
+/// (`C:\x` is `<sandbox>\C\x`, so drives stay apart); UNC, device and other prefixes are
+/// refused, sandbox or not.
+pub(crate) fn check_guest_path(guest: &Path) -> Result<GuestPath, RootError> {
     if !guest.has_root() {
         return Err(RootError::NotAbsolute(display(guest)));
     }
-    let mut parts = Vec::new();
+    let mut out = GuestPath::default();
     for comp in guest.components() {
         match comp {
             Component::ParentDir => return Err(RootError::DotDot(display(guest))),
-            Component::Normal(p) => parts.push(p.to_os_string()),
+            Component::Normal(p) => out.names.push(p.to_os_string()),
             Component::Prefix(p) => match p.kind() {
                 std::path::Prefix::Disk(letter) | std::path::Prefix::VerbatimDisk(letter) => {
-                    parts.push(char::from(letter).to_ascii_uppercase().to_string().into());
+                    out.drive = Some(char::from(letter).to_ascii_uppercase());
                 }
                 _ => return Err(RootError::UnsupportedPrefix(display(guest))),
             },
             Component::CurDir | Component::RootDir => {}
         }
     }
-    Ok(parts)
-}
-
-fn split_parent(guest: &Path) -> Result<(&Path, &std::ffi::OsStr), RootError> {
-    check_guest_path(guest)?;
-    match (guest.parent(), guest.file_name()) {
-        (Some(parent), Some(name)) => Ok((parent, name)),
-        _ => Err(RootError::NotAbsolute(display(guest))),
-    }
-}
-
-/// Walk `parts` below `base`, following symlinks as if `base` were `/`.
-fn resolve_in(
-    base: &Path,
-    parts: Vec<std::ffi::OsString>,
-    guest: &Path,
-) -> Result<PathBuf, RootError> {
-    let mut pending: Vec<std::ffi::OsString> = parts.into_iter().rev().collect();
-    let mut cur = base.to_path_buf();
-    let mut depth = 0usize; // components of `cur` below `base`
-    let mut links = 0usize;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            if depth == 0 {
-                return Err(RootError::Escape(display(guest)));
-            }
-            cur.pop();
-            depth -= 1;
-            continue;
-        }
-        let next = cur.join(&part);
-        match fs::symlink_metadata(&next) {
-            Ok(md) if md.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(RootError::TooManyLinks(display(guest)));
-                }
-                let target = fs::read_link(&next).map_err(io_err("read link", guest))?;
-                if target.has_root() {
-                    cur = base.to_path_buf();
-                    depth = 0;
-                }
-                for comp in target.components().rev() {
-                    match comp {
-                        Component::Normal(p) => pending.push(p.into()),
-                        Component::ParentDir => pending.push("..".into()),
-                        Component::Prefix(p) => match p.kind() {
-                            std::path::Prefix::Disk(l) | std::path::Prefix::VerbatimDisk(l) => {
-                                pending.push(char::from(l).to_ascii_uppercase().to_string().into())
-                            }
-                            _ => return Err(RootError::UnsupportedPrefix(display(guest))),
-                        },
-                        _ => {}
-                    }
-                }
-            }
-            _ => {
-                cur = next;
-                depth += 1;
-            }
-        }
-    }
-    Ok(cur)
-}
-
-/// Move the finished temp file over `path`. On Windows an existing file is replaced with
-/// `ReplaceFileW`, which keeps the replaced file's DACL, owner and attributes (a plain rename
-/// would leave the temp file's ACL, inherited from the directory).
-fn replace(tmp: &Path, path: &Path, exists: bool) -> io::Result<()> {
-    #[cfg(windows)]
-    if exists {
-        return win::replace_file(path, tmp);
-    }
-    let _ = exists;
-    fs::rename(tmp, path)
-}
-
-#[cfg(windows)]
-#[allow(unsafe_code)]
-mod win {
-    use std::io;
-    use std::os::windows::ffi::OsStrExt;
-    use std::path::Path;
-
-    use windows_sys::Win32::Storage::FileSystem::{REPLACEFILE_IGNORE_MERGE_ERRORS, ReplaceFileW};
-
-    fn wide(p: &Path) -> Vec<u16> {
-        p.as_os_str().encode_wide().chain(Some(0)).collect()
-    }
-
-    pub fn replace_file(target: &Path, replacement: &Path) -> io::Result<()> {
-        let (target, replacement) = (wide(target), wide(replacement));
-        // SAFETY: both are NUL-terminated UTF-16 paths alive for the call; no backup file, and
-        // the two reserved pointers are null as documented.
-        let ok = unsafe {
-            ReplaceFileW(
-                target.as_ptr(),
-                replacement.as_ptr(),
-                std::ptr::null(),
-                REPLACEFILE_IGNORE_MERGE_ERRORS,
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-fn write_new(tmp: &Path, contents: &[u8], meta: FileMeta) -> io::Result<()> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut file = opts.open(tmp)?;
-    file.write_all(contents)?;
-    apply_meta_file(&file, meta)?;
-    file.sync_all()
-}
-
-#[cfg(unix)]
-fn apply_meta_file(file: &File, meta: FileMeta) -> io::Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let current = file.metadata()?;
-    if (current.uid(), current.gid()) != (meta.uid, meta.gid) {
-        std::os::unix::fs::fchown(file, Some(meta.uid), Some(meta.gid))?;
-    }
-    file.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
-}
-
-#[cfg(not(unix))]
-fn apply_meta_file(_file: &File, _meta: FileMeta) -> io::Result<()> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn apply_meta_path(path: &Path, meta: FileMeta) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::os::unix::fs::chown(path, Some(meta.uid), Some(meta.gid))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))
-}
-
-#[cfg(not(unix))]
-fn apply_meta_path(_path: &Path, _meta: FileMeta) -> io::Result<()> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn file_meta(md: &fs::Metadata) -> FileMeta {
-    use std::os::unix::fs::MetadataExt;
-    FileMeta {
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-    }
-}
-
-#[cfg(not(unix))]
-fn file_meta(_md: &fs::Metadata) -> FileMeta {
-    FileMeta::default()
+    Ok(out)
 }
 
 #[cfg(unix)]
 fn own_ids() -> (u32, u32) {
-    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    // SAFETY: geteuid/getegid cannot fail and touch no memory.
     #[allow(unsafe_code)]
     unsafe {
         (libc::geteuid(), libc::getegid())
     }
-}
-
-#[cfg(not(unix))]
-fn own_ids() -> (u32, u32) {
-    (0, 0)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
 }
 
 fn display(p: &Path) -> String {
@@ -595,177 +618,22 @@ fn io_err<'a>(op: &'static str, guest: &'a Path) -> impl FnOnce(io::Error) -> Ro
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-
-    fn sandbox() -> (tempfile::TempDir, Root) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::sandbox(dir.path()).unwrap();
-        (dir, root)
-    }
 
     #[test]
-    fn rejects_relative_and_dotdot() {
-        let (_d, root) = sandbox();
+    fn guest_paths_are_checked_and_displayed() {
         assert!(matches!(
-            root.resolve("etc/x"),
+            check_guest_path(Path::new("etc/x")),
             Err(RootError::NotAbsolute(_))
         ));
         assert!(matches!(
-            root.resolve("/etc/../x"),
+            check_guest_path(Path::new("/etc/../x")),
             Err(RootError::DotDot(_))
         ));
-        assert!(matches!(
-            Root::system().resolve("/a/../b"),
-            Err(RootError::DotDot(_))
-        ));
-    }
-
-    #[test]
-    fn absolute_links_stay_inside_and_climbing_links_fail() {
-        let (d, root) = sandbox();
-        fs::create_dir_all(d.path().join("run/x")).unwrap();
-        fs::create_dir_all(d.path().join("etc")).unwrap();
-        symlink("/run/x/resolv.conf", d.path().join("etc/resolv.conf")).unwrap();
-        root.write_atomic(
-            "/etc/resolv.conf",
-            b"nameserver 1.1.1.1\n",
-            WriteOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            fs::read(d.path().join("run/x/resolv.conf")).unwrap(),
-            b"nameserver 1.1.1.1\n"
-        );
-        assert!(root.is_symlink("/etc/resolv.conf"));
-        symlink("../../../../../../etc/passwd", d.path().join("etc/evil")).unwrap();
-        assert!(matches!(root.read("/etc/evil"), Err(RootError::Escape(_))));
-        symlink("loop", d.path().join("etc/loop")).unwrap();
-        assert!(matches!(
-            root.read("/etc/loop"),
-            Err(RootError::TooManyLinks(_))
-        ));
-        symlink("../run", d.path().join("etc/run")).unwrap();
-        assert_eq!(
-            root.resolve("/etc/run/x").unwrap(),
-            d.path().canonicalize().unwrap().join("run/x")
-        );
-    }
-
-    #[test]
-    fn atomic_write_preserves_mode_and_owner_and_leaves_no_temp() {
-        let (d, root) = sandbox();
-        let p = d.path().join("shadow");
-        fs::write(&p, b"old").unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
-        std::os::unix::fs::chown(&p, None, Some(42)).ok();
-        let gid = fs::metadata(&p).unwrap().gid();
-        root.write_atomic("/shadow", b"new", WriteOptions::mode(0o644))
-            .unwrap();
-        let md = fs::metadata(&p).unwrap();
-        assert_eq!(md.mode() & 0o7777, 0o640);
-        assert_eq!(md.gid(), gid);
-        assert_eq!(fs::read(&p).unwrap(), b"new");
-        assert_eq!(root.read_dir("/").unwrap(), vec!["shadow".to_string()]);
-        root.write_atomic("/new", b"x", WriteOptions::mode(0o600))
-            .unwrap();
-        assert_eq!(root.metadata("/new").unwrap().mode, 0o600);
-        root.write_atomic("/new", b"x", WriteOptions::mode(0o644).exact())
-            .unwrap();
-        assert_eq!(root.metadata("/new").unwrap().mode, 0o644);
-    }
-
-    #[test]
-    fn missing_parent_is_a_clear_error() {
-        let (_d, root) = sandbox();
-        let err = root
-            .write_atomic("/no/such/dir/f", b"x", WriteOptions::default())
-            .unwrap_err();
-        assert!(err.is_not_found());
-        assert!(
-            err.to_string().starts_with("cannot write '/no/such/dir/f'"),
-            "{err}"
-        );
-        root.create_dir_all("/no/such/dir", 0o700).unwrap();
-        root.write_atomic("/no/such/dir/f", b"x", WriteOptions::default())
-            .unwrap();
-        assert_eq!(root.metadata("/no/such").unwrap().mode, 0o700);
-        assert_eq!(root.read_optional("/nothing").unwrap(), None);
-    }
-
-    #[test]
-    fn write_in_place_changes_only_existing_regular_files() {
-        let (d, root) = sandbox();
-        std::fs::create_dir_all(d.path().join("sys/cpu1")).unwrap();
-        std::fs::write(d.path().join("sys/cpu1/online"), b"1\n").unwrap();
-        root.write_in_place("/sys/cpu1/online", b"0").unwrap();
-        // No truncation, no temp file: the kernel sees one write of exactly these bytes.
-        assert_eq!(
-            std::fs::read(d.path().join("sys/cpu1/online")).unwrap(),
-            b"0\n"
-        );
-        assert_eq!(root.read_dir("/sys/cpu1").unwrap(), ["online"]);
-        assert!(
-            root.write_in_place("/sys/cpu1/missing", b"0")
-                .unwrap_err()
-                .is_not_found()
-        );
-        assert!(!root.exists("/sys/cpu1/missing"));
-        assert!(root.write_in_place("/sys/cpu1", b"0").is_err());
-    }
-}
-
-/// Windows paths (run under Wine by scripts/test-all).
-#[cfg(all(test, windows))]
-mod windows_tests {
-    use super::*;
-
-    #[test]
-    fn drive_letters_are_directories_of_the_sandbox() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::sandbox(d.path()).unwrap();
-        let base = root.base().unwrap().to_path_buf();
-        assert_eq!(
-            root.resolve(r"C:\x\y.txt").unwrap(),
-            base.join(r"C\x\y.txt")
-        );
-        assert_eq!(root.resolve("d:/x").unwrap(), base.join(r"D\x"));
-        assert_eq!(
-            root.resolve(r"\etc\hosts").unwrap(),
-            base.join(r"etc\hosts")
-        );
-        for bad in [r"\\server\share\x", r"\\.\PhysicalDrive0", r"\\?\UNC\s\x\y"] {
-            assert!(
-                matches!(root.resolve(bad), Err(RootError::UnsupportedPrefix(_))),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            root.resolve("C:rel"),
-            Err(RootError::NotAbsolute(_))
-        ));
-        assert!(matches!(
-            root.resolve(r"C:\a\..\b"),
-            Err(RootError::DotDot(_))
-        ));
-    }
-
-    #[test]
-    fn replacing_a_file_goes_through_replacefile() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::sandbox(d.path()).unwrap();
-        root.create_dir_all(r"C:\data", 0o755).unwrap();
-        root.write_atomic(r"C:\data\f.txt", b"one", WriteOptions::default())
-            .unwrap();
-        root.write_atomic(r"C:\data\f.txt", b"two", WriteOptions::default())
-            .unwrap();
-        assert_eq!(root.read(r"C:\data\f.txt").unwrap(), b"two");
-        // No temp file is left behind by either path.
-        assert_eq!(
-            root.read_dir(r"C:\data").unwrap(),
-            vec!["f.txt".to_string()]
-        );
+        let p = check_guest_path(Path::new("/etc//./hosts")).unwrap();
+        assert_eq!(p.to_string(), "/etc/hosts");
+        assert_eq!(check_guest_path(Path::new("/")).unwrap().to_string(), "/");
     }
 }

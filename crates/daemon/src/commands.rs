@@ -24,7 +24,14 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
         .register(FileInjectHandler::new(config.inject.clone()))?
         .register(AgentUpdateHandler::new(config.update.clone()))?
         .register(KmsActivateHandler)?;
-    let builder = guestd_handlers::qga::register(builder, &config.qga)?;
+    // guest-exec's programs would run on this machine even under --root: contained like the
+    // command runner ([sandbox] allow_effects = ["other"] lets them run).
+    let spawner = guestd_core::process::contain(
+        &env.root,
+        Arc::new(guestd_core::SystemSpawner),
+        &config.sandbox,
+    );
+    let builder = guestd_handlers::qga::register_with(builder, &config.qga, spawner)?;
 
     let commands = &config.commands;
     // guest-exec and guest-file-* stay off unless [qga] says what they may reach, whatever

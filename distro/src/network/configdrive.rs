@@ -19,9 +19,9 @@
 //! used; DHCP/SLAAC networks and bond/VLAN links are left to the OS and logged.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use guestd_core::{Command, CommandRunner, Root};
+use guestd_core::{Command, CommandRunner, Effect, Root, RootError, Snapshot};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -74,14 +74,16 @@ pub fn read(
     }
     root.create_dir_all(MOUNT_POINT, 0o700).map_err(sys)?;
     let source = format!("/dev/{}", device.name);
-    let mount = Command::new("mount").args([
-        "-t",
-        &FILESYSTEMS.join(","),
-        "-o",
-        MOUNT_OPTIONS,
-        &source,
-        MOUNT_POINT,
-    ]);
+    let mount = Command::new("mount")
+        .args([
+            "-t",
+            &FILESYSTEMS.join(","),
+            "-o",
+            MOUNT_OPTIONS,
+            &source,
+            MOUNT_POINT,
+        ])
+        .effect(Effect::Mount);
     runner
         .run(&mount)
         .and_then(|o| o.check("mount"))
@@ -97,7 +99,11 @@ pub fn read(
         Err(e) => Err(e),
     };
     if let Err(e) = runner
-        .run(&Command::new("umount").arg(MOUNT_POINT))
+        .run(
+            &Command::new("umount")
+                .arg(MOUNT_POINT)
+                .effect(Effect::Mount),
+        )
         .and_then(|o| o.check("umount"))
     {
         warn!(error = %e, "could not unmount the config drive");
@@ -145,7 +151,9 @@ fn blkid(runner: &dyn CommandRunner) -> Option<String> {
     if !runner.exists("blkid") {
         return None;
     }
-    let cmd = Command::new("blkid").args(["-t", "LABEL=config-2", "-o", "device"]);
+    let cmd = Command::new("blkid")
+        .args(["-t", "LABEL=config-2", "-o", "device"])
+        .observes();
     match runner.run(&cmd) {
         // blkid exits 2 when no device matches.
         Ok(out) if out.success() => {
@@ -322,11 +330,8 @@ pub fn read_dir(root: &Root, dir: &str, keep_hostname: bool) -> Result<NetworkSp
 
 /// Read `dir/rel`: `Ok(None)` when it does not exist; refused when it, or a directory on the way
 /// below `dir`, is not what it should be (a symlink, a FIFO, a device), or it is larger than
-/// [`MAX_FILE`].
-///
-/// `Root` has no bounded read of regular files only yet; this is the one place the config drive
-/// is read, so the checks live here (the file is opened without following a link and without
-/// blocking, and checked on the open handle).
+/// [`MAX_FILE`]. `Root::snapshot` opens the file without following a link and without blocking,
+/// checks it on the open handle and reads at most [`MAX_FILE`] bytes.
 fn read_file(root: &Root, dir: &str, rel: &str) -> Result<Option<Vec<u8>>, NetworkError> {
     let mut guest = PathBuf::from(dir);
     let parts: Vec<&str> = rel.split('/').collect();
@@ -345,50 +350,18 @@ fn read_file(root: &Root, dir: &str, rel: &str) -> Result<Option<Vec<u8>>, Netwo
     }
     guest.push(file);
     let shown_path = guest.display().to_string();
-    let host = root.resolve_nofollow(&guest).map_err(sys)?;
-    read_regular(&host, &shown_path)
-}
-
-/// The bounded, no-follow read `Root` lacks (see [`read_file`]).
-fn read_regular(host: &Path, shown_path: &str) -> Result<Option<Vec<u8>>, NetworkError> {
-    use std::io::Read as _;
     let not_regular = || sys(format!("{shown_path} is not a regular file; not read"));
-    let too_large = || {
-        sys(format!(
+    match root.snapshot(&guest, MAX_FILE) {
+        Ok(Snapshot::Absent) => Ok(None),
+        Ok(Snapshot::File { contents, .. }) => Ok(Some(contents.to_vec())),
+        Ok(Snapshot::Link(_) | Snapshot::Unread { .. }) | Err(RootError::NotRegular { .. }) => {
+            Err(not_regular())
+        }
+        Err(RootError::TooLarge { .. }) => Err(sys(format!(
             "{shown_path} is larger than {MAX_FILE} bytes; not read"
-        ))
-    };
-    match std::fs::symlink_metadata(host) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(sys(format!("cannot read {shown_path}: {e}"))),
-        Ok(md) if !md.file_type().is_file() => return Err(not_regular()),
-        Ok(md) if md.len() > MAX_FILE => return Err(too_large()),
-        Ok(_) => {}
+        ))),
+        Err(e) => Err(sys(format!("cannot read {shown_path}: {e}"))),
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(
-        &mut options,
-        libc::O_NOFOLLOW | libc::O_NONBLOCK,
-    );
-    let file = options
-        .open(host)
-        .map_err(|e| sys(format!("cannot read {shown_path}: {e}")))?;
-    let md = file
-        .metadata()
-        .map_err(|e| sys(format!("cannot read {shown_path}: {e}")))?;
-    if !md.file_type().is_file() {
-        return Err(not_regular());
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| sys(format!("cannot read {shown_path}: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(too_large());
-    }
-    Ok(Some(bytes))
 }
 
 /// Parse `network_data.json`.
@@ -579,6 +552,7 @@ fn add_dns(dns: &mut Vec<IpAddr>, services: Option<&Value>) {
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

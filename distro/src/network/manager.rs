@@ -166,6 +166,7 @@ fn enabled(root: &Root, unit: &str) -> bool {
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

@@ -66,58 +66,11 @@ pub fn gather(
     }))
 }
 
-/// Where resetnetwork keeps the previous versions of the files it replaces (the guest path
-/// mirrored below it, `.<n>` appended). Not beside the files: managers read whole directories
-/// (`interfaces.d/*`, `ifcfg-*`, keyfiles), and a backup there would be loaded as configuration.
-pub const BACKUP_DIR: &str = "/var/lib/guestd/backup";
+/// Where resetnetwork (like every plan) keeps the previous versions of the files it replaces;
+/// see [`guestd_core::plan::BACKUP_DIR`].
+pub use guestd_core::BACKUP_DIR;
 /// Backups kept per file.
-const KEEP_BACKUPS: u64 = 3;
-
-/// Put a backup of every file the plan replaces or removes first in the plan (so a failed
-/// apply removes them again, and a successful one leaves them for the administrator).
-fn add_backups(plan: &mut Plan, root: &Root) -> Result<(), NetworkError> {
-    let sys = |e: guestd_core::RootError| NetworkError::System(e.to_string());
-    let mut backups = Vec::new();
-    for change in &plan.changes {
-        let path = change.path();
-        if !differs(root, change) || root.is_symlink(path) {
-            continue;
-        }
-        let Some(bytes) = root.read_optional(path).map_err(sys)? else {
-            continue;
-        };
-        let meta = root.metadata(path).map_err(sys)?;
-        let target = std::path::Path::new(BACKUP_DIR).join(path.trim_start_matches('/'));
-        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-            continue;
-        };
-        let prefix = format!("{}.", name.to_string_lossy());
-        let mut existing: Vec<u64> = root
-            .read_dir(dir)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|n| n.strip_prefix(&prefix)?.parse().ok())
-            .collect();
-        existing.sort_unstable();
-        let next = existing.last().map_or(1, |n| n + 1);
-        let options = guestd_core::WriteOptions {
-            mode: meta.mode,
-            owner: Some((meta.uid, meta.gid)),
-            preserve: false,
-        };
-        let file = |n: u64| {
-            dir.join(format!("{prefix}{n}"))
-                .to_string_lossy()
-                .into_owned()
-        };
-        backups.push(FileChange::write(file(next), bytes, options));
-        for old in existing.iter().filter(|n| **n + KEEP_BACKUPS <= next) {
-            backups.push(FileChange::Remove { path: file(*old) });
-        }
-    }
-    plan.changes.splice(0..0, backups);
-    Ok(())
-}
+const KEEP_BACKUPS: usize = 3;
 
 /// Whether applying `change` would alter the guest's files.
 fn differs(root: &Root, change: &FileChange) -> bool {
@@ -261,9 +214,10 @@ pub fn reset_network(
     };
     let interfaces: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
     info!(source = spec.source, %manager, interfaces = ?interfaces, hostname = ?net.hostname.as_ref().map(Hostname::as_str), "resetnetwork");
-    let mut plan = plan(&env.root, env.runner.as_ref(), family, manager, &net).map_err(fail)?;
-    add_backups(&mut plan, &env.root).map_err(fail)?;
-    let options = ApplyOptions { keep_backups: 0 };
+    let plan = plan(&env.root, env.runner.as_ref(), family, manager, &net).map_err(fail)?;
+    let options = ApplyOptions {
+        keep_backups: KEEP_BACKUPS,
+    };
     match guestd_core::apply(&plan, &env.root, env.runner.as_ref(), options) {
         Ok(applied) => {
             let changed: Vec<&String> = applied
@@ -291,6 +245,15 @@ pub fn reset_network(
                     BackendError::Failed(format!("{what}setting the computer name failed: {e}"))
                 })?;
                 done.summary = format!("{}; {}", done.summary, done.notice);
+            }
+            // Under a --root sandbox the restart and hostname commands may not have run: the
+            // files are written, the host is told what did not happen.
+            if let Some(not_run) = applied.not_run_message() {
+                done.notice = if done.notice.is_empty() {
+                    not_run
+                } else {
+                    format!("{}; {not_run}", done.notice)
+                };
             }
             Ok(done)
         }
@@ -328,6 +291,7 @@ pub fn reset_network(
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
     use guestd_core::{HostDataError, Output};

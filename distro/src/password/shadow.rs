@@ -1,7 +1,6 @@
 //! `/etc/shadow` (and FreeBSD `/etc/master.passwd`) as text: find and replace one user's
 //! password field, leaving every other byte of the file as it was; and the shadow lock.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
@@ -92,8 +91,8 @@ pub struct ShadowLock {
 
 impl ShadowLock {
     pub fn acquire(root: &Root) -> Result<Self, BackendError> {
-        let path = root.resolve(LOCK_FILE)?;
-        let file = open_lock_file(&path)
+        let file = root
+            .open_lock_file(LOCK_FILE, 0o600)
             .map_err(|e| BackendError::Failed(format!("cannot open {LOCK_FILE}: {e}")))?;
         let started = Instant::now();
         loop {
@@ -115,14 +114,6 @@ impl ShadowLock {
             }
         }
     }
-}
-
-fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)
 }
 
 /// One non-blocking attempt at the whole-file write lock. `Ok(false)`: held by someone else.
@@ -153,6 +144,7 @@ fn try_lock(_file: &std::fs::File) -> std::io::Result<bool> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 
@@ -195,7 +187,7 @@ mod tests {
     /// `fcntl.lockf`, which is `fcntl(F_SETLK)` like glibc's `lckpwdf`.
     #[cfg(unix)]
     #[allow(clippy::disallowed_methods)] // test-only spawn of a peer process
-    fn other_process_can_lock(path: &Path) -> bool {
+    fn other_process_can_lock(path: &std::path::Path) -> bool {
         let script = "import fcntl,sys\nf=open(sys.argv[1],'a')\ntry:\n fcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError:\n sys.exit(3)\n";
         let status = std::process::Command::new("python3")
             .args(["-c", script])

@@ -286,6 +286,7 @@ mod glue {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use super::{Freezer, QgaConfig, StatefulCommand, args, decode_base64};
+use super::{QgaConfig, StatefulCommand, args, decode_base64};
 
 pub const EXEC: &str = "guest-exec";
 pub const EXEC_STATUS: &str = "guest-exec-status";
@@ -46,7 +46,6 @@ pub(super) fn register(
     builder: DispatcherBuilder,
     config: &QgaConfig,
     spawner: Arc<dyn ProcessSpawner>,
-    freezer: &Freezer,
 ) -> Result<DispatcherBuilder, DispatchError> {
     let table = Arc::new(ExecTable::new(config, spawner));
     builder
@@ -54,13 +53,16 @@ pub(super) fn register(
             name: EXEC,
             state: Arc::clone(&table),
             // A program writing to a frozen filesystem would hang; qemu-ga refuses it too.
-            freezer: Some(freezer.clone()),
+            while_frozen: false,
+            query: false,
             run: |table, _, value| table.exec(value),
         })?
         .register(StatefulCommand {
             name: EXEC_STATUS,
             state: table,
-            freezer: None,
+            // Hosts poll it: a success is logged at debug level (the table logs each exit).
+            while_frozen: true,
+            query: true,
             run: |table, _, value| table.status(value),
         })
 }

@@ -27,9 +27,7 @@ use serde_json::{Value, json};
 use tracing::info;
 use zeroize::Zeroizing;
 
-use super::{
-    FILE_READ_COUNT_MAX, Freezer, QgaConfig, StatefulCommand, args, decode_base64, os_reason,
-};
+use super::{FILE_READ_COUNT_MAX, QgaConfig, StatefulCommand, args, decode_base64, os_reason};
 
 pub const OPEN: &str = "guest-file-open";
 pub const CLOSE: &str = "guest-file-close";
@@ -58,25 +56,26 @@ pub(super) fn check_prefix(entry: &str) -> Result<(), &'static str> {
 pub(super) fn register(
     builder: DispatcherBuilder,
     config: &QgaConfig,
-    freezer: &Freezer,
 ) -> Result<DispatcherBuilder, DispatchError> {
     let files = Arc::new(Files::new(config));
-    // Opening (it may create or truncate), writing and flushing could block on a frozen
-    // filesystem: refused while frozen, as qemu-ga refuses them.
+    // Reading and seeking write nothing and run while this agent holds the filesystems frozen;
+    // opening (it may create or truncate), writing, flushing and closing (the last close of a
+    // written file may allocate its blocks) could block until the thaw and are refused then.
     let commands: [(&'static str, bool, Run); 6] = [
-        (OPEN, true, |f, ctx, v| f.open(ctx, v)),
+        (OPEN, false, |f, ctx, v| f.open(ctx, v)),
         (CLOSE, false, |f, _, v| f.close(v)),
-        (READ, false, |f, _, v| f.read(v)),
-        (WRITE, true, |f, _, v| f.write(v)),
-        (SEEK, false, |f, _, v| f.seek(v)),
-        (FLUSH, true, |f, _, v| f.flush(v)),
+        (READ, true, |f, _, v| f.read(v)),
+        (WRITE, false, |f, _, v| f.write(v)),
+        (SEEK, true, |f, _, v| f.seek(v)),
+        (FLUSH, false, |f, _, v| f.flush(v)),
     ];
     let mut builder = builder;
-    for (name, not_while_frozen, run) in commands {
+    for (name, while_frozen, run) in commands {
         builder = builder.register(StatefulCommand {
             name,
             state: Arc::clone(&files),
-            freezer: not_while_frozen.then(|| freezer.clone()),
+            while_frozen,
+            query: false,
             run,
         })?;
     }

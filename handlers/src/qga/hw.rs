@@ -311,6 +311,7 @@ fn memory_block_info(root: &Root) -> Result<Value, HandlerError> {
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

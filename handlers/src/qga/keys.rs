@@ -1,9 +1,11 @@
 //! `guest-ssh-get-authorized-keys`, `guest-ssh-add-authorized-keys`,
 //! `guest-ssh-remove-authorized-keys`: the user's `~/.ssh/authorized_keys`, written atomically
 //! with mode 0600 and the user as owner (`~/.ssh` 0700). A symlinked `~/.ssh` or key file is
-//! refused, so a user cannot point the root-run agent at another file.
+//! refused, so a user cannot point the root-run agent at another file; `Root` reads the key
+//! file only if it is a regular file of that user with one link (a FIFO, a device or a hard
+//! link to another file is refused), and creates `~/.ssh` by handle.
 
-use guestd_core::{FileMeta, HandlerError, WriteOptions};
+use guestd_core::{HandlerError, WriteOptions};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -132,17 +134,9 @@ fn change(
     if !out.is_empty() {
         out.push('\n');
     }
-    if !root.is_dir(&dir) {
-        root.create_dir_all(&dir, 0o700)?;
-        root.set_meta(
-            &dir,
-            FileMeta {
-                mode: 0o700,
-                uid: user.uid,
-                gid: user.gid,
-            },
-        )?;
-    }
+    // Created (when missing) and handed to the user through its own handle; a link swapped in
+    // is refused here and by the write below, which never follows one in a user's directory.
+    root.create_dir_owned(&dir, 0o700, user.uid, user.gid)?;
     root.write_atomic(
         &path,
         out.as_bytes(),

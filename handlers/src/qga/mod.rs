@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-pub use freeze::Freezer;
+pub use freeze::{FreezeSettings, Freezer};
 
 /// `[qga]` in the daemon's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -70,6 +70,13 @@ pub struct QgaConfig {
     /// Seconds after which frozen filesystems are thawed even if the host never sends
     /// `guest-fsfreeze-thaw` (a lost host must not leave the guest frozen).
     pub freeze_timeout_secs: u64,
+    /// The fsfreeze hook, run with `freeze` before freezing and `thaw` after thawing, as
+    /// qemu-ga runs its `--fsfreeze-hook` (default path: Debian's dispatcher of
+    /// `/etc/qemu/fsfreeze-hook.d/*`). Used when it exists; it must belong to root and be
+    /// writable by no one else. `""`: none.
+    pub fsfreeze_hook: String,
+    /// How long one run of the hook may take, in seconds.
+    pub fsfreeze_hook_timeout_secs: u64,
     /// Programs `guest-exec` may run: absolute paths, compared with the requested program
     /// after both are resolved (links followed), or `"*"` for any program (qemu-ga's
     /// behaviour). Empty: `guest-exec` and `guest-exec-status` are disabled.
@@ -102,6 +109,8 @@ impl Default for QgaConfig {
         Self {
             auto_detect: true,
             freeze_timeout_secs: 600,
+            fsfreeze_hook: "/etc/qemu/fsfreeze-hook".into(),
+            fsfreeze_hook_timeout_secs: 300,
             exec_allow: Vec::new(),
             exec_output_limit: 16 * 1024 * 1024,
             exec_output_total: 64 * 1024 * 1024,
@@ -143,6 +152,14 @@ impl QgaConfig {
         }
         Ok(())
     }
+
+    fn freeze_settings(&self) -> FreezeSettings {
+        FreezeSettings {
+            auto_thaw: Duration::from_secs(self.freeze_timeout_secs.max(1)),
+            hook: Some(self.fsfreeze_hook.clone()).filter(|h| !h.is_empty()),
+            hook_timeout: Duration::from_secs(self.fsfreeze_hook_timeout_secs.max(1)),
+        }
+    }
 }
 
 /// The exec commands (governed by `exec_allow`).
@@ -164,7 +181,15 @@ pub fn disabled_by_config(config: &QgaConfig) -> Vec<&'static str> {
     off
 }
 
-/// Register every qga command on `builder` (programs for `guest-exec` start on this machine).
+/// Thaw what a stopped or killed guestd left frozen (its record in `/run/guestd`), with the
+/// thaw hook if the freeze hook ran; nothing when there is no record (`guestd --thaw`).
+pub fn thaw_recorded(env: &guestd_core::Env, config: &QgaConfig) {
+    let freezer = Freezer::new(guestd_core::FreezeFlag::default(), config.freeze_settings());
+    guestd_core::Lifecycle::start(&freezer, env);
+}
+
+/// Register every qga command on `builder`, and the freezer's [`guestd_core::Lifecycle`] (it
+/// thaws on start after a crash and on stop). Programs for `guest-exec` start on this machine.
 pub fn register(
     builder: DispatcherBuilder,
     config: &QgaConfig,
@@ -178,8 +203,8 @@ pub fn register_with(
     config: &QgaConfig,
     spawner: Arc<dyn ProcessSpawner>,
 ) -> Result<DispatcherBuilder, DispatchError> {
-    let freezer = Freezer::new(Duration::from_secs(config.freeze_timeout_secs.max(1)));
-    let mut builder = builder;
+    let freezer = Freezer::new(builder.freeze_flag(), config.freeze_settings());
+    let mut builder = builder.lifecycle(std::sync::Arc::new(freezer.clone()));
     for command in [
         system::PING,
         system::INFO,
@@ -202,11 +227,8 @@ pub fn register_with(
         hw::MEMORY_BLOCK_INFO,
         hw::DEVICES,
         route::ROUTES,
-    ] {
-        builder = builder.register(command)?;
-    }
-    // Writing to a frozen filesystem would hang the command until the thaw: refused instead.
-    for command in [
+        // Not queries: the dispatcher refuses these while the filesystems are frozen (a write
+        // would hang until the thaw).
         password::SET_USER_PASSWORD,
         keys::ADD,
         keys::REMOVE,
@@ -216,18 +238,15 @@ pub fn register_with(
         power::SUSPEND_RAM,
         power::SUSPEND_HYBRID,
     ] {
-        builder = builder.register(NotWhileFrozen {
-            command,
-            freezer: freezer.clone(),
-        })?;
+        builder = builder.register(command)?;
     }
     builder = builder
         .register(freeze::StatusHandler(freezer.clone()))?
         .register(freeze::FreezeHandler(freezer.clone()))?
         .register(freeze::FreezeListHandler(freezer.clone()))?
-        .register(fstrim::FstrimHandler(freezer.clone()))?;
-    builder = exec::register(builder, config, spawner, &freezer)?;
-    builder = file::register(builder, config, &freezer)?;
+        .register(fstrim::FstrimHandler)?;
+    builder = exec::register(builder, config, spawner)?;
+    builder = file::register(builder, config)?;
     builder.register(freeze::ThawHandler(freezer))
 }
 
@@ -264,49 +283,15 @@ impl Handler for QgaCommand {
     }
 }
 
-/// A command refused while this agent holds filesystems frozen.
-#[derive(Debug)]
-struct NotWhileFrozen {
-    command: QgaCommand,
-    freezer: Freezer,
-}
-
-impl Handler for NotWhileFrozen {
-    fn name(&self) -> &'static str {
-        self.command.name
-    }
-
-    fn dialect(&self) -> Dialect {
-        Dialect::Qga
-    }
-
-    fn may_block(&self) -> bool {
-        self.command.blocking
-    }
-
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
-        refuse_while_frozen(&self.freezer, self.command.name)?;
-        self.command.run(ctx, value)
-    }
-}
-
-/// The refusal of a command that could block on a frozen filesystem.
-fn refuse_while_frozen(freezer: &Freezer, name: &str) -> Result<(), HandlerError> {
-    if freezer.is_frozen() {
-        return Err(HandlerError::failed(format!(
-            "Command {name} has been disabled: the filesystems are frozen \
-             (guest-fsfreeze-thaw first)"
-        )));
-    }
-    Ok(())
-}
-
 /// A qga command with state shared with its sibling commands (the exec and file tables).
 struct StatefulCommand<S: Send + Sync + 'static> {
     name: &'static str,
     state: Arc<S>,
-    /// Refused while this agent holds filesystems frozen.
-    freezer: Option<Freezer>,
+    /// Whether it runs while this agent holds filesystems frozen (it writes nothing to them);
+    /// see `Handler::allowed_while_frozen`.
+    while_frozen: bool,
+    /// Whether it only reports state; see `Handler::is_query`.
+    query: bool,
     run: fn(&S, &Context<'_>, &Value) -> Result<Value, HandlerError>,
 }
 
@@ -327,10 +312,15 @@ impl<S: Send + Sync + 'static> Handler for StatefulCommand<S> {
         Dialect::Qga
     }
 
+    fn is_query(&self) -> bool {
+        self.query
+    }
+
+    fn allowed_while_frozen(&self) -> bool {
+        self.while_frozen
+    }
+
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
-        if let Some(freezer) = &self.freezer {
-            refuse_while_frozen(freezer, self.name)?;
-        }
         (self.run)(&self.state, ctx, value).map(|v| guestd_core::qga::ok(&v))
     }
 }

@@ -101,6 +101,7 @@ pub(crate) fn is_not_found(err: &RootError) -> bool {
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guestd_core::{Command, CommandRunner, Root, RootError, WriteOptions};
+use guestd_core::{Command, CommandRunner, Effect, Root, RootError, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -56,6 +56,7 @@ impl Argv {
         Command::new(&self.program)
             .args(self.args.iter().cloned())
             .timeout(Duration::from_secs(self.timeout_secs.max(1)))
+            .effect(Effect::Service)
     }
 }
 
@@ -209,7 +210,7 @@ fn restart_and_wait(
 
 /// Put `<install>.previous` back in place (atomically, with its mode and owner).
 fn restore_previous(root: &Root, state: &WatchState) -> Result<(), RootError> {
-    let bytes = root.read(&state.previous_path)?;
+    let bytes = root.read_limited(&state.previous_path, super::MAX_BINARY)?;
     let meta = root.metadata(&state.previous_path)?;
     let opts = WriteOptions {
         mode: meta.mode,

@@ -280,6 +280,7 @@ impl Transport for SerialTransport {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 

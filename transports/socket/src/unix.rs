@@ -29,6 +29,13 @@ pub struct UnixTransport {
 impl UnixTransport {
     /// Bind `path` (creating its directory with mode 0755 if needed). Must be called inside a
     /// tokio runtime.
+    ///
+    /// The socket is the daemon's own host file (a configured path, the same under `--root`),
+    /// not guest data, hence plain path calls here. It is bound inside a fresh private (0700)
+    /// directory beside `path`, given mode 0600 there, and renamed into place: no other
+    /// account can swap it for a link between the bind and the chmod (in a sticky `/tmp` they
+    /// cannot rename the root-owned directory either).
+    #[allow(clippy::disallowed_methods)] // the daemon's own socket, see above
     pub fn bind(path: impl AsRef<Path>, limits: StreamLimits) -> Result<Self, TransportError> {
         let path = path.as_ref().to_path_buf();
         let what = format!("unix socket {}", path.display());
@@ -43,24 +50,33 @@ impl UnixTransport {
             }
             std::fs::remove_file(&path).map_err(TransportError::io(what.clone()))?;
         }
-        let tmp = path.with_file_name(format!(
-            ".{}.{}",
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let private = path.with_file_name(format!(
+            ".{}.{}.{nanos}.d",
             path.file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default(),
             std::process::id()
         ));
-        let _ = std::fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp).map_err(TransportError::io(what.clone()))?;
-        let restrict = || -> std::io::Result<()> {
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&private)
+                .map_err(TransportError::io(what.clone()))?;
+        }
+        let tmp = private.join("sock");
+        let bound = UnixListener::bind(&tmp).and_then(|listener| {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = restrict() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(TransportError::io(what)(e));
-        }
+            std::fs::rename(&tmp, &path)?;
+            Ok(listener)
+        });
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_dir(&private);
+        let listener = bound.map_err(TransportError::io(what))?;
         info!(path = %path.display(), "listening");
         Ok(Self {
             path,
@@ -111,6 +127,7 @@ impl Transport for UnixTransport {
                 shutdown,
             )
             .await;
+            #[allow(clippy::disallowed_methods)] // the daemon's own socket (see `bind`)
             let _ = std::fs::remove_file(&self.path);
             served
         })

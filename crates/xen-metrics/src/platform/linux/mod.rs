@@ -408,6 +408,7 @@ pub fn parse_meminfo(text: &str) -> Option<Memory> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
     use super::*;
 
