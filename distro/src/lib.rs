@@ -7,8 +7,9 @@
 //!
 //! [`password`] sets an account's password (chpasswd / locked shadow rewrite on Linux, `pw` on
 //! FreeBSD, `NetUserSetInfo` on Windows) and verifies the result.
-//! [`network`] owns `resetnetwork`: the network model and its sources, the detection of the
-//! network manager in use, one renderer per manager, hostname and resolver files.
+//! [`network`] owns `resetnetwork` on this OS: finding and reading a config drive, the detection
+//! of the network manager in use, one renderer per manager for the network model
+//! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files.
 //!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
@@ -87,6 +88,15 @@ impl Backend for SystemBackend {
         hash: &SecretString,
     ) -> Result<(), BackendError> {
         password::set_password_hash(self.family, env, user, hash)
+    }
+
+    fn read_config_drive(
+        &self,
+        env: &Env,
+        dir: Option<&str>,
+        keep_hostname: bool,
+    ) -> Result<Option<guestd_network_model::config_drive::ConfigDriveFiles>, BackendError> {
+        network::read_config_drive(env, dir, keep_hostname)
     }
 
     fn reset_network(

@@ -11,7 +11,7 @@ mod keyinit;
 pub mod kms;
 mod password;
 pub mod qga;
-mod resetnetwork;
+pub mod resetnetwork;
 pub mod update;
 mod version;
 

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use guestd_network_model::NetworkSpec;
+use guestd_network_model::config_drive::ConfigDriveFiles;
 use zeroize::Zeroizing;
 
 use crate::dispatch::Env;
@@ -28,6 +30,17 @@ pub enum BackendError {
     Command(#[from] CommandError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+}
+
+/// A network model error: the host's data is unusable (`Invalid`), or it does not fit this
+/// system (`Failed`).
+impl From<guestd_network_model::NetworkError> for BackendError {
+    fn from(e: guestd_network_model::NetworkError) -> Self {
+        match e {
+            guestd_network_model::NetworkError::Invalid(m) => Self::Invalid(m),
+            guestd_network_model::NetworkError::System(m) => Self::Failed(m),
+        }
+    }
 }
 
 /// One OS family (Debian, RHEL, FreeBSD, Windows, …).
@@ -70,10 +83,24 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Err(BackendError::Unsupported("KMS".into()))
     }
 
-    /// `resetnetwork`: build the network configuration from `request` (inline value, host data
-    /// or a config drive), write it for the network manager in use, restart the affected
-    /// interfaces and check they came up; on failure put everything back. Returns what was
-    /// done (a summary for the log, a notice for the host).
+    /// Find and read an OpenStack config drive's files (`dir`: a directory holding its
+    /// contents, instead of looking for the `config-2` filesystem; `keep_hostname`: leave
+    /// `meta_data.json` unread). `Ok(None)` when this guest has none. Parsing them is
+    /// `guestd_network_model::config_drive`'s.
+    fn read_config_drive(
+        &self,
+        env: &Env,
+        dir: Option<&str>,
+        keep_hostname: bool,
+    ) -> Result<Option<ConfigDriveFiles>, BackendError> {
+        let _ = (env, dir, keep_hostname);
+        Ok(None)
+    }
+
+    /// `resetnetwork`: write `request.spec` for the network manager in use (matching its
+    /// interfaces to this guest's devices by MAC), restart the affected interfaces and check
+    /// they came up; on failure put everything back. Returns what was done (a summary for the
+    /// log, a notice for the host).
     fn reset_network(
         &self,
         env: &Env,
@@ -103,33 +130,15 @@ impl From<String> for NetworkReset {
     }
 }
 
-/// What `resetnetwork` hands the backend. Only raw inputs: the network model and its parsers live
-/// in the backend (distro), so core and handlers never depend on them.
-#[derive(Clone, Copy)]
+/// What `resetnetwork` (and XenCenter's static IP setting) hands the backend: the network the
+/// host asked for, already parsed and validated (`guestd_network_model`), and the manager to
+/// write for.
+#[derive(Debug, Clone, Copy)]
 pub struct NetworkRequest<'a> {
-    /// The command's value: `""` (use host data / config drive) or an inline configuration.
-    pub value: &'a serde_json::Value,
-    /// The channel's host data (XenStore `vm-data/`), when the transport has it.
-    pub host_data: Option<&'a dyn HostData>,
+    /// The interfaces (by MAC) and hostname to configure.
+    pub spec: &'a NetworkSpec,
     /// Network manager to use instead of the detected one (`netplan`, `ifupdown`, …).
     pub manager: Option<&'a str>,
-    /// A directory holding an OpenStack config drive's contents, instead of looking for the
-    /// `config-2` filesystem.
-    pub config_drive: Option<&'a str>,
-    /// Whether a config drive is looked for at all.
-    pub use_config_drive: bool,
-}
-
-impl fmt::Debug for NetworkRequest<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NetworkRequest")
-            .field("value", self.value)
-            .field("host_data", &self.host_data.is_some())
-            .field("manager", &self.manager)
-            .field("config_drive", &self.config_drive)
-            .field("use_config_drive", &self.use_config_drive)
-            .finish()
-    }
 }
 
 /// A secret (a password) handed to a backend: wiped on drop, never shown by `Debug`.
