@@ -5,7 +5,8 @@
 //! servers are `IpAddr`/[`IpNet`], MACs [`Mac`], the hostname a [`Hostname`] (RFC 1123), so no
 //! untyped host string reaches a renderer except the network label, which is free text (a
 //! Neutron network name a tenant chooses): [`check_label`] refuses control characters and
-//! overlong ones, and the renderers write it only through `guestd-distro's `render::escape::informational`.
+//! overlong ones, and the renderers write it only through their escaping (guestd-distro's
+//! `render::escape::informational`).
 //! Error messages quote host text through [`shown`], so a hostile value cannot forge log lines.
 
 use std::fmt;
@@ -255,7 +256,8 @@ impl fmt::Display for Hostname {
 pub struct InterfaceSpec {
     pub mac: Mac,
     /// The host's network label (`public`, `private`, a Neutron network name): free text,
-    /// checked by [`check_label`] and written only through `guestd-distro's `render::escape::informational`.
+    /// checked by [`check_label`] and written only through guestd-distro's
+    /// `render::escape::informational`.
     pub label: Option<String>,
     /// Addresses in the host's order, IPv4 and IPv6 mixed.
     pub addresses: Vec<IpNet>,
