@@ -194,3 +194,30 @@ fn invalid_config_names_file_and_key() {
         "{err}"
     );
 }
+
+/// The test-only Windows account store is not in a normal build (the one the packages ship):
+/// `fake:DIR` is refused at start-up, saying why.
+#[test]
+fn the_fake_windows_account_store_is_refused_by_a_normal_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guestd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[password]\nwindows_accounts = 'fake:{}'\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(guestd_tests::bin::path("guestd"))
+        .args(["--config", config.to_str().unwrap(), "--self-test"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the fake account store is for tests")
+            && err.contains("fake-windows-accounts"),
+        "{err}"
+    );
+}
