@@ -11,12 +11,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::Arc;
 
 use guestd_core::{Output, Root};
+use guestd_distro::SystemBackend;
+use guestd_handlers::update::archive;
 use guestd_handlers::update::watchdog::{self, Status, WatchState};
-use guestd_handlers::update::{archive, service::TargetOs};
 use guestd_handlers::{AgentUpdateHandler, UpdateConfig};
 use guestd_testkit::http::{Serve, serve};
 use md5::Digest;
-use support::{Recorder, call, env};
+use support::{Recorder, call, env_with};
 
 const OLD_BINARY: &[u8] = b"#!/bin/sh\necho 'guestd 0.1.0 self-test ok'\n";
 
@@ -73,13 +74,11 @@ impl Guest {
     }
 
     fn update(&self, runner: &Arc<Recorder>, value: serde_json::Value) -> guestd_core::Reply {
-        let env = env(&self.root, runner.clone());
+        // The OS as guestd finds it at start-up (a systemd guest unless a test changes that).
+        let backend = Arc::new(SystemBackend::detect(&self.root));
+        let env = env_with(&self.root, runner.clone(), backend);
         let request = serde_json::json!({"name": "agentupdate", "value": value}).to_string();
-        call(
-            &env,
-            AgentUpdateHandler::new(self.config.clone()).with_os(TargetOs::Linux),
-            &request,
-        )
+        call(&env, AgentUpdateHandler::new(self.config.clone()), &request)
     }
 
     /// Installed binary unchanged, no previous copy, no state: nothing happened.

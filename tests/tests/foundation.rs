@@ -221,3 +221,32 @@ fn the_fake_windows_account_store_is_refused_by_a_normal_build() {
         "{err}"
     );
 }
+
+/// The OS family and the service manager are found once at start-up, from the (sandbox) root,
+/// and `--check-config` shows them.
+#[test]
+fn check_config_shows_the_os_and_its_service_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |root: &std::path::Path| {
+        let out = std::process::Command::new(guestd_tests::bin::path("guestd"))
+            .args(["--config", "/dev/null", "--check-config", "--root"])
+            .arg(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let root = dir.path();
+    assert!(
+        check(root).contains("\n# os: unknown (service manager: none found)\n"),
+        "{}",
+        check(root)
+    );
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=alpine\n").unwrap();
+    std::fs::create_dir_all(root.join("run/openrc")).unwrap();
+    assert!(check(root).contains("\n# os: alpine (service manager: OpenRC)\n"));
+    std::fs::write(root.join("etc/os-release"), "ID=ubuntu\nID_LIKE=debian\n").unwrap();
+    std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
+    assert!(check(root).contains("\n# os: debian (service manager: systemd)\n"));
+}

@@ -48,6 +48,31 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Short name for logs (`debian`, `freebsd`, `windows`, …).
     fn name(&self) -> &str;
 
+    /// The service manager found at start-up (`systemd`, `OpenRC`, `SysV init`, `rc.d`,
+    /// `Windows SCM`), for logs and `--check-config`; `None` when there is none guestd knows.
+    fn service_manager(&self) -> Option<&str> {
+        None
+    }
+
+    /// The plan that restarts the service `service` through the service manager found at
+    /// start-up: its commands in order, each but the last best effort. The update watchdog
+    /// carries it out later, from outside guestd's service (so it is returned, not applied).
+    /// `Unsupported` when this guest has no service manager guestd knows.
+    fn plan_service_restart(&self, root: &Root, service: &str) -> Result<Plan, BackendError> {
+        let _ = (root, service);
+        Err(BackendError::Unsupported("restarting a service".into()))
+    }
+
+    /// The plan that starts `argv` detached from guestd's service, so that restarting the
+    /// service does not stop it, and returns at once (the update watchdog). Its output goes to
+    /// the service manager's log, or to `log` where it keeps none.
+    fn plan_detached_start(&self, argv: &[String], log: &str) -> Result<Plan, BackendError> {
+        let _ = (argv, log);
+        Err(BackendError::Unsupported(
+            "starting a program outside guestd's service".into(),
+        ))
+    }
+
     /// Set the password of `user` (`None`: the OS's administrator account — `root` on Unix, the
     /// built-in Administrator on Windows) and verify it took effect. The password never goes
     /// to argv, logs or errors.
