@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use guestd_core::plan::Expect;
-use guestd_core::{BackendError, Command, Plan, PlannedCommand, Root};
+use guestd_core::{BackendError, Command, Effect, Plan, PlannedCommand, Root};
 
 use crate::OsFamily;
 
@@ -110,6 +110,7 @@ impl ServiceManager {
             Command::new(prog)
                 .args(args.iter().copied())
                 .timeout(RESTART_TIMEOUT)
+                .effect(Effect::Service)
         };
         match self {
             Self::Systemd => vec![cmd("systemctl", &["restart", service])],
@@ -155,6 +156,8 @@ impl ServiceManager {
                 .args(watchdog.iter().cloned()),
         }
         .timeout(Duration::from_secs(30))
+        // It starts the watchdog that restarts guestd.
+        .effect(Effect::Service)
     }
 }
 

@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use guestd_core::{
-    ApplyOptions, Backend, BackendError, Command, Context, Handler, HandlerError, Reply, Root,
-    WriteOptions,
+    ApplyOptions, Backend, BackendError, Command, Context, Effect, Handler, HandlerError, Reply,
+    Root, WriteOptions,
 };
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
@@ -393,7 +393,8 @@ impl Updater<'_> {
             return Ok(vec![
                 Command::new(program)
                     .args(args.iter().cloned())
-                    .timeout(Duration::from_secs(120)),
+                    .timeout(Duration::from_secs(120))
+                    .effect(Effect::Service),
             ]);
         }
         match self
@@ -480,7 +481,10 @@ impl Updater<'_> {
         // A host path for the command (the only use of `resolve`): `state_dir` is root's all
         // the way down (checked before staging), so nobody can swap what it names.
         let host = self.root.resolve(binary).map_err(failed)?;
-        let mut cmd = Command::new(host.to_string_lossy()).arg("--self-test");
+        // The staged binary only loads the configuration and builds its commands.
+        let mut cmd = Command::new(host.to_string_lossy())
+            .arg("--self-test")
+            .root_local();
         if let Some(config) = &self.config.self_test_config {
             cmd = cmd.args(["--config", config]);
         }
@@ -516,7 +520,8 @@ impl Updater<'_> {
             ])
             .arg(host.to_string_lossy())
             .clear_env(Vec::new())
-            .timeout(Duration::from_secs(self.config.installer_timeout_secs));
+            .timeout(Duration::from_secs(self.config.installer_timeout_secs))
+            .effect(Effect::Install);
         info!(dir = %host.display(), "running the update's installer.sh");
         let out = self
             .runner
