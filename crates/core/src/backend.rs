@@ -3,17 +3,38 @@
 //! A backend *plans* (pure functions over the guest's files read through [`Root`](crate::Root))
 //! and lets [`apply`](crate::plan::apply) carry the plan out. Each capability is a method with a
 //! default that answers "unsupported", so adding a capability never breaks other backends.
+//!
+//! [`Env`] (the guest's files, its command runner and its backend) lives here rather than in
+//! `dispatch`: backend capabilities take it, and the dispatcher only hands it on, so the
+//! dependency goes one way (dispatch → backend).
 
 use std::fmt;
+use std::sync::Arc;
 
 use guestd_network_model::NetworkSpec;
 use guestd_network_model::config_drive::ConfigDriveFiles;
 use zeroize::Zeroizing;
 
-use crate::dispatch::Env;
 use crate::plan::{ApplyError, Plan};
 use crate::root::{Root, RootError};
-use crate::runner::CommandError;
+use crate::runner::{CommandError, CommandRunner};
+
+/// Everything a handler may touch on the guest.
+#[derive(Clone)]
+pub struct Env {
+    pub root: Root,
+    pub runner: Arc<dyn CommandRunner>,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("root", &self.root)
+            .field("backend", &self.backend.name())
+            .finish()
+    }
+}
 
 /// A backend failure; `Display` is the short reason sent to the host (never secrets).
 #[derive(Debug, thiserror::Error)]
