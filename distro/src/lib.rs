@@ -12,6 +12,8 @@
 //! of the network manager in use, one renderer per manager for the network model
 //! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files.
 //!
+//! [`power`] plans `guest-shutdown` with each family's own tool.
+//!
 //! [`service`] knows the service managers (systemd, OpenRC, SysV init, rc.d, the Windows SCM):
 //! which one runs this guest, how to restart a service and how to start a program outside it.
 //!
@@ -21,13 +23,15 @@ pub mod family;
 pub mod kms;
 pub mod network;
 pub mod password;
+pub mod power;
 pub mod service;
 
 use std::sync::Arc;
 
 use guestd_core::plan::Plan;
 use guestd_core::{
-    Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, Root, SecretString,
+    Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, PowerOff, Root,
+    SecretString,
 };
 
 pub use family::OsFamily;
@@ -109,6 +113,10 @@ impl Backend for SystemBackend {
             commands: vec![manager.launch_command(argv, log).into()],
             ..Plan::default()
         })
+    }
+
+    fn plan_shutdown(&self, mode: PowerOff) -> Result<Plan, BackendError> {
+        Ok(power::plan_shutdown(self.family, mode))
     }
 
     fn set_password(

@@ -94,6 +94,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
+    /// `guest-shutdown`: the plan that powers the guest off, halts or reboots it at once
+    /// through the OS's own tool (which stops the services cleanly). Nothing is run here.
+    fn plan_shutdown(&self, mode: PowerOff) -> Result<Plan, BackendError> {
+        let _ = mode;
+        Err(BackendError::Unsupported("shutting the guest down".into()))
+    }
+
     /// Set the password of `user` (`None`: the OS's administrator account — `root` on Unix, the
     /// built-in Administrator on Windows) and verify it took effect. The password never goes
     /// to argv, logs or errors.
@@ -155,6 +162,17 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         let _ = (env, request);
         Err(BackendError::Unsupported("resetnetwork".into()))
     }
+}
+
+/// How `guest-shutdown` stops the guest (qemu-ga's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerOff {
+    /// Stop and turn the power off (`powerdown`, the default).
+    PowerDown,
+    /// Stop without turning the power off (`halt`).
+    Halt,
+    /// Stop and start again (`reboot`).
+    Reboot,
 }
 
 /// What a successful `resetnetwork` did.

@@ -37,7 +37,7 @@ pub mod wire;
 
 pub use backend::{
     Backend, BackendError, Env, HostData, HostDataError, KmsRequest, NetworkRequest, NetworkReset,
-    NullBackend, SecretString,
+    NullBackend, PowerOff, SecretString,
 };
 pub use channel_spec::{ChannelKind, ChannelSpec};
 pub use dispatch::{
