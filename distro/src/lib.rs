@@ -12,13 +12,14 @@
 //! of the network manager in use, one renderer per manager for the network model
 //! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files.
 //!
-//! [`power`] plans `guest-shutdown` with each family's own tool.
+//! [`power`] plans `guest-shutdown` with each family's own tool, [`clock`] `guest-set-time`.
 //!
 //! [`service`] knows the service managers (systemd, OpenRC, SysV init, rc.d, the Windows SCM):
 //! which one runs this guest, how to restart a service and how to start a program outside it.
 //!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
+pub mod clock;
 pub mod family;
 pub mod kms;
 pub mod network;
@@ -113,6 +114,11 @@ impl Backend for SystemBackend {
             commands: vec![manager.launch_command(argv, log).into()],
             ..Plan::default()
         })
+    }
+
+    fn plan_set_clock(&self, env: &Env, time_ns: Option<i64>) -> Result<Plan, BackendError> {
+        let hwclock = env.runner.exists(clock::HWCLOCK);
+        clock::plan_set_clock(self.family, &env.root, hwclock, time_ns)
     }
 
     fn plan_shutdown(&self, mode: PowerOff) -> Result<Plan, BackendError> {

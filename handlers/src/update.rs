@@ -594,8 +594,12 @@ impl Updater<'_> {
             "starting the update watchdog"
         );
         let options = ApplyOptions { keep_backups: 0 };
-        guestd_core::apply(&plan, self.root, self.runner, options).map_err(failed)?;
-        Ok(())
+        let applied = guestd_core::apply(&plan, self.root, self.runner, options).map_err(failed)?;
+        // Under a --root sandbox the watchdog did not start: the update must be undone.
+        match applied.not_run_error() {
+            Some(not_run) => Err(failed(not_run)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -101,6 +101,15 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Err(BackendError::Unsupported("shutting the guest down".into()))
     }
 
+    /// `guest-set-time`: the plan that sets the system clock to `time_ns` (nanoseconds since
+    /// the epoch) and writes it to the hardware clock, or, with `None`, sets the system clock
+    /// from the hardware clock. `Unsupported` (with the reason) when this guest cannot: no
+    /// hardware clock, or no tool for it. Nothing is run here but lookups.
+    fn plan_set_clock(&self, env: &Env, time_ns: Option<i64>) -> Result<Plan, BackendError> {
+        let _ = (env, time_ns);
+        Err(BackendError::Unsupported("setting the clock".into()))
+    }
+
     /// Set the password of `user` (`None`: the OS's administrator account — `root` on Unix, the
     /// built-in Administrator on Windows) and verify it took effect. The password never goes
     /// to argv, logs or errors.

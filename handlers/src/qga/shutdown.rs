@@ -2,7 +2,7 @@
 //! as qemu-ga runs it) and `guestd_core::apply` carries it out. On success nothing is sent back
 //! (qemu-ga's `success-response: false`).
 
-use guestd_core::{ApplyOptions, BackendError, CommandError, HandlerError, PowerOff};
+use guestd_core::{ApplyOptions, BackendError, HandlerError, PowerOff};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -42,14 +42,9 @@ pub const SHUTDOWN: QgaCommand = QgaCommand {
             ctx.env.runner.as_ref(),
             ApplyOptions::default(),
         )?;
-        // Under a --root sandbox: say which command was kept off the machine, as its runner
-        // words it.
-        if let Some(first) = applied.not_run.into_iter().next() {
-            return Err(CommandError::NotRun {
-                program: first.program,
-                effect: first.effect,
-            }
-            .into());
+        // Under a --root sandbox: say which command was kept off the machine.
+        if let Some(not_run) = applied.not_run_error() {
+            return Err(not_run.into());
         }
         Ok(json!({}))
     },
