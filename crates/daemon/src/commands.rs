@@ -1,5 +1,6 @@
 //! Which commands this guestd has: one `register` line per command.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
