@@ -12,7 +12,8 @@
 //! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
 //!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use.
 //! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
-//!   (host-provided data such as XenStore `vm-data/`).
+//!   (host-provided data such as XenStore `vm-data/`); [`configure`]: the resources of a
+//!   `configure` document and the validators for every value a host may name in one.
 //!
 //! Adding a command: implement [`Handler`] in the `handlers` crate (its [`Dialect`] says which
 //! channels have it) and register it in the daemon. Adding a transport: its form in
@@ -21,6 +22,7 @@
 
 pub mod backend;
 pub mod channel_spec;
+pub mod configure;
 pub mod dispatch;
 pub mod framing;
 pub mod plan;
@@ -41,7 +43,10 @@ pub use dispatch::{
     Channel, CommandPolicy, Context, Dialect, DispatchError, Dispatcher, DispatcherBuilder, Env,
     Handler, HandlerError,
 };
-pub use plan::{ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Plan, PlannedCommand, apply};
+pub use plan::{
+    ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Journal, Plan, PlannedCommand, apply,
+    apply_journaled,
+};
 pub use root::{FileMeta, PathPolicy, Root, RootError, Snapshot, WriteOptions};
 pub use runner::{Command, CommandError, CommandRunner, Output, SystemRunner};
 pub use transport::{BoxFuture, Shutdown, ShutdownTrigger, Transport, TransportError};
