@@ -9,16 +9,21 @@
 //! FreeBSD, `NetUserSetInfo` on Windows) and verifies the result.
 //! [`network`] owns `resetnetwork`: the network model and its sources, the detection of the
 //! network manager in use, one renderer per manager, hostname and resolver files.
+//! [`configure`] plans `configure`'s resources (accounts, packages, services per family;
+//! files, archives and scripts everywhere); [`init`] finds the guest's init system.
 //!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
+pub mod configure;
 pub mod family;
+pub mod init;
 pub mod kms;
 pub mod network;
 pub mod password;
 
 use std::sync::Arc;
 
+use guestd_core::configure::{ResourceContext, ResourcePlan, ResourceSpec};
 use guestd_core::plan::Plan;
 use guestd_core::{
     Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, Root, SecretString,
@@ -95,6 +100,15 @@ impl Backend for SystemBackend {
         request: &NetworkRequest<'_>,
     ) -> Result<NetworkReset, BackendError> {
         network::reset_network(env, request, self.family, self.computer_name.as_ref())
+    }
+
+    fn plan_resource(
+        &self,
+        env: &Env,
+        resource: &ResourceSpec,
+        context: &ResourceContext<'_>,
+    ) -> Result<ResourcePlan, BackendError> {
+        configure::plan_resource(self.family, env, resource, context)
     }
 
     fn kms_activate(&self, root: &Root, request: &KmsRequest) -> Result<Plan, BackendError> {
