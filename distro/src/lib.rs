@@ -30,6 +30,7 @@ use guestd_core::{
 };
 
 pub use family::OsFamily;
+pub use init::InitSystem;
 
 /// The backend for the guest guestd runs in (or the sandbox it was pointed at).
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 //! daemon. Adding a command: a new module here with its handler (and its config struct, if it
 //! has settings), one `pub use` line below, one `register` line in the daemon, tests.
 
+pub mod configure;
 mod features;
 pub mod inject;
 mod keyinit;
@@ -15,6 +16,7 @@ mod resetnetwork;
 pub mod update;
 mod version;
 
+pub use configure::{ConfigureConfig, ConfigureHandler};
 pub use features::FeaturesHandler;
 pub use inject::{FileInjectHandler, InjectConfig, InjectFileHandler};
 pub use keyinit::{Keyinit2Handler, KeyinitHandler};

@@ -16,8 +16,12 @@ use zeroize::Zeroizing;
 
 use crate::plan::Plan;
 
-/// The kinds of resource, in the order the README lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The kinds of resource, in the order the README lists them (named in lower case in documents
+/// and in `[configure] kinds`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ResourceKind {
     File,
     Directory,

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
 use guestd_handlers::{
-    AgentUpdateHandler, FeaturesHandler, FileInjectHandler, InjectFileHandler, Keyinit2Handler,
-    KeyinitHandler, KmsActivateHandler, PasswordHandler, ResetNetworkHandler, VersionHandler,
+    AgentUpdateHandler, ConfigureHandler, FeaturesHandler, FileInjectHandler, InjectConfig,
+    InjectFileHandler, Keyinit2Handler, KeyinitHandler, KmsActivateHandler, PasswordHandler,
+    ResetNetworkHandler, VersionHandler,
 };
 
 use crate::config::Config;
@@ -20,21 +21,38 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
         .register(Keyinit2Handler)?
         .register(PasswordHandler::new(Arc::new(config.password.clone())))?
         .register(ResetNetworkHandler::new(config.network.clone()))?
-        .register(InjectFileHandler::new(config.inject.clone()))?
-        .register(FileInjectHandler::new(config.inject.clone()))?
+        .register(InjectFileHandler::new(inject_config(config)))?
+        .register(FileInjectHandler::new(inject_config(config)))?
         .register(AgentUpdateHandler::new(config.update.clone()))?
-        .register(KmsActivateHandler)?;
+        .register(KmsActivateHandler)?
+        .register(ConfigureHandler::new(config.configure.clone()))?;
     let builder = guestd_handlers::qga::register(builder, &config.qga)?;
 
     let commands = &config.commands;
+    let mut disabled = commands.disabled.clone();
+    // Like qga's guest-exec: off until the configuration enables at least one resource kind.
+    if config.configure.kinds.is_empty() {
+        disabled.push("configure".into());
+    }
     let mut builder = builder
         .policy(CommandPolicy {
             enabled: commands.enabled.clone(),
-            disabled: commands.disabled.clone(),
+            disabled,
         })
         .default_timeout(Duration::from_secs(commands.timeout_secs.max(1)));
     for (name, secs) in &commands.timeouts {
         builder = builder.timeout(name.clone(), Duration::from_secs((*secs).max(1)));
     }
     Ok(builder.build(env))
+}
+
+/// `[inject]`, with `configure`'s scripts directory denied: what `run` executes must stay
+/// what the guest's administrator put there, so the host cannot inject a script.
+fn inject_config(config: &Config) -> InjectConfig {
+    let mut inject = config.inject.clone();
+    let scripts = &config.configure.scripts_dir;
+    if !inject.deny.contains(scripts) {
+        inject.deny.push(scripts.clone());
+    }
+    inject
 }

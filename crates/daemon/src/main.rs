@@ -110,6 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return check_config(
             &config,
             &files,
+            &env.root,
             &backend,
             &dispatcher,
             &specs_for(&cli, &config)?,
@@ -278,6 +279,7 @@ fn xen_metrics_path(
 fn check_config(
     config: &config::Config,
     files: &[std::path::PathBuf],
+    root: &Root,
     backend: &SystemBackend,
     dispatcher: &guestd_core::Dispatcher,
     specs: &[ChannelSpec],
@@ -298,6 +300,28 @@ fn check_config(
         list(files.iter().map(|f| f.display().to_string()).collect())
     );
     println!("# os backend: {}", backend.name());
+    println!(
+        "# init system: {}",
+        guestd_distro::InitSystem::detect(root, backend.family()).name()
+    );
+    println!(
+        "# configure: {}",
+        if config.configure.kinds.is_empty() {
+            "disabled ([configure] kinds is empty)".to_string()
+        } else {
+            format!(
+                "kinds {}; scripts from {}",
+                config
+                    .configure
+                    .kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                config.configure.scripts_dir
+            )
+        }
+    );
     println!(
         "# commands enabled: {}",
         dispatcher.enabled_commands(Dialect::Native).join(",")
