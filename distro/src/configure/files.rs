@@ -77,10 +77,18 @@ pub fn plan_file(
             (None, None)
         }
         Snapshot::Unread { reason, .. } => {
-            return Err(BackendError::Invalid(format!(
-                "'{path}' {reason}, in a directory an unprivileged user controls: guestd does \
-                 not read or compare it"
-            )));
+            // Root does not read it (it could be another file's link); it can be replaced.
+            if spec.content.is_none() {
+                return Err(BackendError::Invalid(format!(
+                    "'{path}' {reason}, in a directory an unprivileged user controls: guestd \
+                     does not read it, and the resource gives no content to replace it with"
+                )));
+            }
+            out.change(format!(
+                "replace without comparing (the existing file {reason}, in a directory an \
+                 unprivileged user controls, and is not read)"
+            ));
+            (None, None)
         }
     };
     let contents: Zeroizing<Vec<u8>> = match (&spec.content, &old_contents) {

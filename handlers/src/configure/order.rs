@@ -47,10 +47,7 @@ fn describe_cycle(resources: &[Resource], deps: &[Vec<usize>], done: &[bool]) ->
     let start = (0..resources.len()).find(|&i| !done[i]).unwrap_or(0);
     let mut path = vec![start];
     let mut at = start;
-    loop {
-        let Some(&next) = deps[at].iter().find(|&&d| !done[d]) else {
-            break;
-        };
+    while let Some(&next) = deps[at].iter().find(|&&d| !done[d]) {
         if let Some(pos) = path.iter().position(|&p| p == next) {
             let cycle: Vec<&str> = path[pos..]
                 .iter()
