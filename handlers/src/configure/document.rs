@@ -126,10 +126,24 @@ fn parse_resource(index: usize, item: &Value, rules: &Rules<'_>) -> Result<Resou
     let spec = match kind {
         ResourceKind::File => ResourceSpec::File(file(&mut f, &label, rules)?),
         ResourceKind::Directory => ResourceSpec::Directory(directory(&mut f, &label, rules)?),
-        ResourceKind::User => ResourceSpec::User(user(&mut f, &name, rules)?),
-        ResourceKind::Group => ResourceSpec::Group(group(&mut f, &name)?),
-        ResourceKind::Package => ResourceSpec::Package(package(&mut f, &name)?),
-        ResourceKind::Service => ResourceSpec::Service(service(&mut f, &name)?),
+        // The account, package or service is named by its own field, or by the resource's name
+        // (so a group and a user of the same name can be two resources).
+        ResourceKind::User => {
+            let target = f.str("user")?.unwrap_or_else(|| name.clone());
+            ResourceSpec::User(user(&mut f, &target, rules)?)
+        }
+        ResourceKind::Group => {
+            let target = f.str("group")?.unwrap_or_else(|| name.clone());
+            ResourceSpec::Group(group(&mut f, &target)?)
+        }
+        ResourceKind::Package => {
+            let target = f.str("package")?.unwrap_or_else(|| name.clone());
+            ResourceSpec::Package(package(&mut f, &target)?)
+        }
+        ResourceKind::Service => {
+            let target = f.str("service")?.unwrap_or_else(|| name.clone());
+            ResourceSpec::Service(service(&mut f, &target)?)
+        }
         ResourceKind::Archive => ResourceSpec::Archive(archive(&mut f, &label, rules)?),
         ResourceKind::Run => ResourceSpec::Run(run(&mut f, &label, rules)?),
     };
@@ -545,7 +559,7 @@ mod tests {
     fn rules_with<'a>(kinds: &'a BTreeSet<ResourceKind>, policy: &'a PathPolicy) -> Rules<'a> {
         Rules {
             kinds,
-            max_resources: 10,
+            max_resources: 16,
             policy,
             max_params: 4,
         }
@@ -569,6 +583,7 @@ mod tests {
             {"name": "g", "kind": "group", "gid": 2000},
             {"name": "app", "kind": "user", "group": "g", "groups": ["adm"], "after": ["g"],
              "shell": "/bin/bash", "comment": "App, 1"},
+            {"name": "app-group", "kind": "group", "group": "app"},
             {"name": "conf", "kind": "file", "path": "/etc/app.conf", "content": "a=1\n",
              "mode": "0640", "owner": "app", "group": 0, "selinux_context": "default"},
             {"name": "bin", "kind": "file", "path": "/usr/local/bin/x", "base64": "AAEC"},
@@ -583,21 +598,25 @@ mod tests {
         ]});
         let d = parse(&doc, &rules_with(&kinds, &policy)).unwrap();
         assert!(d.dry_run && !d.atomic);
-        assert_eq!(d.resources.len(), 10);
-        let ResourceSpec::File(f) = &d.resources[2].spec else {
+        assert_eq!(d.resources.len(), 11);
+        let ResourceSpec::Group(g) = &d.resources[2].spec else {
+            panic!()
+        };
+        assert_eq!(g.name, "app");
+        let ResourceSpec::File(f) = &d.resources[3].spec else {
             panic!()
         };
         assert_eq!(f.mode, Some(0o640));
         assert_eq!(f.owner, Some(Principal::Name("app".into())));
         assert_eq!(f.group, Some(Principal::Id(0)));
-        let ResourceSpec::File(b) = &d.resources[3].spec else {
+        let ResourceSpec::File(b) = &d.resources[4].spec else {
             panic!()
         };
         assert_eq!(
             b.content.as_deref().map(|c| c.to_vec()),
             Some(vec![0, 1, 2])
         );
-        let ResourceSpec::Run(r) = &d.resources[9].spec else {
+        let ResourceSpec::Run(r) = &d.resources[10].spec else {
             panic!()
         };
         assert_eq!(r.params.len(), 3);
