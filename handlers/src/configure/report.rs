@@ -102,24 +102,16 @@ impl ResourceResult {
         self
     }
 
-    /// The entry as the summary shows it at `detail` (0: everything but output, 1: no changes
-    /// or notes, 2: a short reason only).
+    /// The entry as the summary shows it at `detail` (0: all of it, as stored; 1: no changes,
+    /// notes or output; 2: a short reason only).
     fn summary(&self, detail: u8) -> Value {
+        if detail == 0 {
+            return serde_json::to_value(self).unwrap_or(Value::Null);
+        }
         let mut entry = json!({"name": self.name, "kind": self.kind, "status": self.status});
         let limit = if detail >= 2 { 60 } else { SUMMARY_REASON };
         if let Some(reason) = &self.reason {
             entry["reason"] = json!(shorten(reason, limit));
-        }
-        if detail == 0 {
-            if !self.changes.is_empty() {
-                entry["changes"] = json!(self.changes);
-            }
-            if !self.notes.is_empty() {
-                entry["notes"] = json!(self.notes);
-            }
-            if let Some(out) = &self.output {
-                entry["exit_code"] = json!(out.exit_code);
-            }
         }
         entry
     }
@@ -194,8 +186,8 @@ impl RunResult {
     }
 
     /// The reply: `"0"` when every resource is unchanged or changed, `"500"` otherwise; the
-    /// message a JSON summary of at most `limit` encoded bytes (`complete: false` when entries
-    /// had to be left out: the stored result has them).
+    /// message the whole result when it fits `limit` encoded bytes (`complete: true`), else a
+    /// summary that does (`complete: false`: the stored result has the rest).
     pub fn reply(&self, limit: usize) -> Reply {
         let code = if self.ok() { "0" } else { "500" };
         let not_ok: Vec<&ResourceResult> = self
@@ -206,7 +198,7 @@ impl RunResult {
         let all: Vec<&ResourceResult> = self.resources.iter().collect();
         let candidates: [(&[&ResourceResult], u8, bool); 5] = [
             (&all, 0, true),
-            (&all, 1, true),
+            (&all, 1, false),
             (&not_ok, 1, not_ok.len() == all.len()),
             (&not_ok, 2, not_ok.len() == all.len()),
             (&[], 2, all.is_empty()),
