@@ -446,3 +446,60 @@ fn documents_in_parts_from_the_inbox() {
     );
     assert!(!g.path("etc/from-inbox.conf").exists());
 }
+
+#[test]
+fn an_archive_writes_only_under_its_destination_even_through_an_existing_link() {
+    let g = Guest::new();
+    let src = g.path("var/lib/site");
+    fs::create_dir_all(&src).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        src.join("ok.tar.gz"),
+        guestd_handlers::update::archive::build(&[("index.html", 0o4755, b"hi")]),
+    )
+    .unwrap();
+    fs::write(
+        src.join("out.tar.gz"),
+        guestd_handlers::update::archive::build(&[("etc-link/passwd", 0o644, b"owned")]),
+    )
+    .unwrap();
+    let doc = |source: &str| {
+        json!({"resources": [{"name": "site", "kind": "archive", "source": source,
+                              "destination": "/srv/site"}]})
+    };
+    let v = summary(&g.call(&doc("/var/lib/site/ok.tar.gz")));
+    assert_eq!(statuses(&v), pairs(&[("site", "changed")]));
+    let md = fs::metadata(g.path("srv/site/index.html")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o755, "set-id bits are dropped");
+    assert_eq!(
+        statuses(&summary(&g.call(&doc("/var/lib/site/ok.tar.gz")))),
+        pairs(&[("site", "unchanged")])
+    );
+    // A link root left in the destination does not carry the archive's writes out of it.
+    std::os::unix::fs::symlink("/etc", g.path("srv/site/etc-link")).unwrap();
+    let passwd = fs::read(g.path("etc/passwd")).unwrap();
+    let reply = g.call(&doc("/var/lib/site/out.tar.gz"));
+    let v = summary(&reply);
+    assert_eq!(statuses(&v), pairs(&[("site", "failed")]));
+    assert!(
+        v["resources"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not allowed by this guest's configuration"),
+        "{v}"
+    );
+    assert_eq!(fs::read(g.path("etc/passwd")).unwrap(), passwd);
+    assert!(!g.path("etc/passwd.guestd-tmp").exists());
+    // A tarball a user could have swapped is not read.
+    fs::create_dir_all(g.path("tmp")).unwrap();
+    fs::set_permissions(g.path("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::copy(src.join("ok.tar.gz"), g.path("tmp/ok.tar.gz")).unwrap();
+    let v = summary(&g.call(&doc("/tmp/ok.tar.gz")));
+    assert!(
+        v["resources"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in a place only root can change"),
+        "{v}"
+    );
+}

@@ -56,3 +56,30 @@ fn inject_config(config: &Config) -> InjectConfig {
     }
     inject
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configure_is_off_until_a_kind_is_enabled_and_its_scripts_cannot_be_injected() {
+        let env = Env {
+            root: guestd_core::Root::system(),
+            runner: Arc::new(guestd_core::SystemRunner),
+            backend: Arc::new(guestd_core::NullBackend),
+        };
+        let mut config = Config::default();
+        let off = build_dispatcher(&config, env.clone()).unwrap();
+        let native = off.enabled_commands(guestd_core::Dialect::Native);
+        assert!(!native.contains(&"configure"), "{native:?}");
+        config.configure.kinds = [guestd_core::configure::ResourceKind::File]
+            .into_iter()
+            .collect();
+        let on = build_dispatcher(&config, env).unwrap();
+        assert!(on.enabled_commands(guestd_core::Dialect::Native).contains(&"configure"));
+        let inject = inject_config(&config);
+        assert!(inject.deny.contains(&"/etc/guestd/scripts".to_string()));
+        let policy = guestd_core::PathPolicy::new(inject.allow, inject.deny);
+        assert!(!policy.permits("/etc/guestd/scripts/evil.sh"));
+    }
+}
