@@ -470,7 +470,11 @@ fn an_archive_writes_only_under_its_destination_even_through_an_existing_link() 
     let v = summary(&g.call(&doc("/var/lib/site/ok.tar.gz")));
     assert_eq!(statuses(&v), pairs(&[("site", "changed")]));
     let md = fs::metadata(g.path("srv/site/index.html")).unwrap();
-    assert_eq!(md.permissions().mode() & 0o7777, 0o755, "set-id bits are dropped");
+    assert_eq!(
+        md.permissions().mode() & 0o7777,
+        0o755,
+        "set-id bits are dropped"
+    );
     assert_eq!(
         statuses(&summary(&g.call(&doc("/var/lib/site/ok.tar.gz")))),
         pairs(&[("site", "unchanged")])

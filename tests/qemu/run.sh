@@ -87,7 +87,7 @@ cat > "$R/etc/guestd/guestd.toml" <<'EOF'
 [configure]
 kinds = ["file", "directory", "user", "group", "archive", "run"]
 EOF
-mkdir -p "$R/etc/guestd/scripts" "$R/var/lib/guestd-demo" "$R/srv" "$R/home"
+mkdir -p "$R/etc/guestd/scripts" "$R/var/lib/guestd-demo" "$R/srv"
 cat > "$R/etc/guestd/scripts/demo-setup.sh" <<'EOF'
 #!/bin/sh
 set -eu
@@ -245,37 +245,34 @@ else
   skip "resetnetwork" "needs the resetnetwork command and guestctl reset-network (features: $FEATURES)"
 fi
 
-# configure over the real port: accounts with busybox's adduser/addgroup, a directory, a file,
-# the tarball unpacked, the administrator's script run with parameters; then the same document
-# again changes nothing.
+# configure over the real port: a directory, a file, the tarball unpacked, the administrator's
+# script run with parameters; then the same document again changes nothing. (Debian's busybox
+# has no adduser/addgroup and the initramfs no shadow-utils, so accounts are refused here with
+# "not supported"; tests/tests/configure_debootstrap.rs covers them.)
 if has_feature configure && has_subcommand configure; then
   cat > "$W/configure.json" <<'EOF'
 {"resources": [
-  {"name": "demo-group", "kind": "group", "group": "demo", "gid": 2500},
-  {"name": "demo-user", "kind": "user", "user": "demo", "uid": 2500, "group": "demo",
-   "home": "/home/demo", "shell": "/bin/sh", "comment": "guestd demo", "after": ["demo-group"]},
-  {"name": "demo-dir", "kind": "directory", "path": "/etc/guestd-demo", "mode": "0750",
-   "group": "demo", "after": ["demo-group"]},
+  {"name": "demo-dir", "kind": "directory", "path": "/etc/guestd-demo", "mode": "0750"},
   {"name": "demo-conf", "kind": "file", "path": "/etc/guestd-demo/demo.conf",
-   "content": "greeting=hello\n", "mode": "0640", "group": "demo", "after": ["demo-dir"]},
+   "content": "greeting=hello\n", "mode": "0640", "after": ["demo-dir"]},
   {"name": "demo-site", "kind": "archive", "source": "/var/lib/guestd-demo/site.tar.gz",
-   "destination": "/srv/demo-site", "owner": "demo", "after": ["demo-user"]},
+   "destination": "/srv/demo-site", "owner": 1000, "group": 1000},
   {"name": "demo-setup", "kind": "run", "script": "demo-setup.sh",
    "params": {"DEMO_GREETING": "hello world", "DEMO_PORT": 8080},
-   "creates": "/srv/demo-site/setup.out", "after": ["demo-site"]}
+   "creates": "/srv/demo-site/setup.out", "after": ["demo-site", "demo-conf"]}
 ]}
 EOF
   statuses() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(" ".join(x["status"] for x in r["resources"]))'; }
   first=$(CTL_TIMEOUT=180 ctl configure "$W/configure.json" 2>"$W/ctl.err" | statuses 2>&1) || true
-  got=$(con 'cat /srv/demo-site/setup.out; grep ^demo: /etc/passwd; stat -c "%a %G" /etc/guestd-demo/demo.conf; stat -c %U /srv/demo-site/index.html')
-  want=$(printf 'greeting=hello world\nport=8080\ndemo:x:2500:2500:guestd demo:/home/demo:/bin/sh\n640 demo\ndemo')
-  if [ "$first" = "changed changed changed changed changed changed" ] && [ "$got" = "$want" ]; then
-    pass "configure over virtio-serial: group, user (busybox), directory, file, archive, script with parameters"
+  got=$(con 'cat /srv/demo-site/setup.out /etc/guestd-demo/demo.conf; stat -c "%a %u" /etc/guestd-demo /etc/guestd-demo/demo.conf /srv/demo-site/index.html')
+  want=$(printf 'greeting=hello world\nport=8080\ngreeting=hello\n750 0\n640 0\n644 1000')
+  if [ "$first" = "changed changed changed changed" ] && [ "$got" = "$want" ]; then
+    pass "configure over virtio-serial: directory, file, archive, script with parameters"
   else
     fail "configure" "statuses '$first' $(cat "$W/ctl.err") / guest has: $got"
   fi
   again=$(CTL_TIMEOUT=180 ctl configure "$W/configure.json" 2>"$W/ctl.err" | statuses 2>&1) || true
-  if [ "$again" = "unchanged unchanged unchanged unchanged unchanged unchanged" ]; then
+  if [ "$again" = "unchanged unchanged unchanged unchanged" ]; then
     pass "configure again: every resource unchanged"
   else
     fail "configure again" "statuses '$again' $(cat "$W/ctl.err")"

@@ -90,6 +90,7 @@ enum Cmd {
     /// Bring the guest to the state a configure document describes (FILE, or - for stdin):
     /// files, directories, users, groups, packages, services, archives and runs of scripts the
     /// guest already has. Prints the whole result as JSON; exits 1 if a resource failed.
+    /// Waits up to an hour for the reply unless --timeout is given.
     Configure {
         /// The document (JSON with a "resources" list); - reads it from stdin.
         #[arg(required_unless_present = "result", value_name = "FILE")]
@@ -128,13 +129,28 @@ enum Cmd {
     Generate { what: String },
 }
 
+/// How long `configure` waits for its reply unless `--timeout` says otherwise.
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Exit codes: 0 success, 1 the agent answered with an error, 2 usage, 3 no answer.
 const EXIT_AGENT_ERROR: u8 = 1;
 const EXIT_NO_ANSWER: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let mut timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
+    // A document installs packages and runs scripts: unless told otherwise, wait as long as
+    // guestd gives the command (its default timeout for configure).
+    if matches!(cli.command, Cmd::Configure { .. })
+        && matches.value_source("timeout") != Some(clap::parser::ValueSource::CommandLine)
+    {
+        timeout = CONFIGURE_TIMEOUT;
+    }
     let connect_options = ConnectOptions {
         tls: TlsFiles {
             cert: cli.tls_cert.clone(),

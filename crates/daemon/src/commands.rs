@@ -76,7 +76,10 @@ mod tests {
             .into_iter()
             .collect();
         let on = build_dispatcher(&config, env).unwrap();
-        assert!(on.enabled_commands(guestd_core::Dialect::Native).contains(&"configure"));
+        assert!(
+            on.enabled_commands(guestd_core::Dialect::Native)
+                .contains(&"configure")
+        );
         let inject = inject_config(&config);
         assert!(inject.deny.contains(&"/etc/guestd/scripts".to_string()));
         let policy = guestd_core::PathPolicy::new(inject.allow, inject.deny);
