@@ -7,7 +7,7 @@
 //! `/proc/<pid>/cmdline` to local users for the few seconds `rhnreg_ks` runs.
 
 use guestd_core::plan::{FileChange, Plan, PlannedCommand};
-use guestd_core::{BackendError, Command, Root, WriteOptions};
+use guestd_core::{BackendError, Command, Effect, Root, WriteOptions};
 use zeroize::Zeroizing;
 
 /// RHN client configuration rewritten with the requested servers.
@@ -55,7 +55,8 @@ pub fn plan_rhn(
         Command::new("/bin/sh")
             .args(["-c", &script, "guestd-kmsactivate", profile])
             .stdin(stdin)
-            .timeout(std::time::Duration::from_secs(300)),
+            .timeout(std::time::Duration::from_secs(300))
+            .effect(Effect::Activation),
     ));
     Ok(plan)
 }
@@ -116,7 +117,8 @@ pub fn plan_windows(system_root: &str, server: &str) -> Result<Plan, BackendErro
             Command::new("cscript.exe")
                 .args(["//nologo", slmgr.as_str()])
                 .args(args.iter().copied())
-                .timeout(std::time::Duration::from_secs(300)),
+                .timeout(std::time::Duration::from_secs(300))
+                .effect(Effect::Activation),
         )
     };
     Ok(Plan {

@@ -83,6 +83,11 @@ impl Handler for KeyinitHandler {
         "keyinit"
     }
 
+    /// The agreed key lives in memory only.
+    fn allowed_while_frozen(&self) -> bool {
+        true
+    }
+
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         if !self.config.allow_legacy {
             return Err(HandlerError::Reply {
@@ -109,6 +114,11 @@ pub struct Keyinit2Handler;
 impl Handler for Keyinit2Handler {
     fn name(&self) -> &'static str {
         "keyinit2"
+    }
+
+    /// The agreed key lives in memory only.
+    fn allowed_while_frozen(&self) -> bool {
+        true
     }
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {

@@ -42,7 +42,7 @@ impl Handler for KmsActivateHandler {
             KmsRequest::Rhn { .. } => "Couldn't activate with RHN",
             KmsRequest::Kms { .. } => "Couldn't activate with KMS",
         };
-        apply(
+        let applied = apply(
             &plan,
             &ctx.env.root,
             ctx.env.runner.as_ref(),
@@ -58,6 +58,10 @@ impl Handler for KmsActivateHandler {
             };
             HandlerError::failed(format!("{what}: {status}"))
         })?;
+        // Under a --root sandbox the activation itself may not have run: say so.
+        if let Some(not_run) = applied.not_run_message() {
+            return Ok(Reply::ok(not_run));
+        }
         info!(request = ?request, "activation done");
         Ok(Reply::ok(""))
     }

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use guestd_core::{Command, Context, Handler, HandlerError, Reply, Root, WriteOptions};
+use guestd_core::{Command, Context, Effect, Handler, HandlerError, Reply, Root, WriteOptions};
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -398,7 +398,8 @@ impl Updater<'_> {
             return Ok(vec![
                 Command::new(program)
                     .args(args.iter().cloned())
-                    .timeout(Duration::from_secs(120)),
+                    .timeout(Duration::from_secs(120))
+                    .effect(Effect::Service),
             ]);
         }
         Manager::detect(self.root, self.os, &self.config.service_name)
@@ -480,7 +481,10 @@ impl Updater<'_> {
         // A host path for the command (the only use of `resolve`): `state_dir` is root's all
         // the way down (checked before staging), so nobody can swap what it names.
         let host = self.root.resolve(binary).map_err(failed)?;
-        let mut cmd = Command::new(host.to_string_lossy()).arg("--self-test");
+        // The staged binary only loads the configuration and builds its commands.
+        let mut cmd = Command::new(host.to_string_lossy())
+            .arg("--self-test")
+            .root_local();
         if let Some(config) = &self.config.self_test_config {
             cmd = cmd.args(["--config", config]);
         }
@@ -516,7 +520,8 @@ impl Updater<'_> {
             ])
             .arg(host.to_string_lossy())
             .clear_env(Vec::new())
-            .timeout(Duration::from_secs(self.config.installer_timeout_secs));
+            .timeout(Duration::from_secs(self.config.installer_timeout_secs))
+            .effect(Effect::Install);
         info!(dir = %host.display(), "running the update's installer.sh");
         let out = self
             .runner

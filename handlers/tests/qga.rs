@@ -1,10 +1,8 @@
-//! qga commands through the dispatcher over a sandbox root and the fake runner: fsfreeze
-//! (freeze order, rollback on failure, automatic thaw), guest-shutdown, and each dialect's
-//! commands existing only on its own channels.
+//! qga commands through the dispatcher over a sandbox root and the fake runner: guest-shutdown,
+//! and each dialect's commands existing only on its own channels (fsfreeze: `fsfreeze.rs`).
 #![allow(clippy::disallowed_methods)] // tests build their trees by path
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use guestd_core::{Channel, Dialect, DispatcherBuilder, Root};
 use guestd_handlers::qga::{QgaConfig, register};
@@ -54,82 +52,6 @@ fn qga(s: &Setup, name: &str, args: Value) -> Result<Value, String> {
     } else {
         Err(reply.message)
     }
-}
-
-#[test]
-fn freeze_and_thaw_block_filesystems_in_order() {
-    let s = setup(600);
-    assert_eq!(
-        qga(&s, "guest-fsfreeze-status", json!({})),
-        Ok(json!("thawed"))
-    );
-    assert_eq!(qga(&s, "guest-fsfreeze-freeze", json!({})), Ok(json!(2)));
-    assert_eq!(
-        qga(&s, "guest-fsfreeze-status", json!({})),
-        Ok(json!("frozen"))
-    );
-    // A second freeze while frozen is refused and freezes nothing more.
-    assert!(qga(&s, "guest-fsfreeze-freeze", json!({})).is_err());
-    assert_eq!(qga(&s, "guest-fsfreeze-thaw", json!({})), Ok(json!(2)));
-    assert_eq!(
-        qga(&s, "guest-fsfreeze-status", json!({})),
-        Ok(json!("thawed"))
-    );
-    assert_eq!(
-        s.runner.lines(),
-        [
-            "fsfreeze --freeze /srv",
-            "fsfreeze --freeze /",
-            "fsfreeze --unfreeze /",
-            "fsfreeze --unfreeze /srv",
-        ]
-    );
-    // Thawing when nothing is frozen: zero, no commands.
-    s.runner.clear();
-    assert_eq!(qga(&s, "guest-fsfreeze-thaw", json!({})), Ok(json!(0)));
-    assert!(s.runner.lines().is_empty());
-}
-
-#[test]
-fn a_failed_freeze_thaws_what_it_froze() {
-    let s = setup(600);
-    // The first matching rule answers: "/srv" freezes, "/" fails.
-    s.runner.respond("fsfreeze --freeze /srv", 0, "");
-    s.runner.respond("fsfreeze --freeze /", 1, "");
-    let err = qga(&s, "guest-fsfreeze-freeze", json!({})).unwrap_err();
-    assert!(err.contains("fsfreeze"), "{err}");
-    assert_eq!(
-        s.runner.lines(),
-        [
-            "fsfreeze --freeze /srv",
-            "fsfreeze --freeze /",
-            "fsfreeze --unfreeze /srv",
-        ]
-    );
-    assert_eq!(
-        qga(&s, "guest-fsfreeze-status", json!({})),
-        Ok(json!("thawed"))
-    );
-}
-
-#[test]
-fn frozen_filesystems_thaw_by_themselves_after_the_timeout() {
-    let s = setup(1);
-    assert_eq!(qga(&s, "guest-fsfreeze-freeze", json!({})), Ok(json!(2)));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while qga(&s, "guest-fsfreeze-status", json!({})) != Ok(json!("thawed")) {
-        assert!(Instant::now() < deadline, "never thawed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let lines = s.runner.lines();
-    assert!(
-        lines.contains(&"fsfreeze --unfreeze /".to_string()),
-        "{lines:?}"
-    );
-    assert!(
-        lines.contains(&"fsfreeze --unfreeze /srv".to_string()),
-        "{lines:?}"
-    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub use guestd_testkit::bin;
 
 pub mod hostile;
+pub mod idle;
 pub mod nova;
 
 /// A running guestd with its own sandbox root and unix socket.

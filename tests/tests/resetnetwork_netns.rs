@@ -144,11 +144,17 @@ fn sandbox(ns: &Netns) -> (tempfile::TempDir, Env) {
         std::fs::create_dir_all(p.join("etc/network").join(d)).unwrap();
     }
     let root = Root::sandbox(p).unwrap();
+    let netns = Arc::new(NetnsRunner {
+        ns: ns.name.clone(),
+        root: root.base().unwrap().to_path_buf(),
+    });
+    // The restarts and the host name are the effects under test (inside the namespace): the
+    // sandbox policy the daemon applies under --root must let exactly these through.
+    let policy = guestd_core::SandboxConfig {
+        allow_effects: [guestd_core::Effect::Network, guestd_core::Effect::Hostname].into(),
+    };
     let env = Env {
-        runner: Arc::new(NetnsRunner {
-            ns: ns.name.clone(),
-            root: root.base().unwrap().to_path_buf(),
-        }),
+        runner: guestd_core::effect::contain(&root, netns, &policy),
         root,
         backend: Arc::new(SystemBackend::new(OsFamily::Debian)),
     };

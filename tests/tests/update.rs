@@ -77,7 +77,9 @@ exec setsid -f /bin/sh -c 'echo $$ > "$1/pid"; exec "$1/root/usr/sbin/guestd" --
             d.join("guestd.toml"),
             format!(
                 "[update]\ninstall_path = \"/usr/sbin/guestd\"\nrestart_command = [\"/bin/sh\", \"{}\"]\n\
-                 ready_timeout_secs = {ready_timeout_secs}\nrestart_delay_ms = 200\n",
+                 ready_timeout_secs = {ready_timeout_secs}\nrestart_delay_ms = 200\n\
+                 # The restart is real (of this test's own daemon): the sandbox must let it run.\n\
+                 [sandbox]\nallow_effects = [\"service\"]\n",
                 restart.display()
             ),
         )

@@ -398,21 +398,6 @@ fn a_thousand_requests_at_once_get_a_thousand_replies_once() {
     assert!(burst.iter().all(|(_, n)| **n == 1), "each exactly once");
 }
 
-/// Per-thread scheduler statistics: a thread that makes a system call (or wakes for any
-/// reason) runs, and its run count (third field) goes up.
-fn schedstats(pid: u32) -> Vec<(String, String)> {
-    let mut stats: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|e| {
-            let tid = e.ok()?.file_name().to_string_lossy().into_owned();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-            Some((tid, stat.split_whitespace().nth(2)?.to_string()))
-        })
-        .collect();
-    stats.sort();
-    stats
-}
-
 #[test]
 fn idle_guestd_makes_no_system_calls() {
     let xen = Xen::start(1000);
@@ -423,13 +408,7 @@ fn idle_guestd_makes_no_system_calls() {
     // Let tokio's idle blocking threads retire (10 s keep-alive) before measuring.
     std::thread::sleep(Duration::from_secs(11));
     let pid = xen.guestd_pid();
-    let before = schedstats(pid);
-    std::thread::sleep(Duration::from_secs(10));
-    let after = schedstats(pid);
-    assert_eq!(
-        before, after,
-        "guestd threads woke up while idle (tid, run count)"
-    );
+    guestd_tests::idle::assert_idle_for_10s(pid);
     // And it still answers at once.
     assert_eq!(
         reply(&xen.nova_call("wake", r#"{"name": "version", "value": "agent"}"#)).0,

@@ -10,7 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PACKAGES=(systemd systemd-sysv udev kmod iproute2 dbus)
-key=$(printf '%s\n' "${PACKAGES[@]}" | sha256sum | cut -c1-12)
+# Files taken from packages that are not installed: Debian's qemu-guest-agent ships
+# /etc/qemu/fsfreeze-hook, the dispatcher of /etc/qemu/fsfreeze-hook.d/* that qemu-ga (and
+# guestd, by default) runs around a freeze; guestd's package does not ship it.
+EXTRACT=(qemu-guest-agent:./etc/qemu/fsfreeze-hook)
+key=$(printf '%s\n' "${PACKAGES[@]}" "${EXTRACT[@]}" | sha256sum | cut -c1-12)
 cache=target/debootstrap
 root="$PWD/$cache/bookworm-vm-$key"
 if [ ! -x "$root/lib/systemd/systemd" ]; then
@@ -20,11 +24,15 @@ if [ ! -x "$root/lib/systemd/systemd" ]; then
   cp /etc/resolv.conf "$root.tmp/etc/resolv.conf"
   # Services never start inside the root while it is being built.
   printf '#!/bin/sh\nexit 101\n' > "$root.tmp/usr/sbin/policy-rc.d"; chmod +x "$root.tmp/usr/sbin/policy-rc.d"
-  if ! unshare -m --propagation private -- sh -ec '
+  if ! EXTRACT="${EXTRACT[*]}" unshare -m --propagation private -- sh -ec '
       r=$1; shift
       mount -t proc proc "$r/proc"
       chroot "$r" apt-get update -qq
       DEBIAN_FRONTEND=noninteractive chroot "$r" apt-get install -y -qq --no-install-recommends "$@"
+      for e in $EXTRACT; do
+        pkg=${e%%:*}; file=${e#*:}
+        chroot "$r" sh -ec "cd /tmp && apt-get download -qq $pkg && dpkg-deb --fsys-tarfile ${pkg}_*.deb | tar -x -C / $file && rm -f ${pkg}_*.deb"
+      done
       chroot "$r" apt-get clean' sh "$root.tmp" "${PACKAGES[@]}" >"$cache/vm-root.log" 2>&1; then
     tail -20 "$cache/vm-root.log" >&2
     exit 1

@@ -617,6 +617,30 @@ else
   vsh domfsthaw "$DOM" >/dev/null 2>&1 || true
 fi
 [ "$(fsstatus)" = '{"return":"thawed"}' ] || { note "still frozen after the checks: thawing"; vsh domfsthaw "$DOM" >/dev/null 2>&1 || true; }
+# Restarted or killed while frozen, the agent must not leave the guest frozen: a stop thaws
+# (then the hook runs with thaw); after a SIGKILL the unit's ExecStopPost (guestd --thaw) thaws
+# from /run/guestd/fsfreeze.json, so that Restart=always can start it again (systemd cannot set
+# up the unit's mount namespace on a frozen root). qemu-ga thaws on SIGTERM, not after a SIGKILL.
+frozen_then() {  # TAG NAME CMD: freeze everything, block a write to /data, run CMD in the guest
+  con 'rm -f /run/vmtest-fsfreeze-hook.log' >/dev/null
+  if ! out=$(vsh domfsfreeze "$DOM" 2>&1) || ! grep -q 'Froze 2 filesystem(s)' <<<"$out"; then
+    fail "$2" "domfsfreeze: $out"; return
+  fi
+  probe /data "$1"; sleep 1
+  if probe_done "$1"; then fail "$2" "the write to /data went through while frozen"; return; fi
+  con "$3" 120 >/dev/null || true
+  sleep 3
+  if out=$(wait_ping 60) && [ "$(fsstatus)" = '{"return":"thawed"}' ] && probe_done "$1" \
+     && [ "$(hook_log)" = "freeze thaw " ]; then
+    pass "$2: thawed (the blocked write went through, the hook ran with thaw), the agent answers"
+  else
+    fail "$2" "${out:-} status $(fsstatus), write $(probe_done "$1" && echo done || echo 'still blocked'), hook log '$(hook_log)'"
+    guest_journal
+    vsh domfsthaw "$DOM" >/dev/null 2>&1 || true
+  fi
+}
+frozen_then restart "systemctl restart $UNIT while frozen" "systemctl restart $UNIT"
+frozen_then killed "$AGENT killed (SIGKILL) while frozen, thawed after it stopped" "kill -9 \$(systemctl show -p MainPID --value $UNIT)"
 
 # ---- exec and file commands ---------------------------------------------------------------------
 EXEC_CMDS=(guest-exec guest-exec-status guest-file-open guest-file-close guest-file-read

@@ -6,10 +6,17 @@
 //! channel a native name such as `file_inject` is unknown (qemu-ga's `CommandNotFound`), on a
 //! native channel a `guest-*` name is (`404`). Each handler says which dialect it belongs to
 //! ([`Handler::dialect`]); `features` and `guest-info` list exactly what their channel accepts.
+//!
+//! While this agent holds the guest's filesystems frozen ([`FreezeFlag`], set by the fsfreeze
+//! commands), a command that may write to them is refused here at once instead of hanging until
+//! the thaw ([`Handler::allowed_while_frozen`]). Components that must act when the daemon starts
+//! serving or stops (thawing what a stopped or crashed daemon left frozen) register a
+//! [`Lifecycle`].
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,6 +107,44 @@ pub trait Handler: Send + Sync + 'static {
     /// info.
     fn is_query(&self) -> bool {
         false
+    }
+
+    /// Whether it may run while this agent holds the guest's filesystems frozen: it writes
+    /// nothing to them (a write would block until the thaw). Default: only queries. Others are
+    /// refused at once with a clear error while frozen.
+    fn allowed_while_frozen(&self) -> bool {
+        self.is_query()
+    }
+}
+
+/// Whether this agent holds the guest's filesystems frozen. Shared by the fsfreeze commands,
+/// which set it, and the dispatcher, which refuses commands that would write while it is set.
+#[derive(Debug, Clone, Default)]
+pub struct FreezeFlag(Arc<AtomicBool>);
+
+impl FreezeFlag {
+    pub fn set(&self, frozen: bool) {
+        self.0.store(frozen, Ordering::SeqCst);
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Work a component does when the daemon starts serving and when it stops (the fsfreeze
+/// commands thaw what a crashed daemon or a stopping one left frozen). Not run by
+/// `--self-test` or `--check-config`, which only build the dispatcher.
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Before the first request is served.
+    fn start(&self, env: &Env) {
+        let _ = env;
+    }
+
+    /// On SIGTERM/SIGINT (possibly more than once: before and after the requests in flight
+    /// finish).
+    fn stop(&self, env: &Env) {
+        let _ = env;
     }
 }
 
@@ -292,6 +337,8 @@ pub struct DispatcherBuilder {
     policy: CommandPolicy,
     default_timeout: Duration,
     timeouts: HashMap<String, Duration>,
+    frozen: FreezeFlag,
+    lifecycles: Vec<Arc<dyn Lifecycle>>,
 }
 
 impl fmt::Debug for DispatcherBuilder {
@@ -322,7 +369,21 @@ impl DispatcherBuilder {
             policy: CommandPolicy::default(),
             default_timeout: Duration::from_secs(60),
             timeouts: HashMap::new(),
+            frozen: FreezeFlag::default(),
+            lifecycles: Vec::new(),
         }
+    }
+
+    /// The flag the dispatcher checks before running a command that is not
+    /// [allowed while frozen](Handler::allowed_while_frozen); whoever freezes sets it.
+    pub fn freeze_flag(&self) -> FreezeFlag {
+        self.frozen.clone()
+    }
+
+    /// Run `lifecycle` when the daemon starts serving and when it stops.
+    pub fn lifecycle(mut self, lifecycle: Arc<dyn Lifecycle>) -> Self {
+        self.lifecycles.push(lifecycle);
+        self
     }
 
     /// Register one command. A second handler with the same name, or a `guest-*` name outside
@@ -399,6 +460,8 @@ impl DispatcherBuilder {
             lists,
             default_timeout: self.default_timeout,
             timeouts: self.timeouts,
+            frozen: self.frozen,
+            lifecycles: self.lifecycles,
             env,
         }
     }
@@ -418,6 +481,8 @@ pub struct Dispatcher {
     lists: [CommandLists; 2],
     default_timeout: Duration,
     timeouts: HashMap<String, Duration>,
+    frozen: FreezeFlag,
+    lifecycles: Vec<Arc<dyn Lifecycle>>,
     env: Env,
 }
 
@@ -447,6 +512,20 @@ impl Dispatcher {
 
     pub fn env(&self) -> &Env {
         &self.env
+    }
+
+    /// Run every [`Lifecycle::start`] (the daemon calls this once, before serving).
+    pub fn start(&self) {
+        for l in &self.lifecycles {
+            l.start(&self.env);
+        }
+    }
+
+    /// Run every [`Lifecycle::stop`] (the daemon calls this when it is told to stop).
+    pub fn stop(&self) {
+        for l in &self.lifecycles {
+            l.stop(&self.env);
+        }
     }
 
     fn timeout_for(&self, handler: &dyn Handler) -> Duration {
@@ -543,6 +622,19 @@ impl Dispatcher {
                 code::FORBIDDEN,
                 format!("Command '{name}' is disabled by this guest's configuration"),
             );
+        }
+        if self.frozen.is_frozen() && !handler.allowed_while_frozen() {
+            return Reply::error(match dialect {
+                // qemu-ga's words for the commands it disables while frozen.
+                Dialect::Qga => format!(
+                    "Command {name} has been disabled: the filesystems are frozen \
+                     (guest-fsfreeze-thaw first)"
+                ),
+                Dialect::Native => format!(
+                    "Command '{name}' refused: the guest's filesystems are frozen \
+                     (guest-fsfreeze-freeze); it would block until they are thawed"
+                ),
+            });
         }
         let timeout = self.timeout_for(handler.as_ref());
         let timed_out = || {

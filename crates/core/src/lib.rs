@@ -11,6 +11,8 @@
 //!   grammar naming a channel (`[qga+]KIND:ADDRESS`) for guestd and guestctl.
 //! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
 //!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use.
+//! - [`effect`]: what each command reaches beyond the files ([`Effect`]), and the
+//!   [`SandboxRunner`] that keeps those effects off the machine under `--root`.
 //! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
 //!   (host-provided data such as XenStore `vm-data/`); [`configure`]: the resources of a
 //!   `configure` document and the validators for every value a host may name in one.
@@ -24,6 +26,7 @@ pub mod backend;
 pub mod channel_spec;
 pub mod configure;
 pub mod dispatch;
+pub mod effect;
 pub mod framing;
 pub mod plan;
 pub mod qga;
@@ -41,8 +44,9 @@ pub use backend::{
 pub use channel_spec::{ChannelKind, ChannelSpec};
 pub use dispatch::{
     Channel, CommandPolicy, Context, Dialect, DispatchError, Dispatcher, DispatcherBuilder, Env,
-    Handler, HandlerError,
+    FreezeFlag, Handler, HandlerError, Lifecycle,
 };
+pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
 pub use plan::{
     ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Journal, Plan, PlannedCommand, apply,
     apply_journaled,

@@ -6,6 +6,11 @@
 //! commands run. A file guestd must not read (a hard link in a user's directory) is replaced
 //! but neither backed up nor put back. A [`Journal`] keeps what several plans changed, so that a
 //! caller (`configure` with `"atomic": true`) can put every file back as a whole.
+//!
+//! A command that a `--root` sandbox keeps off the machine ([`CommandError::NotRun`], see
+//! [`crate::effect`]) is not a failure: the plan goes on, [`Applied::not_run`] lists it for the
+//! reply, and the plan's later commands that only observe the machine (the checks that
+//! addresses came up) are skipped, since they would check an effect that did not happen.
 
 use std::fmt;
 use std::path::Path;
@@ -13,6 +18,7 @@ use std::path::Path;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
+use crate::effect::{Effect, Reach};
 use crate::root::{DEFAULT_READ_LIMIT, FileMeta, Root, RootError, Snapshot, WriteOptions};
 use crate::runner::{Command, CommandError, CommandRunner, Output};
 
@@ -177,6 +183,53 @@ pub struct Applied {
     pub backups: Vec<String>,
     /// What each command of the plan printed, in order (for callers that report it).
     pub outputs: Vec<Output>,
+    /// Commands a `--root` sandbox kept off the machine, in plan order.
+    pub not_run: Vec<NotRun>,
+}
+
+/// A command of the plan that was not run because of its effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRun {
+    pub program: String,
+    pub effect: Effect,
+}
+
+impl Applied {
+    /// For the reply: `not run (…): ifdown, ifup (network); hostnamectl (hostname)`, or `None`
+    /// when everything ran.
+    pub fn not_run_message(&self) -> Option<String> {
+        describe_not_run(&self.not_run)
+    }
+}
+
+/// `not run (the --root sandbox keeps these effects off this machine): ifdown, ifup (network)`,
+/// grouped by effect in first-seen order; `None` for an empty list.
+pub fn describe_not_run(list: &[NotRun]) -> Option<String> {
+    if list.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<(Effect, Vec<&str>)> = Vec::new();
+    for item in list {
+        let at = match groups.iter().position(|(e, _)| *e == item.effect) {
+            Some(at) => at,
+            None => {
+                groups.push((item.effect, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        if !groups[at].1.contains(&item.program.as_str()) {
+            groups[at].1.push(&item.program);
+        }
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(effect, programs)| format!("{} ({effect})", programs.join(", ")))
+        .collect();
+    Some(format!(
+        "not run (the --root sandbox keeps these effects off this machine; [sandbox] \
+         allow_effects): {}",
+        parts.join("; ")
+    ))
 }
 
 /// Applying failed; everything was put back (`restored`) or the log says what could not be.
@@ -304,7 +357,15 @@ pub fn apply_journaled(
         }
     }
     for planned in &plan.commands {
+        if !applied.not_run.is_empty() && planned.command.reach == Reach::Observe {
+            info!(command = %planned.command, "not checked: an earlier command of this plan was not run");
+            continue;
+        }
         let failure = match runner.run(&planned.command) {
+            Err(CommandError::NotRun { program, effect }) => {
+                applied.not_run.push(NotRun { program, effect });
+                None
+            }
             Err(e) => Some(ApplyError::Command {
                 source: e,
                 restored: false,
@@ -340,6 +401,7 @@ pub fn apply_journaled(
                     Ok(out) => {
                         warn!(command = %cmd.command, code = ?out.code, "rollback command failed")
                     }
+                    Err(CommandError::NotRun { .. }) => {}
                     Err(e) => warn!(command = %cmd.command, error = %e, "rollback command failed"),
                 }
             }
@@ -353,6 +415,9 @@ pub fn apply_journaled(
     }
     if !applied.changed.is_empty() {
         info!(files = ?applied.changed, backups = ?applied.backups, "plan applied");
+    }
+    if let Some(message) = applied.not_run_message() {
+        info!("plan applied; {message}");
     }
     journal.undo.append(&mut undo);
     Ok(applied)
@@ -794,6 +859,50 @@ mod tests {
             *runner.ran.lock().unwrap(),
             vec!["restart", "restart-again"]
         );
+    }
+
+    #[test]
+    fn commands_a_sandbox_keeps_off_the_machine_are_reported_not_failed() {
+        let (_d, root) = setup();
+        let runner = std::sync::Arc::new(Recorder::default());
+        let sandbox = crate::effect::SandboxRunner::new(
+            runner.clone(),
+            std::collections::BTreeSet::from([Effect::Hostname]),
+        );
+        let plan = Plan {
+            changes: vec![FileChange::write(
+                "/etc/a",
+                "new a",
+                WriteOptions::default(),
+            )],
+            commands: vec![
+                Command::new("ip").arg("link").observes().into(),
+                Command::new("ifdown").effect(Effect::Network).into(),
+                Command::new("hostname").effect(Effect::Hostname).into(),
+                Command::new("ifup").effect(Effect::Network).into(),
+                PlannedCommand {
+                    command: Command::new("ip").arg("addr").observes(),
+                    expect: Expect::StdoutContains("10.0.0.2".into()),
+                },
+                Command::new("chpasswd").root_local().into(),
+            ],
+            rollback_commands: vec![],
+        };
+        let applied = apply(&plan, &root, &sandbox, ApplyOptions::default()).unwrap();
+        assert_eq!(root.read("/etc/a").unwrap(), b"new a");
+        // The check after the skipped restart is not run (it would fail), the rest is.
+        assert_eq!(
+            *runner.ran.lock().unwrap(),
+            ["ip link", "hostname", "chpasswd"]
+        );
+        assert_eq!(
+            applied.not_run_message().unwrap(),
+            "not run (the --root sandbox keeps these effects off this machine; [sandbox] \
+             allow_effects): ifdown, ifup (network)"
+        );
+        let everything = apply(&plan, &root, runner.as_ref(), ApplyOptions::default());
+        // Without the sandbox the check runs (and fails here: the recorder prints nothing).
+        assert!(matches!(everything, Err(ApplyError::Unexpected { .. })));
     }
 
     #[test]

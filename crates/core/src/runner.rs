@@ -1,6 +1,8 @@
 //! Every process guestd spawns goes through a [`CommandRunner`], so tests record commands instead
 //! of running them. Secrets go through stdin, never argv; a command's `Debug`/`Display` never
-//! shows its stdin.
+//! shows its stdin. Every command says what it reaches beyond the guest's files
+//! ([`Reach`](crate::effect::Reach)): by default the machine, so that a `--root` sandbox refuses
+//! it unless it is marked as staying inside the root or only observing (see [`crate::effect`]).
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -10,10 +12,14 @@ use std::time::Duration;
 use wait_timeout::ChildExt;
 use zeroize::Zeroizing;
 
+use crate::effect::{Effect, Reach};
+
 /// Default time a command may run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A command to run. Build with [`Command::new`] and the `arg`/`stdin`/`timeout` methods.
+/// A command to run. Build with [`Command::new`] and the `arg`/`stdin`/`timeout` methods, and
+/// say what it reaches with [`effect`](Self::effect), [`observes`](Self::observes) or
+/// [`root_local`](Self::root_local) (unmarked: it acts on the machine, [`Effect::Other`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Command {
     pub program: String,
@@ -23,6 +29,8 @@ pub struct Command {
     pub timeout: Duration,
     /// `Some` clears the environment and sets exactly these variables.
     pub env: Option<Vec<(String, String)>>,
+    /// What it acts on beyond the guest's files (what a sandbox root checks).
+    pub reach: Reach,
 }
 
 impl Command {
@@ -33,7 +41,26 @@ impl Command {
             stdin: None,
             timeout: DEFAULT_TIMEOUT,
             env: None,
+            reach: Reach::default(),
         }
+    }
+
+    /// It acts on the machine with this effect (power, network, clock, …).
+    pub fn effect(mut self, effect: Effect) -> Self {
+        self.reach = Reach::Machine(effect);
+        self
+    }
+
+    /// It only reads the machine's state (`ip addr show`, `systemctl status`).
+    pub fn observes(mut self) -> Self {
+        self.reach = Reach::Observe;
+        self
+    }
+
+    /// It changes nothing outside the root (`chpasswd -R ROOT`, a staged binary's self-test).
+    pub fn root_local(mut self) -> Self {
+        self.reach = Reach::Root;
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
@@ -126,6 +153,12 @@ pub enum CommandError {
     },
     #[error("'{program}' did not finish within {}s and was killed", timeout.as_secs())]
     Timeout { program: String, timeout: Duration },
+    /// A `--root` sandbox kept this command off the machine (see [`crate::effect`]).
+    #[error(
+        "'{program}' was not run: the --root sandbox keeps {effect} effects off this machine \
+         ([sandbox] allow_effects)"
+    )]
+    NotRun { program: String, effect: Effect },
     #[error("'{program}' failed with {}", describe_code(*code))]
     Failed {
         program: String,

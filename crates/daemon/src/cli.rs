@@ -16,7 +16,9 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Act on this directory tree instead of `/` (a sandbox: every file a command reads or
-    /// writes is below it).
+    /// writes is below it, and commands that would act on this machine, such as shutdown,
+    /// fsfreeze or a network restart, are reported as not run unless `[sandbox]
+    /// allow_effects` allows their effect).
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
@@ -47,6 +49,13 @@ pub struct Cli {
     /// restart guestd, wait for the new daemon to report ready, roll back if it does not.
     #[arg(long, value_name = "STATE", hide = true)]
     pub update_watchdog: Option<String>,
+
+    /// Thaw the filesystems a stopped or killed guestd left frozen (recorded in
+    /// `/run/guestd/fsfreeze.json`), run the fsfreeze hook with `thaw` if its freeze ran, and
+    /// exit. The systemd unit runs this after guestd stops (`ExecStopPost=`), so a crash while
+    /// frozen cannot leave the guest frozen; a start does the same.
+    #[arg(long)]
+    pub thaw: bool,
 
     /// Print the effective configuration and the transports guestd would serve, then exit
     /// (non-zero when the configuration is invalid). For image builders.

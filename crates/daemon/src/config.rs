@@ -40,6 +40,8 @@ pub struct Config {
     /// `[xen_metrics]`: what XAPI reads about the guest from XenStore, published while
     /// guestd serves XenStore.
     pub xen_metrics: guestd_xen_metrics::XenMetricsConfig,
+    /// `[sandbox]`: which command effects reach the machine when `--root` is a sandbox.
+    pub sandbox: guestd_core::SandboxConfig,
 }
 
 /// `[commands]`: which commands may run and for how long.

@@ -99,11 +99,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         warn!(store = %config.password.windows_accounts, "[password] windows_accounts: passwords go to a FAKE account store (tests only)");
     }
     let backend = SystemBackend::detect(&root).with_windows_accounts(windows_accounts);
+    // Under --root, commands that would act on this machine are refused unless [sandbox]
+    // allows their effect: the one place that policy is applied.
+    let runner = guestd_core::effect::contain(&root, Arc::new(SystemRunner), &config.sandbox);
     let env = Env {
         root,
-        runner: Arc::new(SystemRunner),
+        runner,
         backend: Arc::new(backend.clone()),
     };
+    if cli.thaw {
+        guestd_handlers::qga::thaw_recorded(&env, &config.qga);
+        return Ok(());
+    }
     let dispatcher = Arc::new(commands::build_dispatcher(&config, env.clone())?);
 
     if cli.check_config {
@@ -129,6 +136,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let specs: Vec<ChannelSpec> = specs_for(&cli, &config)?;
+    // Before serving: undo what a crashed guestd left behind (filesystems it froze).
+    dispatcher.start();
     let limits = StreamLimits {
         max_line: config.transports.max_line_bytes.max(64),
     };
@@ -184,6 +193,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     info!(signal = which, "stopping: finishing requests in flight");
                     notify::notify("STOPPING=1");
                     trigger.trigger();
+                    // At once (a request in flight may wait on a frozen filesystem), and again
+                    // below once the requests in flight are done.
+                    stop_components(&dispatcher).await;
                     break;
                 }
                 done = tasks.join_next() => match done {
@@ -199,10 +211,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 warn!(transport = %name, error = %e, "transport ended with an error");
             }
         }
+        stop_components(&dispatcher).await;
         ready_marker.remove();
         info!("stopped");
         Ok(())
     })
+}
+
+/// The components' stop work (thawing frozen filesystems), on a blocking thread: it runs
+/// commands.
+async fn stop_components(dispatcher: &Arc<guestd_core::Dispatcher>) {
+    let d = Arc::clone(dispatcher);
+    if let Err(e) = tokio::task::spawn_blocking(move || d.stop()).await {
+        error!(error = %e, "stopping a component panicked");
+    }
 }
 
 /// `--update-watchdog STATE`: see `guestd_handlers::update::watchdog`.

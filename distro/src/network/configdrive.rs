@@ -21,7 +21,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use guestd_core::{Command, CommandRunner, Root, RootError, Snapshot};
+use guestd_core::{Command, CommandRunner, Effect, Root, RootError, Snapshot};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -74,14 +74,16 @@ pub fn read(
     }
     root.create_dir_all(MOUNT_POINT, 0o700).map_err(sys)?;
     let source = format!("/dev/{}", device.name);
-    let mount = Command::new("mount").args([
-        "-t",
-        &FILESYSTEMS.join(","),
-        "-o",
-        MOUNT_OPTIONS,
-        &source,
-        MOUNT_POINT,
-    ]);
+    let mount = Command::new("mount")
+        .args([
+            "-t",
+            &FILESYSTEMS.join(","),
+            "-o",
+            MOUNT_OPTIONS,
+            &source,
+            MOUNT_POINT,
+        ])
+        .effect(Effect::Mount);
     runner
         .run(&mount)
         .and_then(|o| o.check("mount"))
@@ -97,7 +99,11 @@ pub fn read(
         Err(e) => Err(e),
     };
     if let Err(e) = runner
-        .run(&Command::new("umount").arg(MOUNT_POINT))
+        .run(
+            &Command::new("umount")
+                .arg(MOUNT_POINT)
+                .effect(Effect::Mount),
+        )
         .and_then(|o| o.check("umount"))
     {
         warn!(error = %e, "could not unmount the config drive");
@@ -145,7 +151,9 @@ fn blkid(runner: &dyn CommandRunner) -> Option<String> {
     if !runner.exists("blkid") {
         return None;
     }
-    let cmd = Command::new("blkid").args(["-t", "LABEL=config-2", "-o", "device"]);
+    let cmd = Command::new("blkid")
+        .args(["-t", "LABEL=config-2", "-o", "device"])
+        .observes();
     match runner.run(&cmd) {
         // blkid exits 2 when no device matches.
         Ok(out) if out.success() => {

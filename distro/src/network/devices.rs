@@ -22,13 +22,15 @@ pub fn discover(
 ) -> Result<Devices, NetworkError> {
     match family {
         OsFamily::FreeBsd => {
-            let out = run(runner, Command::new("ifconfig").arg("-a"))?;
+            let out = run(runner, Command::new("ifconfig").arg("-a").observes())?;
             Ok(parse_ifconfig(&out))
         }
         OsFamily::Windows => {
             let out = run(
                 runner,
-                Command::new("getmac").args(["/fo", "csv", "/nh", "/v"]),
+                Command::new("getmac")
+                    .args(["/fo", "csv", "/nh", "/v"])
+                    .observes(),
             )?;
             Ok(parse_getmac(&out))
         }

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use guestd_core::{FileChange, PlannedCommand, Root, WriteOptions, plan::Expect};
 
 use super::model::{Hostname, NetworkError};
-use super::render::{hash_header, must};
+use super::render::{hash_header, set_hostname};
 use crate::OsFamily;
 
 pub const HOSTS: &str = "/etc/hosts";
@@ -113,9 +113,9 @@ pub fn plan(root: &Root, family: OsFamily, name: &Hostname) -> Result<HostnamePl
     }
     let set = |n: &str| {
         if systemd {
-            must("hostnamectl", &["set-hostname", n])
+            set_hostname("hostnamectl", &["set-hostname", n])
         } else {
-            must("hostname", &[n])
+            set_hostname("hostname", &[n])
         }
     };
     p.commands.push(set(name.as_str()));

@@ -248,6 +248,15 @@ pub fn reset_network(
                 })?;
                 done.summary = format!("{}; {}", done.summary, done.notice);
             }
+            // Under a --root sandbox the restart and hostname commands may not have run: the
+            // files are written, the host is told what did not happen.
+            if let Some(not_run) = applied.not_run_message() {
+                done.notice = if done.notice.is_empty() {
+                    not_run
+                } else {
+                    format!("{}; {not_run}", done.notice)
+                };
+            }
             Ok(done)
         }
         Err(e) => {

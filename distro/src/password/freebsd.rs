@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::info;
 use zeroize::Zeroizing;
 
-use guestd_core::{BackendError, Command, Env, SecretString};
+use guestd_core::{BackendError, Command, Effect, Env, SecretString};
 
 use super::{crypt, hash_format, shadow};
 
@@ -15,12 +15,13 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `pw` command that sets `user`'s hash (read from stdin because of `-H 0`).
 pub fn pw_command(env: &Env, user: &str, hash: &str) -> Result<Command, BackendError> {
-    let mut cmd = Command::new("pw").timeout(TIMEOUT);
+    // On the real root it changes the system's accounts; with -R only files under the root.
+    let mut cmd = Command::new("pw").timeout(TIMEOUT).effect(Effect::Accounts);
     if let Some(base) = env.root.base() {
         let base = base.to_str().ok_or_else(|| {
             BackendError::Invalid("the sandbox root path is not UTF-8".to_string())
         })?;
-        cmd = cmd.args(["-R", base]);
+        cmd = cmd.args(["-R", base]).root_local();
     }
     let line = Zeroizing::new(format!("{hash}\n").into_bytes());
     Ok(cmd.args(["usermod", "-n", user, "-H", "0"]).stdin(line))

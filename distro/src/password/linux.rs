@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use guestd_core::{BackendError, Command, Env, SecretString, WriteOptions};
+use guestd_core::{BackendError, Command, Effect, Env, SecretString, WriteOptions};
 
 use super::{crypt, hash_format, shadow};
 
@@ -81,12 +81,16 @@ fn read_shadow(env: &Env) -> Result<Zeroizing<Vec<u8>>, BackendError> {
 
 /// `chpasswd -e [-R <root>]`, the hash on stdin: the password itself never leaves the agent.
 pub fn chpasswd_command(env: &Env, user: &str, hash: &str) -> Result<Command, BackendError> {
-    let mut cmd = Command::new(CHPASSWD).arg("-e").timeout(TIMEOUT);
+    // On the real root it changes the system's accounts; with -R only files under the root.
+    let mut cmd = Command::new(CHPASSWD)
+        .arg("-e")
+        .timeout(TIMEOUT)
+        .effect(Effect::Accounts);
     if let Some(base) = env.root.base() {
         let base = base.to_str().ok_or_else(|| {
             BackendError::Invalid("the sandbox root path is not UTF-8".to_string())
         })?;
-        cmd = cmd.args(["-R", base]);
+        cmd = cmd.args(["-R", base]).root_local();
     }
     let line = Zeroizing::new(format!("{user}:{hash}\n").into_bytes());
     Ok(cmd.stdin(line))

@@ -1,50 +1,111 @@
 //! `guest-fsfreeze-status`, `guest-fsfreeze-freeze`, `guest-fsfreeze-freeze-list`,
-//! `guest-fsfreeze-thaw`: Linux FIFREEZE and
-//! FITHAW through util-linux `fsfreeze` (run by the command runner, so tests use the fake
-//! runner). Frozen filesystems are thawed automatically after the configured timeout, so a
-//! host that disappears between freeze and thaw never leaves the guest frozen.
+//! `guest-fsfreeze-thaw`: Linux FIFREEZE and FITHAW through util-linux `fsfreeze` (run by the
+//! command runner, so tests use the fake runner), as qemu-ga does them and safer:
+//!
+//! - **Each filesystem once, by device.** The filesystems are qemu-ga's (`fsinfo::local_mounts`:
+//!   a device's first mount; its later mounts, such as the bind mounts `PrivateTmp=` makes of
+//!   `/`, are the same filesystem, and a second FIFREEZE of it fails with EBUSY). Types that
+//!   cannot freeze (vfat `/boot/efi`, squashfs, iso9660, …) are skipped, and so is a filesystem
+//!   whose FIFREEZE answers EOPNOTSUPP, as qemu-ga skips it.
+//! - **The hook, as qemu-ga runs it**: `[qga] fsfreeze_hook` (`/etc/qemu/fsfreeze-hook`, the
+//!   dispatcher of `/etc/qemu/fsfreeze-hook.d/*` that Debian's qemu-guest-agent ships) with
+//!   `freeze` before freezing and `thaw` after thawing; a failing freeze hook aborts the freeze,
+//!   the thaw hook runs after every thaw (also when a filesystem failed to thaw). It must belong
+//!   to root and be writable by no one else (so must its directory), and runs with a timeout.
+//! - **Never left frozen.** What is about to be frozen is recorded in
+//!   `/run/guestd/fsfreeze.json` (through `Root`, before anything is frozen: nothing is written
+//!   while frozen) and thawed by the auto-thaw timer (`[qga] freeze_timeout_secs`), when the
+//!   daemon stops (SIGTERM, `systemctl restart`) and when it starts after a crash (the record
+//!   exists), each time with the thaw hook if the freeze hook ran.
+//! - While frozen, the dispatcher refuses every command that would write ([`FreezeFlag`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use guestd_core::{Command, CommandRunner, Context, Dialect, Handler, HandlerError, Reply, Root};
-use serde::Deserialize;
+use guestd_core::{
+    Command, CommandError, CommandRunner, Context, Dialect, Effect, Env, FreezeFlag, Handler,
+    HandlerError, Lifecycle, Reply, Root, WriteOptions,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::args;
+use super::fsinfo::local_mounts;
 
 const FSFREEZE: &str = "fsfreeze";
-const MOUNTS: &str = "/proc/self/mounts";
+/// What this agent froze (or is about to): thawed on the next start if it is still there.
+pub const RECORD: &str = "/run/guestd/fsfreeze.json";
+/// Filesystem types without FIFREEZE support (the kernel answers EOPNOTSUPP).
+const UNFREEZABLE: [&str; 10] = [
+    "vfat", "msdos", "exfat", "squashfs", "iso9660", "udf", "erofs", "cramfs", "romfs", "fuseblk",
+];
+/// How long one `fsfreeze` may take (a freeze waits for writes in flight to finish).
+const PER_MOUNT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
 
-/// Which filesystems this agent froze; shared by the three commands and the auto-thaw timer.
+/// How freezing is set up (`[qga]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreezeSettings {
+    /// Frozen filesystems are thawed by themselves after this.
+    pub auto_thaw: Duration,
+    /// The fsfreeze hook (guest path); `None`: no hook.
+    pub hook: Option<String>,
+    /// How long one run of the hook may take.
+    pub hook_timeout: Duration,
+}
+
+/// One filesystem this agent froze: its device (`major:minor`) and the mount point used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Frozen {
+    device: String,
+    mountpoint: String,
+}
+
+/// `/run/guestd/fsfreeze.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    /// In freeze order.
+    frozen: Vec<Frozen>,
+    /// Whether the freeze hook ran (then the thaw hook runs after the thaw).
+    hook: bool,
+}
+
+/// Which filesystems this agent froze; shared by the four commands, the auto-thaw timer and
+/// the daemon's start and stop ([`Lifecycle`]).
 #[derive(Debug, Clone)]
 pub struct Freezer {
     state: Arc<Mutex<State>>,
-    timeout: Duration,
+    flag: FreezeFlag,
+    settings: Arc<FreezeSettings>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Mount points frozen by us, in freeze order.
-    frozen: Vec<String>,
+    /// Frozen by us, in freeze order.
+    frozen: Vec<Frozen>,
+    /// The freeze hook ran for the current freeze.
+    hook_froze: bool,
     /// Bumped by every freeze and thaw, so a stale auto-thaw timer does nothing.
     generation: u64,
 }
 
 impl Freezer {
-    pub fn new(timeout: Duration) -> Self {
+    /// `flag` is the dispatcher's ([`guestd_core::DispatcherBuilder::freeze_flag`]).
+    pub fn new(flag: FreezeFlag, settings: FreezeSettings) -> Self {
         Self {
             state: Arc::default(),
-            timeout,
+            flag,
+            settings: Arc::new(settings),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -54,131 +115,365 @@ impl Freezer {
     }
 
     /// Freeze every freezable filesystem, or only those mounted at `only` (mount points that
-    /// are not freezable filesystems are ignored, as qemu-ga ignores them).
-    fn freeze(
-        &self,
-        root: &Root,
-        runner: Arc<dyn CommandRunner>,
-        only: Option<&[String]>,
-    ) -> Result<usize, HandlerError> {
+    /// are not freezable filesystems are ignored, as qemu-ga ignores them). Returns how many
+    /// were frozen.
+    fn freeze(&self, env: &Env, only: Option<&[String]>) -> Result<usize, HandlerError> {
         let mut state = self.lock();
         if !state.frozen.is_empty() {
             return Err(HandlerError::failed(
                 "the filesystems are already frozen; thaw them first",
             ));
         }
-        let mut mounts = freezable_mounts(&root.read_to_string(MOUNTS)?);
-        if let Some(only) = only {
-            mounts.retain(|m| only.contains(m));
-        }
+        let (root, runner) = (&env.root, env.runner.as_ref());
+        let mut mounts = candidates(root, only)?;
         // Children before their parents, as qemu-ga does.
-        for mount in mounts.iter().rev() {
-            if let Err(err) = run(runner.as_ref(), "--freeze", mount) {
-                let done = std::mem::take(&mut state.frozen);
-                thaw_all(runner.as_ref(), &done);
-                return Err(err);
+        mounts.reverse();
+        let hook = self.hook(root)?;
+        // Recorded before anything happens: from here on a crash leaves the record, and the
+        // next start thaws. Nothing is written while frozen.
+        write_record(
+            root,
+            &Record {
+                frozen: mounts.clone(),
+                hook: hook.is_some(),
+            },
+        )?;
+        if let Some(hook) = &hook {
+            if let Err(e) = self.run_hook(runner, hook, "freeze") {
+                remove_record(root);
+                return Err(e);
             }
-            state.frozen.push(mount.clone());
+        }
+        state.hook_froze = hook.is_some();
+        self.flag.set(true);
+        for mount in &mounts {
+            match freeze_one(runner, mount) {
+                Ok(true) => state.frozen.push(mount.clone()),
+                Ok(false) => {}
+                Err(err) => {
+                    warn!(mount = %mount.mountpoint, error = %err, "freeze failed; thawing what was frozen");
+                    self.thaw_locked(env, &mut state);
+                    return Err(err);
+                }
+            }
         }
         state.generation += 1;
         let count = state.frozen.len();
+        if count == 0 {
+            // Nothing froze: no thaw will come, nothing to keep (qemu-ga runs no thaw hook
+            // here either).
+            self.flag.set(false);
+            state.hook_froze = false;
+            remove_record(root);
+            return Ok(0);
+        }
         info!(
             count,
-            timeout_secs = self.timeout.as_secs(),
+            mounts = ?state.frozen.iter().map(|f| f.mountpoint.as_str()).collect::<Vec<_>>(),
+            auto_thaw_secs = self.settings.auto_thaw.as_secs(),
             "filesystems frozen"
         );
         let generation = state.generation;
         let this = self.clone();
-        let timer_runner = Arc::clone(&runner);
+        let timer_env = env.clone();
         std::thread::Builder::new()
             .name("fsfreeze-auto-thaw".into())
             .spawn(move || {
-                std::thread::sleep(this.timeout);
+                std::thread::sleep(this.settings.auto_thaw);
                 let mut state = this.lock();
                 if state.generation == generation && !state.frozen.is_empty() {
                     warn!("no guest-fsfreeze-thaw within the timeout; thawing automatically");
-                    let done = std::mem::take(&mut state.frozen);
-                    thaw_all(timer_runner.as_ref(), &done);
-                    state.generation += 1;
+                    this.thaw_locked(&timer_env, &mut state);
                 }
             })
             .map_err(|e| {
                 // Without the timer a lost host would leave us frozen: undo at once.
-                let done = std::mem::take(&mut state.frozen);
-                thaw_all(runner.as_ref(), &done);
+                self.thaw_locked(env, &mut state);
                 HandlerError::failed(format!("cannot start the auto-thaw timer: {e}"))
             })?;
         Ok(count)
     }
 
-    fn thaw(&self, runner: &dyn CommandRunner) -> usize {
+    /// `guest-fsfreeze-thaw`: thaw what this agent froze, then run the thaw hook (always, as
+    /// qemu-ga does). Returns how many thawed; a failing thaw hook is the command's error.
+    fn thaw(&self, env: &Env) -> Result<usize, HandlerError> {
         let mut state = self.lock();
         let done = std::mem::take(&mut state.frozen);
+        let count = thaw_all(env.runner.as_ref(), &done);
+        info!(count, "filesystems thawed");
+        self.after_thaw(env, &mut state, true).map(|()| count)
+    }
+
+    /// Thaw what is frozen (the auto-thaw timer, the daemon stopping), with the thaw hook when
+    /// the freeze hook ran.
+    fn thaw_locked(&self, env: &Env, state: &mut State) {
+        let done = std::mem::take(&mut state.frozen);
+        let count = thaw_all(env.runner.as_ref(), &done);
+        info!(count, "filesystems thawed");
+        let hook = state.hook_froze;
+        if let Err(e) = self.after_thaw(env, state, hook) {
+            warn!(error = %e, "thaw hook failed");
+        }
+    }
+
+    /// After a thaw: nothing is frozen any more; forget the record, then run the thaw hook
+    /// when `hook` says so.
+    fn after_thaw(&self, env: &Env, state: &mut State, hook: bool) -> Result<(), HandlerError> {
         state.generation += 1;
-        thaw_all(runner, &done)
+        state.hook_froze = false;
+        self.flag.set(false);
+        remove_record(&env.root);
+        if !hook {
+            return Ok(());
+        }
+        match self.hook(&env.root)? {
+            Some(hook) => self.run_hook(env.runner.as_ref(), &hook, "thaw"),
+            None => Ok(()),
+        }
+    }
+
+    /// A previous guestd was killed while it held filesystems frozen: thaw them, and run the
+    /// thaw hook if its freeze hook ran.
+    fn recover(&self, env: &Env) {
+        let root = &env.root;
+        let record = match root.read_optional(RECORD) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Record>(&bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    warn!(record = RECORD, error = %e, "unreadable freeze record; removing it");
+                    remove_record(root);
+                    return;
+                }
+            },
+            Ok(None) => return,
+            Err(e) => {
+                warn!(record = RECORD, error = %e, "cannot read the freeze record");
+                return;
+            }
+        };
+        warn!(
+            count = record.frozen.len(),
+            mounts = ?record.frozen.iter().map(|f| f.mountpoint.as_str()).collect::<Vec<_>>(),
+            "a previous guestd stopped with filesystems frozen; thawing them"
+        );
+        // The devices may be mounted elsewhere now: thaw each where it is mounted.
+        let current = candidates(root, None).unwrap_or_default();
+        let targets: Vec<Frozen> = record
+            .frozen
+            .iter()
+            .map(|f| {
+                current
+                    .iter()
+                    .find(|c| c.device == f.device)
+                    .cloned()
+                    .unwrap_or_else(|| f.clone())
+            })
+            .collect();
+        let count = thaw_all(env.runner.as_ref(), &targets);
+        info!(count, "filesystems thawed");
+        let mut state = self.lock();
+        if let Err(e) = self.after_thaw(env, &mut state, record.hook) {
+            warn!(error = %e, "thaw hook failed");
+        }
+    }
+
+    /// The hook's host path, when one is configured and present; refused when anyone but
+    /// root could change it.
+    fn hook(&self, root: &Root) -> Result<Option<String>, HandlerError> {
+        let Some(path) = self.settings.hook.as_deref() else {
+            return Ok(None);
+        };
+        if !root.exists(path) {
+            debug!(hook = path, "no fsfreeze hook");
+            return Ok(None);
+        }
+        let parent = std::path::Path::new(path)
+            .parent()
+            .map_or("/".to_string(), |p| p.to_string_lossy().into_owned());
+        for (what, guest) in [("hook", path), ("hook's directory", parent.as_str())] {
+            let meta = root.metadata(guest).map_err(|e| {
+                HandlerError::failed(format!("can't access fsfreeze hook '{path}': {e}"))
+            })?;
+            if meta.uid != 0 || meta.mode & 0o022 != 0 {
+                warn!(
+                    hook = path,
+                    uid = meta.uid,
+                    mode = format!("{:04o}", meta.mode),
+                    what,
+                    "refusing the fsfreeze hook"
+                );
+                return Err(HandlerError::failed(format!(
+                    "refusing the fsfreeze hook '{path}': the {what} '{guest}' must belong to \
+                     root and be writable by no one else (owner uid {}, mode {:04o})",
+                    meta.uid, meta.mode
+                )));
+            }
+        }
+        let meta = root.metadata(path)?;
+        if meta.mode & 0o111 == 0 {
+            return Err(HandlerError::failed(format!(
+                "can't access fsfreeze hook '{path}': Permission denied"
+            )));
+        }
+        Ok(Some(root.resolve(path)?.to_string_lossy().into_owned()))
+    }
+
+    /// Run the hook with `freeze` or `thaw`; qemu-ga's words when it fails.
+    fn run_hook(
+        &self,
+        runner: &dyn CommandRunner,
+        hook: &str,
+        arg: &str,
+    ) -> Result<(), HandlerError> {
+        let timeout = self.settings.hook_timeout;
+        info!(hook, arg, "executing fsfreeze hook");
+        let cmd = Command::new(hook)
+            .arg(arg)
+            .timeout(timeout)
+            .effect(Effect::Freeze);
+        let out = match runner.run(&cmd) {
+            Ok(out) => out,
+            Err(CommandError::Timeout { .. }) => {
+                return Err(HandlerError::failed(format!(
+                    "fsfreeze hook did not finish within {}s and was killed",
+                    timeout.as_secs()
+                )));
+            }
+            Err(e @ CommandError::NotRun { .. }) => return Err(e.into()),
+            Err(e) => {
+                return Err(HandlerError::failed(format!(
+                    "can't run fsfreeze hook '{hook}': {e}"
+                )));
+            }
+        };
+        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            if !text.trim().is_empty() {
+                info!(hook, arg, stream, output = %text.trim(), "fsfreeze hook output");
+            }
+        }
+        match out.code {
+            Some(0) => Ok(()),
+            Some(code) => Err(HandlerError::failed(format!(
+                "fsfreeze hook has failed with status {code}"
+            ))),
+            None => Err(HandlerError::failed(
+                "fsfreeze hook has terminated abnormally",
+            )),
+        }
     }
 }
 
-fn run(runner: &dyn CommandRunner, flag: &str, mount: &str) -> Result<(), HandlerError> {
-    let cmd = Command::new(FSFREEZE)
-        .args([flag, mount])
-        .timeout(Duration::from_secs(60));
-    runner.run(&cmd)?.check(FSFREEZE)?;
-    Ok(())
+impl Lifecycle for Freezer {
+    fn start(&self, env: &Env) {
+        self.recover(env);
+    }
+
+    fn stop(&self, env: &Env) {
+        let mut state = self.lock();
+        if !state.frozen.is_empty() {
+            warn!("stopping with filesystems frozen; thawing them");
+            self.thaw_locked(env, &mut state);
+        }
+    }
+}
+
+/// The filesystems a freeze would freeze, in mount order: qemu-ga's local filesystems (each
+/// device once) without the types that cannot freeze, limited to `only` when given.
+fn candidates(root: &Root, only: Option<&[String]>) -> Result<Vec<Frozen>, HandlerError> {
+    Ok(local_mounts(root)?
+        .into_iter()
+        .filter(|m| only.is_none_or(|list| list.contains(&m.mountpoint)))
+        .filter(|m| {
+            let skip = UNFREEZABLE.contains(&m.fstype.as_str());
+            if skip {
+                debug!(mount = %m.mountpoint, fstype = %m.fstype, "cannot be frozen; skipped");
+            }
+            !skip
+        })
+        .map(|m| Frozen {
+            device: format!("{}:{}", m.major, m.minor),
+            mountpoint: m.mountpoint,
+        })
+        .collect())
+}
+
+fn fsfreeze(flag: &str, mount: &Frozen) -> Command {
+    Command::new(FSFREEZE)
+        .args([flag, mount.mountpoint.as_str()])
+        .timeout(PER_MOUNT)
+        .effect(Effect::Freeze)
+}
+
+/// Freeze one filesystem: `Ok(true)` frozen, `Ok(false)` it cannot be frozen (EOPNOTSUPP).
+fn freeze_one(runner: &dyn CommandRunner, mount: &Frozen) -> Result<bool, HandlerError> {
+    let out = runner.run(&fsfreeze("--freeze", mount))?;
+    if out.success() {
+        return Ok(true);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("Operation not supported") {
+        info!(mount = %mount.mountpoint, "cannot be frozen (EOPNOTSUPP); skipped");
+        return Ok(false);
+    }
+    warn!(mount = %mount.mountpoint, stderr = %stderr.trim(), "fsfreeze --freeze failed");
+    // util-linux: "fsfreeze: /: freeze failed: Device or resource busy".
+    let reason = stderr
+        .trim()
+        .rsplit(": ")
+        .next()
+        .filter(|r| !r.is_empty())
+        .map_or_else(
+            || format!("fsfreeze exited with {:?}", out.code),
+            str::to_string,
+        );
+    Err(HandlerError::failed(format!(
+        "failed to freeze {}: {reason}",
+        mount.mountpoint
+    )))
 }
 
 /// Thaw in reverse freeze order; returns how many thawed. Failures are logged, the rest go on.
-fn thaw_all(runner: &dyn CommandRunner, frozen: &[String]) -> usize {
+fn thaw_all(runner: &dyn CommandRunner, frozen: &[Frozen]) -> usize {
     frozen
         .iter()
         .rev()
-        .filter(|mount| match run(runner, "--unfreeze", mount) {
-            Ok(()) => true,
-            Err(err) => {
-                warn!(mount = %mount, error = %err, "thaw failed");
-                false
+        .filter(|mount| {
+            match runner
+                .run(&fsfreeze("--unfreeze", mount))
+                .map(|o| o.check(FSFREEZE))
+            {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) | Err(e) => {
+                    warn!(mount = %mount.mountpoint, error = %e, "thaw failed");
+                    false
+                }
             }
         })
         .count()
 }
 
-/// Mount points of block-device filesystems (`/dev/...` sources), each once, in mount order.
-fn freezable_mounts(table: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for line in table.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(source), Some(target)) = (f.next(), f.next()) else {
-            continue;
-        };
-        let target = unescape(target);
-        if source.starts_with("/dev/") && !out.contains(&target) {
-            out.push(target);
-        }
-    }
-    out
+fn write_record(root: &Root, record: &Record) -> Result<(), HandlerError> {
+    let json = serde_json::to_vec_pretty(record).expect("the record serializes");
+    let dir = std::path::Path::new(RECORD)
+        .parent()
+        .expect("the record has a directory");
+    root.create_dir_all(dir, 0o755)
+        .and_then(|()| root.write_atomic(RECORD, &json, WriteOptions::mode(0o600)))
+        .map_err(|e| {
+            HandlerError::failed(format!(
+                "cannot record the freeze in {RECORD} (it is how a restarted agent knows what \
+                 to thaw): {e}"
+            ))
+        })
 }
 
-/// `/proc/mounts` octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 4 <= bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+fn remove_record(root: &Root) {
+    if let Err(e) = root.remove_file(RECORD) {
+        if !e.is_not_found() {
+            warn!(record = RECORD, error = %e, "cannot remove the freeze record");
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Answers `guest-fsfreeze-status`: `"thawed"` or `"frozen"`.
@@ -226,11 +521,13 @@ impl Handler for FreezeHandler {
         Dialect::Qga
     }
 
+    fn default_timeout(&self) -> Option<Duration> {
+        Some(self.0.settings.hook_timeout + Duration::from_secs(300))
+    }
+
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
-        let count = self
-            .0
-            .freeze(&ctx.env.root, Arc::clone(&ctx.env.runner), None)?;
+        let count = self.0.freeze(ctx.env, None)?;
         Ok(guestd_core::qga::ok(&json!(count)))
     }
 }
@@ -255,13 +552,13 @@ impl Handler for FreezeListHandler {
         Dialect::Qga
     }
 
+    fn default_timeout(&self) -> Option<Duration> {
+        Some(self.0.settings.hook_timeout + Duration::from_secs(300))
+    }
+
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let a: ListArgs = args(value)?;
-        let count = self.0.freeze(
-            &ctx.env.root,
-            Arc::clone(&ctx.env.runner),
-            a.mountpoints.as_deref(),
-        )?;
+        let count = self.0.freeze(ctx.env, a.mountpoints.as_deref())?;
         Ok(guestd_core::qga::ok(&json!(count)))
     }
 }
@@ -279,23 +576,17 @@ impl Handler for ThawHandler {
         Dialect::Qga
     }
 
+    fn allowed_while_frozen(&self) -> bool {
+        true
+    }
+
+    fn default_timeout(&self) -> Option<Duration> {
+        Some(self.0.settings.hook_timeout + Duration::from_secs(120))
+    }
+
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
-        let count = self.0.thaw(ctx.env.runner.as_ref());
-        info!(count, "filesystems thawed");
+        let count = self.0.thaw(ctx.env)?;
         Ok(guestd_core::qga::ok(&json!(count)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_block_devices_once() {
-        let table = "proc /proc proc rw 0 0\n/dev/vda1 / ext4 rw 0 0\n\
-                     tmpfs /run tmpfs rw 0 0\n/dev/vdb /mnt/my\\040data xfs rw 0 0\n\
-                     /dev/vda1 / ext4 rw 0 0\n";
-        assert_eq!(freezable_mounts(table), vec!["/", "/mnt/my data"]);
     }
 }

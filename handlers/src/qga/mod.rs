@@ -45,7 +45,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use freeze::Freezer;
+pub use freeze::{FreezeSettings, Freezer};
 
 /// `[qga]` in the daemon's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -57,6 +57,13 @@ pub struct QgaConfig {
     /// Seconds after which frozen filesystems are thawed even if the host never sends
     /// `guest-fsfreeze-thaw` (a lost host must not leave the guest frozen).
     pub freeze_timeout_secs: u64,
+    /// The fsfreeze hook, run with `freeze` before freezing and `thaw` after thawing, as
+    /// qemu-ga runs its `--fsfreeze-hook` (default path: Debian's dispatcher of
+    /// `/etc/qemu/fsfreeze-hook.d/*`). Used when it exists; it must belong to root and be
+    /// writable by no one else. `""`: none.
+    pub fsfreeze_hook: String,
+    /// How long one run of the hook may take, in seconds.
+    pub fsfreeze_hook_timeout_secs: u64,
 }
 
 impl Default for QgaConfig {
@@ -64,17 +71,37 @@ impl Default for QgaConfig {
         Self {
             auto_detect: true,
             freeze_timeout_secs: 600,
+            fsfreeze_hook: "/etc/qemu/fsfreeze-hook".into(),
+            fsfreeze_hook_timeout_secs: 300,
         }
     }
 }
 
-/// Register every qga command on `builder`.
+impl QgaConfig {
+    fn freeze_settings(&self) -> FreezeSettings {
+        FreezeSettings {
+            auto_thaw: Duration::from_secs(self.freeze_timeout_secs.max(1)),
+            hook: Some(self.fsfreeze_hook.clone()).filter(|h| !h.is_empty()),
+            hook_timeout: Duration::from_secs(self.fsfreeze_hook_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// Thaw what a stopped or killed guestd left frozen (its record in `/run/guestd`), with the
+/// thaw hook if the freeze hook ran; nothing when there is no record (`guestd --thaw`).
+pub fn thaw_recorded(env: &guestd_core::Env, config: &QgaConfig) {
+    let freezer = Freezer::new(guestd_core::FreezeFlag::default(), config.freeze_settings());
+    guestd_core::Lifecycle::start(&freezer, env);
+}
+
+/// Register every qga command on `builder`, and the freezer's [`guestd_core::Lifecycle`] (it
+/// thaws on start after a crash and on stop).
 pub fn register(
     builder: DispatcherBuilder,
     config: &QgaConfig,
 ) -> Result<DispatcherBuilder, DispatchError> {
-    let freezer = Freezer::new(Duration::from_secs(config.freeze_timeout_secs.max(1)));
-    let mut builder = builder;
+    let freezer = Freezer::new(builder.freeze_flag(), config.freeze_settings());
+    let mut builder = builder.lifecycle(std::sync::Arc::new(freezer.clone()));
     for command in [
         system::PING,
         system::INFO,
@@ -97,11 +124,8 @@ pub fn register(
         hw::MEMORY_BLOCK_INFO,
         hw::DEVICES,
         route::ROUTES,
-    ] {
-        builder = builder.register(command)?;
-    }
-    // Writing to a frozen filesystem would hang the command until the thaw: refused instead.
-    for command in [
+        // Not queries: the dispatcher refuses these while the filesystems are frozen (a write
+        // would hang until the thaw).
         password::SET_USER_PASSWORD,
         keys::ADD,
         keys::REMOVE,
@@ -111,16 +135,13 @@ pub fn register(
         power::SUSPEND_RAM,
         power::SUSPEND_HYBRID,
     ] {
-        builder = builder.register(NotWhileFrozen {
-            command,
-            freezer: freezer.clone(),
-        })?;
+        builder = builder.register(command)?;
     }
     builder
         .register(freeze::StatusHandler(freezer.clone()))?
         .register(freeze::FreezeHandler(freezer.clone()))?
         .register(freeze::FreezeListHandler(freezer.clone()))?
-        .register(fstrim::FstrimHandler(freezer.clone()))?
+        .register(fstrim::FstrimHandler)?
         .register(freeze::ThawHandler(freezer))
 }
 
@@ -154,38 +175,6 @@ impl Handler for QgaCommand {
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         (self.run)(ctx, value).map(|v| guestd_core::qga::ok(&v))
-    }
-}
-
-/// A command refused while this agent holds filesystems frozen.
-#[derive(Debug)]
-struct NotWhileFrozen {
-    command: QgaCommand,
-    freezer: Freezer,
-}
-
-impl Handler for NotWhileFrozen {
-    fn name(&self) -> &'static str {
-        self.command.name
-    }
-
-    fn dialect(&self) -> Dialect {
-        Dialect::Qga
-    }
-
-    fn may_block(&self) -> bool {
-        self.command.blocking
-    }
-
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
-        if self.freezer.is_frozen() {
-            return Err(HandlerError::failed(format!(
-                "Command {} has been disabled: the filesystems are frozen \
-                 (guest-fsfreeze-thaw first)",
-                self.command.name
-            )));
-        }
-        self.command.run(ctx, value)
     }
 }
 

@@ -21,6 +21,7 @@ pub const INTERFACES: QgaCommand = QgaCommand {
         args::<NoArgs>(value)?;
         let cmd = Command::new("ip")
             .args(["-json", "-statistics", "address", "show"])
+            .observes()
             .timeout(Duration::from_secs(10));
         let out = ctx.env.runner.run(&cmd)?.check("ip")?;
         let links: Vec<Value> = serde_json::from_slice(&out.stdout)

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use guestd_core::plan::Expect;
-use guestd_core::{ApplyOptions, Command, Context, HandlerError, Plan, PlannedCommand};
+use guestd_core::{ApplyOptions, Command, Context, Effect, HandlerError, Plan, PlannedCommand};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -103,14 +103,27 @@ fn command(c: Command) -> Plan {
     }
 }
 
-fn apply(ctx: &Context<'_>, plan: &Plan) -> Result<(), HandlerError> {
-    guestd_core::apply(
+/// Suspending through one mechanism failed, or a `--root` sandbox did not let it run (then no
+/// other mechanism is tried: the guest did not refuse, the sandbox did).
+enum Failure {
+    Failed(HandlerError),
+    NotRun(String),
+}
+
+fn apply(ctx: &Context<'_>, plan: &Plan) -> Result<(), Failure> {
+    let applied = guestd_core::apply(
         plan,
         &ctx.env.root,
         ctx.env.runner.as_ref(),
         ApplyOptions::default(),
-    )?;
-    Ok(())
+    )
+    .map_err(|e| Failure::Failed(e.into()))?;
+    match applied.not_run_message() {
+        Some(message) => Err(Failure::NotRun(format!(
+            "the guest was not suspended: {message}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The exit code of a check command; `None` when it cannot run at all.
@@ -136,7 +149,9 @@ pub(crate) fn suspend(ctx: &Context<'_>, mode: Mode) -> Result<(), HandlerError>
     if root.is_dir("/run/systemd/system")
         && status(
             ctx,
-            Command::new("systemctl").args(["status", unit.as_str()]),
+            Command::new("systemctl")
+                .args(["status", unit.as_str()])
+                .observes(),
         )
         .is_some_and(|code| (1..=3).contains(&code))
     {
@@ -148,20 +163,26 @@ pub(crate) fn suspend(ctx: &Context<'_>, mode: Mode) -> Result<(), HandlerError>
         );
         match apply(
             ctx,
-            &command(Command::new("systemctl").arg(mode.systemd_verb())),
+            &command(
+                Command::new("systemctl")
+                    .arg(mode.systemd_verb())
+                    .effect(Effect::Power),
+            ),
         ) {
             Ok(()) => return Ok(()),
-            Err(e) => last_error = Some(e),
+            Err(Failure::NotRun(message)) => return Err(HandlerError::failed(message)),
+            Err(Failure::Failed(e)) => last_error = Some(e),
         }
     }
 
     let (flag, program) = mode.pm_utils();
-    if status(ctx, Command::new("pm-is-supported").arg(flag)) == Some(0) {
+    if status(ctx, Command::new("pm-is-supported").arg(flag).observes()) == Some(0) {
         supported = true;
         info!(mechanism = "pm-utils", program, "suspending");
-        match apply(ctx, &command(Command::new(program))) {
+        match apply(ctx, &command(Command::new(program).effect(Effect::Power))) {
             Ok(()) => return Ok(()),
-            Err(e) => last_error = Some(e),
+            Err(Failure::NotRun(message)) => return Err(HandlerError::failed(message)),
+            Err(Failure::Failed(e)) => last_error = Some(e),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use guestd_core::{Command, HandlerError};
+use guestd_core::{Command, Effect, HandlerError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -34,6 +34,7 @@ pub const SHUTDOWN: QgaCommand = QgaCommand {
         };
         let cmd = Command::new("shutdown")
             .args([flag, "+0", "hypervisor initiated shutdown"])
+            .effect(Effect::Power)
             .timeout(Duration::from_secs(30));
         ctx.env.runner.run(&cmd)?.check("shutdown")?;
         Ok(json!({}))

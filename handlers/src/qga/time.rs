@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use guestd_core::plan::Expect;
 use guestd_core::{
-    ApplyError, ApplyOptions, Command, CommandError, HandlerError, Plan, PlannedCommand, Root,
+    ApplyError, ApplyOptions, Command, CommandError, Effect, HandlerError, Plan, PlannedCommand,
+    Root,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -86,13 +87,18 @@ pub const SET_TIME: QgaCommand = QgaCommand {
             return Err(unsupported("this guest has no hardware clock (RTC)"));
         }
         let plan = set_time_plan(a.time);
-        guestd_core::apply(
+        let applied = guestd_core::apply(
             &plan,
             &ctx.env.root,
             ctx.env.runner.as_ref(),
             ApplyOptions::default(),
         )
         .map_err(|e| set_time_error(&e))?;
+        if let Some(message) = applied.not_run_message() {
+            return Err(HandlerError::failed(format!(
+                "the clock was not set: {message}"
+            )));
+        }
         match a.time {
             Some(t) => info!(time_ns = t, "system clock set and written to the RTC"),
             None => info!("system clock set from the RTC"),
@@ -131,7 +137,7 @@ pub(crate) fn set_time_plan(time_ns: Option<i64>) -> Plan {
     };
     let commands = match time_ns {
         Some(ns) => vec![
-            command(Command::new("date").args([
+            command(Command::new("date").effect(Effect::Clock).args([
                 "-u".to_string(),
                 "-s".to_string(),
                 format!(
@@ -140,9 +146,11 @@ pub(crate) fn set_time_plan(time_ns: Option<i64>) -> Plan {
                     ns.rem_euclid(1_000_000_000)
                 ),
             ])),
-            command(Command::new(HWCLOCK).arg("-w")),
+            command(Command::new(HWCLOCK).arg("-w").effect(Effect::Clock)),
         ],
-        None => vec![command(Command::new(HWCLOCK).arg("-s"))],
+        None => vec![command(
+            Command::new(HWCLOCK).arg("-s").effect(Effect::Clock),
+        )],
     };
     Plan {
         commands,
@@ -157,7 +165,8 @@ fn set_time_error(err: &ApplyError) -> HandlerError {
         ApplyError::Command { source, .. } => match source {
             CommandError::Spawn { program, .. }
             | CommandError::Timeout { program, .. }
-            | CommandError::Failed { program, .. } => program.as_str(),
+            | CommandError::Failed { program, .. }
+            | CommandError::NotRun { program, .. } => program.as_str(),
         },
         ApplyError::Unexpected { program, .. } => program.as_str(),
         ApplyError::File { .. } => "",

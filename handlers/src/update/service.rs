@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use guestd_core::{Command, Root};
+use guestd_core::{Command, Effect, Root};
 
 /// Time a restart command may take.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
@@ -72,6 +72,7 @@ impl Manager {
             Command::new(prog)
                 .args(args.iter().copied())
                 .timeout(RESTART_TIMEOUT)
+                .effect(Effect::Service)
         };
         match self {
             Self::Systemd => vec![cmd("systemctl", &["restart", service])],
@@ -117,6 +118,8 @@ impl Manager {
                 .args(watchdog.iter().cloned()),
         }
         .timeout(Duration::from_secs(30))
+        // It starts the watchdog that restarts guestd.
+        .effect(Effect::Service)
     }
 }
 

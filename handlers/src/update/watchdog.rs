@@ -15,7 +15,7 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guestd_core::{Command, CommandRunner, Root, RootError, WriteOptions};
+use guestd_core::{Command, CommandRunner, Effect, Root, RootError, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -56,6 +56,7 @@ impl Argv {
         Command::new(&self.program)
             .args(self.args.iter().cloned())
             .timeout(Duration::from_secs(self.timeout_secs.max(1)))
+            .effect(Effect::Service)
     }
 }
 

@@ -13,7 +13,9 @@ use std::net::IpAddr;
 use guestd_core::{Command, FileChange, PlannedCommand, WriteOptions, plan::Expect};
 
 use super::ifupdown::read_text;
-use super::{HEADER, RenderContext, Rendered, escape, hash_header, must, strip_assignments};
+use super::{
+    HEADER, RenderContext, Rendered, escape, hash_header, must, set_hostname, strip_assignments,
+};
 use crate::network::model::{Network, NetworkError};
 
 pub const PATH: &str = "/etc/rc.conf";
@@ -191,7 +193,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
     let hostname_commands = net
         .hostname
         .iter()
-        .map(|h| must("hostname", &[h.as_str()]))
+        .map(|h| set_hostname("hostname", &[h.as_str()]))
         .collect();
     let mut checks = Vec::new();
     for iface in &net.interfaces {
@@ -201,7 +203,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
                 IpAddr::V6(ip) => format!("inet6 {ip} prefixlen {} ", a.prefix),
             };
             checks.push(PlannedCommand {
-                command: Command::new("ifconfig").arg(&iface.name),
+                command: Command::new("ifconfig").arg(&iface.name).observes(),
                 expect: Expect::StdoutContains(text),
             });
         }

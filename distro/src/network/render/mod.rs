@@ -22,7 +22,7 @@ mod networkscripts;
 mod wicked;
 mod windows;
 
-use guestd_core::{Command, FileChange, PlannedCommand, Root, plan::Expect};
+use guestd_core::{Command, Effect, FileChange, PlannedCommand, Root, plan::Expect};
 
 use super::manager::Manager;
 use super::model::{IpNet, Network, NetworkError};
@@ -108,7 +108,9 @@ pub fn ip_checks(net: &Network) -> Vec<PlannedCommand> {
     for iface in &net.interfaces {
         for addr in &iface.addresses {
             checks.push(PlannedCommand {
-                command: Command::new("ip").args(["-o", "addr", "show", "dev", &iface.name]),
+                command: Command::new("ip")
+                    .args(["-o", "addr", "show", "dev", &iface.name])
+                    .observes(),
                 expect: Expect::StdoutContains(ip_line(addr)),
             });
         }
@@ -133,7 +135,7 @@ n=$((n+1)); [ $n -ge 30 ] && exit 1; sleep 1; done; done";
             ];
             args.extend(iface.addresses.iter().map(ip_line));
             PlannedCommand {
-                command: Command::new("sh").args(args),
+                command: Command::new("sh").args(args).observes(),
                 expect: Expect::Anything,
             }
         })
@@ -146,17 +148,31 @@ pub fn ip_line(addr: &IpNet) -> String {
     format!("{family} {addr} ")
 }
 
-/// A command that must succeed.
+/// A network command (restart, reload, `netsh`) that must succeed.
 pub fn must(program: &str, args: &[&str]) -> PlannedCommand {
-    Command::new(program).args(args.iter().copied()).into()
+    Command::new(program)
+        .args(args.iter().copied())
+        .effect(Effect::Network)
+        .into()
 }
 
-/// A best-effort command (its result is ignored).
+/// A best-effort network command (its result is ignored).
 pub fn best_effort(program: &str, args: &[&str]) -> PlannedCommand {
     PlannedCommand {
-        command: Command::new(program).args(args.iter().copied()),
+        command: Command::new(program)
+            .args(args.iter().copied())
+            .effect(Effect::Network),
         expect: Expect::Anything,
     }
+}
+
+/// A command that sets the kernel's host name (`hostname NAME`, `hostnamectl set-hostname`);
+/// it must succeed.
+pub fn set_hostname(program: &str, args: &[&str]) -> PlannedCommand {
+    Command::new(program)
+        .args(args.iter().copied())
+        .effect(Effect::Hostname)
+        .into()
 }
 
 /// The same commands, all best effort (for rollback).

@@ -11,22 +11,27 @@
 //! PowerShell script it is a literal through [`escape::ps_quote`] (every kind of single quote
 //! PowerShell accepts is doubled). Addresses are typed; the label is not written.
 
-use guestd_core::{Command, PlannedCommand, plan::Expect};
+use guestd_core::{Command, Effect, PlannedCommand, plan::Expect};
 
 use super::{RenderContext, Rendered, best_effort, escape, must};
 use crate::network::model::{Network, NetworkError};
 
-/// `powershell -Command …` (a quoted PowerShell string uses doubled single quotes).
-fn powershell(script: String, expect: Expect) -> PlannedCommand {
+/// `powershell -Command …` (a quoted PowerShell string uses doubled single quotes); `reach`
+/// marks it as changing the network or only checking it.
+fn powershell(script: String, expect: Expect, reach: fn(Command) -> Command) -> PlannedCommand {
     PlannedCommand {
-        command: Command::new("powershell").args([
+        command: reach(Command::new("powershell").args([
             "-NoProfile",
             "-NonInteractive",
             "-Command",
             &script,
-        ]),
+        ])),
         expect,
     }
+}
+
+fn changes_network(c: Command) -> Command {
+    c.effect(Effect::Network)
 }
 
 pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, NetworkError> {
@@ -80,6 +85,7 @@ pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, Networ
                     "Get-NetIPAddress -InterfaceAlias {alias} -AddressFamily IPv6 -PrefixOrigin Manual -ErrorAction SilentlyContinue | Remove-NetIPAddress -Confirm:$false"
                 ),
                 Expect::Anything,
+                changes_network,
             ));
             let interface = format!("interface={}", iface.name);
             for a in iface.ipv6() {
@@ -181,6 +187,7 @@ pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, Networ
                     escape::ps_quote("address", &a.addr.to_string())?
                 ),
                 Expect::Success,
+                Command::observes,
             ));
         }
         rollback.push(best_effort(
