@@ -59,11 +59,22 @@ impl Guest {
     }
 
     fn call_on(&self, config: &ConfigureConfig, channel: Channel, value: &Value) -> Reply {
+        self.call_in(self.env.clone(), config, channel, value)
+    }
+
+    /// [`Self::call_on`] with another environment (another runner) on this guest's root.
+    fn call_in(
+        &self,
+        env: Env,
+        config: &ConfigureConfig,
+        channel: Channel,
+        value: &Value,
+    ) -> Reply {
         let dispatcher = Arc::new(
             DispatcherBuilder::new()
                 .register(ConfigureHandler::new(config.clone()))
                 .unwrap()
-                .build(self.env.clone()),
+                .build(env),
         );
         let request = json!({"name": "configure", "value": value}).to_string();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -506,4 +517,63 @@ fn an_archive_writes_only_under_its_destination_even_through_an_existing_link() 
             .contains("not in a place only root can change"),
         "{v}"
     );
+}
+
+/// Under `--root` the daemon's runner is the effect sandbox: account tools acting on the tree
+/// (`useradd -R`) run, a `run` script (it could act on the machine) only when
+/// `[sandbox] allow_effects` lists `script`; otherwise it is reported skipped, not changed.
+#[test]
+fn under_the_root_sandbox_a_script_runs_only_when_its_effect_is_allowed() {
+    use guestd_core::{Effect, SandboxRunner};
+    let g = Guest::new();
+    let doc = json!({"resources": [
+        {"name": "user", "kind": "user", "user": "svc", "uid": 2001},
+        {"name": "setup", "kind": "run", "script": "setup.sh", "params": {"PORT": 80}},
+        {"name": "after-setup", "kind": "file", "path": "/etc/after.conf", "content": "x\n",
+         "after": ["setup"]},
+    ]});
+    let call = |allowed: &[Effect]| {
+        let env = Env {
+            runner: Arc::new(SandboxRunner::new(
+                g.runner.clone(),
+                allowed.iter().copied().collect(),
+            )),
+            ..g.env.clone()
+        };
+        g.call_in(env, &config(), Channel::new("test"), &doc)
+    };
+    let reply = call(&[]);
+    assert_eq!(reply.returncode, "500", "{}", reply.message);
+    let v = summary(&reply);
+    assert_eq!(
+        statuses(&v),
+        pairs(&[
+            ("user", "changed"),
+            ("setup", "skipped"),
+            ("after-setup", "skipped")
+        ])
+    );
+    let reason = v["resources"][1]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("script 'setup.sh' not run (the --root sandbox")
+            && reason.ends_with("allow_effects): chroot (script)"),
+        "{reason}"
+    );
+    assert!(v["resources"][1].get("output").is_none(), "{v:#}");
+    let ran = g.runner.lines();
+    assert!(ran.iter().any(|l| l.starts_with("useradd -R ")), "{ran:?}");
+    assert!(!ran.iter().any(|l| l.contains("setup.sh")), "{ran:?}");
+    assert!(!g.path("etc/after.conf").exists());
+
+    let reply = call(&[Effect::Script]);
+    assert_eq!(reply.returncode, "0", "{}", reply.message);
+    assert_eq!(
+        statuses(&summary(&reply)),
+        pairs(&[
+            ("user", "changed"),
+            ("setup", "changed"),
+            ("after-setup", "changed")
+        ])
+    );
+    assert!(g.runner.lines().iter().any(|l| l.contains("setup.sh")));
 }

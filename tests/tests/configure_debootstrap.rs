@@ -3,8 +3,11 @@
 //! runs with `--root` on the copy, so every tool acts inside it and nothing on this machine:
 //! `groupadd -R`/`useradd -R`, `chroot ROOT apt-get` (from a local file: repository made here,
 //! no network), `systemctl --root=ROOT`, the archive written through `Root`, and the script
-//! through `chroot ROOT`. The host side is the real `guestctl configure` over a unix socket,
-//! and a nova-style host writing XenStore with Debian's xenstore-write against test-xenstored.
+//! through `chroot ROOT`. These tools act on the tree only, so the `--root` effect sandbox runs
+//! them; the script could act on the machine, and runs because the test allows that one effect
+//! (`[sandbox] allow_effects = ["script"]`). The host side is the real `guestctl configure` over
+//! a unix socket, and a nova-style host writing XenStore with Debian's xenstore-write against
+//! test-xenstored.
 //!
 //! Needs root (chroot, chown) and the cached root: `tests/vm/guest-root.sh` builds it (once,
 //! with network); scripts/test-all runs it before the tests.
@@ -94,10 +97,13 @@ impl Guest {
         std::fs::create_dir_all(&site).unwrap();
         std::fs::set_permissions(&site, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::write(site.join("site.tar.gz"), site_tarball()).unwrap();
+        // Account, package and service tools act on the tree (-R, --root=, chroot) and run
+        // under the --root sandbox as they are; the script could act on the machine, so the
+        // sandbox runs it only because `script` is allowed here (it writes one file in the tree).
         std::fs::write(
             g.dir.path().join("guestd.toml"),
             "[configure]\nkinds = [\"file\", \"directory\", \"user\", \"group\", \"package\", \
-             \"service\", \"archive\", \"run\"]\n",
+             \"service\", \"archive\", \"run\"]\n[sandbox]\nallow_effects = [\"script\"]\n",
         )
         .unwrap();
         g

@@ -5,9 +5,9 @@
 //! FreeBSD. Supplementary groups are added, never taken away; a user's home is never removed.
 
 use guestd_core::configure::{Ensure, GroupSpec, ResourcePlan, UserSpec};
-use guestd_core::{BackendError, Command, Env, Root};
+use guestd_core::{BackendError, Command, Effect, Env, Root};
 
-use super::{has_tool, in_root, with_root_option};
+use super::{changes, has_tool, in_root, with_root_option};
 use crate::OsFamily;
 
 /// One `/etc/passwd` entry (the fields `configure` compares).
@@ -134,11 +134,11 @@ fn tools(family: OsFamily, env: &Env, what: &str) -> Result<Tools, BackendError>
 }
 
 fn shadow(env: &Env, program: &str, args: &[&str]) -> Result<Command, BackendError> {
-    with_root_option(&env.root, program, "-R", args)
+    with_root_option(&env.root, changes(Effect::Accounts), program, "-R", args)
 }
 
 fn pw(env: &Env, args: &[&str]) -> Result<Command, BackendError> {
-    with_root_option(&env.root, "pw", "-R", args)
+    with_root_option(&env.root, changes(Effect::Accounts), "pw", "-R", args)
 }
 
 /// Plan a `group` resource.
@@ -167,7 +167,13 @@ pub fn plan_group(
             out.change(format!("remove group {name}"));
             match tools {
                 Tools::Shadow => shadow(env, "groupdel", &[name])?,
-                Tools::Busybox => in_root(&env.root, "delgroup", &[name], &[])?,
+                Tools::Busybox => in_root(
+                    &env.root,
+                    changes(Effect::Accounts),
+                    "delgroup",
+                    &[name],
+                    &[],
+                )?,
                 Tools::Pw => pw(env, &["groupdel", name])?,
             }
         }
@@ -193,7 +199,7 @@ pub fn plan_group(
                         args.push("-S");
                     }
                     args.push(name);
-                    in_root(&env.root, "addgroup", &args, &[])?
+                    in_root(&env.root, changes(Effect::Accounts), "addgroup", &args, &[])?
                 }
                 Tools::Pw => {
                     args.extend(["groupadd", name]);
@@ -255,7 +261,13 @@ pub fn plan_user(
             out.change(format!("remove user {name} (its home is kept)"));
             let cmd = match tools {
                 Tools::Shadow => shadow(env, "userdel", &[name])?,
-                Tools::Busybox => in_root(&env.root, "deluser", &[name], &[])?,
+                Tools::Busybox => in_root(
+                    &env.root,
+                    changes(Effect::Accounts),
+                    "deluser",
+                    &[name],
+                    &[],
+                )?,
                 Tools::Pw => pw(env, &["userdel", name])?,
             };
             out.plan.commands.push(cmd.into());
@@ -345,9 +357,19 @@ fn create_user(
                 args.push("-H");
             }
             args.push(name);
-            commands.push(in_root(&env.root, "adduser", &args, &[])?.into());
+            commands
+                .push(in_root(&env.root, changes(Effect::Accounts), "adduser", &args, &[])?.into());
             for g in &spec.groups {
-                commands.push(in_root(&env.root, "addgroup", &[name, g], &[])?.into());
+                commands.push(
+                    in_root(
+                        &env.root,
+                        changes(Effect::Accounts),
+                        "addgroup",
+                        &[name, g],
+                        &[],
+                    )?
+                    .into(),
+                );
             }
         }
         Tools::Pw => {
@@ -473,9 +495,16 @@ fn modify_user(
                 )));
             }
             for g in missing {
-                out.plan
-                    .commands
-                    .push(in_root(&env.root, "addgroup", &[name, g], &[])?.into());
+                out.plan.commands.push(
+                    in_root(
+                        &env.root,
+                        changes(Effect::Accounts),
+                        "addgroup",
+                        &[name, g],
+                        &[],
+                    )?
+                    .into(),
+                );
             }
         }
     }

@@ -280,6 +280,8 @@ fn plan_label(
     Ok(())
 }
 
+/// `chcon`/`restorecon` on a path of the guest's tree: they change or read labels of the
+/// guest's files, nothing beyond them.
 fn tool(program: &str, args: &[&str]) -> Command {
     Command::new(program)
         .args(args.iter().copied())
@@ -288,6 +290,7 @@ fn tool(program: &str, args: &[&str]) -> Command {
             ("LC_ALL".into(), "C".into()),
         ])
         .timeout(super::TOOL_TIMEOUT)
+        .root_local()
 }
 
 #[cfg(all(test, unix))]

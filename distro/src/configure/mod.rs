@@ -19,6 +19,15 @@
 //! `update-rc.d`, a `run` script). A running service cannot be started or stopped in such a
 //! tree (no service manager runs for it): that part of a `service` resource is reported, not
 //! done (see [`services`]).
+//!
+//! # What the tools reach
+//!
+//! Every command says what it reaches (`guestd_core::effect`), so that a `--root` sandbox
+//! runs what acts on the tree and refuses the rest unless `[sandbox] allow_effects` lists it.
+//! Under `--root` an account, package or service tool acts on the tree only
+//! ([`Reach::Root`]); on the guest itself it changes the machine (`accounts`, `install`,
+//! `service`) or only looks ([`Reach::Observe`]). A `run` script is always
+//! [`Effect::Script`]: `chroot` puts it in the tree, but what it does is up to it.
 
 pub mod accounts;
 pub mod archive;
@@ -31,7 +40,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use guestd_core::configure::{Principal, ResourceContext, ResourcePlan, ResourceSpec};
-use guestd_core::{BackendError, Command, Env, Root};
+use guestd_core::{BackendError, Command, Effect, Env, Reach, Root};
 
 use crate::OsFamily;
 pub use crate::init::InitSystem;
@@ -78,11 +87,27 @@ pub fn sandbox_dir(root: &Root) -> Result<Option<&str>, BackendError> {
         .transpose()
 }
 
-/// `program args…` run inside the guest's tree: as it is on the guest itself, through
-/// `chroot DIR` under `--root DIR`. The environment is cleared to [`TOOL_PATH`] and `LC_ALL=C`
-/// (tools' output is parsed) plus `env`.
+/// What a tool reaches: `on_guest` on the guest itself, only the tree under `--root` (where it
+/// acts on the tree through its root option or `chroot`).
+fn tool_reach(root: &Root, on_guest: Reach) -> Reach {
+    if root.is_sandbox() {
+        Reach::Root
+    } else {
+        on_guest
+    }
+}
+
+/// A tool that changes the machine's `effect` on the guest itself.
+pub fn changes(effect: Effect) -> Reach {
+    Reach::Machine(effect)
+}
+
+/// `program args…` run inside the guest's tree: as it is on the guest itself (reaching
+/// `on_guest`), through `chroot DIR` under `--root DIR` (reaching only the tree). The
+/// environment is cleared to [`TOOL_PATH`] and `LC_ALL=C` (tools' output is parsed) plus `env`.
 pub fn in_root(
     root: &Root,
+    on_guest: Reach,
     program: &str,
     args: &[&str],
     env: &[(&str, &str)],
@@ -99,14 +124,18 @@ pub fn in_root(
             .arg(program)
             .args(args.iter().copied()),
     };
-    Ok(cmd.clear_env(vars).timeout(TOOL_TIMEOUT))
+    let mut cmd = cmd.clear_env(vars).timeout(TOOL_TIMEOUT);
+    cmd.reach = tool_reach(root, on_guest);
+    Ok(cmd)
 }
 
 /// `program [ROOT_OPTION DIR] args…`: a tool with its own option for acting on another root
 /// (`useradd -R DIR`, `systemctl --root=DIR`); `root_option` is how it takes the directory
-/// (`"-R"` gives `-R DIR`, `"--root="` gives `--root=DIR`).
+/// (`"-R"` gives `-R DIR`, `"--root="` gives `--root=DIR`). It reaches `on_guest` on the
+/// guest itself, only the tree under `--root`.
 pub fn with_root_option(
     root: &Root,
+    on_guest: Reach,
     program: &str,
     root_option: &str,
     args: &[&str],
@@ -119,13 +148,15 @@ pub fn with_root_option(
             cmd.arg(root_option).arg(dir)
         };
     }
-    Ok(cmd
+    let mut cmd = cmd
         .args(args.iter().copied())
         .clear_env(vec![
             ("PATH".into(), TOOL_PATH.into()),
             ("LC_ALL".into(), "C".into()),
         ])
-        .timeout(TOOL_TIMEOUT))
+        .timeout(TOOL_TIMEOUT);
+    cmd.reach = tool_reach(root, on_guest);
+    Ok(cmd)
 }
 
 /// Whether the guest has `program`: in its usual directories inside a sandbox tree, on the
@@ -203,27 +234,43 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = Root::sandbox(d.path()).unwrap();
         let base = root.base().unwrap().display().to_string();
-        let cmd = in_root(&root, "apt-get", &["install", "-y", "x"], &[]).unwrap();
+        let install = changes(Effect::Install);
+        let cmd = in_root(&root, install, "apt-get", &["install", "-y", "x"], &[]).unwrap();
         assert_eq!(
             cmd.command_line(),
             format!("chroot {base} apt-get install -y x")
         );
-        let cmd = with_root_option(&root, "useradd", "-R", &["app"]).unwrap();
+        // Acting on the tree only, so the --root sandbox runs it.
+        assert_eq!(cmd.reach, Reach::Root);
+        let accounts = changes(Effect::Accounts);
+        let cmd = with_root_option(&root, accounts, "useradd", "-R", &["app"]).unwrap();
         assert_eq!(cmd.command_line(), format!("useradd -R {base} app"));
-        let cmd = with_root_option(&root, "systemctl", "--root=", &["enable", "x"]).unwrap();
+        assert_eq!(cmd.reach, Reach::Root);
+        let service = changes(Effect::Service);
+        let cmd =
+            with_root_option(&root, service, "systemctl", "--root=", &["enable", "x"]).unwrap();
         assert_eq!(
             cmd.command_line(),
             format!("systemctl --root={base} enable x")
         );
-        let system = Root::system();
-        assert_eq!(
-            in_root(&system, "apt-get", &["-y"], &[])
-                .unwrap()
-                .command_line(),
-            "apt-get -y"
-        );
+        assert_eq!(cmd.reach, Reach::Root);
         let env = cmd.env.unwrap();
         assert!(env.contains(&("LC_ALL".into(), "C".into())));
+        // On the guest itself the same tools change the machine, or only look.
+        let system = Root::system();
+        let cmd = in_root(&system, install, "apt-get", &["-y"], &[]).unwrap();
+        assert_eq!(cmd.command_line(), "apt-get -y");
+        assert_eq!(cmd.reach, Reach::Machine(Effect::Install));
+        let cmd = with_root_option(
+            &system,
+            Reach::Observe,
+            "systemctl",
+            "--root=",
+            &["is-active", "x"],
+        )
+        .unwrap();
+        assert_eq!(cmd.command_line(), "systemctl is-active x");
+        assert_eq!(cmd.reach, Reach::Observe);
     }
 
     #[test]

@@ -16,9 +16,9 @@
 //! nothing here adds a repository or refreshes an index.
 
 use guestd_core::configure::{Ensure, PackageSource, PackageSpec, ResourcePlan};
-use guestd_core::{BackendError, Command, Env, PlannedCommand, Root};
+use guestd_core::{BackendError, Command, Effect, Env, PlannedCommand, Reach, Root};
 
-use super::{PACKAGE_TIMEOUT, first_line, has_tool, in_root, with_root_option};
+use super::{PACKAGE_TIMEOUT, changes, first_line, has_tool, in_root, with_root_option};
 use crate::OsFamily;
 
 /// What is installed of a package.
@@ -150,6 +150,7 @@ impl Manager {
             Self::Dnf | Self::Yum | Self::Zypper => {
                 let cmd = with_root_option(
                     &env.root,
+                    Reach::Observe,
                     "rpm",
                     "--root",
                     &["-q", "--qf", "%{EPOCH}:%{VERSION}-%{RELEASE}\\n", name],
@@ -164,7 +165,13 @@ impl Manager {
                 })
             }
             Self::Pkg => {
-                let cmd = with_root_option(&env.root, "pkg", "-c", &["query", "%v", name])?;
+                let cmd = with_root_option(
+                    &env.root,
+                    Reach::Observe,
+                    "pkg",
+                    "-c",
+                    &["query", "%v", name],
+                )?;
                 let out = env.runner.run(&cmd)?;
                 Ok(if out.success() {
                     Installed::Version(first_line(&out.stdout))
@@ -173,7 +180,8 @@ impl Manager {
                 })
             }
             Self::Pacman => {
-                let cmd = with_root_option(&env.root, "pacman", "--root", &["-Q", name])?;
+                let cmd =
+                    with_root_option(&env.root, Reach::Observe, "pacman", "--root", &["-Q", name])?;
                 let out = env.runner.run(&cmd)?;
                 Ok(if out.success() {
                     let line = first_line(&out.stdout);
@@ -183,7 +191,7 @@ impl Manager {
                 })
             }
             Self::Pip => {
-                let cmd = pip(&env.root, &["show", name])?;
+                let cmd = pip(&env.root, Reach::Observe, &["show", name])?;
                 let out = env.runner.run(&cmd)?;
                 if !out.success() {
                     return Ok(Installed::No);
@@ -220,7 +228,13 @@ impl Manager {
             }
             Self::Dnf | Self::Yum => {
                 let target = version.map_or(name.to_string(), |v| format!("{name}-{v}"));
-                in_root(root, self.name(), &["-y", "install", &target], &[])?
+                in_root(
+                    root,
+                    changes(Effect::Install),
+                    self.name(),
+                    &["-y", "install", &target],
+                    &[],
+                )?
             }
             Self::Zypper => {
                 let target = version.map_or(name.to_string(), |v| format!("{name}={v}"));
@@ -229,20 +243,32 @@ impl Manager {
                     args.push("--oldpackage");
                 }
                 args.push(&target);
-                in_root(root, "zypper", &args, &[])?
+                in_root(root, changes(Effect::Install), "zypper", &args, &[])?
             }
             Self::Apk => {
                 let target = version.map_or(name.to_string(), |v| format!("{name}={v}"));
-                with_root_option(root, "apk", "--root", &["add", &target])?
+                with_root_option(
+                    root,
+                    changes(Effect::Install),
+                    "apk",
+                    "--root",
+                    &["add", &target],
+                )?
             }
-            Self::Pkg => {
-                with_root_option(root, "pkg", "-c", &["install", "-y", name])?.clear_env(vec![
-                    ("PATH".into(), super::TOOL_PATH.into()),
-                    ("ASSUME_ALWAYS_YES".into(), "yes".into()),
-                ])
-            }
+            Self::Pkg => with_root_option(
+                root,
+                changes(Effect::Install),
+                "pkg",
+                "-c",
+                &["install", "-y", name],
+            )?
+            .clear_env(vec![
+                ("PATH".into(), super::TOOL_PATH.into()),
+                ("ASSUME_ALWAYS_YES".into(), "yes".into()),
+            ]),
             Self::Pacman => with_root_option(
                 root,
+                changes(Effect::Install),
                 "pacman",
                 "--root",
                 &["-S", "--noconfirm", "--needed", name],
@@ -251,6 +277,7 @@ impl Manager {
                 let target = version.map_or(name.to_string(), |v| format!("{name}=={v}"));
                 pip(
                     root,
+                    changes(Effect::Install),
                     &[
                         "install",
                         "--disable-pip-version-check",
@@ -267,14 +294,42 @@ impl Manager {
         let root = &env.root;
         let cmd = match self {
             Self::Apt => return apt(root, &["remove", "-y", "-q", name]),
-            Self::Dnf | Self::Yum => in_root(root, self.name(), &["-y", "remove", name], &[])?,
-            Self::Zypper => in_root(root, "zypper", &["--non-interactive", "remove", name], &[])?,
-            Self::Apk => with_root_option(root, "apk", "--root", &["del", name])?,
-            Self::Pkg => with_root_option(root, "pkg", "-c", &["delete", "-y", name])?,
-            Self::Pacman => {
-                with_root_option(root, "pacman", "--root", &["-R", "--noconfirm", name])?
-            }
-            Self::Pip => pip(root, &["uninstall", "-y", name])?,
+            Self::Dnf | Self::Yum => in_root(
+                root,
+                changes(Effect::Install),
+                self.name(),
+                &["-y", "remove", name],
+                &[],
+            )?,
+            Self::Zypper => in_root(
+                root,
+                changes(Effect::Install),
+                "zypper",
+                &["--non-interactive", "remove", name],
+                &[],
+            )?,
+            Self::Apk => with_root_option(
+                root,
+                changes(Effect::Install),
+                "apk",
+                "--root",
+                &["del", name],
+            )?,
+            Self::Pkg => with_root_option(
+                root,
+                changes(Effect::Install),
+                "pkg",
+                "-c",
+                &["delete", "-y", name],
+            )?,
+            Self::Pacman => with_root_option(
+                root,
+                changes(Effect::Install),
+                "pacman",
+                "--root",
+                &["-R", "--noconfirm", name],
+            )?,
+            Self::Pip => pip(root, changes(Effect::Install), &["uninstall", "-y", name])?,
         };
         Ok(cmd.timeout(PACKAGE_TIMEOUT))
     }
@@ -283,6 +338,7 @@ impl Manager {
 fn apt(root: &Root, args: &[&str]) -> Result<Command, BackendError> {
     Ok(in_root(
         root,
+        changes(Effect::Install),
         "apt-get",
         args,
         &[("DEBIAN_FRONTEND", "noninteractive")],
@@ -290,10 +346,10 @@ fn apt(root: &Root, args: &[&str]) -> Result<Command, BackendError> {
     .timeout(PACKAGE_TIMEOUT))
 }
 
-fn pip(root: &Root, args: &[&str]) -> Result<Command, BackendError> {
+fn pip(root: &Root, on_guest: Reach, args: &[&str]) -> Result<Command, BackendError> {
     let mut all = vec!["-m", "pip"];
     all.extend_from_slice(args);
-    in_root(root, "python3", &all, &[])
+    in_root(root, on_guest, "python3", &all, &[])
 }
 
 /// dpkg's database (`/var/lib/dpkg/status`): the version of `name` when its status is

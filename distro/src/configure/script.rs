@@ -14,9 +14,12 @@
 //! program starts), with no arguments and no shell in between. On the guest itself it runs as
 //! it is; under `--root DIR` it runs as `chroot DIR SCRIPT`, i.e. inside that tree (chroot is not
 //! a security boundary: the script is the guest administrator's own code and runs as root).
+//! Whatever the root, the command is classified [`Effect::Script`]: under `--root` the sandbox
+//! runs it only when `[sandbox] allow_effects` lists `script`, and reports it as not run
+//! otherwise.
 
 use guestd_core::configure::{ResourceContext, ResourcePlan, RunSpec};
-use guestd_core::{BackendError, Command, Env, PlannedCommand, RootError};
+use guestd_core::{BackendError, Command, Effect, Env, PlannedCommand, RootError};
 
 use super::{TOOL_PATH, join, sandbox_dir};
 use crate::OsFamily;
@@ -61,9 +64,9 @@ pub fn plan_run(
         Some(base) => Command::new("chroot").arg(base).arg(&path),
     };
     let timeout = spec.timeout.unwrap_or(context.settings.script_timeout);
-    out.plan
-        .commands
-        .push(PlannedCommand::from(cmd.clear_env(vars).timeout(timeout)));
+    out.plan.commands.push(PlannedCommand::from(
+        cmd.clear_env(vars).timeout(timeout).effect(Effect::Script),
+    ));
     Ok(out)
 }
 

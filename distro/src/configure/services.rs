@@ -18,9 +18,9 @@
 //! `systemctl` itself does in a chroot ("Running in chroot, ignoring command").
 
 use guestd_core::configure::{ResourceContext, ResourcePlan, ServiceSpec, ServiceState};
-use guestd_core::{BackendError, Command, Env, FileChange, PlannedCommand};
+use guestd_core::{BackendError, Command, Effect, Env, FileChange, PlannedCommand, Reach};
 
-use super::{first_line, has_tool, in_root, with_root_option};
+use super::{changes, first_line, has_tool, in_root, with_root_option};
 use crate::init::InitSystem;
 
 /// Plan a `service` resource.
@@ -152,7 +152,13 @@ impl Manager {
         let root = &env.root;
         match self {
             Self::Systemd => {
-                let cmd = with_root_option(root, "systemctl", "--root=", &["is-enabled", name])?;
+                let cmd = with_root_option(
+                    root,
+                    Reach::Observe,
+                    "systemctl",
+                    "--root=",
+                    &["is-enabled", name],
+                )?;
                 let out = env.runner.run(&cmd)?;
                 let state = first_line(&out.stdout);
                 match state.as_str() {
@@ -189,7 +195,7 @@ impl Manager {
             }
             Self::RcD => {
                 let var = format!("{name}_enable");
-                let cmd = with_root_option(root, "sysrc", "-R", &["-n", &var])?;
+                let cmd = with_root_option(root, Reach::Observe, "sysrc", "-R", &["-n", &var])?;
                 let out = env.runner.run(&cmd)?;
                 Ok(out.success() && first_line(&out.stdout).eq_ignore_ascii_case("YES"))
             }
@@ -218,12 +224,14 @@ impl Manager {
         let commands: Vec<Command> = match self {
             Self::Systemd => vec![with_root_option(
                 root,
+                changes(Effect::Service),
                 "systemctl",
                 "--root=",
                 &[if enable { "enable" } else { "disable" }, name],
             )?],
             Self::OpenRc { running: true } => vec![in_root(
                 root,
+                changes(Effect::Service),
                 "rc-update",
                 &[if enable { "add" } else { "del" }, name, "default"],
                 &[],
@@ -244,26 +252,68 @@ impl Manager {
             Self::SysV { update_rc_d: true } => {
                 if enable {
                     vec![
-                        in_root(root, "update-rc.d", &[name, "defaults"], &[])?,
-                        in_root(root, "update-rc.d", &[name, "enable"], &[])?,
+                        in_root(
+                            root,
+                            changes(Effect::Service),
+                            "update-rc.d",
+                            &[name, "defaults"],
+                            &[],
+                        )?,
+                        in_root(
+                            root,
+                            changes(Effect::Service),
+                            "update-rc.d",
+                            &[name, "enable"],
+                            &[],
+                        )?,
                     ]
                 } else {
-                    vec![in_root(root, "update-rc.d", &[name, "disable"], &[])?]
+                    vec![in_root(
+                        root,
+                        changes(Effect::Service),
+                        "update-rc.d",
+                        &[name, "disable"],
+                        &[],
+                    )?]
                 }
             }
             Self::SysV { update_rc_d: false } => {
                 if enable {
                     vec![
-                        in_root(root, "chkconfig", &["--add", name], &[])?,
-                        in_root(root, "chkconfig", &[name, "on"], &[])?,
+                        in_root(
+                            root,
+                            changes(Effect::Service),
+                            "chkconfig",
+                            &["--add", name],
+                            &[],
+                        )?,
+                        in_root(
+                            root,
+                            changes(Effect::Service),
+                            "chkconfig",
+                            &[name, "on"],
+                            &[],
+                        )?,
                     ]
                 } else {
-                    vec![in_root(root, "chkconfig", &[name, "off"], &[])?]
+                    vec![in_root(
+                        root,
+                        changes(Effect::Service),
+                        "chkconfig",
+                        &[name, "off"],
+                        &[],
+                    )?]
                 }
             }
             Self::RcD => {
                 let setting = format!("{name}_enable={}", if enable { "YES" } else { "NO" });
-                vec![with_root_option(root, "sysrc", "-R", &[&setting])?]
+                vec![with_root_option(
+                    root,
+                    changes(Effect::Service),
+                    "sysrc",
+                    "-R",
+                    &[&setting],
+                )?]
             }
             Self::Scm => vec![scm(&[
                 "config",
@@ -284,25 +334,34 @@ impl Manager {
             Self::Systemd => {
                 let out = env.runner.run(&with_root_option(
                     root,
+                    Reach::Observe,
                     "systemctl",
                     "--root=",
                     &["is-active", name],
                 )?)?;
                 return Ok(first_line(&out.stdout) == "active");
             }
-            Self::OpenRc { .. } => {
-                env.runner
-                    .run(&in_root(root, "rc-service", &[name, "status"], &[])?)?
-            }
+            Self::OpenRc { .. } => env.runner.run(&in_root(
+                root,
+                Reach::Observe,
+                "rc-service",
+                &[name, "status"],
+                &[],
+            )?)?,
             Self::SysV { .. } => env.runner.run(&in_root(
                 root,
+                Reach::Observe,
                 &format!("/etc/init.d/{name}"),
                 &["status"],
                 &[],
             )?)?,
-            Self::RcD => env
-                .runner
-                .run(&in_root(root, "service", &[name, "onestatus"], &[])?)?,
+            Self::RcD => env.runner.run(&in_root(
+                root,
+                Reach::Observe,
+                "service",
+                &[name, "onestatus"],
+                &[],
+            )?)?,
             Self::Scm => {
                 let out = env.runner.run(&scm(&["query", name]))?;
                 // 4 RUNNING; 2 START_PENDING counts as on its way.
@@ -317,19 +376,28 @@ impl Manager {
         Ok(match self {
             Self::Systemd => vec![with_root_option(
                 root,
+                changes(Effect::Service),
                 "systemctl",
                 "--root=",
                 &[action, name],
             )?],
-            Self::OpenRc { .. } => vec![in_root(root, "rc-service", &[name, action], &[])?],
+            Self::OpenRc { .. } => vec![in_root(
+                root,
+                changes(Effect::Service),
+                "rc-service",
+                &[name, action],
+                &[],
+            )?],
             Self::SysV { .. } => vec![in_root(
                 root,
+                changes(Effect::Service),
                 &format!("/etc/init.d/{name}"),
                 &[action],
                 &[],
             )?],
             Self::RcD => vec![in_root(
                 root,
+                changes(Effect::Service),
                 "service",
                 &[name, &format!("one{action}")],
                 &[],
@@ -342,10 +410,15 @@ impl Manager {
     }
 }
 
+/// `sc.exe qc|query` only look; `sc.exe config` changes how the machine starts a service.
 fn scm(args: &[&str]) -> Command {
-    Command::new("sc.exe")
+    let cmd = Command::new("sc.exe")
         .args(args.iter().copied())
-        .timeout(super::TOOL_TIMEOUT)
+        .timeout(super::TOOL_TIMEOUT);
+    match args.first() {
+        Some(&("qc" | "query")) => cmd.observes(),
+        _ => cmd.effect(Effect::Service),
+    }
 }
 
 /// `net.exe start|stop` waits for the service to get there (`sc.exe` only asks).
@@ -353,6 +426,7 @@ fn net(args: &[&str]) -> Command {
     Command::new("net.exe")
         .args(args.iter().copied())
         .timeout(super::TOOL_TIMEOUT)
+        .effect(Effect::Service)
 }
 
 /// The number of an `sc.exe` field (`        STATE              : 4  RUNNING`).

@@ -21,6 +21,11 @@
 //! permissions); a refusal changes nothing. Then resources run in order: a failure skips the
 //! resources that come after it and leaves independent ones applied; with `"atomic": true`
 //! the first failure stops the run and every file change of the run is put back.
+//!
+//! Under `--root` the daemon's runner is the effect sandbox (`guestd_core::effect`): account,
+//! package and service tools act on the tree and run; a `run` script reaches the machine
+//! (`script`) and runs only when `[sandbox] allow_effects` lists it. A resource with a command
+//! the sandbox did not run is reported `skipped` with what was not run, and the reply is `500`.
 
 pub mod document;
 pub mod order;
@@ -426,6 +431,20 @@ impl ConfigureHandler {
             journal,
         ) {
             Ok(applied) => {
+                if let Some(message) = applied.not_run_message() {
+                    // The --root sandbox kept a command off the machine (a `run` script unless
+                    // `[sandbox] allow_effects` lists `script`): not done, so not "changed".
+                    out.status = Status::Skipped;
+                    out.reason = Some(match &r.spec {
+                        ResourceSpec::Run(run) => format!("script '{}' {message}", run.script),
+                        _ => message,
+                    });
+                    if !applied.changed.is_empty() {
+                        out.notes
+                            .push(format!("files changed: {}", applied.changed.join(", ")));
+                    }
+                    return out;
+                }
                 if let (ResourceSpec::Run(_), Some(o)) = (&r.spec, applied.outputs.last()) {
                     out.output = Some(ScriptOutput::new(o.code, &o.stdout, &o.stderr, max));
                 }

@@ -27,7 +27,8 @@ pub enum Status {
     /// It was changed (in a dry run: it would be).
     Changed,
     Failed,
-    /// Not tried (a dependency failed, or an atomic document stopped).
+    /// Not tried (a dependency failed, or an atomic document stopped), or not done (the
+    /// `--root` sandbox kept its command off the machine).
     Skipped,
 }
 
