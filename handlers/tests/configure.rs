@@ -542,6 +542,21 @@ fn under_the_root_sandbox_a_script_runs_only_when_its_effect_is_allowed() {
         };
         g.call_in(env, &config(), Channel::new("test"), &doc)
     };
+    // A dry run says which effect decides.
+    let mut dry = doc.clone();
+    dry["dry_run"] = json!(true);
+    let env = Env {
+        runner: Arc::new(SandboxRunner::new(g.runner.clone(), Default::default())),
+        ..g.env.clone()
+    };
+    let v = summary(&g.call_in(env, &config(), Channel::new("test"), &dry));
+    assert_eq!(v["resources"][1]["status"], "changed", "{v:#}");
+    assert_eq!(
+        v["resources"][1]["notes"][0],
+        "under --root, 'chroot' runs only if [sandbox] allow_effects lists 'script'"
+    );
+    assert!(g.runner.lines().is_empty());
+
     let reply = call(&[]);
     assert_eq!(reply.returncode, "500", "{}", reply.message);
     let v = summary(&reply);

@@ -25,7 +25,8 @@
 //! Under `--root` the daemon's runner is the effect sandbox (`guestd_core::effect`): account,
 //! package and service tools act on the tree and run; a `run` script reaches the machine
 //! (`script`) and runs only when `[sandbox] allow_effects` lists it. A resource with a command
-//! the sandbox did not run is reported `skipped` with what was not run, and the reply is `500`.
+//! the sandbox did not run is reported `skipped` with what was not run, and the reply is `500`;
+//! a dry run under `--root` notes which effect the sandbox will decide on.
 
 pub mod document;
 pub mod order;
@@ -38,7 +39,8 @@ use std::time::Duration;
 use guestd_core::configure::{ConfigureSettings, ResourceContext, ResourceKind, ResourceSpec};
 use guestd_core::plan::{ApplyOptions, Journal, apply_journaled};
 use guestd_core::{
-    ApplyError, CommandError, Context, Env, Handler, HandlerError, PathPolicy, Reply, RootError,
+    ApplyError, CommandError, Context, Env, Handler, HandlerError, PathPolicy, Reach, Reply,
+    RootError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -416,7 +418,22 @@ impl ConfigureHandler {
         let mut out = ResourceResult::new(&r.name, kind, status);
         out.changes = plan.changes.clone();
         out.notes = plan.notes.clone();
-        if doc.dry_run || plan.plan.is_empty() {
+        if doc.dry_run {
+            if env.root.is_sandbox() {
+                // The sandbox's allow list is the daemon's: say what it decides on.
+                for cmd in &plan.plan.commands {
+                    if let Reach::Machine(effect) = cmd.command.reach {
+                        out.notes.push(format!(
+                            "under --root, '{}' runs only if [sandbox] allow_effects lists \
+                             '{effect}'",
+                            cmd.command.program
+                        ));
+                    }
+                }
+            }
+            return out;
+        }
+        if plan.plan.is_empty() {
             return out;
         }
         let options = ApplyOptions {
