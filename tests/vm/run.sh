@@ -32,7 +32,7 @@ DOM=guestd-vmtest
 AGENT=${GUESTD_VM_AGENT:-guestd}
 case "$AGENT" in
   guestd) UNIT=guestd
-    ENABLE_EXEC='mv /etc/guestd/vmtest-exec.toml /etc/guestd/conf.d/50-vmtest-exec.toml && systemctl restart guestd';;
+    ENABLE_EXEC='mkdir -p /etc/guestd/conf.d && mv /etc/guestd/vmtest-exec.toml /etc/guestd/conf.d/50-vmtest-exec.toml && systemctl restart guestd';;
   qemu-ga) UNIT=qemu-guest-agent
     ENABLE_EXEC="sed -i '/^block-rpcs=/d' /etc/qemu/qemu-ga.conf && systemctl restart qemu-guest-agent";;
   *) echo "GUESTD_VM_AGENT: guestd or qemu-ga, not '$AGENT'"; exit 2;;

@@ -10,7 +10,9 @@
 //! - [`transport`]: the [`Transport`] trait and the shutdown signal; [`channel_spec`]: the one
 //!   grammar naming a channel (`[qga+]KIND:ADDRESS`) for guestd and guestctl.
 //! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
-//!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use.
+//!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use; [`process`]:
+//!   programs started for the host that run on their own ([`ProcessSpawner`], qga's
+//!   `guest-exec`).
 //! - [`effect`]: what each command reaches beyond the files ([`Effect`]), and the
 //!   [`SandboxRunner`] that keeps those effects off the machine under `--root`.
 //! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
@@ -29,6 +31,7 @@ pub mod dispatch;
 pub mod effect;
 pub mod framing;
 pub mod plan;
+pub mod process;
 pub mod qga;
 pub mod retry;
 pub mod root;
@@ -50,6 +53,10 @@ pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
 pub use plan::{
     ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Journal, Plan, PlannedCommand, apply,
     apply_journaled,
+};
+pub use process::{
+    Capture, Captured, ExitReport, OutputBudget, OutputLimits, ProcessSpawner, SpawnSpec,
+    SpawnedProcess, SystemSpawner, Termination,
 };
 pub use root::{FileMeta, PathPolicy, Root, RootError, Snapshot, WriteOptions};
 pub use runner::{Command, CommandError, CommandRunner, Output, SystemRunner};

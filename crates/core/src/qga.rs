@@ -196,9 +196,12 @@ pub fn encode_reply(name: &str, reply: &Reply, id: Option<&Value>) -> Option<Str
             "CommandNotFound",
             format!("The command {name} has not been found"),
         ),
+        // qapi/qmp-dispatch.c's words with the reason qemu-ga 10 gives for a command its
+        // --allow-rpcs/--block-rpcs leave out (7.2 stops after "disabled"; much older QEMUs
+        // said "The command ... has been disabled for this instance", as a GenericError).
         code::FORBIDDEN => (
             "CommandNotFound",
-            format!("The command {name} has been disabled for this instance"),
+            format!("Command {name} has been disabled: the command is not allowed"),
         ),
         _ => ("GenericError", reply.message.clone()),
     };
@@ -430,6 +433,11 @@ mod tests {
         assert_eq!(
             r,
             r#"{"error": {"class":"CommandNotFound","desc":"The command nope has not been found"}}"#
+        );
+        let r = encode_reply("guest-exec", &Reply::new(code::FORBIDDEN, "x"), None).unwrap();
+        assert_eq!(
+            r,
+            r#"{"error": {"class":"CommandNotFound","desc":"Command guest-exec has been disabled: the command is not allowed"}}"#
         );
         assert!(encode_reply("guest-shutdown", &Reply::ok("{}"), None).is_none());
         let e = encode_reply("guest-shutdown", &Reply::error("boom"), None).unwrap();

@@ -66,6 +66,8 @@
 //! [`Root::resolve`] turns a guest path into a host path string for an *external command*;
 //! anything guestd itself reads or writes goes through the handle-based methods.
 
+#[cfg(unix)]
+mod open_file;
 mod policy;
 #[cfg(all(test, unix))]
 mod tests_unix;
@@ -85,6 +87,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeroize::Zeroizing;
 
+#[cfg(unix)]
+pub use open_file::{NEW_FILE_MODE, OpenMode, OpenedFile};
 pub use policy::PathPolicy;
 
 #[cfg(unix)]
@@ -125,6 +129,11 @@ pub enum RootError {
     Untrusted { path: String, reason: &'static str },
     #[error("writing '{0}' is not allowed by this guest's configuration")]
     Denied(String),
+    /// [`Root::open_file`]'s caller refused the path as reached (links followed).
+    #[error(
+        "'{path}' is not under a path this guest's configuration allows (reached as '{reached}')"
+    )]
+    NotAllowed { path: String, reached: String },
     #[error(
         "'{0}' can be changed by an unprivileged user (it must belong to root and be writable \
          only by it)"

@@ -26,10 +26,33 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
         .register(AgentUpdateHandler::new(config.update.clone()))?
         .register(KmsActivateHandler)?
         .register(ConfigureHandler::new(config.configure.clone()))?;
-    let builder = guestd_handlers::qga::register(builder, &config.qga)?;
+    // guest-exec's programs would run on this machine even under --root: contained like the
+    // command runner ([sandbox] allow_effects = ["other"] lets them run).
+    let spawner = guestd_core::process::contain(
+        &env.root,
+        Arc::new(guestd_core::SystemSpawner),
+        &config.sandbox,
+    );
+    let builder = guestd_handlers::qga::register_with(builder, &config.qga, spawner)?;
 
     let commands = &config.commands;
+    // guest-exec and guest-file-* stay off unless [qga] says what they may reach, whatever
+    // [commands] enables.
     let mut disabled = commands.disabled.clone();
+    for name in guestd_handlers::qga::disabled_by_config(&config.qga) {
+        if commands.enabled.iter().flatten().any(|n| n == name) {
+            let key = if name.starts_with("guest-exec") {
+                "exec_allow"
+            } else {
+                "file_allow"
+            };
+            tracing::warn!(
+                command = name,
+                "[commands] enabled names it, but it stays disabled: [qga] {key} is empty"
+            );
+        }
+        disabled.push(name.to_string());
+    }
     // Like qga's guest-exec: off until the configuration enables at least one resource kind.
     if config.configure.kinds.is_empty() {
         disabled.push("configure".into());

@@ -27,6 +27,7 @@ use guestd_core::ChannelSpec;
 use guestd_core::channel_spec::{ChannelKind, XenstoreTarget};
 
 fn main() -> ExitCode {
+    return_large_buffers_to_the_system();
     let cli = Cli::parse();
     let outcome = if cli.service {
         run_service(cli)
@@ -42,6 +43,24 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Buffers of a megabyte or more (a guest-exec's captured output, a guest-file-read, the
+/// base64 and JSON copies of their replies) are mapped for themselves and given back to the
+/// system when freed. glibc otherwise raises its mmap threshold after the first such buffer is
+/// freed and keeps the later ones in its per-thread arenas, so one large reply could leave
+/// guestd tens of megabytes bigger for good. musl, which the packages are built with, maps
+/// large buffers this way by itself.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_buffers_to_the_system() {
+    // SAFETY: mallopt only changes malloc's tuning; it runs first in main, before any thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_buffers_to_the_system() {}
 
 #[cfg(windows)]
 fn run_service(cli: Cli) -> anyhow::Result<()> {
@@ -77,6 +96,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return update_watchdog(&root, state);
     }
     let (mut config, files) = config::load(cli.config.as_deref())?;
+    config
+        .qga
+        .validate()
+        .map_err(|e| anyhow::anyhow!("[qga] {e}"))?;
     if let Some(manager) = &config.network.manager {
         guestd_distro::network::Manager::from_name(manager)
             .map_err(|e| anyhow::anyhow!("[network] manager: {e}"))?;

@@ -2,6 +2,7 @@
 //!
 //! - [`FakeRunner`]: a `CommandRunner` that records every command (with its stdin) and answers
 //!   from scripted rules instead of running anything.
+//! - [`FakeSpawner`]: a `ProcessSpawner` whose programs run until the test finishes them.
 //! - [`MemoryTransport`]: a `Transport` fed from the test through a channel.
 //! - [`golden`]: the golden-tree harness for backends (`before/`, `input`, `after/`, `commands`).
 //! - [`bin`]: locate (and build on demand) the workspace binaries for end-to-end tests.
@@ -14,6 +15,7 @@ pub mod bin;
 pub mod golden;
 mod memory;
 mod runner;
+mod spawner;
 
 use std::sync::Arc;
 
@@ -24,6 +26,7 @@ use guestd_core::{
 
 pub use memory::{MemoryClient, MemoryTransport};
 pub use runner::{FakeRunner, Recorded};
+pub use spawner::FakeSpawner;
 
 /// An `Env` over `root` with a fake runner and the given backend (`NullBackend` if `None`).
 pub fn test_env(root: Root, runner: Arc<FakeRunner>, backend: Option<Arc<dyn Backend>>) -> Env {

@@ -15,9 +15,17 @@
 //! `Dialect::Qga` in the module it belongs to, one line in [`register`], a test in
 //! `tests/tests/qga.rs` and, if it only reads, a line in `READ_ONLY` of
 //! `tests/qmp/qga_client.py` (QEMU's own client drives it). Arguments are decoded with
-//! [`args`] (qemu's error wording). Commands that run arbitrary programs or read arbitrary
-//! files (`guest-exec`, `guest-file-*`) are deliberately absent.
+//! [`args`] (qemu's error wording).
+//!
+//! The commands that run programs or open files for the host (`guest-exec`,
+//! `guest-exec-status`, `guest-file-*`: modules `exec` and `file`) are registered but disabled
+//! unless `[qga] exec_allow` / `file_allow` name what they may reach ([`disabled_by_config`],
+//! which the daemon adds to the command policy, so `guest-info` lists them as disabled and a
+//! call gets qemu-ga's "has been disabled"). Programs start through core's `ProcessSpawner`,
+//! files open through `Root::open_file`.
 
+mod exec;
+mod file;
 mod freeze;
 mod fsinfo;
 mod fstrim;
@@ -36,14 +44,19 @@ mod time;
 mod tzif;
 mod users;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use guestd_core::{
-    Context, Dialect, DispatchError, DispatcherBuilder, Handler, HandlerError, Reply, Root,
+    Context, Dialect, DispatchError, DispatcherBuilder, Handler, HandlerError, ProcessSpawner,
+    Reply, Root, SystemSpawner,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 pub use freeze::{FreezeSettings, Freezer};
 
@@ -64,7 +77,32 @@ pub struct QgaConfig {
     pub fsfreeze_hook: String,
     /// How long one run of the hook may take, in seconds.
     pub fsfreeze_hook_timeout_secs: u64,
+    /// Programs `guest-exec` may run: absolute paths, compared with the requested program
+    /// after both are resolved (links followed), or `"*"` for any program (qemu-ga's
+    /// behaviour). Empty: `guest-exec` and `guest-exec-status` are disabled.
+    pub exec_allow: Vec<String>,
+    /// Bytes of stdout, and of stderr, kept per program (qemu-ga: 16 MiB); the rest is read
+    /// and dropped, and `out-truncated`/`err-truncated` say so.
+    pub exec_output_limit: usize,
+    /// Bytes of output all programs may hold together until their status is taken.
+    pub exec_output_total: usize,
+    /// Programs started by `guest-exec` that may run at once (one more is refused), and
+    /// finished ones whose status is kept until `guest-exec-status` asks (beyond that the
+    /// oldest is dropped, and logged).
+    pub exec_max_processes: usize,
+    /// Where `guest-file-open` may open files: absolute path prefixes (whole components),
+    /// compared with the path as reached after links; `"/"` for anywhere. Empty: every
+    /// `guest-file-*` command is disabled.
+    pub file_allow: Vec<String>,
+    /// Files open through `guest-file-open` at once.
+    pub file_max_handles: usize,
+    /// Most bytes one `guest-file-read` returns (at most qemu-ga's 48 MiB); a larger `count`
+    /// reads this much, and `eof` stays false until the end.
+    pub file_read_max: usize,
 }
+
+/// qemu-ga's `GUEST_FILE_READ_COUNT_MAX`: a larger `count` is refused.
+pub const FILE_READ_COUNT_MAX: usize = 48 * 1024 * 1024;
 
 impl Default for QgaConfig {
     fn default() -> Self {
@@ -73,11 +111,48 @@ impl Default for QgaConfig {
             freeze_timeout_secs: 600,
             fsfreeze_hook: "/etc/qemu/fsfreeze-hook".into(),
             fsfreeze_hook_timeout_secs: 300,
+            exec_allow: Vec::new(),
+            exec_output_limit: 16 * 1024 * 1024,
+            exec_output_total: 64 * 1024 * 1024,
+            exec_max_processes: 64,
+            file_allow: Vec::new(),
+            file_max_handles: 64,
+            file_read_max: 16 * 1024 * 1024,
         }
     }
 }
 
 impl QgaConfig {
+    /// Check the values a TOML type cannot: what is wrong, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for entry in &self.exec_allow {
+            if entry != "*" && !Path::new(entry).is_absolute() {
+                return Err(format!(
+                    "exec_allow: '{entry}' is not an absolute path (or \"*\" for any program)"
+                ));
+            }
+        }
+        for entry in &self.file_allow {
+            if let Err(why) = file::check_prefix(entry) {
+                return Err(format!("file_allow: '{entry}' {why}"));
+            }
+        }
+        let positive = [
+            ("exec_max_processes", self.exec_max_processes),
+            ("file_max_handles", self.file_max_handles),
+            ("file_read_max", self.file_read_max),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{key} must be at least 1"));
+        }
+        if self.file_read_max > FILE_READ_COUNT_MAX {
+            return Err(format!(
+                "file_read_max must be at most {FILE_READ_COUNT_MAX} (qemu-ga's limit)"
+            ));
+        }
+        Ok(())
+    }
+
     fn freeze_settings(&self) -> FreezeSettings {
         FreezeSettings {
             auto_thaw: Duration::from_secs(self.freeze_timeout_secs.max(1)),
@@ -85,6 +160,25 @@ impl QgaConfig {
             hook_timeout: Duration::from_secs(self.fsfreeze_hook_timeout_secs.max(1)),
         }
     }
+}
+
+/// The exec commands (governed by `exec_allow`).
+pub const EXEC_COMMANDS: [&str; 2] = [exec::EXEC, exec::EXEC_STATUS];
+/// The file commands (governed by `file_allow`).
+pub const FILE_COMMANDS: [&str; 6] = file::COMMANDS;
+
+/// Commands the `[qga]` configuration leaves off: the exec commands without `exec_allow`, the
+/// file commands without `file_allow`. The daemon adds them to the command policy's block
+/// list, so they answer and are listed exactly as qemu-ga's blocked commands.
+pub fn disabled_by_config(config: &QgaConfig) -> Vec<&'static str> {
+    let mut off = Vec::new();
+    if config.exec_allow.is_empty() {
+        off.extend(EXEC_COMMANDS);
+    }
+    if config.file_allow.is_empty() {
+        off.extend(FILE_COMMANDS);
+    }
+    off
 }
 
 /// Thaw what a stopped or killed guestd left frozen (its record in `/run/guestd`), with the
@@ -95,10 +189,19 @@ pub fn thaw_recorded(env: &guestd_core::Env, config: &QgaConfig) {
 }
 
 /// Register every qga command on `builder`, and the freezer's [`guestd_core::Lifecycle`] (it
-/// thaws on start after a crash and on stop).
+/// thaws on start after a crash and on stop). Programs for `guest-exec` start on this machine.
 pub fn register(
     builder: DispatcherBuilder,
     config: &QgaConfig,
+) -> Result<DispatcherBuilder, DispatchError> {
+    register_with(builder, config, Arc::new(SystemSpawner))
+}
+
+/// [`register`], with `guest-exec`'s programs started by `spawner` (a fake in tests).
+pub fn register_with(
+    builder: DispatcherBuilder,
+    config: &QgaConfig,
+    spawner: Arc<dyn ProcessSpawner>,
 ) -> Result<DispatcherBuilder, DispatchError> {
     let freezer = Freezer::new(builder.freeze_flag(), config.freeze_settings());
     let mut builder = builder.lifecycle(std::sync::Arc::new(freezer.clone()));
@@ -137,12 +240,14 @@ pub fn register(
     ] {
         builder = builder.register(command)?;
     }
-    builder
+    builder = builder
         .register(freeze::StatusHandler(freezer.clone()))?
         .register(freeze::FreezeHandler(freezer.clone()))?
         .register(freeze::FreezeListHandler(freezer.clone()))?
-        .register(fstrim::FstrimHandler)?
-        .register(freeze::ThawHandler(freezer))
+        .register(fstrim::FstrimHandler)?;
+    builder = exec::register(builder, config, spawner)?;
+    builder = file::register(builder, config)?;
+    builder.register(freeze::ThawHandler(freezer))
 }
 
 /// A stateless qga command: a name and a function from arguments to the return value.
@@ -175,6 +280,71 @@ impl Handler for QgaCommand {
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         (self.run)(ctx, value).map(|v| guestd_core::qga::ok(&v))
+    }
+}
+
+/// A qga command with state shared with its sibling commands (the exec and file tables).
+struct StatefulCommand<S: Send + Sync + 'static> {
+    name: &'static str,
+    state: Arc<S>,
+    /// Whether it runs while this agent holds filesystems frozen (it writes nothing to them);
+    /// see `Handler::allowed_while_frozen`.
+    while_frozen: bool,
+    /// Whether it only reports state; see `Handler::is_query`.
+    query: bool,
+    run: fn(&S, &Context<'_>, &Value) -> Result<Value, HandlerError>,
+}
+
+impl<S: Send + Sync + 'static> std::fmt::Debug for StatefulCommand<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatefulCommand")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync + 'static> Handler for StatefulCommand<S> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Qga
+    }
+
+    fn is_query(&self) -> bool {
+        self.query
+    }
+
+    fn allowed_while_frozen(&self) -> bool {
+        self.while_frozen
+    }
+
+    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        (self.run)(&self.state, ctx, value).map(|v| guestd_core::qga::ok(&v))
+    }
+}
+
+/// Base64 from the host (`input-data`, `buf-b64`), with qemu's error words; wiped on drop.
+pub(crate) fn decode_base64(text: &str) -> Result<Zeroizing<Vec<u8>>, HandlerError> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    if !text.bytes().all(valid) {
+        return Err(HandlerError::BadRequest(
+            "Base64 data contains invalid characters".into(),
+        ));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| HandlerError::BadRequest("Base64 data is not valid".into()))
+}
+
+/// The reason of an OS error as `strerror` words it, without Rust's `(os error N)`.
+pub(crate) fn os_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
     }
 }
 

@@ -144,6 +144,17 @@ pub fn returns(command: &str) -> Option<Value> {
         "guest-get-memory-block-info" => json!("@GuestMemoryBlockInfo"),
         "guest-network-get-route" => json!(["@GuestNetworkRoute"]),
         "guest-fstrim" => json!("@GuestFilesystemTrimResponse"),
+        "guest-exec" => json!({"pid": "int"}),
+        "guest-exec-status" => json!({
+            "exited": "bool", "*exitcode": "int", "*signal": "int",
+            "*out-data": "str", "*err-data": "str",
+            "*out-truncated": "bool", "*err-truncated": "bool"
+        }),
+        "guest-file-open" => json!("int"),
+        "guest-file-close" | "guest-file-flush" => json!({}),
+        "guest-file-read" => json!({"count": "int", "buf-b64": "str", "eof": "bool"}),
+        "guest-file-write" => json!({"count": "int", "eof": "bool"}),
+        "guest-file-seek" => json!({"position": "int", "eof": "bool"}),
         _ => return None,
     })
 }

@@ -18,6 +18,9 @@ use super::{
     display, io_err, own_ids, temp_name,
 };
 
+mod open;
+pub(super) use open::open_file;
+
 /// Deepest tree [`remove_dir_all`] descends into (one open handle per level).
 const MAX_REMOVE_DEPTH: usize = 256;
 
