@@ -1,52 +1,76 @@
 //! guestd-distro: everything OS-specific, behind `guestd_core::Backend`.
 //!
 //! [`family`] detects the OS family from the guest's files (through `Root`, so a sandbox tree
-//! is detected like a real system). [`SystemBackend`] is the one `Backend` the daemon uses; its
+//! is detected like a real system), [`service`] its service manager; both once, at start-up
+//! ([`SystemBackend::detect`]). [`SystemBackend`] is the one `Backend` the daemon uses; its
 //! capabilities dispatch on the family. Planners are pure functions over `Root` that return a
 //! `guestd_core::Plan`, so the Windows and FreeBSD ones are tested on Linux too.
 //!
 //! [`password`] sets an account's password (chpasswd / locked shadow rewrite on Linux, `pw` on
 //! FreeBSD, `NetUserSetInfo` on Windows) and verifies the result.
-//! [`network`] owns `resetnetwork`: the network model and its sources, the detection of the
-//! network manager in use, one renderer per manager, hostname and resolver files.
+//! [`network`] owns `resetnetwork` on this OS: finding and reading a config drive, the detection
+//! of the network manager in use, one renderer per manager for the network model
+//! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files.
+//!
+//! [`power`] plans `guest-shutdown` with each family's own tool, [`clock`] `guest-set-time`.
+//!
+//! [`service`] knows the service managers (systemd, OpenRC, SysV init, rc.d, the Windows SCM):
+//! which one runs this guest, how to restart a service and how to start a program outside it.
+//!
 //! [`configure`] plans `configure`'s resources (accounts, packages, services per family;
-//! files, archives and scripts everywhere); [`init`] finds the guest's init system.
+//! files, archives and scripts everywhere); [`init`] finds the guest's init system and whether
+//! it runs for the root (configure's services).
 //!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
+pub mod clock;
 pub mod configure;
 pub mod family;
 pub mod init;
 pub mod kms;
 pub mod network;
 pub mod password;
+pub mod power;
+pub mod service;
 
 use std::sync::Arc;
 
 use guestd_core::configure::{ResourceContext, ResourcePlan, ResourceSpec};
 use guestd_core::plan::Plan;
 use guestd_core::{
-    Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, Root, SecretString,
+    Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, PowerOff, Root,
+    SecretString,
 };
 
 pub use family::OsFamily;
 pub use init::InitSystem;
+pub use service::ServiceManager;
 
 /// The backend for the guest guestd runs in (or the sandbox it was pointed at).
 #[derive(Debug, Clone)]
 pub struct SystemBackend {
     family: OsFamily,
+    service_manager: Option<ServiceManager>,
     windows_accounts: password::windows::AccountStore,
     computer_name: Arc<dyn network::ComputerName>,
 }
 
 impl SystemBackend {
+    /// A backend for `family` with no service manager (see [`Self::detect`], and
+    /// [`Self::with_service_manager`] in tests).
     pub fn new(family: OsFamily) -> Self {
         Self {
             family,
+            service_manager: None,
             windows_accounts: Default::default(),
             computer_name: Arc::new(network::SystemComputerName),
         }
+    }
+
+    /// The service manager restarts go through (default: none).
+    pub fn with_service_manager(mut self, manager: Option<ServiceManager>) -> Self {
+        self.service_manager = manager;
+        self
     }
 
     /// Where the Windows computer name is read and set (default: the real one; tests give a
@@ -62,9 +86,11 @@ impl SystemBackend {
         self
     }
 
-    /// Detect the family of the system under `root`.
+    /// Detect the family and the service manager of the system under `root` (once, at
+    /// start-up: everything OS-specific then asks this backend).
     pub fn detect(root: &Root) -> Self {
-        Self::new(OsFamily::detect(root))
+        let family = OsFamily::detect(root);
+        Self::new(family).with_service_manager(ServiceManager::detect(root, family))
     }
 
     pub fn family(&self) -> OsFamily {
@@ -75,6 +101,36 @@ impl SystemBackend {
 impl Backend for SystemBackend {
     fn name(&self) -> &str {
         self.family.name()
+    }
+
+    fn service_manager(&self) -> Option<&str> {
+        self.service_manager.map(ServiceManager::name)
+    }
+
+    fn plan_service_restart(&self, root: &Root, service: &str) -> Result<Plan, BackendError> {
+        let manager = self
+            .service_manager
+            .ok_or_else(|| BackendError::Unsupported("restarting a service".into()))?;
+        service::plan_restart(manager, root, service)
+    }
+
+    fn plan_detached_start(&self, argv: &[String], log: &str) -> Result<Plan, BackendError> {
+        let manager = self
+            .service_manager
+            .unwrap_or(ServiceManager::detach_default(self.family));
+        Ok(Plan {
+            commands: vec![manager.launch_command(argv, log).into()],
+            ..Plan::default()
+        })
+    }
+
+    fn plan_set_clock(&self, env: &Env, time_ns: Option<i64>) -> Result<Plan, BackendError> {
+        let hwclock = env.runner.exists(clock::HWCLOCK);
+        clock::plan_set_clock(self.family, &env.root, hwclock, time_ns)
+    }
+
+    fn plan_shutdown(&self, mode: PowerOff) -> Result<Plan, BackendError> {
+        Ok(power::plan_shutdown(self.family, mode))
     }
 
     fn set_password(
@@ -93,6 +149,15 @@ impl Backend for SystemBackend {
         hash: &SecretString,
     ) -> Result<(), BackendError> {
         password::set_password_hash(self.family, env, user, hash)
+    }
+
+    fn read_config_drive(
+        &self,
+        env: &Env,
+        dir: Option<&str>,
+        keep_hostname: bool,
+    ) -> Result<Option<guestd_network_model::config_drive::ConfigDriveFiles>, BackendError> {
+        network::read_config_drive(env, dir, keep_hostname)
     }
 
     fn reset_network(

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use guestd_core::{Backend, Env, NetworkRequest, Output};
 use guestd_distro::network::computer_name::RecordingComputerName;
-use guestd_distro::network::source::{Inline, parse_inline};
 use guestd_distro::{OsFamily, SystemBackend};
+use guestd_network_model::nova::{Inline, parse_inline};
 use guestd_testkit::golden;
 use serde_json::Value;
 
@@ -49,11 +49,13 @@ fn run_case(case: &Path) {
     }
     // The addresses each device will show once "restarted": those requested for it.
     // (A value guestd refuses shows nothing; the case's `result` holds the refusal.)
-    let spec = match parse_inline(&input["value"]) {
-        Ok(Inline::Spec(s)) => s,
+    // The handler parses the value; a value it refuses never reaches the backend.
+    let parsed = match parse_inline(&input["value"]) {
+        Ok(Inline::Spec(s)) => Ok(s),
         Ok(Inline::HostData { .. }) => panic!("golden cases use inline values"),
-        Err(_) => Default::default(),
+        Err(e) => Err(e),
     };
+    let spec = parsed.clone().unwrap_or_default();
     let mut shown: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for iface in &spec.interfaces {
         let dev = devices
@@ -130,14 +132,16 @@ fn run_case(case: &Path) {
         runner: runner.clone(),
         backend: backend.clone(),
     };
-    let request = NetworkRequest {
-        value: &input["value"],
-        host_data: None,
-        manager: input["manager"].as_str(),
-        config_drive: None,
-        use_config_drive: false,
-    };
-    let mut result = match backend.reset_network(&env, &request) {
+    let done = parsed.map_err(|e| e.to_string()).and_then(|spec| {
+        let request = NetworkRequest {
+            spec: &spec,
+            manager: input["manager"].as_str(),
+        };
+        backend
+            .reset_network(&env, &request)
+            .map_err(|e| e.to_string())
+    });
+    let mut result = match done {
         Ok(done) if done.notice.is_empty() => format!("ok: {}", done.summary),
         Ok(done) => format!("ok: {}\nreply: {}", done.summary, done.notice),
         Err(e) => format!("error: {e}"),

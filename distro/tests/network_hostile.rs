@@ -29,13 +29,12 @@ use std::process::Command;
 
 use guestd_core::{FileChange, Root};
 use guestd_distro::OsFamily;
-use guestd_distro::network::configdrive::{parse_network_data, read_dir};
-use guestd_distro::network::model::{
-    Hostname, Interface, InterfaceSpec, IpNet, Mac, Network, Route,
-};
+use guestd_distro::network::configdrive::read_dir;
 use guestd_distro::network::render::escape;
-use guestd_distro::network::source::parse_inline;
 use guestd_distro::network::{Manager, plan};
+use guestd_network_model::config_drive::{self, parse_network_data};
+use guestd_network_model::nova::parse_inline;
+use guestd_network_model::{Hostname, Interface, InterfaceSpec, IpNet, Mac, Network, Route};
 use guestd_testkit::FakeRunner;
 use serde_json::{Value, json};
 
@@ -294,7 +293,8 @@ fn config_drive_fields_are_typed_or_refused_by_name() {
             )
             .unwrap();
             let root = Root::sandbox(d.path()).unwrap();
-            let err = read_dir(&root, "/cd", false)
+            let files = read_dir(&root, "/cd", false).unwrap();
+            let err = config_drive::parse(&files)
                 .err()
                 .unwrap_or_else(|| panic!("meta hostname {what}: {value:?} accepted"))
                 .to_string();

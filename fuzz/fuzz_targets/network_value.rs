@@ -3,9 +3,9 @@
 //! parsers under them. Any input is a network spec or an error, never a panic.
 #![no_main]
 
-use guestd_distro::network::configdrive::parse_network_data;
-use guestd_distro::network::model::{Hostname, Mac};
-use guestd_distro::network::source::{parse_inline, parse_interface};
+use guestd_network_model::config_drive::parse_network_data;
+use guestd_network_model::nova::{parse_inline, parse_interface};
+use guestd_network_model::{Hostname, Mac};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

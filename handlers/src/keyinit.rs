@@ -9,29 +9,12 @@ use guestd_core::wire::code;
 use guestd_core::{Context, Handler, HandlerError, Reply};
 use guestd_crypto::KeyExchangeError;
 use guestd_crypto::legacy::{self, LegacyDh};
-use guestd_crypto::strong::{Role, SessionKeys, StrongDh};
+use guestd_crypto::strong::{Role, StrongDh};
 use serde_json::Value;
 use tracing::info;
-use zeroize::Zeroizing;
 
+use crate::channel_key::ChannelKey;
 use crate::password::PasswordConfig;
-
-/// The key a channel agreed on, waiting for `password`. Wiped on drop.
-#[derive(Default)]
-pub(crate) enum ChannelKey {
-    #[default]
-    None,
-    /// nova's exchange: the shared secret as the decimal passphrase OpenSSL used.
-    Legacy(Zeroizing<String>),
-    /// `keyinit2`: the derived AES-256 and HMAC keys.
-    Strong(SessionKeys),
-}
-
-impl ChannelKey {
-    pub(crate) fn forget(&mut self) {
-        *self = ChannelKey::None;
-    }
-}
 
 fn exchange_error(e: KeyExchangeError) -> HandlerError {
     match e {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::info;
 
-use crate::keyinit::ChannelKey;
+use crate::channel_key::ChannelKey;
 
 /// Message when a password arrives without a matching key exchange.
 pub const NO_KEY_EXCHANGE: &str = "Password without key exchange";
@@ -33,8 +33,9 @@ pub struct PasswordConfig {
     /// (Windows, the account whose SID ends in -500, whatever its name).
     pub user: Option<String>,
     /// Windows only: where accounts live. `netapi` (the default: the local account database),
-    /// or `fake:DIR`, a recording stand-in for tests under Wine (see
-    /// `guestd_distro::password::windows::AccountStore`); never use it on a real guest.
+    /// or, only in a guestd built with the test feature `fake-windows-accounts`, `fake:DIR`, a
+    /// recording stand-in for tests under Wine (see
+    /// `guestd_distro::password::windows::AccountStore`).
     pub windows_accounts: String,
 }
 

@@ -1,19 +1,25 @@
 //! `resetnetwork` (spec §4.6, §8, §9): rewrite the guest's network configuration from the host's
 //! data and set the hostname.
 //!
-//! The handler only gathers the raw inputs (the value, the channel's host data, the `[network]`
-//! settings) and hands them to `Backend::reset_network`; the network model, its sources, the
-//! renderers and the apply/rollback live in the backend (`guestd-distro`), so this crate never
-//! depends on a distro module. Success answers `"0"` with an empty message (as the reference
-//! agents); any failure answers `"500"` with the reason (nova accepts both).
+//! The handler finds the network the host asks for ([`gather`]: the inline value when it is
+//! not empty, else XenStore `vm-data/networking/*` and `vm-data/hostname` through the channel's
+//! host data, else an OpenStack config drive that the backend finds and reads), parses it into
+//! the network model (`guestd_network_model`) and hands the model to `Backend::reset_network`,
+//! which renders and applies it for the OS. Success answers `"0"` with an empty message (as
+//! the reference agents); any failure answers `"500"` with the reason (nova accepts both).
 //!
 //! The value is `""` (nova: use XenStore `vm-data`, else a config drive), `"nohostname"` (the
 //! same but keep the hostname), or an inline configuration: a JSON list of nova interface
-//! objects, or `{"interfaces": [...], "hostname": "..."}` (see `guestd_distro::network::source`).
+//! objects, or `{"interfaces": [...], "hostname": "..."}` (see `guestd_network_model::nova`).
 
 use std::time::Duration;
 
-use guestd_core::{Context, Handler, HandlerError, NetworkRequest, Reply};
+use guestd_core::{
+    BackendError, Context, Env, Handler, HandlerError, HostData, HostDataError, NetworkRequest,
+    Reply,
+};
+use guestd_network_model::nova::{self, Inline, VmData, XENSTORE_HOSTNAME, XENSTORE_NETWORKING};
+use guestd_network_model::{NetworkSpec, config_drive};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::info;
@@ -65,17 +71,66 @@ impl Handler for ResetNetworkHandler {
     }
 
     fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+        let spec = gather(ctx.env, ctx.channel.host_data(), &self.config, value)?;
         let request = NetworkRequest {
-            value,
-            host_data: ctx.channel.host_data(),
+            spec: &spec,
             manager: self.config.manager.as_deref(),
-            config_drive: self.config.config_drive_path.as_deref(),
-            use_config_drive: self.config.config_drive,
         };
         let done = ctx.env.backend.reset_network(ctx.env, &request)?;
         info!(summary = %done.summary, "network reset");
         Ok(Reply::ok(done.notice))
     }
+}
+
+/// The network the host asks for, from the first source that has one: the inline `value`,
+/// then the channel's `host_data` (XenStore `vm-data/`), then a config drive (when
+/// `config.config_drive`, or at `config.config_drive_path`). Parsed and validated.
+pub fn gather(
+    env: &Env,
+    host_data: Option<&dyn HostData>,
+    config: &NetworkConfig,
+    value: &Value,
+) -> Result<NetworkSpec, BackendError> {
+    let keep_hostname = match nova::parse_inline(value)? {
+        Inline::Spec(spec) => return Ok(spec),
+        Inline::HostData { keep_hostname } => keep_hostname,
+    };
+    if let Some(data) = host_data {
+        let read =
+            read_vm_data(data, keep_hostname).map_err(|e| BackendError::Failed(e.to_string()))?;
+        if let Some(spec) = nova::from_vm_data(&read)? {
+            return Ok(spec);
+        }
+    }
+    let path = config.config_drive_path.as_deref();
+    if config.config_drive || path.is_some() {
+        if let Some(files) = env.backend.read_config_drive(env, path, keep_hostname)? {
+            return Ok(config_drive::parse(&files)?);
+        }
+    }
+    Err(BackendError::Invalid(
+        if host_data.is_some() {
+            "empty network list: vm-data/networking has no entries and there is no config drive"
+        } else {
+            "no network data: the value is empty, this channel has no host data and there is no config drive"
+        }
+        .into(),
+    ))
+}
+
+/// Everything under `vm-data/networking/` and, unless it is kept, `vm-data/hostname`.
+fn read_vm_data(data: &dyn HostData, keep_hostname: bool) -> Result<VmData, HostDataError> {
+    let mut read = VmData::default();
+    for key in data.list(XENSTORE_NETWORKING)? {
+        // An entry removed between the listing and the read is simply gone.
+        if let Some(bytes) = data.read(&format!("{XENSTORE_NETWORKING}/{key}"))? {
+            read.networking.push((key, bytes));
+        }
+    }
+    if !keep_hostname && !read.networking.is_empty() {
+        read.hostname = data.read(XENSTORE_HOSTNAME)?;
+    }
+    Ok(read)
 }
 
 #[cfg(test)]
@@ -102,13 +157,17 @@ mod tests {
             _env: &Env,
             r: &NetworkRequest<'_>,
         ) -> Result<guestd_core::NetworkReset, BackendError> {
+            let macs: Vec<String> = r
+                .spec
+                .interfaces
+                .iter()
+                .map(|i| i.mac.to_string())
+                .collect();
             self.seen.lock().unwrap().push(format!(
-                "{} {:?} {:?} {} {}",
-                r.value,
+                "{} {macs:?} {:?} {:?}",
+                r.spec.source,
+                r.spec.hostname.as_ref().map(|h| h.as_str()),
                 r.manager,
-                r.config_drive,
-                r.use_config_drive,
-                r.host_data.is_some()
             ));
             if self.fail {
                 Err(BackendError::Invalid(
@@ -140,22 +199,41 @@ mod tests {
     }
 
     #[test]
-    fn passes_value_and_settings_and_answers_zero() {
+    fn passes_the_parsed_network_and_the_manager_and_answers_zero() {
         let backend = Arc::new(Recorder::default());
         let config = NetworkConfig {
             manager: Some("netplan".into()),
             config_drive: false,
-            config_drive_path: Some("/mnt/cd".into()),
+            config_drive_path: None,
         };
-        let reply = run(backend.clone(), config, Value::String(String::new()));
+        let value = serde_json::json!({"hostname": "web1", "interfaces": [
+            {"mac": "DE:AD:BE:EF:00:01", "ips": [{"ip": "10.0.0.5", "netmask": 24}]}]});
+        let reply = run(backend.clone(), config, value);
         assert_eq!(
             (reply.returncode.as_str(), reply.message.as_str()),
             ("0", "")
         );
         assert_eq!(
             backend.seen.lock().unwrap().as_slice(),
-            ["\"\" Some(\"netplan\") Some(\"/mnt/cd\") false false"]
+            ["inline [\"de:ad:be:ef:00:01\"] Some(\"web1\") Some(\"netplan\")"]
         );
+    }
+
+    /// Bad host data is refused by name before the backend sees anything.
+    #[test]
+    fn bad_data_never_reaches_the_backend() {
+        let backend = Arc::new(Recorder::default());
+        let reply = run(
+            backend.clone(),
+            NetworkConfig::default(),
+            serde_json::json!({"hostname": "bad_name"}),
+        );
+        assert_eq!(reply.returncode, "500");
+        assert_eq!(
+            reply.message,
+            "'bad_name' is not a valid hostname: only letters, digits, '-' and '.' are allowed"
+        );
+        assert!(backend.seen.lock().unwrap().is_empty());
     }
 
     /// A notice from the backend (a Windows rename pending a reboot) is the reply's message.
@@ -168,7 +246,7 @@ mod tests {
         let reply = run(
             backend,
             NetworkConfig::default(),
-            Value::String(String::new()),
+            serde_json::json!({"hostname": "WIN-NEW"}),
         );
         assert_eq!(
             (reply.returncode.as_str(), reply.message.as_str()),
@@ -182,7 +260,8 @@ mod tests {
             fail: true,
             ..Default::default()
         });
-        let reply = run(backend, NetworkConfig::default(), serde_json::json!([]));
+        let value = serde_json::json!([{"mac": "DE:AD:BE:EF:00:01", "ips": [{"ip": "10.0.0.5", "netmask": 24}]}]);
+        let reply = run(backend, NetworkConfig::default(), value);
         assert_eq!(reply.returncode, "500");
         assert_eq!(
             reply.message,
@@ -204,9 +283,16 @@ mod tests {
                 .unwrap(),
             env,
         );
-        let reply = call(&d, &Arc::new(Channel::new("t")), "resetnetwork", "".into());
+        let value = serde_json::json!({"hostname": "web1"});
+        let reply = call(&d, &Arc::new(Channel::new("t")), "resetnetwork", value);
         assert_eq!(reply.returncode, "500");
         assert_eq!(reply.message, "resetnetwork is not supported on this OS");
+        // Without data and without a config drive there is nothing to do, whatever the OS.
+        let reply = call(&d, &Arc::new(Channel::new("t")), "resetnetwork", "".into());
+        assert_eq!(
+            reply.message,
+            "no network data: the value is empty, this channel has no host data and there is no config drive"
+        );
     }
 
     #[test]

@@ -15,14 +15,14 @@
 //!    runs with an empty environment. Any failure up to here changes nothing installed.
 //! 5. The installed binary is copied to `<install_path>.previous`, the new one replaces it
 //!    atomically, the [`watchdog`] state is written and the watchdog is started outside the
-//!    service (see [`service`]); the reply is `"0"`.
+//!    service (the backend's `plan_detached_start`); the reply is `"0"`.
 //! 6. The watchdog waits `restart_delay_ms` (so the reply reaches the host), restarts guestd
-//!    through the service manager and waits `ready_timeout_secs` for the ready marker with the
-//!    new version; otherwise it restores the previous binary and restarts again.
+//!    through the service manager (the backend's `plan_service_restart`, found at start-up) and
+//!    waits `ready_timeout_secs` for the ready marker with the new version; otherwise it
+//!    restores the previous binary and restarts again.
 
 pub mod archive;
 pub mod download;
-pub mod service;
 pub mod watchdog;
 
 use std::collections::HashMap;
@@ -31,14 +31,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use guestd_core::{Command, Context, Effect, Handler, HandlerError, Reply, Root, WriteOptions};
+use guestd_core::{
+    ApplyOptions, Backend, BackendError, Command, Context, Effect, Handler, HandlerError, Reply,
+    Root, WriteOptions,
+};
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
 use self::download::DownloadOptions;
-use self::service::{Manager, TargetOs};
 use self::watchdog::{Argv, Status, WatchState};
 
 /// Messages of record (U1, spec §4.7) and ours.
@@ -209,21 +211,11 @@ impl UpdateRequest {
 #[derive(Debug, Clone)]
 pub struct AgentUpdateHandler {
     config: UpdateConfig,
-    os: TargetOs,
 }
 
 impl AgentUpdateHandler {
     pub fn new(config: UpdateConfig) -> Self {
-        Self {
-            config,
-            os: TargetOs::current(),
-        }
-    }
-
-    /// Plan for another OS's service manager (tests).
-    pub fn with_os(mut self, os: TargetOs) -> Self {
-        self.os = os;
-        self
+        Self { config }
     }
 }
 
@@ -253,9 +245,9 @@ impl Handler for AgentUpdateHandler {
         };
         Updater {
             config: &self.config,
-            os: self.os,
             root: &ctx.env.root,
             runner: ctx.env.runner.as_ref(),
+            backend: ctx.env.backend.as_ref(),
         }
         .update(&request)?;
         Ok(Reply::ok(""))
@@ -283,10 +275,18 @@ static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// One update run.
 struct Updater<'a> {
     config: &'a UpdateConfig,
-    os: TargetOs,
     root: &'a Root,
     runner: &'a dyn guestd_core::CommandRunner,
+    /// The OS: how to restart guestd and start the watchdog outside its service.
+    backend: &'a dyn Backend,
 }
+
+/// The executable an update archive must hold: this platform's name of guestd.
+const BINARY_NAME: &str = if cfg!(windows) {
+    "guestd.exe"
+} else {
+    "guestd"
+};
 
 fn failed(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::failed(e.to_string())
@@ -303,7 +303,6 @@ impl Updater<'_> {
             )));
         }
         let restart = self.restart_commands()?;
-        let manager = Manager::detect(self.root, self.os, &cfg.service_name);
         // What is staged is then run as root: no other account may be able to swap it.
         let private = |what: &str, dir: &str| {
             self.root.check_private(dir).map_err(|e| {
@@ -322,15 +321,10 @@ impl Updater<'_> {
 
         let bytes = download::fetch(&request.url, &self.download_options()?).map_err(failed)?;
         request.checksum.verify(&bytes)?;
-        let binary_name = if self.os == TargetOs::Windows {
-            "guestd.exe"
-        } else {
-            "guestd"
-        };
         let payload =
-            archive::unpack(&bytes, binary_name, cfg.max_size.saturating_mul(4)).map_err(failed)?;
+            archive::unpack(&bytes, BINARY_NAME, cfg.max_size.saturating_mul(4)).map_err(failed)?;
         drop(bytes);
-        let staged = self.stage(&payload, binary_name)?;
+        let staged = self.stage(&payload, BINARY_NAME)?;
         let new_version = self.self_test(&staged.binary)?;
         if let Some(dir) = &staged.installer_dir {
             self.run_installer(dir)?;
@@ -354,7 +348,7 @@ impl Updater<'_> {
         let launched = state
             .save(self.root, &cfg.state_file())
             .map_err(failed)
-            .and_then(|()| self.launch_watchdog(manager, &previous));
+            .and_then(|()| self.launch_watchdog(&previous));
         if let Err(e) = launched {
             warn!(error = %e, "cannot start the update watchdog; putting the previous binary back");
             if let Err(e2) = self.unswap(&install, &previous) {
@@ -389,7 +383,8 @@ impl Updater<'_> {
             .map_err(|e| HandlerError::failed(format!("Cannot find the agent binary: {e}")))
     }
 
-    /// The configured override, or the detected service manager's.
+    /// The configured override, or the restart the backend plans for the service manager it
+    /// found at start-up.
     fn restart_commands(&self) -> Result<Vec<Command>, HandlerError> {
         if let Some(argv) = &self.config.restart_command {
             let (program, args) = argv
@@ -402,9 +397,14 @@ impl Updater<'_> {
                     .effect(Effect::Service),
             ]);
         }
-        Manager::detect(self.root, self.os, &self.config.service_name)
-            .map(|m| m.restart_commands(&self.config.service_name))
-            .ok_or_else(|| HandlerError::failed(msg::NO_MANAGER))
+        match self
+            .backend
+            .plan_service_restart(self.root, &self.config.service_name)
+        {
+            Ok(plan) => Ok(plan.commands.into_iter().map(|c| c.command).collect()),
+            Err(BackendError::Unsupported(_)) => Err(HandlerError::failed(msg::NO_MANAGER)),
+            Err(e) => Err(HandlerError::failed(format!("{}: {e}", msg::NO_MANAGER))),
+        }
     }
 
     fn download_options(&self) -> Result<DownloadOptions, HandlerError> {
@@ -542,7 +542,7 @@ impl Updater<'_> {
         let fail = |e: guestd_core::RootError| {
             HandlerError::failed(format!("Cannot install the new agent: {e}"))
         };
-        if self.os == TargetOs::Windows {
+        if cfg!(windows) {
             // A running .exe cannot be replaced or copied over, but it can be renamed away.
             self.root.rename(install, previous).map_err(fail)?;
         } else {
@@ -569,11 +569,7 @@ impl Updater<'_> {
     }
 
     /// Start `<previous> --update-watchdog <state>` detached from the service.
-    fn launch_watchdog(
-        &self,
-        manager: Option<Manager>,
-        previous: &str,
-    ) -> Result<(), HandlerError> {
+    fn launch_watchdog(&self, previous: &str) -> Result<(), HandlerError> {
         // Host paths for the command; both are in directories checked to be root's.
         let resolve = |p: &str| {
             self.root
@@ -590,21 +586,20 @@ impl Updater<'_> {
         if let Some(base) = self.root.base() {
             argv.extend(["--root".to_string(), base.to_string_lossy().into_owned()]);
         }
-        // With a configured restart command and no detected manager, detach like SysV init.
-        let manager = manager.unwrap_or(match self.os {
-            TargetOs::Windows => Manager::Scm,
-            TargetOs::FreeBsd => Manager::RcD,
-            TargetOs::Linux => Manager::SysV,
-        });
         let log = resolve(&join(&self.config.state_dir, "watchdog.log"))?;
-        let cmd = manager.launch_command(&argv, &log);
-        info!(command = %cmd, manager = manager.name(), "starting the update watchdog");
-        self.runner
-            .run(&cmd)
-            .map_err(failed)?
-            .check(&cmd.program)
-            .map_err(failed)?;
-        Ok(())
+        let plan = self.backend.plan_detached_start(&argv, &log)?;
+        info!(
+            commands = ?plan.commands.iter().map(|c| c.command.to_string()).collect::<Vec<_>>(),
+            manager = self.backend.service_manager().unwrap_or("none"),
+            "starting the update watchdog"
+        );
+        let options = ApplyOptions { keep_backups: 0 };
+        let applied = guestd_core::apply(&plan, self.root, self.runner, options).map_err(failed)?;
+        // Under a --root sandbox the watchdog did not start: the update must be undone.
+        match applied.not_run_error() {
+            Some(not_run) => Err(failed(not_run)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use guestd_core::{
 };
 use guestd_crypto::legacy::{self, LegacyDh, LegacyDigest};
 use guestd_crypto::strong::{Role, StrongDh};
-use guestd_handlers::{Keyinit2Handler, KeyinitHandler, PasswordConfig, PasswordHandler};
+use guestd_handlers::{PasswordConfig, register_password_commands};
 use guestd_testkit::{FakeRunner, call, test_env};
 use serde_json::{Value, json};
 
@@ -57,13 +57,7 @@ fn guest(config: PasswordConfig, fail: bool) -> Guest {
         Arc::new(FakeRunner::new()),
         Some(backend.clone()),
     );
-    let config = Arc::new(config);
-    let dispatcher = DispatcherBuilder::new()
-        .register(KeyinitHandler::new(config.clone()))
-        .unwrap()
-        .register(Keyinit2Handler)
-        .unwrap()
-        .register(PasswordHandler::new(config))
+    let dispatcher = register_password_commands(DispatcherBuilder::new(), config)
         .unwrap()
         .build(env);
     Guest {

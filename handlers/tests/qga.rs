@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use guestd_core::{Channel, Dialect, DispatcherBuilder, Root};
+use guestd_distro::{OsFamily, SystemBackend};
 use guestd_handlers::qga::{QgaConfig, register};
 use guestd_testkit::{FakeRunner, call, dispatcher, test_env};
 use serde_json::{Value, json};
@@ -24,7 +25,13 @@ fn setup(freeze_timeout_secs: u64) -> Setup {
     std::fs::create_dir_all(dir.path().join("proc/self")).unwrap();
     std::fs::write(dir.path().join("proc/self/mounts"), MOUNTS).unwrap();
     let runner = Arc::new(FakeRunner::new());
-    let env = test_env(Root::sandbox(dir.path()).unwrap(), runner.clone(), None);
+    // The Debian backend plans guest-shutdown.
+    let backend = Arc::new(SystemBackend::new(OsFamily::Debian));
+    let env = test_env(
+        Root::sandbox(dir.path()).unwrap(),
+        runner.clone(),
+        Some(backend),
+    );
     let config = QgaConfig {
         freeze_timeout_secs,
         ..QgaConfig::default()
@@ -55,7 +62,7 @@ fn qga(s: &Setup, name: &str, args: Value) -> Result<Value, String> {
 }
 
 #[test]
-fn shutdown_modes_go_through_the_runner() {
+fn shutdown_modes_are_planned_by_the_backend_and_applied() {
     let s = setup(600);
     for (mode, flag) in [(None, "-P"), (Some("halt"), "-H"), (Some("reboot"), "-r")] {
         s.runner.clear();

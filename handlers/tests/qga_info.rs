@@ -23,8 +23,12 @@ struct Guest {
 }
 
 impl Guest {
+    /// A Debian guest (its backend plans set-time).
     fn new(files: &[(&str, &str)], links: &[(&str, &str)]) -> Self {
-        Self::with_backend(files, links, None)
+        let backend: Arc<dyn Backend> = Arc::new(guestd_distro::SystemBackend::new(
+            guestd_distro::OsFamily::Debian,
+        ));
+        Self::with_backend(files, links, Some(backend))
     }
 
     fn with_backend(
@@ -473,7 +477,7 @@ fn devices_is_windows_only_and_refused_like_a_blocked_command() {
 }
 
 #[test]
-fn set_time_is_a_plan_of_date_and_hwclock() {
+fn set_time_is_planned_by_the_backend_date_and_hwclock() {
     let g = Guest::new(&[("/dev/rtc0", "")], &[]);
     let t = 1_700_000_000_123_456_789_i64;
     assert_eq!(

@@ -7,18 +7,17 @@
 mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::Arc;
-use std::thread;
 
 use guestd_core::{Output, Root};
+use guestd_distro::SystemBackend;
+use guestd_handlers::update::archive;
 use guestd_handlers::update::watchdog::{self, Status, WatchState};
-use guestd_handlers::update::{archive, service::TargetOs};
 use guestd_handlers::{AgentUpdateHandler, UpdateConfig};
+use guestd_testkit::http::{Serve, serve};
 use md5::Digest;
-use support::{Recorder, call, env};
+use support::{Recorder, call, env_with};
 
 const OLD_BINARY: &[u8] = b"#!/bin/sh\necho 'guestd 0.1.0 self-test ok'\n";
 
@@ -28,84 +27,6 @@ fn new_binary(version: &str, code: i32) -> Vec<u8> {
         "#!/bin/sh\n[ \"$1\" = --self-test ] || exit 2\necho 'checking config'\necho 'guestd {version} self-test ok'\nexit {code}\n"
     )
     .into_bytes()
-}
-
-/// How the test server answers.
-#[derive(Clone)]
-enum Serve {
-    /// 200 with a correct Content-Length.
-    Body(Vec<u8>),
-    /// Announces the full length, sends half, closes.
-    HalfThenClose(Vec<u8>),
-    /// Announces fewer bytes than it sends.
-    MoreThanAnnounced(Vec<u8>),
-    /// Chunked (no length), body as given.
-    Chunked(Vec<u8>),
-    Status(u16),
-    /// 200 with the body, after a pause.
-    Slow(Vec<u8>, std::time::Duration),
-}
-
-/// Serve `answer` to every connection on 127.0.0.1; returns the URL of `/update.tar.gz`.
-fn server(answer: Serve) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = match &answer {
-                Serve::Body(b) => write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    b.len()
-                )
-                .and_then(|()| stream.write_all(b)),
-                Serve::HalfThenClose(b) => write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    b.len()
-                )
-                .and_then(|()| stream.write_all(&b[..b.len() / 2])),
-                Serve::MoreThanAnnounced(b) => write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    b.len() / 2
-                )
-                .and_then(|()| stream.write_all(b)),
-                Serve::Chunked(b) => write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                )
-                .and_then(|()| {
-                    for chunk in b.chunks(1000) {
-                        write!(stream, "{:x}\r\n", chunk.len())?;
-                        stream.write_all(chunk)?;
-                        stream.write_all(b"\r\n")?;
-                    }
-                    stream.write_all(b"0\r\n\r\n")
-                }),
-                Serve::Slow(b, pause) => {
-                    thread::sleep(*pause);
-                    write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        b.len()
-                    )
-                    .and_then(|()| stream.write_all(b))
-                }
-                Serve::Status(code) => write!(
-                    stream,
-                    "HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                ),
-            };
-        }
-    });
-    format!("http://{addr}/update.tar.gz")
 }
 
 fn md5_hex(b: &[u8]) -> String {
@@ -153,13 +74,11 @@ impl Guest {
     }
 
     fn update(&self, runner: &Arc<Recorder>, value: serde_json::Value) -> guestd_core::Reply {
-        let env = env(&self.root, runner.clone());
+        // The OS as guestd finds it at start-up (a systemd guest unless a test changes that).
+        let backend = Arc::new(SystemBackend::detect(&self.root));
+        let env = env_with(&self.root, runner.clone(), backend);
         let request = serde_json::json!({"name": "agentupdate", "value": value}).to_string();
-        call(
-            &env,
-            AgentUpdateHandler::new(self.config.clone()).with_os(TargetOs::Linux),
-            &request,
-        )
+        call(&env, AgentUpdateHandler::new(self.config.clone()), &request)
     }
 
     /// Installed binary unchanged, no previous copy, no state: nothing happened.
@@ -207,7 +126,7 @@ fn tarball(binary: &[u8]) -> Vec<u8> {
 fn wrong_checksum_changes_nothing() {
     let g = Guest::new();
     let tgz = tarball(&new_binary("9.9.9", 0));
-    let url = server(Serve::Body(tgz.clone()));
+    let url = serve(Serve::Body(tgz.clone()));
     let runner = g.runner();
     let bad = "0".repeat(32);
     let reply = g.update(&runner, format!("{url},{bad}").into());
@@ -233,7 +152,7 @@ fn good_update_replaces_binary_keeps_previous_and_restarts_through_the_service_m
     let g = Guest::new();
     let new = new_binary("9.9.9", 0);
     let tgz = tarball(&new);
-    let url = server(Serve::Body(tgz.clone()));
+    let url = serve(Serve::Body(tgz.clone()));
     let runner = g.runner();
     let reply = g.update(&runner, format!("{url},{}", md5_hex(&tgz)).into());
     assert_eq!(
@@ -321,7 +240,7 @@ fn new_binary_that_does_not_come_up_is_rolled_back() {
     g.config.restart_command = Some(vec!["/usr/local/bin/restart-guestd".into(), "now".into()]);
     let new = new_binary("9.9.9", 0);
     let tgz = tarball(&new);
-    let url = server(Serve::Body(tgz.clone()));
+    let url = serve(Serve::Body(tgz.clone()));
     let runner = g.runner();
     let reply = g.update(
         &runner,
@@ -366,7 +285,7 @@ fn new_binary_that_does_not_come_up_is_rolled_back() {
 fn failed_self_test_changes_nothing() {
     let g = Guest::new();
     let tgz = tarball(&new_binary("9.9.9", 1));
-    let url = server(Serve::Body(tgz.clone()));
+    let url = serve(Serve::Body(tgz.clone()));
     let runner = g.runner();
     let reply = g.update(&runner, format!("{url},{}", md5_hex(&tgz)).into());
     assert_eq!(
@@ -418,8 +337,8 @@ fn broken_downloads_and_archives_fail_cleanly() {
             "Update archive is not a valid .tar.gz".to_string(),
         ),
     ];
-    for (serve, sum, want) in cases {
-        let url = server(serve);
+    for (answer, sum, want) in cases {
+        let url = serve(answer);
         let reply = g.update(&g.runner(), format!("{url},{sum}").into());
         assert_eq!(reply.returncode, "500");
         assert!(
@@ -431,11 +350,11 @@ fn broken_downloads_and_archives_fail_cleanly() {
     }
     // A tarball without the binary.
     let nobin = archive::build(&[("pkg/README", 0o644, b"hello")]);
-    let url = server(Serve::Body(nobin.clone()));
+    let url = serve(Serve::Body(nobin.clone()));
     let reply = g.update(&g.runner(), format!("{url},{}", md5_hex(&nobin)).into());
     assert_eq!(reply.message, "Update archive holds no guestd binary");
     // A chunked download within the limit works up to the checksum.
-    let url = server(Serve::Chunked(good.clone()));
+    let url = serve(Serve::Chunked(good.clone()));
     let reply = g.update(&g.runner(), format!("{url},{}", "1".repeat(32)).into());
     assert!(reply.message.contains(&format!("!= {sum}")), "{reply:?}");
     // Not http(s); nothing listening.
@@ -444,7 +363,7 @@ fn broken_downloads_and_archives_fail_cleanly() {
         reply.message,
         "Only http and https URLs are supported for agent updates"
     );
-    let dead = TcpListener::bind("127.0.0.1:0")
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
@@ -470,7 +389,7 @@ fn installer_runs_with_an_empty_environment_and_its_failure_changes_nothing() {
             b"echo \"home=${HOME-unset}\" > ran.txt\nexit 3\n",
         ),
     ]);
-    let url = server(Serve::Body(failing.clone()));
+    let url = serve(Serve::Body(failing.clone()));
     let reply = g.update(&g.runner(), format!("{url},{}", md5_hex(&failing)).into());
     assert_eq!(reply.message, "Agent installer script failed: 3");
     assert_eq!(
@@ -487,7 +406,7 @@ fn installer_runs_with_an_empty_environment_and_its_failure_changes_nothing() {
             b"[ -f guestd ] && [ -z \"$HOME\" ]\n",
         ),
     ]);
-    let url = server(Serve::Body(ok.clone()));
+    let url = serve(Serve::Body(ok.clone()));
     let runner = g.runner();
     let reply = g.update(&runner, format!("{url},{}", md5_hex(&ok)).into());
     assert_eq!(reply.returncode, "0", "{reply:?}");
@@ -517,13 +436,13 @@ fn no_service_manager_is_refused_before_downloading() {
 fn a_second_update_while_one_runs_is_refused_on_any_channel() {
     let g = Arc::new(Guest::new());
     let tgz = tarball(&new_binary("9.9.9", 0));
-    let url = server(Serve::Slow(tgz.clone(), std::time::Duration::from_secs(2)));
+    let url = serve(Serve::Slow(tgz.clone(), std::time::Duration::from_secs(2)));
     let value: serde_json::Value = format!("{url},{}", md5_hex(&tgz)).into();
     let first = {
         let (g, value) = (g.clone(), value.clone());
-        thread::spawn(move || g.update(&g.runner(), value))
+        std::thread::spawn(move || g.update(&g.runner(), value))
     };
-    thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(std::time::Duration::from_millis(500));
     // Another channel: its own env and handler, the same guest.
     let second = g.update(&g.runner(), value);
     assert_eq!(second.message, "An agent update is already in progress");

@@ -6,7 +6,11 @@ CACHE=${GUESTD_QEMU_CACHE:-/tmp/guestd-qemu-cache}
 mkdir -p "$CACHE"
 kpkg() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
 KPKG=$(kpkg)
-if [ -z "$KPKG" ]; then apt-get update -qq; KPKG=$(kpkg); fi
+# A fresh machine (or container) may have no package lists yet.
+if [ -z "$KPKG" ]; then
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+  KPKG=$(kpkg)
+fi
 [ -n "$KPKG" ] || { echo "cannot resolve linux-image-cloud-amd64 (apt sources?)"; exit 1; }
 KROOT=$CACHE/$KPKG
 if ! ls "$KROOT"/boot/vmlinuz-* >/dev/null 2>&1; then

@@ -194,3 +194,59 @@ fn invalid_config_names_file_and_key() {
         "{err}"
     );
 }
+
+/// The test-only Windows account store is not in a normal build (the one the packages ship):
+/// `fake:DIR` is refused at start-up, saying why.
+#[test]
+fn the_fake_windows_account_store_is_refused_by_a_normal_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guestd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[password]\nwindows_accounts = 'fake:{}'\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(guestd_tests::bin::path("guestd"))
+        .args(["--config", config.to_str().unwrap(), "--self-test"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the fake account store is for tests")
+            && err.contains("fake-windows-accounts"),
+        "{err}"
+    );
+}
+
+/// The OS family and the service manager are found once at start-up, from the (sandbox) root,
+/// and `--check-config` shows them.
+#[test]
+fn check_config_shows_the_os_and_its_service_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |root: &std::path::Path| {
+        let out = std::process::Command::new(guestd_tests::bin::path("guestd"))
+            .args(["--config", "/dev/null", "--check-config", "--root"])
+            .arg(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let root = dir.path();
+    assert!(
+        check(root).contains("\n# os: unknown (service manager: none found)\n"),
+        "{}",
+        check(root)
+    );
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=alpine\n").unwrap();
+    std::fs::create_dir_all(root.join("run/openrc")).unwrap();
+    assert!(check(root).contains("\n# os: alpine (service manager: OpenRC)\n"));
+    std::fs::write(root.join("etc/os-release"), "ID=ubuntu\nID_LIKE=debian\n").unwrap();
+    std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
+    assert!(check(root).contains("\n# os: debian (service manager: systemd)\n"));
+}

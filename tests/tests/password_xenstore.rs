@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use guestd_core::{Backend, DispatcherBuilder, Env, Root, Shutdown, SystemRunner, Transport};
 use guestd_distro::SystemBackend;
-use guestd_handlers::{Keyinit2Handler, KeyinitHandler, PasswordConfig, PasswordHandler};
+use guestd_handlers::{PasswordConfig, register_password_commands};
 use guestd_test_xenstored::{Config, TestXenstored};
 use guestd_tests::nova::{nova_encrypt, python};
 use guestd_transport_xenstore::{XenstoreConfig, XenstoreTransport};
@@ -130,14 +130,8 @@ fn nova_keyinit_and_password_over_xenstore_with_xenstore_utils() {
         runner: Arc::new(SystemRunner),
         backend: Arc::new(backend),
     };
-    let config = Arc::new(PasswordConfig::default());
     let dispatcher = Arc::new(
-        DispatcherBuilder::new()
-            .register(KeyinitHandler::new(config.clone()))
-            .unwrap()
-            .register(Keyinit2Handler)
-            .unwrap()
-            .register(PasswordHandler::new(config))
+        register_password_commands(DispatcherBuilder::new(), PasswordConfig::default())
             .unwrap()
             .build(env),
     );

@@ -7,39 +7,15 @@
 #![allow(clippy::disallowed_methods)] // spawns the daemon under test
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use guestd_handlers::update::archive;
+use guestd_testkit::http::{Serve, serve};
 use guestd_tests::{LineClient, bin};
 use sha2::Digest;
-
-/// Serve `body` to every request on 127.0.0.1; returns the URL.
-fn serve(body: Vec<u8>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .and_then(|()| stream.write_all(&body));
-        }
-    });
-    format!("http://{addr}/guestd-update.tar.gz")
-}
 
 /// A guest directory whose guestd is started (and restarted) by `restart.sh`.
 struct Guest {
@@ -193,7 +169,7 @@ fn update_installs_restarts_and_the_new_daemon_reports_ready() {
     let mut new = g.original.clone();
     new.extend_from_slice(b"\0guestd-update-test-trailer\0");
     let tgz = archive::build(&[("guestd-new/guestd", 0o755, &new)]);
-    let url = serve(tgz.clone());
+    let url = serve(Serve::Body(tgz.clone()));
     let old_pid = fs::read_to_string(g.path("pid")).unwrap();
     let out = g.ctl(&["update", "--url", &url, "--sha256", &sha256(&tgz)]);
     assert!(out.status.success(), "{out:?}\n{}", g.log());
@@ -223,7 +199,7 @@ fn a_new_daemon_that_does_not_come_up_is_rolled_back() {
         real.display()
     );
     let tgz = archive::build(&[("guestd", 0o755, broken.as_bytes())]);
-    let url = serve(tgz.clone());
+    let url = serve(Serve::Body(tgz.clone()));
     let out = g.ctl(&["update", "--url", &url, "--sha256", &sha256(&tgz)]);
     assert!(out.status.success(), "{out:?}\n{}", g.log());
 
@@ -242,7 +218,7 @@ fn a_new_daemon_that_does_not_come_up_is_rolled_back() {
 fn a_wrong_checksum_is_refused_and_the_daemon_keeps_running() {
     let g = Guest::new(30);
     let tgz = archive::build(&[("guestd", 0o755, b"x")]);
-    let url = serve(tgz);
+    let url = serve(Serve::Body(tgz));
     let out = g.ctl(&["update", "--url", &url, "--md5", &"0".repeat(32)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

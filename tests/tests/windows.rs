@@ -52,6 +52,8 @@ fn wine_ready() -> bool {
 }
 
 /// Build guestd.exe (a no-op when up to date) and prepare the Wine prefix, once per process.
+/// guestd.exe is built with the test-only fake account store (cargo feature
+/// `fake-windows-accounts`), which release builds do not have.
 fn setup() -> &'static (PathBuf, PathBuf) {
     static ONCE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     ONCE.get_or_init(|| {
@@ -59,12 +61,15 @@ fn setup() -> &'static (PathBuf, PathBuf) {
         let status = Command::new(cargo)
             .current_dir(repo())
             .args(["build", "--quiet", "--target", TARGET])
+            .args(["-p", "guestd-daemon", "-p", "guestd-ctl"])
+            .args(["--features", "guestd-daemon/fake-windows-accounts"])
             .args(["--bin", "guestd", "--bin", "guestctl"])
             .status()
             .expect("run cargo build");
         assert!(
             status.success(),
-            "cargo build --target {TARGET} --bin guestd --bin guestctl failed"
+            "cargo build --target {TARGET} --features guestd-daemon/fake-windows-accounts \
+             --bin guestd --bin guestctl failed"
         );
         // target/debug/guestd -> target/x86_64-pc-windows-gnu/debug/guestd.exe
         let linux = bin::path("guestctl");

@@ -3,16 +3,39 @@
 //! A backend *plans* (pure functions over the guest's files read through [`Root`](crate::Root))
 //! and lets [`apply`](crate::plan::apply) carry the plan out. Each capability is a method with a
 //! default that answers "unsupported", so adding a capability never breaks other backends.
+//!
+//! [`Env`] (the guest's files, its command runner and its backend) lives here rather than in
+//! `dispatch`: backend capabilities take it, and the dispatcher only hands it on, so the
+//! dependency goes one way (dispatch → backend).
 
 use std::fmt;
+use std::sync::Arc;
 
+use guestd_network_model::NetworkSpec;
+use guestd_network_model::config_drive::ConfigDriveFiles;
 use zeroize::Zeroizing;
 
 use crate::configure::{ResourceContext, ResourcePlan, ResourceSpec};
-use crate::dispatch::Env;
 use crate::plan::{ApplyError, Plan};
 use crate::root::{Root, RootError};
-use crate::runner::CommandError;
+use crate::runner::{CommandError, CommandRunner};
+
+/// Everything a handler may touch on the guest.
+#[derive(Clone)]
+pub struct Env {
+    pub root: Root,
+    pub runner: Arc<dyn CommandRunner>,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("root", &self.root)
+            .field("backend", &self.backend.name())
+            .finish()
+    }
+}
 
 /// A backend failure; `Display` is the short reason sent to the host (never secrets).
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +54,62 @@ pub enum BackendError {
     Apply(#[from] ApplyError),
 }
 
+/// A network model error: the host's data is unusable (`Invalid`), or it does not fit this
+/// system (`Failed`).
+impl From<guestd_network_model::NetworkError> for BackendError {
+    fn from(e: guestd_network_model::NetworkError) -> Self {
+        match e {
+            guestd_network_model::NetworkError::Invalid(m) => Self::Invalid(m),
+            guestd_network_model::NetworkError::System(m) => Self::Failed(m),
+        }
+    }
+}
+
 /// One OS family (Debian, RHEL, FreeBSD, Windows, …).
 pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Short name for logs (`debian`, `freebsd`, `windows`, …).
     fn name(&self) -> &str;
+
+    /// The service manager found at start-up (`systemd`, `OpenRC`, `SysV init`, `rc.d`,
+    /// `Windows SCM`), for logs and `--check-config`; `None` when there is none guestd knows.
+    fn service_manager(&self) -> Option<&str> {
+        None
+    }
+
+    /// The plan that restarts the service `service` through the service manager found at
+    /// start-up: its commands in order, each but the last best effort. The update watchdog
+    /// carries it out later, from outside guestd's service (so it is returned, not applied).
+    /// `Unsupported` when this guest has no service manager guestd knows.
+    fn plan_service_restart(&self, root: &Root, service: &str) -> Result<Plan, BackendError> {
+        let _ = (root, service);
+        Err(BackendError::Unsupported("restarting a service".into()))
+    }
+
+    /// The plan that starts `argv` detached from guestd's service, so that restarting the
+    /// service does not stop it, and returns at once (the update watchdog). Its output goes to
+    /// the service manager's log, or to `log` where it keeps none.
+    fn plan_detached_start(&self, argv: &[String], log: &str) -> Result<Plan, BackendError> {
+        let _ = (argv, log);
+        Err(BackendError::Unsupported(
+            "starting a program outside guestd's service".into(),
+        ))
+    }
+
+    /// `guest-shutdown`: the plan that powers the guest off, halts or reboots it at once
+    /// through the OS's own tool (which stops the services cleanly). Nothing is run here.
+    fn plan_shutdown(&self, mode: PowerOff) -> Result<Plan, BackendError> {
+        let _ = mode;
+        Err(BackendError::Unsupported("shutting the guest down".into()))
+    }
+
+    /// `guest-set-time`: the plan that sets the system clock to `time_ns` (nanoseconds since
+    /// the epoch) and writes it to the hardware clock, or, with `None`, sets the system clock
+    /// from the hardware clock. `Unsupported` (with the reason) when this guest cannot: no
+    /// hardware clock, or no tool for it. Nothing is run here but lookups.
+    fn plan_set_clock(&self, env: &Env, time_ns: Option<i64>) -> Result<Plan, BackendError> {
+        let _ = (env, time_ns);
+        Err(BackendError::Unsupported("setting the clock".into()))
+    }
 
     /// Set the password of `user` (`None`: the OS's administrator account — `root` on Unix, the
     /// built-in Administrator on Windows) and verify it took effect. The password never goes
@@ -88,10 +163,24 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         )))
     }
 
-    /// `resetnetwork`: build the network configuration from `request` (inline value, host data
-    /// or a config drive), write it for the network manager in use, restart the affected
-    /// interfaces and check they came up; on failure put everything back. Returns what was
-    /// done (a summary for the log, a notice for the host).
+    /// Find and read an OpenStack config drive's files (`dir`: a directory holding its
+    /// contents, instead of looking for the `config-2` filesystem; `keep_hostname`: leave
+    /// `meta_data.json` unread). `Ok(None)` when this guest has none. Parsing them is
+    /// `guestd_network_model::config_drive`'s.
+    fn read_config_drive(
+        &self,
+        env: &Env,
+        dir: Option<&str>,
+        keep_hostname: bool,
+    ) -> Result<Option<ConfigDriveFiles>, BackendError> {
+        let _ = (env, dir, keep_hostname);
+        Ok(None)
+    }
+
+    /// `resetnetwork`: write `request.spec` for the network manager in use (matching its
+    /// interfaces to this guest's devices by MAC), restart the affected interfaces and check
+    /// they came up; on failure put everything back. Returns what was done (a summary for the
+    /// log, a notice for the host).
     fn reset_network(
         &self,
         env: &Env,
@@ -100,6 +189,17 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         let _ = (env, request);
         Err(BackendError::Unsupported("resetnetwork".into()))
     }
+}
+
+/// How `guest-shutdown` stops the guest (qemu-ga's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerOff {
+    /// Stop and turn the power off (`powerdown`, the default).
+    PowerDown,
+    /// Stop without turning the power off (`halt`).
+    Halt,
+    /// Stop and start again (`reboot`).
+    Reboot,
 }
 
 /// What a successful `resetnetwork` did.
@@ -121,33 +221,15 @@ impl From<String> for NetworkReset {
     }
 }
 
-/// What `resetnetwork` hands the backend. Only raw inputs: the network model and its parsers live
-/// in the backend (distro), so core and handlers never depend on them.
-#[derive(Clone, Copy)]
+/// What `resetnetwork` (and XenCenter's static IP setting) hands the backend: the network the
+/// host asked for, already parsed and validated (`guestd_network_model`), and the manager to
+/// write for.
+#[derive(Debug, Clone, Copy)]
 pub struct NetworkRequest<'a> {
-    /// The command's value: `""` (use host data / config drive) or an inline configuration.
-    pub value: &'a serde_json::Value,
-    /// The channel's host data (XenStore `vm-data/`), when the transport has it.
-    pub host_data: Option<&'a dyn HostData>,
+    /// The interfaces (by MAC) and hostname to configure.
+    pub spec: &'a NetworkSpec,
     /// Network manager to use instead of the detected one (`netplan`, `ifupdown`, …).
     pub manager: Option<&'a str>,
-    /// A directory holding an OpenStack config drive's contents, instead of looking for the
-    /// `config-2` filesystem.
-    pub config_drive: Option<&'a str>,
-    /// Whether a config drive is looked for at all.
-    pub use_config_drive: bool,
-}
-
-impl fmt::Debug for NetworkRequest<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NetworkRequest")
-            .field("value", self.value)
-            .field("host_data", &self.host_data.is_some())
-            .field("manager", &self.manager)
-            .field("config_drive", &self.config_drive)
-            .field("use_config_drive", &self.use_config_drive)
-            .finish()
-    }
 }
 
 /// A secret (a password) handed to a backend: wiped on drop, never shown by `Debug`.

@@ -23,28 +23,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tracing::{Instrument, Level, debug, info, info_span, warn};
 
-use crate::backend::{Backend, BackendError, HostData};
+use crate::backend::{BackendError, Env, HostData};
 use crate::plan::ApplyError;
-use crate::root::{Root, RootError};
-use crate::runner::{CommandError, CommandRunner};
+use crate::root::RootError;
+use crate::runner::CommandError;
 use crate::wire::{Incoming, Reply, Request, RequestError, code, msg};
-
-/// Everything a handler may touch on the guest.
-#[derive(Clone)]
-pub struct Env {
-    pub root: Root,
-    pub runner: Arc<dyn CommandRunner>,
-    pub backend: Arc<dyn Backend>,
-}
-
-impl fmt::Debug for Env {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Env")
-            .field("root", &self.root)
-            .field("backend", &self.backend.name())
-            .finish()
-    }
-}
 
 /// The protocol a channel speaks, and the one a command belongs to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -41,12 +41,12 @@ pub mod transport;
 pub mod wire;
 
 pub use backend::{
-    Backend, BackendError, HostData, HostDataError, KmsRequest, NetworkRequest, NetworkReset,
-    NullBackend, SecretString,
+    Backend, BackendError, Env, HostData, HostDataError, KmsRequest, NetworkRequest, NetworkReset,
+    NullBackend, PowerOff, SecretString,
 };
 pub use channel_spec::{ChannelKind, ChannelSpec};
 pub use dispatch::{
-    Channel, CommandPolicy, Context, Dialect, DispatchError, Dispatcher, DispatcherBuilder, Env,
+    Channel, CommandPolicy, Context, Dialect, DispatchError, Dispatcher, DispatcherBuilder,
     FreezeFlag, Handler, HandlerError, Lifecycle,
 };
 pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};

@@ -200,6 +200,16 @@ impl Applied {
     pub fn not_run_message(&self) -> Option<String> {
         describe_not_run(&self.not_run)
     }
+
+    /// The first command a sandbox kept off the machine, as the runner reported it
+    /// (`'shutdown' was not run: …`): for plans whose whole point is that effect, so that
+    /// nothing was done without it.
+    pub fn not_run_error(&self) -> Option<CommandError> {
+        self.not_run.first().map(|n| CommandError::NotRun {
+            program: n.program.clone(),
+            effect: n.effect,
+        })
+    }
 }
 
 /// `not run (the --root sandbox keeps these effects off this machine): ifdown, ifup (network)`,
@@ -899,6 +909,11 @@ mod tests {
             applied.not_run_message().unwrap(),
             "not run (the --root sandbox keeps these effects off this machine; [sandbox] \
              allow_effects): ifdown, ifup (network)"
+        );
+        assert_eq!(
+            applied.not_run_error().unwrap().to_string(),
+            "'ifdown' was not run: the --root sandbox keeps network effects off this machine \
+             ([sandbox] allow_effects)"
         );
         let everything = apply(&plan, &root, runner.as_ref(), ApplyOptions::default());
         // Without the sandbox the check runs (and fails here: the recorder prints nothing).

@@ -6,8 +6,7 @@ use std::time::Duration;
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
 use guestd_handlers::{
     AgentUpdateHandler, ConfigureHandler, FeaturesHandler, FileInjectHandler, InjectConfig,
-    InjectFileHandler, Keyinit2Handler, KeyinitHandler, KmsActivateHandler, PasswordHandler,
-    ResetNetworkHandler, VersionHandler,
+    InjectFileHandler, KmsActivateHandler, ResetNetworkHandler, VersionHandler,
 };
 
 use crate::config::Config;
@@ -16,10 +15,8 @@ use crate::config::Config;
 pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, DispatchError> {
     let builder = DispatcherBuilder::new()
         .register(VersionHandler)?
-        .register(FeaturesHandler)?
-        .register(KeyinitHandler::new(Arc::new(config.password.clone())))?
-        .register(Keyinit2Handler)?
-        .register(PasswordHandler::new(Arc::new(config.password.clone())))?
+        .register(FeaturesHandler)?;
+    let builder = guestd_handlers::register_password_commands(builder, config.password.clone())?
         .register(ResetNetworkHandler::new(config.network.clone()))?
         .register(InjectFileHandler::new(inject_config(config)))?
         .register(FileInjectHandler::new(inject_config(config)))?

@@ -178,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         info!(
             version = env!("CARGO_PKG_VERSION"),
             backend = %backend.name(),
+            service_manager = %backend.service_manager().unwrap_or("none"),
             root = %cli.root.as_ref().map_or("/".into(), |p| p.display().to_string()),
             config = ?files,
             commands = %dispatcher.enabled_commands(Dialect::Native).join(","),
@@ -344,7 +345,11 @@ fn check_config(
         "# files: {}",
         list(files.iter().map(|f| f.display().to_string()).collect())
     );
-    println!("# os backend: {}", backend.name());
+    println!(
+        "# os: {} (service manager: {})",
+        backend.name(),
+        backend.service_manager().unwrap_or("none found")
+    );
     println!(
         "# init system: {}",
         guestd_distro::InitSystem::detect(root, backend.family()).name()

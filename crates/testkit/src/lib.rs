@@ -6,6 +6,7 @@
 //! - [`MemoryTransport`]: a `Transport` fed from the test through a channel.
 //! - [`golden`]: the golden-tree harness for backends (`before/`, `input`, `after/`, `commands`).
 //! - [`bin`]: locate (and build on demand) the workspace binaries for end-to-end tests.
+//! - [`http`]: a small HTTP server on loopback for download tests.
 //! - [`test_env`] / [`call`]: a dispatcher over a sandbox root in one line.
 
 // A test crate: it builds trees and files for tests by path, outside any guest.
@@ -13,6 +14,7 @@
 
 pub mod bin;
 pub mod golden;
+pub mod http;
 mod memory;
 mod runner;
 mod spawner;

@@ -9,7 +9,7 @@
 //!
 //! Every value is the host's, so hostile: each is checked (a decimal vif id, a MAC, `0`/`1`,
 //! an address with its prefix length, a gateway of the same family inside that network)
-//! before anything is built, and the configuration handed to resetnetwork's backend is made
+//! before anything is built, and the network model handed to resetnetwork's backend is made
 //! of the parsed values, never of the host's text. The backend renders it for the network
 //! manager in use, restarts only that interface, checks the address came up, and puts the
 //! previous configuration back if anything fails.
@@ -21,9 +21,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use guestd_core::{BackendError, Env, NetworkRequest};
-use serde_json::{Value, json};
+use guestd_network_model::{InterfaceSpec, IpNet, Mac, NetworkSpec};
 
-use crate::facts::{format_mac, parse_mac};
+use crate::facts::parse_mac;
 
 /// Where the toolstack writes the requests.
 pub const REQUESTS: &str = "xenserver/device/vif";
@@ -245,31 +245,32 @@ fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
     }
 }
 
-/// The resetnetwork configuration for a checked request (nova's interface object, built from
-/// parsed values only).
-pub fn network_value(c: &Checked) -> Value {
-    let mut iface = serde_json::Map::new();
-    iface.insert("mac".into(), json!(format_mac(&c.mac)));
-    if let Some((ip, prefix, gw)) = c.v4 {
-        let netmask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0));
-        iface.insert(
-            "ips".into(),
-            json!([{"ip": ip.to_string(), "netmask": netmask.to_string()}]),
-        );
-        if let Some(gw) = gw {
-            iface.insert("gateway".into(), json!(gw.to_string()));
-        }
+/// The network model for a checked request: one interface, by MAC, with the requested
+/// addresses and gateways (the hostname unchanged).
+pub fn network_spec(c: &Checked) -> Result<NetworkSpec, Answer> {
+    let invalid = |e: guestd_network_model::NetworkError| Answer::new(1, e.to_string());
+    let mut addresses = Vec::new();
+    if let Some((ip, prefix, _)) = c.v4 {
+        addresses.push(IpNet::new(ip.into(), prefix).map_err(invalid)?);
     }
-    if let Some((ip, prefix, gw)) = c.v6 {
-        iface.insert(
-            "ip6s".into(),
-            json!([{"ip": ip.to_string(), "netmask": prefix}]),
-        );
-        if let Some(gw) = gw {
-            iface.insert("gateway_v6".into(), json!(gw.to_string()));
-        }
+    if let Some((ip, prefix, _)) = c.v6 {
+        addresses.push(IpNet::new(ip.into(), prefix).map_err(invalid)?);
     }
-    json!([Value::Object(iface)])
+    let spec = NetworkSpec {
+        interfaces: vec![InterfaceSpec {
+            mac: Mac(c.mac),
+            label: None,
+            addresses,
+            gateway4: c.v4.and_then(|(_, _, gw)| gw),
+            gateway6: c.v6.and_then(|(_, _, gw)| gw),
+            routes: Vec::new(),
+            dns: Vec::new(),
+        }],
+        hostname: None,
+        source: "static-ip-setting",
+    };
+    spec.validate().map_err(invalid)?;
+    Ok(spec)
 }
 
 /// Check and apply one request through the backend (blocking: runs commands). The answer to
@@ -279,13 +280,13 @@ pub fn apply(env: &Env, manager: Option<&str>, raw: &RawRequest) -> Answer {
         Ok(c) => c,
         Err(answer) => return answer,
     };
-    let value = network_value(&checked);
+    let spec = match network_spec(&checked) {
+        Ok(spec) => spec,
+        Err(answer) => return answer,
+    };
     let request = NetworkRequest {
-        value: &value,
-        host_data: None,
+        spec: &spec,
         manager,
-        config_drive: None,
-        use_config_drive: false,
     };
     match env.backend.reset_network(env, &request) {
         Ok(_) => Answer::ok(),
@@ -347,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn a_good_request_becomes_a_network_value() {
+    fn a_good_request_becomes_the_network_model() {
         let c = check(&req(&[
             ("enabled", "1"),
             ("address", "192.0.2.10/24"),
@@ -357,16 +358,17 @@ mod tests {
             ("gateway6", "2001:db8::1"),
         ]))
         .unwrap();
-        assert_eq!(
-            network_value(&c),
-            json!([{
-                "mac": "00:16:3e:00:00:01",
-                "ips": [{"ip": "192.0.2.10", "netmask": "255.255.255.0"}],
-                "gateway": "192.0.2.1",
-                "ip6s": [{"ip": "2001:db8::10", "netmask": 64}],
-                "gateway_v6": "2001:db8::1",
-            }])
-        );
+        let spec = network_spec(&c).unwrap();
+        assert_eq!(spec.hostname, None);
+        let [iface] = spec.interfaces.as_slice() else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(iface.mac.to_string(), "00:16:3e:00:00:01");
+        let addrs: Vec<String> = iface.addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["192.0.2.10/24", "2001:db8::10/64"]);
+        assert_eq!(iface.gateway4, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(iface.gateway6, Some("2001:db8::1".parse().unwrap()));
+        assert!(iface.routes.is_empty() && iface.dns.is_empty() && iface.label.is_none());
         let only4 = check(&req(&[("enabled", "1"), ("address", "10.0.0.5/8")])).unwrap();
         assert!(only4.v6.is_none() && only4.v4.unwrap().2.is_none());
     }

@@ -1,12 +1,12 @@
-//! `resetnetwork`: one network model, three sources, a renderer per network manager, and apply
-//! with rollback.
+//! `resetnetwork` on this OS: the network model (`guestd_network_model`, re-exported as
+//! [`model`]) rendered for the network manager in use, and applied with rollback. The host's
+//! formats are parsed into the model before it gets here (by the handler); what is OS work
+//! about a source stays here: finding and mounting a config drive ([`configdrive`]).
 //!
-//! Flow ([`reset_network`]): [`gather`] the model (the inline value when non-empty, else XenStore
-//! `vm-data/networking/*` + `vm-data/hostname`, else an OpenStack config drive) → match MACs to
-//! devices ([`devices`]) → detect the [`Manager`] (or take the configured one) → [`plan`]
-//! (render, hostname, resolv.conf) → `guestd_core::apply` (backups, atomic writes, restart of the
-//! affected interfaces, checks; on failure the files are restored and the interfaces restarted
-//! with the old configuration).
+//! Flow ([`reset_network`]): match MACs to devices ([`devices`]) → detect the [`Manager`] (or
+//! take the configured one) → [`plan`] (render, hostname, resolv.conf) → `guestd_core::apply`
+//! (backups, atomic writes, restart of the affected interfaces, checks; on failure the files
+//! are restored and the interfaces restarted with the old configuration).
 //!
 //! The network is restarted only when its files change, or when they are already right but
 //! an address is missing (the checks fail before anything is done): a hostname change alone
@@ -19,15 +19,16 @@ pub mod configdrive;
 pub mod devices;
 pub mod hostname;
 pub mod manager;
-pub mod model;
 pub mod render;
-pub mod source;
+
+pub use guestd_network_model as model;
 
 use guestd_core::plan::Expect;
 use guestd_core::{
     ApplyError, ApplyOptions, BackendError, CommandRunner, Env, FileChange, NetworkRequest,
     NetworkReset, Plan, PlannedCommand, Root,
 };
+use guestd_network_model::config_drive::ConfigDriveFiles;
 use tracing::{info, warn};
 
 pub use computer_name::{ComputerName, SystemComputerName};
@@ -39,31 +40,18 @@ pub use render::{RenderContext, Rendered};
 
 use crate::OsFamily;
 
-/// Build the model from the request's sources, in order of precedence.
-pub fn gather(
-    request: &NetworkRequest<'_>,
-    root: &Root,
-    runner: &dyn CommandRunner,
-) -> Result<NetworkSpec, NetworkError> {
-    let keep_hostname = match source::parse_inline(request.value)? {
-        source::Inline::Spec(spec) => return Ok(spec),
-        source::Inline::HostData { keep_hostname } => keep_hostname,
-    };
-    if let Some(data) = request.host_data {
-        if let Some(spec) = source::from_xenstore(data, keep_hostname)? {
-            return Ok(spec);
-        }
-    }
-    if request.use_config_drive || request.config_drive.is_some() {
-        if let Some(spec) = configdrive::read(root, runner, request.config_drive, keep_hostname)? {
-            return Ok(spec);
-        }
-    }
-    Err(model::invalid(if request.host_data.is_some() {
-        "empty network list: vm-data/networking has no entries and there is no config drive"
-    } else {
-        "no network data: the value is empty, this channel has no host data and there is no config drive"
-    }))
+/// Find and read the config drive (see [`configdrive`]).
+pub fn read_config_drive(
+    env: &Env,
+    dir: Option<&str>,
+    keep_hostname: bool,
+) -> Result<Option<ConfigDriveFiles>, BackendError> {
+    Ok(configdrive::read(
+        &env.root,
+        env.runner.as_ref(),
+        dir,
+        keep_hostname,
+    )?)
 }
 
 /// Where resetnetwork (like every plan) keeps the previous versions of the files it replaces;
@@ -188,19 +176,16 @@ pub fn plan(
     Ok(out)
 }
 
-/// The whole command: gather, match, detect, plan, apply; on Windows then the computer name
-/// through `names`. Returns a summary for the log and the notice for the host.
+/// The whole command: match, detect, plan, apply; on Windows then the computer name through
+/// `names`. Returns a summary for the log and the notice for the host.
 pub fn reset_network(
     env: &Env,
     request: &NetworkRequest<'_>,
     family: OsFamily,
     names: &dyn ComputerName,
 ) -> Result<NetworkReset, BackendError> {
-    let fail = |e: NetworkError| match e {
-        NetworkError::Invalid(m) => BackendError::Invalid(m),
-        NetworkError::System(m) => BackendError::Failed(m),
-    };
-    let spec = gather(request, &env.root, env.runner.as_ref()).map_err(fail)?;
+    let fail = BackendError::from;
+    let spec = request.spec;
     let manager = match request.manager {
         Some(name) => Manager::from_name(name).map_err(fail)?,
         None => Manager::detect(&env.root, family).map_err(fail)?,
@@ -212,7 +197,7 @@ pub fn reset_network(
         }
     } else {
         let found = devices::discover(family, &env.root, env.runner.as_ref()).map_err(fail)?;
-        devices::resolve(&spec, &found).map_err(fail)?
+        devices::resolve(spec, &found).map_err(fail)?
     };
     let interfaces: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
     info!(source = spec.source, %manager, interfaces = ?interfaces, hostname = ?net.hostname.as_ref().map(Hostname::as_str), "resetnetwork");
@@ -289,125 +274,5 @@ pub fn reset_network(
                 )
             }))
         }
-    }
-}
-
-#[cfg(all(test, unix))]
-#[allow(clippy::disallowed_methods)] // tests build their trees by path
-mod tests {
-    use super::*;
-    use guestd_core::{HostDataError, Output};
-    use guestd_testkit::FakeRunner;
-    use serde_json::json;
-
-    const DRIVE_NET: &str = r#"{"links": [{"id": "l0", "ethernet_mac_address": "fa:16:3e:00:00:01"}],
-        "networks": [{"id": "n0", "type": "ipv4", "link": "l0", "ip_address": "10.0.0.5", "netmask": "255.255.255.0"}]}"#;
-
-    struct OneInterface;
-
-    impl guestd_core::HostData for OneInterface {
-        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, HostDataError> {
-            Ok((path == "vm-data/networking/BC764E206C5A").then(|| {
-                br#"{"mac": "BC:76:4E:20:6C:5A", "ips": [{"ip": "10.1.0.5", "netmask": "255.255.0.0"}]}"#.to_vec()
-            }))
-        }
-        fn list(&self, _path: &str) -> Result<Vec<String>, HostDataError> {
-            Ok(vec!["BC764E206C5A".into()])
-        }
-    }
-
-    fn request<'a>(
-        value: &'a serde_json::Value,
-        host: Option<&'a dyn guestd_core::HostData>,
-    ) -> NetworkRequest<'a> {
-        NetworkRequest {
-            value,
-            host_data: host,
-            manager: None,
-            config_drive: None,
-            use_config_drive: true,
-        }
-    }
-
-    /// A sandbox with a `config-2` device (`sr0`) that is not mounted; the fake `mount` fills
-    /// the mount point and the mount table as the kernel would.
-    fn drive() -> (tempfile::TempDir, Root, FakeRunner) {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("dev/disk/by-label")).unwrap();
-        std::os::unix::fs::symlink("../../sr0", d.path().join("dev/disk/by-label/config-2"))
-            .unwrap();
-        std::fs::create_dir_all(d.path().join("sys/class/block/sr0")).unwrap();
-        std::fs::write(d.path().join("sys/class/block/sr0/dev"), "11:0\n").unwrap();
-        std::fs::create_dir_all(d.path().join("proc/self")).unwrap();
-        std::fs::write(d.path().join("proc/self/mountinfo"), "").unwrap();
-        let root = Root::sandbox(d.path()).unwrap();
-        let runner = FakeRunner::new();
-        let base = root.base().unwrap().to_path_buf();
-        runner.respond_with("mount ", move |_| {
-            let dir = base.join("run/guestd/config-drive/openstack/latest");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("network_data.json"), DRIVE_NET).unwrap();
-            std::fs::write(dir.join("meta_data.json"), r#"{"hostname": "cd-host"}"#).unwrap();
-            std::fs::write(
-                base.join("proc/self/mountinfo"),
-                "70 25 11:0 / /run/guestd/config-drive ro,nosuid,nodev,noexec - iso9660 /dev/sr0 ro\n",
-            )
-            .unwrap();
-            Ok(Output {
-                code: Some(0),
-                ..Output::default()
-            })
-        });
-        (d, root, runner)
-    }
-
-    #[test]
-    fn sources_in_order_of_precedence() {
-        let (_d, root, runner) = drive();
-        let inline = json!({"hostname": "inline-host"});
-        let empty = json!("");
-        let spec = gather(&request(&inline, Some(&OneInterface)), &root, &runner).unwrap();
-        assert_eq!(
-            (spec.source, spec.hostname.unwrap().as_str()),
-            ("inline", "inline-host")
-        );
-        let spec = gather(&request(&empty, Some(&OneInterface)), &root, &runner).unwrap();
-        assert_eq!(spec.source, "xenstore");
-        assert!(
-            runner.lines().is_empty(),
-            "the drive is not touched when XenStore has data"
-        );
-        let spec = gather(&request(&empty, None), &root, &runner).unwrap();
-        assert_eq!(spec.source, "config drive");
-        assert_eq!(spec.hostname.unwrap().as_str(), "cd-host");
-        assert_eq!(
-            runner.lines(),
-            [
-                "mount -t iso9660,vfat -o ro,nosuid,nodev,noexec /dev/sr0 /run/guestd/config-drive",
-                "umount /run/guestd/config-drive"
-            ]
-        );
-        let off = NetworkRequest {
-            use_config_drive: false,
-            ..request(&empty, None)
-        };
-        assert_eq!(
-            gather(&off, &root, &runner).unwrap_err().to_string(),
-            "no network data: the value is empty, this channel has no host data and there is no config drive"
-        );
-    }
-
-    #[test]
-    fn a_failed_mount_is_named() {
-        let (_d, root, _) = drive();
-        let runner = FakeRunner::new();
-        runner.respond("mount ", 32, "");
-        let empty = json!("");
-        assert_eq!(
-            gather(&request(&empty, None), &root, &runner)
-                .unwrap_err()
-                .to_string(),
-            "cannot mount the config drive: 'mount' failed with exit status 32"
-        );
     }
 }

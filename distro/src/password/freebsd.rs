@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::info;
 use zeroize::Zeroizing;
 
-use guestd_core::{BackendError, Command, Effect, Env, SecretString};
+use guestd_core::{BackendError, Command, Effect, Env, Plan, SecretString};
 
 use super::{crypt, hash_format, shadow};
 
@@ -27,6 +27,14 @@ pub fn pw_command(env: &Env, user: &str, hash: &str) -> Result<Command, BackendE
     Ok(cmd.args(["usermod", "-n", user, "-H", "0"]).stdin(line))
 }
 
+/// The plan that stores `hash` as `user`'s password with `pw`.
+pub fn pw_plan(env: &Env, user: &str, hash: &str) -> Result<Plan, BackendError> {
+    Ok(Plan {
+        commands: vec![pw_command(env, user, hash)?.into()],
+        ..Plan::default()
+    })
+}
+
 pub fn set_password(env: &Env, user: &str, password: &SecretString) -> Result<(), BackendError> {
     shadow::check_user_name(user)?;
     let current = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
@@ -36,9 +44,7 @@ pub fn set_password(env: &Env, user: &str, password: &SecretString) -> Result<()
         )));
     }
     let hash = crypt::sha512_crypt(password.expose(), &crypt::fresh_salt()?)?;
-    env.runner
-        .run(&pw_command(env, user, &hash)?)?
-        .check("pw")?;
+    super::apply(env, &pw_plan(env, user, &hash)?)?;
     let text = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
     let ok = shadow::password_field(&text, user)
         .and_then(|f| std::str::from_utf8(f).ok())
@@ -62,9 +68,7 @@ pub fn set_password_hash(env: &Env, user: &str, hash: &SecretString) -> Result<(
             "user '{user}' has no entry in {MASTER_PASSWD}"
         )));
     }
-    env.runner
-        .run(&pw_command(env, user, hash.expose())?)?
-        .check("pw")?;
+    super::apply(env, &pw_plan(env, user, hash.expose())?)?;
     let text = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
     if shadow::password_field(&text, user) != Some(hash.expose().as_bytes()) {
         return Err(BackendError::Failed(format!(
@@ -77,4 +81,42 @@ pub fn set_password_hash(env: &Env, user: &str, hash: &SecretString) -> Result<(
         "crypted password stored and verified"
     );
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::sync::Arc;
+
+    use guestd_core::{NullBackend, Reach, Root};
+    use guestd_testkit::FakeRunner;
+
+    use super::*;
+
+    #[test]
+    fn pw_plan_carries_the_hash_on_stdin_only() {
+        let hash = "$6$saltsaltsaltsalt$abc";
+        let d = tempfile::tempdir().unwrap();
+        let env = Env {
+            root: Root::sandbox(d.path()).unwrap(),
+            runner: Arc::new(FakeRunner::new()),
+            backend: Arc::new(NullBackend),
+        };
+        let plan = pw_plan(&env, "alice", hash).unwrap();
+        assert!(plan.changes.is_empty() && plan.rollback_commands.is_empty());
+        let cmd = &plan.commands[0].command;
+        let base = d.path().to_str().unwrap();
+        assert_eq!(
+            cmd.command_line(),
+            format!("pw -R {base} usermod -n alice -H 0")
+        );
+        assert_eq!(cmd.reach, Reach::Root);
+        assert_eq!(
+            cmd.stdin.as_deref().map(Vec::as_slice),
+            Some(format!("{hash}\n").as_bytes())
+        );
+        assert!(
+            !format!("{plan:?}").contains(hash),
+            "the hash is never shown"
+        );
+    }
 }

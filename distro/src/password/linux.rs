@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use guestd_core::{BackendError, Command, Effect, Env, SecretString, WriteOptions};
+use guestd_core::{BackendError, Command, Effect, Env, Plan, SecretString, WriteOptions};
 
 use super::{crypt, hash_format, shadow};
 
@@ -96,10 +96,16 @@ pub fn chpasswd_command(env: &Env, user: &str, hash: &str) -> Result<Command, Ba
     Ok(cmd.stdin(line))
 }
 
+/// The plan that stores `hash` as `user`'s password with chpasswd.
+pub fn chpasswd_plan(env: &Env, user: &str, hash: &str) -> Result<Plan, BackendError> {
+    Ok(Plan {
+        commands: vec![chpasswd_command(env, user, hash)?.into()],
+        ..Plan::default()
+    })
+}
+
 fn run_chpasswd(env: &Env, user: &str, hash: &str) -> Result<(), BackendError> {
-    let cmd = chpasswd_command(env, user, hash)?;
-    env.runner.run(&cmd)?.check(CHPASSWD)?;
-    Ok(())
+    super::apply(env, &chpasswd_plan(env, user, hash)?)
 }
 
 /// The fallback: replace the user's field in `/etc/shadow` atomically, under the lock; mode,
@@ -127,5 +133,58 @@ fn verify(env: &Env, user: &str, password: &SecretString) -> Result<(), BackendE
         Err(BackendError::Failed(format!(
             "the password of '{user}' did not verify after it was set"
         )))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::sync::Arc;
+
+    use guestd_core::plan::Expect;
+    use guestd_core::{NullBackend, Reach, Root};
+    use guestd_testkit::FakeRunner;
+
+    use super::*;
+
+    fn env(root: Root) -> Env {
+        Env {
+            root,
+            runner: Arc::new(FakeRunner::new()),
+            backend: Arc::new(NullBackend),
+        }
+    }
+
+    #[test]
+    fn chpasswd_plan_carries_the_hash_on_stdin_only() {
+        let hash = "$6$saltsaltsaltsalt$abc";
+        let d = tempfile::tempdir().unwrap();
+        let sandbox = env(Root::sandbox(d.path()).unwrap());
+        let plan = chpasswd_plan(&sandbox, "alice", hash).unwrap();
+        assert!(plan.changes.is_empty() && plan.rollback_commands.is_empty());
+        let [planned] = plan.commands.as_slice() else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(planned.expect, Expect::Success);
+        let cmd = &planned.command;
+        let base = d.path().to_str().unwrap();
+        assert_eq!(cmd.command_line(), format!("chpasswd -e -R {base}"));
+        // With -R it only changes files under the root.
+        assert_eq!(cmd.reach, Reach::Root);
+        assert_eq!(
+            cmd.stdin.as_deref().map(Vec::as_slice),
+            Some(format!("alice:{hash}\n").as_bytes())
+        );
+        assert!(
+            !format!("{plan:?}").contains(hash),
+            "the hash is never shown"
+        );
+
+        let real = env(Root::system());
+        let plan = chpasswd_plan(&real, "root", hash).unwrap();
+        assert_eq!(plan.commands[0].command.command_line(), "chpasswd -e");
+        assert_eq!(
+            plan.commands[0].command.reach,
+            Reach::Machine(Effect::Accounts)
+        );
     }
 }

@@ -10,6 +10,9 @@
 //! by [`hash_format`] and stored unchanged through the same tools (Linux, FreeBSD; Windows
 //! cannot take a hash).
 //!
+//! The tools run as a `Plan` (`linux::chpasswd_plan`, `freebsd::pw_plan`) carried out by
+//! `guestd_core::apply`, without backups: guestd keeps no copy of old password hashes.
+//!
 //! Every path re-reads the stored hash and verifies it against the password before reporting
 //! success (except Windows, where `NetUserSetInfo`'s own status is the answer). The password is
 //! never put in argv, logs or errors.
@@ -21,7 +24,7 @@ pub mod linux;
 pub mod shadow;
 pub mod windows;
 
-use guestd_core::{BackendError, Env, SecretString};
+use guestd_core::{ApplyOptions, BackendError, Env, Plan, SecretString};
 
 use crate::OsFamily;
 
@@ -58,5 +61,16 @@ pub fn set_password_hash(
         )),
         OsFamily::FreeBsd => freebsd::set_password_hash(env, user, hash),
         _ => linux::set_password_hash(env, user, hash),
+    }
+}
+
+/// Carry out a password plan: no backups (no copy of old hashes is kept anywhere), and a
+/// command a sandbox kept off the machine is a failure (the password was not set).
+fn apply(env: &Env, plan: &Plan) -> Result<(), BackendError> {
+    let options = ApplyOptions { keep_backups: 0 };
+    let applied = guestd_core::apply(plan, &env.root, env.runner.as_ref(), options)?;
+    match applied.not_run_error() {
+        Some(not_run) => Err(not_run.into()),
+        None => Ok(()),
     }
 }

@@ -6,12 +6,18 @@
 //! [`AccountStore`] says where accounts live: the real local account database (`netapi`, the
 //! default and the only choice a real guest should use), or a FAKE directory (`fake:DIR`) for
 //! tests under Wine, which has no user database. The fake goes through the same account
-//! selection ([`choose_account`]); only the enumeration and the final set are replaced.
+//! selection ([`choose_account`]); only the enumeration and the final set are replaced. It
+//! exists only in builds with the cargo feature `fake-windows-accounts` (the Wine end-to-end
+//! test builds `guestd.exe` so; release builds do not) and in this crate's own unit tests.
 
+#[cfg(any(test, feature = "fake-windows-accounts"))]
 use std::path::PathBuf;
 
-use guestd_core::{BackendError, Root, SecretString};
+#[cfg(any(test, feature = "fake-windows-accounts"))]
+use guestd_core::Root;
+use guestd_core::{BackendError, SecretString};
 
+#[cfg(any(test, feature = "fake-windows-accounts"))]
 use super::crypt;
 
 /// Where the Windows accounts live (`password.windows_accounts` in the configuration).
@@ -23,23 +29,34 @@ pub enum AccountStore {
     /// TESTS ONLY (Wine has no user database). `DIR/accounts` lists the accounts, one
     /// `name:rid` a line; setting a password records its SHA-512-crypt hash (never the
     /// password) in `DIR/passwords/<name>`.
+    #[cfg(any(test, feature = "fake-windows-accounts"))]
     Fake(PathBuf),
 }
 
 impl AccountStore {
-    /// Parse `netapi` or `fake:DIR` (DIR absolute).
+    /// Parse `netapi`, or `fake:DIR` (DIR absolute) in a build with the fake store.
     pub fn from_spec(spec: &str) -> Result<Self, String> {
         match spec.split_once(':') {
             _ if spec == "netapi" => Ok(Self::NetApi),
+            #[cfg(any(test, feature = "fake-windows-accounts"))]
             Some(("fake", dir)) if std::path::Path::new(dir).is_absolute() => {
                 Ok(Self::Fake(PathBuf::from(dir)))
             }
+            #[cfg(any(test, feature = "fake-windows-accounts"))]
             Some(("fake", dir)) => Err(format!(
                 "windows_accounts 'fake:{dir}': the directory must be an absolute path"
             )),
+            #[cfg(any(test, feature = "fake-windows-accounts"))]
             _ => Err(format!(
                 "windows_accounts '{spec}': expected 'netapi' or 'fake:DIR' (tests only)"
             )),
+            #[cfg(not(any(test, feature = "fake-windows-accounts")))]
+            Some(("fake", _)) => Err(format!(
+                "windows_accounts '{spec}': the fake account store is for tests, and this guestd \
+                 was built without it (cargo feature fake-windows-accounts); use 'netapi'"
+            )),
+            #[cfg(not(any(test, feature = "fake-windows-accounts")))]
+            _ => Err(format!("windows_accounts '{spec}': expected 'netapi'")),
         }
     }
 }
@@ -52,6 +69,7 @@ pub fn set_password_in(
 ) -> Result<(), BackendError> {
     match store {
         AccountStore::NetApi => netapi_set_password(user, password),
+        #[cfg(any(test, feature = "fake-windows-accounts"))]
         AccountStore::Fake(dir) => fake::set_password(dir, user, password),
     }
 }
@@ -68,7 +86,8 @@ fn netapi_set_password(_user: Option<&str>, _password: &SecretString) -> Result<
     ))
 }
 
-/// The fake account store (see [`AccountStore::Fake`]); works on every platform.
+/// The fake account store (see `AccountStore::Fake`); works on every platform.
+#[cfg(any(test, feature = "fake-windows-accounts"))]
 pub mod fake {
     use std::path::Path;
 

@@ -1,12 +1,12 @@
-//! `guest-shutdown`: `shutdown -P|-H|-r +0` through the command runner, as qemu-ga does. On
-//! success nothing is sent back (qemu-ga's `success-response: false`).
+//! `guest-shutdown`: the backend plans the OS's own shutdown (`shutdown -P|-H|-r +0` on Linux,
+//! as qemu-ga runs it) and `guestd_core::apply` carries it out. On success nothing is sent back
+//! (qemu-ga's `success-response: false`).
 
-use std::time::Duration;
-
-use guestd_core::{Command, Effect, HandlerError};
+use guestd_core::{ApplyOptions, BackendError, HandlerError, PowerOff};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::platform::not_on_this_os;
 use super::{QgaCommand, args};
 
 #[derive(Debug, Deserialize)]
@@ -22,21 +22,30 @@ pub const SHUTDOWN: QgaCommand = QgaCommand {
     query: false,
     run: |ctx, value| {
         let a: Args = args(value)?;
-        let flag = match a.mode.as_deref().unwrap_or("powerdown") {
-            "powerdown" => "-P",
-            "halt" => "-H",
-            "reboot" => "-r",
+        let mode = match a.mode.as_deref().unwrap_or("powerdown") {
+            "powerdown" => PowerOff::PowerDown,
+            "halt" => PowerOff::Halt,
+            "reboot" => PowerOff::Reboot,
             other => {
                 return Err(HandlerError::BadRequest(format!(
                     "Invalid parameter 'mode': '{other}' (expected powerdown, halt or reboot)"
                 )));
             }
         };
-        let cmd = Command::new("shutdown")
-            .args([flag, "+0", "hypervisor initiated shutdown"])
-            .effect(Effect::Power)
-            .timeout(Duration::from_secs(30));
-        ctx.env.runner.run(&cmd)?.check("shutdown")?;
+        let plan = match ctx.env.backend.plan_shutdown(mode) {
+            Err(BackendError::Unsupported(_)) => return Err(not_on_this_os("guest-shutdown")),
+            other => other?,
+        };
+        let applied = guestd_core::apply(
+            &plan,
+            &ctx.env.root,
+            ctx.env.runner.as_ref(),
+            ApplyOptions::default(),
+        )?;
+        // Under a --root sandbox: say which command was kept off the machine.
+        if let Some(not_run) = applied.not_run_error() {
+            return Err(not_run.into());
+        }
         Ok(json!({}))
     },
 };

@@ -1,17 +1,14 @@
 //! `guest-get-timezone` (the zone abbreviation and UTC offset now in effect, from
 //! `/etc/localtime`, as qemu-ga reports them through GLib) and `guest-set-time` (qemu-ga's two
 //! modes: with a time, set the system clock and then write it to the RTC with `hwclock -w`;
-//! without one, set the system clock from the RTC with `hwclock -s`). Setting the time is a
-//! `Plan` of commands carried out by `plan::apply` through the command runner; a guest without
-//! `hwclock` or without an RTC is refused before anything changes.
+//! without one, set the system clock from the RTC with `hwclock -s`). The backend plans setting
+//! the time (`Backend::plan_set_clock`; it refuses a guest without `hwclock` or without an RTC
+//! before anything changes) and `plan::apply` carries the plan out; the errors are worded here,
+//! as qemu-ga words them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use guestd_core::plan::Expect;
-use guestd_core::{
-    ApplyError, ApplyOptions, Command, CommandError, Effect, HandlerError, Plan, PlannedCommand,
-    Root,
-};
+use guestd_core::{ApplyError, ApplyOptions, BackendError, CommandError, HandlerError, Root};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -21,8 +18,8 @@ use super::tzif;
 use super::{QgaCommand, args};
 
 const LOCALTIME: &str = "/etc/localtime";
+/// The program whose failure qemu-ga words as a hardware clock failure.
 const HWCLOCK: &str = "hwclock";
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// qemu-ga accepts years 1970 up to (not including) 2070.
 const LATEST: i64 = 3_155_760_000; // 2070-01-01T00:00:00Z
 
@@ -80,13 +77,10 @@ pub const SET_TIME: QgaCommand = QgaCommand {
         if let Some(t) = a.time {
             check_time(t)?;
         }
-        if !ctx.env.runner.exists(HWCLOCK) {
-            return Err(unsupported("hwclock is not installed in this guest"));
-        }
-        if !has_rtc(&ctx.env.root) {
-            return Err(unsupported("this guest has no hardware clock (RTC)"));
-        }
-        let plan = set_time_plan(a.time);
+        let plan = match ctx.env.backend.plan_set_clock(ctx.env, a.time) {
+            Err(BackendError::Unsupported(why)) => return Err(unsupported(&why)),
+            other => other?,
+        };
         let applied = guestd_core::apply(
             &plan,
             &ctx.env.root,
@@ -119,45 +113,6 @@ fn check_time(ns: i64) -> Result<(), HandlerError> {
     }
 }
 
-/// Whether the guest has a real-time clock for hwclock to use.
-fn has_rtc(root: &Root) -> bool {
-    root.exists("/dev/rtc0")
-        || root.exists("/dev/rtc")
-        || root
-            .read_dir("/sys/class/rtc")
-            .is_ok_and(|entries| entries.iter().any(|e| e.starts_with("rtc")))
-}
-
-/// With a time: `date -u -s @SECONDS.NANOSECONDS`, then `hwclock -w` (system clock to RTC).
-/// Without: `hwclock -s` (RTC to system clock).
-pub(crate) fn set_time_plan(time_ns: Option<i64>) -> Plan {
-    let command = |c: Command| PlannedCommand {
-        command: c.timeout(TIMEOUT),
-        expect: Expect::Success,
-    };
-    let commands = match time_ns {
-        Some(ns) => vec![
-            command(Command::new("date").effect(Effect::Clock).args([
-                "-u".to_string(),
-                "-s".to_string(),
-                format!(
-                    "@{}.{:09}",
-                    ns.div_euclid(1_000_000_000),
-                    ns.rem_euclid(1_000_000_000)
-                ),
-            ])),
-            command(Command::new(HWCLOCK).arg("-w").effect(Effect::Clock)),
-        ],
-        None => vec![command(
-            Command::new(HWCLOCK).arg("-s").effect(Effect::Clock),
-        )],
-    };
-    Plan {
-        commands,
-        ..Plan::default()
-    }
-}
-
 /// qemu-ga's wording for the step that failed; the detail goes to the log.
 fn set_time_error(err: &ApplyError) -> HandlerError {
     warn!(error = %err, "guest-set-time failed");
@@ -185,22 +140,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn time_range_and_plan() {
+    fn time_range() {
         assert!(check_time(0).is_ok());
         assert!(check_time(1_700_000_000_123_456_789).is_ok());
         assert!(check_time(-1).is_err());
         assert!(check_time(LATEST * 1_000_000_000).is_err());
         assert!(check_time(i64::MAX).is_err());
-        let lines = |p: Plan| -> Vec<String> {
-            p.commands
-                .iter()
-                .map(|c| c.command.command_line())
-                .collect()
-        };
-        assert_eq!(
-            lines(set_time_plan(Some(1_700_000_000_000_000_042))),
-            ["date -u -s @1700000000.000000042", "hwclock -w"]
-        );
-        assert_eq!(lines(set_time_plan(None)), ["hwclock -s"]);
     }
 }

@@ -8,7 +8,7 @@
 //! started after the update can write it, and it must name the new version.
 //!
 //! The watchdog runs as a separate process (`<previous binary> --update-watchdog <state>`)
-//! started outside guestd's service (see `service::Manager::launch_command`), and reads
+//! started outside guestd's service (the backend's `plan_detached_start`), and reads
 //! everything it needs from the state file the handler wrote; it records the outcome there.
 
 use std::path::Path;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use guestd_core::{Env, NetworkRequest, Root};
 use guestd_distro::{OsFamily, SystemBackend};
+use guestd_network_model::nova::{Inline, parse_inline};
 use guestd_testkit::FakeRunner;
 use serde_json::{Value, json};
 
@@ -48,13 +49,12 @@ fn main() {
     };
     let mut out = std::io::stdout().lock();
     for (n, which) in order.iter().cycle().enumerate() {
-        let value = config(which);
+        let Ok(Inline::Spec(spec)) = parse_inline(&config(which)) else {
+            panic!("configuration {which} does not parse");
+        };
         let request = NetworkRequest {
-            value: &value,
-            host_data: None,
+            spec: &spec,
             manager: Some("ifupdown"),
-            config_drive: None,
-            use_config_drive: false,
         };
         env.backend
             .reset_network(&env, &request)

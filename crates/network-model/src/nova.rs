@@ -1,6 +1,6 @@
-//! Where the network model comes from: XenStore `vm-data/` (nova's per-interface objects, spec
-//! §8.2, with every historical variant), the inline `resetnetwork` value (the same objects), and an
-//! OpenStack config drive (see [`super::configdrive`]).
+//! nova's network formats: the per-interface objects of spec §8.2 (with every historical
+//! variant), as the inline `resetnetwork` value carries them and as XenStore `vm-data/` holds
+//! them.
 //!
 //! The inline value (also what `guestctl reset-network --config FILE` sends) is one of:
 //! - a JSON list of interface objects: `[{"mac": "…", "ips": […], …}, …]`;
@@ -8,14 +8,16 @@
 //!   `interfaces` only the hostname changes and the network is left alone);
 //! - either of those as a JSON string;
 //! - `""` (or `"nohostname…"`, as the Windows agent accepted): read the host's data instead.
+//!
+//! [`VmData`] is what the reader found under `vm-data/` (the reading is the transport's: this
+//! module only parses bytes).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use guestd_core::HostData;
 use serde_json::{Map, Value};
 use tracing::debug;
 
-use super::model::{
+use crate::model::{
     Hostname, InterfaceSpec, IpNet, Mac, NetworkError, NetworkSpec, Route, check_label, invalid,
     netmask_to_prefix, netmask6_to_prefix, shown,
 };
@@ -24,6 +26,15 @@ use super::model::{
 pub const XENSTORE_NETWORKING: &str = "vm-data/networking";
 /// The XenStore key of the hostname (raw text).
 pub const XENSTORE_HOSTNAME: &str = "vm-data/hostname";
+
+/// What was read under XenStore `vm-data/`: the raw host values, parsed by [`from_vm_data`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmData {
+    /// Every `vm-data/networking/<key>` entry as `(key, value)`, in any order.
+    pub networking: Vec<(String, Vec<u8>)>,
+    /// `vm-data/hostname`, when it exists (and the hostname is wanted).
+    pub hostname: Option<Vec<u8>>,
+}
 
 /// What the inline value asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,26 +126,19 @@ fn parse_interface_list(list: &[Value], what: &str) -> Result<Vec<InterfaceSpec>
         .collect()
 }
 
-/// Read `vm-data/networking/*` and `vm-data/hostname`. `Ok(None)` when there are no
-/// networking entries (the caller may look elsewhere).
-pub fn from_xenstore(
-    data: &dyn HostData,
-    keep_hostname: bool,
-) -> Result<Option<NetworkSpec>, NetworkError> {
-    let host_err = |e: guestd_core::HostDataError| NetworkError::System(e.to_string());
-    let mut keys = data.list(XENSTORE_NETWORKING).map_err(host_err)?;
-    keys.sort();
-    if keys.is_empty() {
+/// Parse what was read under `vm-data/`. `Ok(None)` when there are no networking entries (the
+/// caller may look elsewhere). Entries are taken in key order.
+pub fn from_vm_data(data: &VmData) -> Result<Option<NetworkSpec>, NetworkError> {
+    if data.networking.is_empty() {
         return Ok(None);
     }
+    let mut entries: Vec<&(String, Vec<u8>)> = data.networking.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut interfaces = Vec::new();
-    for key in &keys {
+    for (key, bytes) in entries {
         let path = format!("{XENSTORE_NETWORKING}/{key}");
-        let Some(bytes) = data.read(&path).map_err(host_err)? else {
-            continue; // removed between list and read
-        };
         let shown_path = shown(&path);
-        let value: Value = serde_json::from_slice(&bytes)
+        let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| invalid(format!("{shown_path} is not valid JSON: {e}")))?;
         let mut iface = parse_interface(&value, &shown_path)?;
         // The key is the MAC without colons; the object's `mac` wins, but they must agree.
@@ -146,18 +150,14 @@ pub fn from_xenstore(
         iface.dns.dedup();
         interfaces.push(iface);
     }
-    let hostname = if keep_hostname {
-        None
-    } else {
-        match data.read(XENSTORE_HOSTNAME).map_err(host_err)? {
-            None => None,
-            Some(bytes) => {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| invalid(format!("{XENSTORE_HOSTNAME} is not UTF-8 text")))?;
-                (!text.trim().is_empty())
-                    .then(|| Hostname::parse(&text))
-                    .transpose()?
-            }
+    let hostname = match &data.hostname {
+        None => None,
+        Some(bytes) => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| invalid(format!("{XENSTORE_HOSTNAME} is not UTF-8 text")))?;
+            (!text.trim().is_empty())
+                .then(|| Hostname::parse(text))
+                .transpose()?
         }
     };
     let spec = NetworkSpec {
@@ -425,39 +425,14 @@ fn v6_prefix(mask: Option<&Value>, ip: &str, who: &str) -> Result<u8, NetworkErr
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
 
-    /// Host data in memory (the real XenStore client is tested in its own crate and end to end).
-    #[derive(Default)]
-    struct Data(Mutex<BTreeMap<String, Vec<u8>>>);
-
-    impl Data {
-        fn with(entries: &[(&str, &str)]) -> Self {
-            let d = Data::default();
-            for (k, v) in entries {
-                d.0.lock()
-                    .unwrap()
-                    .insert(k.to_string(), v.as_bytes().to_vec());
-            }
-            d
-        }
-    }
-
-    impl HostData for Data {
-        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, guestd_core::HostDataError> {
-            Ok(self.0.lock().unwrap().get(path).cloned())
-        }
-        fn list(&self, path: &str) -> Result<Vec<String>, guestd_core::HostDataError> {
-            let prefix = format!("{path}/");
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .keys()
-                .filter_map(|k| k.strip_prefix(&prefix))
-                .map(|k| k.split('/').next().unwrap().to_string())
-                .collect())
+    fn vm_data(entries: &[(&str, &str)], hostname: Option<&str>) -> VmData {
+        VmData {
+            networking: entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            hostname: hostname.map(|h| h.as_bytes().to_vec()),
         }
     }
 
@@ -623,36 +598,42 @@ mod tests {
     }
 
     #[test]
-    fn xenstore_reads_every_key_and_optional_hostname() {
-        let data = Data::with(&[
-            ("vm-data/networking/DEADBEEF0001", NOVA),
-            ("vm-data/networking/bc764e206c5b", RACKSPACE_PRIVATE),
-        ]);
-        let s = from_xenstore(&data, false).unwrap().unwrap();
+    fn vm_data_parses_every_entry_in_key_order_and_the_hostname() {
+        let entries = [("bc764e206c5b", RACKSPACE_PRIVATE), ("DEADBEEF0001", NOVA)];
+        let s = from_vm_data(&vm_data(&entries, None)).unwrap().unwrap();
         assert_eq!(s.interfaces.len(), 2);
+        assert_eq!(s.interfaces[0].mac.to_string(), "de:ad:be:ef:00:01");
         assert_eq!(s.hostname, None);
-        data.0
-            .lock()
+        assert_eq!(s.source, "xenstore");
+        let s = from_vm_data(&vm_data(&entries, Some("web1\n")))
             .unwrap()
-            .insert("vm-data/hostname".into(), b"web1\n".to_vec());
-        let s = from_xenstore(&data, false).unwrap().unwrap();
+            .unwrap();
         assert_eq!(s.hostname.unwrap().as_str(), "web1");
-        assert_eq!(from_xenstore(&data, true).unwrap().unwrap().hostname, None);
-        assert_eq!(from_xenstore(&Data::default(), false).unwrap(), None);
-        let bad = Data::with(&[("vm-data/networking/DEADBEEF0001", "{oops")]);
+        // A blank hostname keeps the current one.
+        let s = from_vm_data(&vm_data(&entries, Some(" \n")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.hostname, None);
+        assert_eq!(from_vm_data(&vm_data(&[], Some("web1"))).unwrap(), None);
+        let bad = vm_data(&[("DEADBEEF0001", "{oops")], None);
         assert!(
-            from_xenstore(&bad, false)
+            from_vm_data(&bad)
                 .unwrap_err()
                 .to_string()
                 .starts_with("vm-data/networking/DEADBEEF0001 is not valid JSON")
         );
-        let dup = Data::with(&[
-            ("vm-data/networking/DEADBEEF0001", NOVA),
-            ("vm-data/networking/deadbeef0001", NOVA),
-        ]);
+        let dup = vm_data(&[("DEADBEEF0001", NOVA), ("deadbeef0001", NOVA)], None);
         assert_eq!(
-            from_xenstore(&dup, false).unwrap_err().to_string(),
+            from_vm_data(&dup).unwrap_err().to_string(),
             "MAC de:ad:be:ef:00:01 is configured more than once"
+        );
+        let not_utf8 = VmData {
+            hostname: Some(vec![0xff]),
+            ..vm_data(&entries, None)
+        };
+        assert_eq!(
+            from_vm_data(&not_utf8).unwrap_err().to_string(),
+            "vm-data/hostname is not UTF-8 text"
         );
     }
 }

@@ -1,11 +1,12 @@
-//! The network model every source produces and every renderer consumes, with the validating
+//! The network model every host format produces and every renderer consumes, with the validating
 //! constructors for its parts (MAC, netmask, prefix, hostname).
 //!
 //! Host text is typed here, at the boundary: addresses, prefixes, gateways, routes and DNS
 //! servers are `IpAddr`/[`IpNet`], MACs [`Mac`], the hostname a [`Hostname`] (RFC 1123), so no
 //! untyped host string reaches a renderer except the network label, which is free text (a
 //! Neutron network name a tenant chooses): [`check_label`] refuses control characters and
-//! overlong ones, and the renderers write it only through `render::escape::informational`.
+//! overlong ones, and the renderers write it only through their escaping (guestd-distro's
+//! `render::escape::informational`).
 //! Error messages quote host text through [`shown`], so a hostile value cannot forge log lines.
 
 use std::fmt;
@@ -22,7 +23,8 @@ pub enum NetworkError {
     System(String),
 }
 
-pub(crate) fn invalid(msg: impl Into<String>) -> NetworkError {
+/// A [`NetworkError::Invalid`] with this message.
+pub fn invalid(msg: impl Into<String>) -> NetworkError {
     NetworkError::Invalid(msg.into())
 }
 
@@ -254,7 +256,8 @@ impl fmt::Display for Hostname {
 pub struct InterfaceSpec {
     pub mac: Mac,
     /// The host's network label (`public`, `private`, a Neutron network name): free text,
-    /// checked by [`check_label`] and written only through `render::escape::informational`.
+    /// checked by [`check_label`] and written only through guestd-distro's
+    /// `render::escape::informational`.
     pub label: Option<String>,
     /// Addresses in the host's order, IPv4 and IPv6 mixed.
     pub addresses: Vec<IpNet>,

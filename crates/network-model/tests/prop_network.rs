@@ -1,9 +1,9 @@
 //! Property tests of the network parsers `resetnetwork` feeds with host data: they never panic
 //! on any input, and what they accept prints back to something they parse to the same value.
 
-use guestd_distro::network::configdrive::parse_network_data;
-use guestd_distro::network::model::{Hostname, Mac};
-use guestd_distro::network::source::{parse_inline, parse_interface};
+use guestd_network_model::config_drive::parse_network_data;
+use guestd_network_model::nova::{parse_inline, parse_interface};
+use guestd_network_model::{Hostname, Mac};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 

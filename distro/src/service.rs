@@ -1,0 +1,300 @@
+//! The service manager (init system) of this guest, found once at start-up beside the OS
+//! family: how to restart a service (guestd, after an update) and how to start a program that
+//! outlives that restart (the update watchdog). Platform-neutral: the family is a parameter,
+//! so every variant is tested on Linux.
+
+use std::time::Duration;
+
+use guestd_core::plan::Expect;
+use guestd_core::{BackendError, Command, Effect, Plan, PlannedCommand, Root};
+
+use crate::OsFamily;
+
+/// Time a restart command may take.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The plan that restarts `service` through `manager`: its commands in order, each but the
+/// last best effort (`net stop` fails when the service is already stopped).
+pub fn plan_restart(
+    manager: ServiceManager,
+    root: &Root,
+    service: &str,
+) -> Result<Plan, BackendError> {
+    let commands = manager.restart_commands(root, service)?;
+    let last = commands.len().saturating_sub(1);
+    let commands = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, command)| PlannedCommand {
+            command,
+            expect: if i == last {
+                Expect::Success
+            } else {
+                Expect::Anything
+            },
+        })
+        .collect();
+    Ok(Plan {
+        commands,
+        ..Plan::default()
+    })
+}
+
+/// The service manager running guestd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceManager {
+    Systemd,
+    OpenRc,
+    /// A SysV init script `/etc/init.d/<service>`.
+    SysV,
+    /// FreeBSD `rc.d` (`service <name> restart`).
+    RcD,
+    /// Windows service control manager.
+    Scm,
+}
+
+impl ServiceManager {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Systemd => "systemd",
+            Self::OpenRc => "OpenRC",
+            Self::SysV => "SysV init",
+            Self::RcD => "rc.d",
+            Self::Scm => "Windows SCM",
+        }
+    }
+
+    /// Find the manager of the OS `family` from the guest's files (`Root`, so a sandbox works
+    /// the same): the running systemd or OpenRC, else SysV init scripts; `None` when there is
+    /// none of them.
+    pub fn detect(root: &Root, family: OsFamily) -> Option<Self> {
+        match family {
+            OsFamily::Windows => Some(Self::Scm),
+            OsFamily::FreeBsd => Some(Self::RcD),
+            _ if root.is_dir("/run/systemd/system") => Some(Self::Systemd),
+            _ if root.exists("/run/openrc") || root.exists("/sbin/openrc-run") => {
+                Some(Self::OpenRc)
+            }
+            _ if root.is_dir("/etc/init.d") => Some(Self::SysV),
+            _ => None,
+        }
+    }
+
+    /// How a program is started detached from guestd's service in `family` when no manager
+    /// was found (`setsid` on Linux).
+    pub fn detach_default(family: OsFamily) -> Self {
+        match family {
+            OsFamily::Windows => Self::Scm,
+            OsFamily::FreeBsd => Self::RcD,
+            _ => Self::SysV,
+        }
+    }
+
+    /// The commands that restart `service` (run by the watchdog, in order). A SysV system
+    /// needs the service's init script.
+    pub fn restart_commands(
+        self,
+        root: &Root,
+        service: &str,
+    ) -> Result<Vec<Command>, BackendError> {
+        if self == Self::SysV && !root.exists(format!("/etc/init.d/{service}")) {
+            return Err(BackendError::Failed(format!(
+                "SysV init has no script /etc/init.d/{service}"
+            )));
+        }
+        Ok(self.restart_commands_unchecked(service))
+    }
+
+    fn restart_commands_unchecked(self, service: &str) -> Vec<Command> {
+        let cmd = |prog: &str, args: &[&str]| {
+            Command::new(prog)
+                .args(args.iter().copied())
+                .timeout(RESTART_TIMEOUT)
+                .effect(Effect::Service)
+        };
+        match self {
+            Self::Systemd => vec![cmd("systemctl", &["restart", service])],
+            Self::OpenRc => vec![cmd("rc-service", &[service, "restart"])],
+            Self::SysV => vec![cmd(&format!("/etc/init.d/{service}"), &["restart"])],
+            Self::RcD => vec![cmd("service", &[service, "restart"])],
+            // `net stop` fails when the service is already stopped; the watchdog ignores that.
+            Self::Scm => vec![
+                cmd("net", &["stop", service]),
+                cmd("net", &["start", service]),
+            ],
+        }
+    }
+
+    /// A command that starts `watchdog` (program + args) detached from guestd's service, so
+    /// that restarting the service does not kill it, and returns at once. Its output goes to
+    /// the journal (systemd) or to `log`.
+    pub fn launch_command(self, watchdog: &[String], log: &str) -> Command {
+        match self {
+            Self::Systemd => Command::new("systemd-run")
+                .args([
+                    "--unit",
+                    &format!("guestd-update-watchdog-{}", std::process::id()),
+                    "--description",
+                    "guestd update watchdog",
+                    "--collect",
+                    "--quiet",
+                ])
+                .args(watchdog.iter().cloned()),
+            Self::OpenRc | Self::SysV => Command::new("/bin/sh")
+                .args([
+                    "-c",
+                    "log=$1; shift; exec setsid -f \"$@\" </dev/null >>\"$log\" 2>&1",
+                    "guestd-update",
+                    log,
+                ])
+                .args(watchdog.iter().cloned()),
+            Self::RcD => Command::new("daemon")
+                .args(["-f", "-o", log])
+                .args(watchdog.iter().cloned()),
+            Self::Scm => Command::new("cmd.exe")
+                .args(["/d", "/c", "start", "guestd update watchdog", "/b"])
+                .args(watchdog.iter().cloned()),
+        }
+        .timeout(Duration::from_secs(30))
+        // It starts the watchdog that restarts guestd.
+        .effect(Effect::Service)
+    }
+}
+
+#[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_from_files() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        let detect = |family| ServiceManager::detect(&root, family);
+        assert_eq!(detect(OsFamily::Debian), None);
+        assert_eq!(detect(OsFamily::FreeBsd), Some(ServiceManager::RcD));
+        assert_eq!(detect(OsFamily::Windows), Some(ServiceManager::Scm));
+        std::fs::create_dir_all(d.path().join("etc/init.d")).unwrap();
+        assert_eq!(detect(OsFamily::Unknown), Some(ServiceManager::SysV));
+        std::fs::create_dir_all(d.path().join("run/openrc")).unwrap();
+        assert_eq!(detect(OsFamily::Alpine), Some(ServiceManager::OpenRc));
+        std::fs::create_dir_all(d.path().join("run/systemd/system")).unwrap();
+        assert_eq!(detect(OsFamily::Debian), Some(ServiceManager::Systemd));
+        assert_eq!(
+            ServiceManager::detach_default(OsFamily::RedHat),
+            ServiceManager::SysV
+        );
+    }
+
+    #[test]
+    fn restart_and_launch_commands() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        let lines = |m: ServiceManager| {
+            m.restart_commands(&root, "guestd")
+                .map(|c| c.iter().map(Command::command_line).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            lines(ServiceManager::Systemd).unwrap(),
+            ["systemctl restart guestd"]
+        );
+        assert_eq!(
+            lines(ServiceManager::OpenRc).unwrap(),
+            ["rc-service guestd restart"]
+        );
+        assert_eq!(
+            lines(ServiceManager::SysV).unwrap_err(),
+            "SysV init has no script /etc/init.d/guestd"
+        );
+        std::fs::create_dir_all(d.path().join("etc/init.d")).unwrap();
+        std::fs::write(d.path().join("etc/init.d/guestd"), "").unwrap();
+        assert_eq!(
+            lines(ServiceManager::SysV).unwrap(),
+            ["/etc/init.d/guestd restart"]
+        );
+        assert_eq!(
+            lines(ServiceManager::RcD).unwrap(),
+            ["service guestd restart"]
+        );
+        assert_eq!(
+            lines(ServiceManager::Scm).unwrap(),
+            ["net stop guestd", "net start guestd"]
+        );
+        let w = [
+            "/usr/sbin/guestd.previous".to_string(),
+            "--update-watchdog".into(),
+            "/s".into(),
+        ];
+        let rcd = ServiceManager::RcD
+            .launch_command(&w, "/var/log/w.log")
+            .command_line();
+        assert_eq!(
+            rcd,
+            "daemon -f -o /var/log/w.log /usr/sbin/guestd.previous --update-watchdog /s"
+        );
+        let sd = ServiceManager::Systemd
+            .launch_command(&w, "/l")
+            .command_line();
+        assert!(
+            sd.starts_with("systemd-run --unit guestd-update-watchdog-"),
+            "{sd}"
+        );
+        assert!(sd.ends_with("--collect --quiet /usr/sbin/guestd.previous --update-watchdog /s"));
+    }
+
+    /// The restart plan, inspected without running it: every step but the last may fail.
+    #[test]
+    fn restart_plans_run_nothing_and_only_the_last_step_must_succeed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        let plan = plan_restart(ServiceManager::Scm, &root, "guestd").unwrap();
+        let steps: Vec<(String, Expect)> = plan
+            .commands
+            .iter()
+            .map(|c| (c.command.to_string(), c.expect.clone()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("net stop guestd".to_string(), Expect::Anything),
+                ("net start guestd".to_string(), Expect::Success)
+            ]
+        );
+        assert!(plan.changes.is_empty() && plan.rollback_commands.is_empty());
+        let plan = plan_restart(ServiceManager::Systemd, &root, "guestd").unwrap();
+        assert_eq!(plan.commands[0].expect, Expect::Success);
+        assert_eq!(plan.commands[0].command.timeout, RESTART_TIMEOUT);
+    }
+
+    /// The setsid launcher really detaches: it returns while the watchdog still runs, and
+    /// the watchdog's output lands in the log.
+    #[test]
+    fn sysv_launcher_returns_at_once_and_logs() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("w.log");
+        let marker = d.path().join("done");
+        let w = vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            format!("echo started; sleep 1; touch {}", marker.display()),
+        ];
+        let cmd = ServiceManager::SysV.launch_command(&w, log.to_str().unwrap());
+        let started = std::time::Instant::now();
+        let out = guestd_core::CommandRunner::run(&guestd_core::SystemRunner, &cmd).unwrap();
+        assert!(out.success(), "{out:?}");
+        assert!(!marker.exists(), "the launcher waited for the watchdog");
+        for _ in 0..100 {
+            if marker.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            marker.exists(),
+            "watchdog never finished ({:?})",
+            started.elapsed()
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "started\n");
+    }
+}
