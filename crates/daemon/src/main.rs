@@ -140,7 +140,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return check_config(
             &config,
             &files,
-            &env.root,
             &backend,
             &dispatcher,
             &specs_for(&cli, &config)?,
@@ -325,7 +324,6 @@ fn xen_metrics_path(
 fn check_config(
     config: &config::Config,
     files: &[std::path::PathBuf],
-    root: &Root,
     backend: &SystemBackend,
     dispatcher: &guestd_core::Dispatcher,
     specs: &[ChannelSpec],
@@ -349,10 +347,6 @@ fn check_config(
         "# os: {} (service manager: {})",
         backend.name(),
         backend.service_manager().unwrap_or("none found")
-    );
-    println!(
-        "# init system: {}",
-        guestd_distro::InitSystem::detect(root, backend.family()).name()
     );
     println!(
         "# configure: {}",

@@ -4,10 +4,10 @@
 //!
 //! Per OS family: [`accounts`] (shadow-utils, busybox, FreeBSD `pw`), [`packages`] (apt,
 //! dnf/yum, zypper, apk, pkg, pacman, pip), [`services`] (systemd, OpenRC, SysV, rc.d, the
-//! Windows SCM, as [`InitSystem`] finds them). Everywhere: [`files`] (file and directory,
-//! SELinux labels with the guest's `chcon`/`restorecon`), [`archive`] (a tarball unpacked
-//! through `Root` with agentupdate's guards) and [`script`] (`run`: a script that already
-//! exists in the scripts directory).
+//! Windows SCM, as [`ServiceManager`] finds them at start-up). Everywhere: [`files`] (file and
+//! directory, SELinux labels with the guest's `chcon`/`restorecon`), [`archive`] (a tarball
+//! unpacked through `Root` with agentupdate's guards) and [`script`] (`run`: a script that
+//! already exists in the scripts directory).
 //!
 //! # Where the guest's tools run
 //!
@@ -42,8 +42,7 @@ use std::time::Duration;
 use guestd_core::configure::{Principal, ResourceContext, ResourcePlan, ResourceSpec};
 use guestd_core::{BackendError, Command, Effect, Env, Reach, Root};
 
-use crate::OsFamily;
-pub use crate::init::InitSystem;
+use crate::{OsFamily, ServiceManager};
 
 /// `PATH` for the guest's tools and scripts (their environment is cleared first).
 pub const TOOL_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -54,9 +53,12 @@ pub const PACKAGE_TIMEOUT: Duration = Duration::from_secs(900);
 /// How long an account or service tool may take.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Plan one resource for an OS family.
+/// Plan one resource for an OS family and its service manager found at start-up (with whether
+/// it runs for the root).
 pub fn plan_resource(
     family: OsFamily,
+    service_manager: Option<ServiceManager>,
+    service_manager_runs: bool,
     env: &Env,
     spec: &ResourceSpec,
     context: &ResourceContext<'_>,
@@ -68,8 +70,7 @@ pub fn plan_resource(
         ResourceSpec::Group(g) => accounts::plan_group(family, env, g),
         ResourceSpec::Package(p) => packages::plan_package(family, env, p),
         ResourceSpec::Service(s) => {
-            let init = InitSystem::detect(&env.root, family);
-            services::plan_service(init, env, s, context)
+            services::plan_service(service_manager, service_manager_runs, env, s, context)
         }
         ResourceSpec::Archive(a) => archive::plan_archive(family, env, a, context.settings),
         ResourceSpec::Run(r) => script::plan_run(family, env, r, context),

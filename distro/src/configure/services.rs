@@ -1,5 +1,5 @@
 //! `service`: started at boot or not (`enabled`), running or not (`state`), with the guest's
-//! init system ([`InitSystem`]):
+//! service manager ([`ServiceManager`], found once at start-up):
 //!
 //! | init | enabled? / enable / disable | running? / start / stop / restart |
 //! |---|---|---|
@@ -21,18 +21,20 @@ use guestd_core::configure::{ResourceContext, ResourcePlan, ServiceSpec, Service
 use guestd_core::{BackendError, Command, Effect, Env, FileChange, PlannedCommand, Reach};
 
 use super::{changes, first_line, has_tool, in_root, with_root_option};
-use crate::init::InitSystem;
+use crate::ServiceManager;
 
-/// Plan a `service` resource.
+/// Plan a `service` resource through the guest's service manager (`None`: none found), which
+/// `running` tells runs for the root (see [`ServiceManager::runs_for`]).
 pub fn plan_service(
-    init: InitSystem,
+    service_manager: Option<ServiceManager>,
+    running: bool,
     env: &Env,
     spec: &ServiceSpec,
     context: &ResourceContext<'_>,
 ) -> Result<ResourcePlan, BackendError> {
     let name = spec.name.as_str();
     let mut out = ResourcePlan::default();
-    let manager = Manager::new(init, env, name)?;
+    let manager = Manager::new(service_manager, running, env, name)?;
     let mut enabled_now = None;
     if let Some(want) = spec.enabled {
         let current = manager.is_enabled(env, name)?;
@@ -45,11 +47,11 @@ pub fn plan_service(
     let Some(state) = spec.state else {
         return Ok(out);
     };
-    if !init.is_running() {
+    if !running {
         out.note(format!(
             "no {} service manager runs for this root (a --root tree or a chroot): state '{}' \
              is not applied{}",
-            init.name(),
+            service_manager.map_or("unknown", ServiceManager::name),
             state_name(state),
             if enabled_now == Some(true) {
                 "; the service starts at boot"
@@ -86,7 +88,7 @@ fn state_name(state: ServiceState) -> &'static str {
     }
 }
 
-/// How the guest's init system is driven.
+/// How the guest's service manager is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Manager {
     Systemd,
@@ -97,7 +99,12 @@ enum Manager {
 }
 
 impl Manager {
-    fn new(init: InitSystem, env: &Env, name: &str) -> Result<Self, BackendError> {
+    fn new(
+        service_manager: Option<ServiceManager>,
+        running: bool,
+        env: &Env,
+        name: &str,
+    ) -> Result<Self, BackendError> {
         let script = || {
             let path = format!("/etc/init.d/{name}");
             if env.root.exists(&path) {
@@ -108,13 +115,18 @@ impl Manager {
                 )))
             }
         };
-        Ok(match init {
-            InitSystem::Systemd { .. } => Self::Systemd,
-            InitSystem::OpenRc { running } => {
+        let Some(service_manager) = service_manager else {
+            return Err(BackendError::Unsupported(
+                "services on a guest whose init system is unknown".into(),
+            ));
+        };
+        Ok(match service_manager {
+            ServiceManager::Systemd => Self::Systemd,
+            ServiceManager::OpenRc => {
                 script()?;
                 Self::OpenRc { running }
             }
-            InitSystem::SysV { .. } => {
+            ServiceManager::SysV => {
                 script()?;
                 let update_rc_d = has_tool(env, "update-rc.d");
                 if !update_rc_d && !has_tool(env, "chkconfig") {
@@ -124,7 +136,7 @@ impl Manager {
                 }
                 Self::SysV { update_rc_d }
             }
-            InitSystem::RcD { .. } => {
+            ServiceManager::RcD => {
                 if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                     return Err(BackendError::Invalid(format!(
                         "rc.d service name '{name}' may only hold letters, digits and '_'"
@@ -132,18 +144,13 @@ impl Manager {
                 }
                 Self::RcD
             }
-            InitSystem::Scm { running } => {
+            ServiceManager::Scm => {
                 if !running {
                     return Err(BackendError::Unsupported(
                         "services of a --root tree on Windows".into(),
                     ));
                 }
                 Self::Scm
-            }
-            InitSystem::Unknown => {
-                return Err(BackendError::Unsupported(
-                    "services on a guest whose init system is unknown".into(),
-                ));
             }
         })
     }
@@ -483,9 +490,10 @@ mod tests {
         let env = env(&d, runner.clone(), true);
         let base = env.root.base().unwrap().display().to_string();
         let settings = ConfigureSettings::default();
-        let init = InitSystem::Systemd { running: false };
+        let manager = Some(ServiceManager::Systemd);
         let plan = plan_service(
-            init,
+            manager,
+            false,
             &env,
             &spec(Some(true), Some(ServiceState::Running)),
             &context(&settings, false),
@@ -515,18 +523,19 @@ mod tests {
         runner.respond("systemctl is-active", 0, "active\n");
         let env = env(&d, runner, false);
         let settings = ConfigureSettings::default();
-        let init = InitSystem::Systemd { running: true };
+        let manager = Some(ServiceManager::Systemd);
         let want = spec(Some(true), Some(ServiceState::Restarted));
-        let same = plan_service(init, &env, &want, &context(&settings, false)).unwrap();
+        let same = plan_service(manager, true, &env, &want, &context(&settings, false)).unwrap();
         assert!(same.is_unchanged(), "{same:?}");
-        let plan = plan_service(init, &env, &want, &context(&settings, true)).unwrap();
+        let plan = plan_service(manager, true, &env, &want, &context(&settings, true)).unwrap();
         assert_eq!(plan.changes, ["restart"]);
         assert_eq!(
             plan.plan.commands[0].command.command_line(),
             "systemctl restart web.service"
         );
         let stop = plan_service(
-            init,
+            manager,
+            true,
             &env,
             &spec(None, Some(ServiceState::Stopped)),
             &context(&settings, false),
@@ -551,7 +560,8 @@ mod tests {
             state: None,
         };
         let plan = plan_service(
-            InitSystem::OpenRc { running: false },
+            Some(ServiceManager::OpenRc),
+            false,
             &env,
             &web,
             &context(&settings, false),
@@ -567,7 +577,8 @@ mod tests {
         std::fs::create_dir_all(d.path().join("usr/sbin")).unwrap();
         std::fs::write(d.path().join("usr/sbin/update-rc.d"), "").unwrap();
         let plan = plan_service(
-            InitSystem::SysV { running: false },
+            Some(ServiceManager::SysV),
+            false,
             &env,
             &web,
             &context(&settings, false),
@@ -591,7 +602,8 @@ mod tests {
         std::os::unix::fs::symlink("../init.d/web", d.path().join("etc/rc2.d/S01web")).unwrap();
         assert!(
             plan_service(
-                InitSystem::SysV { running: false },
+                Some(ServiceManager::SysV),
+                false,
                 &env,
                 &web,
                 &context(&settings, false)
@@ -604,7 +616,8 @@ mod tests {
             ..web
         };
         let err = plan_service(
-            InitSystem::SysV { running: false },
+            Some(ServiceManager::SysV),
+            false,
             &env,
             &missing,
             &context(&settings, false),
@@ -640,7 +653,8 @@ mod tests {
             state: Some(ServiceState::Running),
         };
         let plan = plan_service(
-            InitSystem::RcD { running: true },
+            Some(ServiceManager::RcD),
+            true,
             &env,
             &both("nginx"),
             &context(&settings, false),
@@ -654,7 +668,8 @@ mod tests {
             .collect();
         assert_eq!(lines, ["sysrc nginx_enable=YES", "service nginx onestart"]);
         let plan = plan_service(
-            InitSystem::Scm { running: true },
+            Some(ServiceManager::Scm),
+            true,
             &env,
             &both("w"),
             &context(&settings, false),
