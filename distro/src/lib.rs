@@ -1,7 +1,8 @@
 //! guestd-distro: everything OS-specific, behind `guestd_core::Backend`.
 //!
 //! [`family`] detects the OS family from the guest's files (through `Root`, so a sandbox tree
-//! is detected like a real system), [`service`] its service manager; both once, at start-up
+//! is detected like a real system), [`service`] its service manager and whether it runs for
+//! the root; all once, at start-up
 //! ([`SystemBackend::detect`]). [`SystemBackend`] is the one `Backend` the daemon uses; its
 //! capabilities dispatch on the family. Planners are pure functions over `Root` that return a
 //! `guestd_core::Plan`, so the Windows and FreeBSD ones are tested on Linux too.
@@ -17,9 +18,13 @@
 //! [`service`] knows the service managers (systemd, OpenRC, SysV init, rc.d, the Windows SCM):
 //! which one runs this guest, how to restart a service and how to start a program outside it.
 //!
+//! [`configure`] plans `configure`'s resources (accounts, packages, services per family and
+//! service manager; files, archives and scripts everywhere).
+//!
 //! Adding a distro: a variant in [`family::OsFamily`], its detection rule, and its planners.
 
 pub mod clock;
+pub mod configure;
 pub mod family;
 pub mod kms;
 pub mod network;
@@ -29,6 +34,7 @@ pub mod service;
 
 use std::sync::Arc;
 
+use guestd_core::configure::{ResourceContext, ResourcePlan, ResourceSpec};
 use guestd_core::plan::Plan;
 use guestd_core::{
     Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, PowerOff, Root,
@@ -43,6 +49,8 @@ pub use service::ServiceManager;
 pub struct SystemBackend {
     family: OsFamily,
     service_manager: Option<ServiceManager>,
+    /// The service manager runs for the root (see [`ServiceManager::runs_for`]).
+    service_manager_runs: bool,
     windows_accounts: password::windows::AccountStore,
     computer_name: Arc<dyn network::ComputerName>,
 }
@@ -54,14 +62,17 @@ impl SystemBackend {
         Self {
             family,
             service_manager: None,
+            service_manager_runs: false,
             windows_accounts: Default::default(),
             computer_name: Arc::new(network::SystemComputerName),
         }
     }
 
-    /// The service manager restarts go through (default: none).
-    pub fn with_service_manager(mut self, manager: Option<ServiceManager>) -> Self {
+    /// The service manager restarts and `configure`'s services go through, and whether it
+    /// `runs` for the root (default: none).
+    pub fn with_service_manager(mut self, manager: Option<ServiceManager>, runs: bool) -> Self {
         self.service_manager = manager;
+        self.service_manager_runs = runs && manager.is_some();
         self
     }
 
@@ -82,7 +93,9 @@ impl SystemBackend {
     /// start-up: everything OS-specific then asks this backend).
     pub fn detect(root: &Root) -> Self {
         let family = OsFamily::detect(root);
-        Self::new(family).with_service_manager(ServiceManager::detect(root, family))
+        let manager = ServiceManager::detect(root, family);
+        let runs = manager.is_some_and(|m| m.runs_for(root));
+        Self::new(family).with_service_manager(manager, runs)
     }
 
     pub fn family(&self) -> OsFamily {
@@ -158,6 +171,22 @@ impl Backend for SystemBackend {
         request: &NetworkRequest<'_>,
     ) -> Result<NetworkReset, BackendError> {
         network::reset_network(env, request, self.family, self.computer_name.as_ref())
+    }
+
+    fn plan_resource(
+        &self,
+        env: &Env,
+        resource: &ResourceSpec,
+        context: &ResourceContext<'_>,
+    ) -> Result<ResourcePlan, BackendError> {
+        configure::plan_resource(
+            self.family,
+            self.service_manager,
+            self.service_manager_runs,
+            env,
+            resource,
+            context,
+        )
     }
 
     fn kms_activate(&self, root: &Root, request: &KmsRequest) -> Result<Plan, BackendError> {

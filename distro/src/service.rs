@@ -1,7 +1,8 @@
 //! The service manager (init system) of this guest, found once at start-up beside the OS
-//! family: how to restart a service (guestd, after an update) and how to start a program that
-//! outlives that restart (the update watchdog). Platform-neutral: the family is a parameter,
-//! so every variant is tested on Linux.
+//! family, and whether it runs for the root: how to restart a service (guestd, after an
+//! update), how to start a program that outlives that restart (the update watchdog), and
+//! which tools `configure`'s service resources use (configure/services.rs). Platform-neutral:
+//! the family is a parameter, so every variant is tested on Linux.
 
 use std::time::Duration;
 
@@ -65,19 +66,49 @@ impl ServiceManager {
     }
 
     /// Find the manager of the OS `family` from the guest's files (`Root`, so a sandbox works
-    /// the same): the running systemd or OpenRC, else SysV init scripts; `None` when there is
-    /// none of them.
+    /// the same): a running systemd or OpenRC, else one that is installed (a chroot, an image
+    /// being built), else SysV init scripts; `None` when there is none of them.
     pub fn detect(root: &Root, family: OsFamily) -> Option<Self> {
         match family {
-            OsFamily::Windows => Some(Self::Scm),
-            OsFamily::FreeBsd => Some(Self::RcD),
-            _ if root.is_dir("/run/systemd/system") => Some(Self::Systemd),
-            _ if root.exists("/run/openrc") || root.exists("/sbin/openrc-run") => {
-                Some(Self::OpenRc)
-            }
-            _ if root.is_dir("/etc/init.d") => Some(Self::SysV),
-            _ => None,
+            OsFamily::Windows => return Some(Self::Scm),
+            OsFamily::FreeBsd => return Some(Self::RcD),
+            _ => {}
         }
+        if root.is_dir("/run/systemd/system") {
+            return Some(Self::Systemd);
+        }
+        if ["/run/openrc", "/sbin/openrc", "/sbin/openrc-run"]
+            .iter()
+            .any(|p| root.exists(p))
+        {
+            return Some(Self::OpenRc);
+        }
+        let systemd_init = ["/sbin/init", "/usr/sbin/init"].iter().any(|init| {
+            root.read_link(init)
+                .is_ok_and(|t| t.to_string_lossy().contains("systemd"))
+        });
+        if systemd_init
+            || root.exists("/lib/systemd/systemd")
+            || root.exists("/usr/lib/systemd/systemd")
+        {
+            return Some(Self::Systemd);
+        }
+        if root.is_dir("/etc/init.d") {
+            return Some(Self::SysV);
+        }
+        None
+    }
+
+    /// Whether this manager runs for `root`, so that services can be started and stopped:
+    /// never in a `--root` sandbox (the one that runs belongs to this machine), and not where
+    /// systemd or OpenRC is only installed (a chroot, an image being built).
+    pub fn runs_for(self, root: &Root) -> bool {
+        !root.is_sandbox()
+            && match self {
+                Self::Systemd => root.is_dir("/run/systemd/system"),
+                Self::OpenRc => root.exists("/run/openrc/softlevel"),
+                Self::SysV | Self::RcD | Self::Scm => true,
+            }
     }
 
     /// How a program is started detached from guestd's service in `family` when no manager
@@ -184,6 +215,30 @@ mod tests {
             ServiceManager::detach_default(OsFamily::RedHat),
             ServiceManager::SysV
         );
+        // A sandbox never has a running manager, even with systemd's marker in it.
+        assert!(!ServiceManager::Systemd.runs_for(&root));
+        assert!(!ServiceManager::Scm.runs_for(&root));
+    }
+
+    /// systemd or OpenRC installed but not running (a chroot, an image being built) is still
+    /// the manager, ahead of the SysV scripts that come with it.
+    #[test]
+    fn installed_managers_win_over_init_scripts() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::sandbox(d.path()).unwrap();
+        let detect = || ServiceManager::detect(&root, OsFamily::Debian);
+        std::fs::create_dir_all(d.path().join("etc/init.d")).unwrap();
+        assert_eq!(detect(), Some(ServiceManager::SysV));
+        std::fs::create_dir_all(d.path().join("lib/systemd")).unwrap();
+        std::fs::write(d.path().join("lib/systemd/systemd"), "").unwrap();
+        assert_eq!(detect(), Some(ServiceManager::Systemd));
+        std::fs::remove_file(d.path().join("lib/systemd/systemd")).unwrap();
+        std::fs::create_dir_all(d.path().join("sbin")).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/systemd", d.path().join("sbin/init")).unwrap();
+        assert_eq!(detect(), Some(ServiceManager::Systemd));
+        std::fs::remove_file(d.path().join("sbin/init")).unwrap();
+        std::fs::write(d.path().join("sbin/openrc"), "").unwrap();
+        assert_eq!(detect(), Some(ServiceManager::OpenRc));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! has settings), one `pub use` line below, one `register` line in the daemon, tests.
 
 mod channel_key;
+pub mod configure;
 mod features;
 pub mod inject;
 mod keyinit;
@@ -16,6 +17,7 @@ pub mod resetnetwork;
 pub mod update;
 mod version;
 
+pub use configure::{ConfigureConfig, ConfigureHandler};
 pub use features::FeaturesHandler;
 pub use inject::{FileInjectHandler, InjectConfig, InjectFileHandler};
 pub use keyinit::{Keyinit2Handler, KeyinitHandler};

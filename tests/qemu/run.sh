@@ -81,7 +81,24 @@ printf 'root:x:0:\n' > "$R/etc/group"
 printf 'e2e-before\n' > "$R/etc/hostname"
 printf '127.0.0.1 localhost\n' > "$R/etc/hosts"
 printf 'auto lo\niface lo inet loopback\n' > "$R/etc/network/interfaces"
-(cd "$R" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) > "$W/initramfs.gz"
+# configure: the kinds a busybox guest can do, a script its administrator put in scripts_dir
+# (root's, 0755) and a tarball already on it; the host only names them (step 5).
+cat > "$R/etc/guestd/guestd.toml" <<'EOF'
+[configure]
+kinds = ["file", "directory", "user", "group", "archive", "run"]
+EOF
+mkdir -p "$R/etc/guestd/scripts" "$R/var/lib/guestd-demo" "$R/srv"
+cat > "$R/etc/guestd/scripts/demo-setup.sh" <<'EOF'
+#!/bin/sh
+set -eu
+printf 'greeting=%s\nport=%s\n' "$DEMO_GREETING" "$DEMO_PORT" > /srv/demo-site/setup.out
+EOF
+chmod 0755 "$R/etc/guestd/scripts/demo-setup.sh"
+mkdir -p "$W/site/assets"
+printf '<h1>hello</h1>\n' > "$W/site/index.html"
+printf 'h1 { color: teal }\n' > "$W/site/assets/style.css"
+tar -C "$W/site" --owner=0 --group=0 -czf "$R/var/lib/guestd-demo/site.tar.gz" .
+(cd "$R" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet | gzip -1) > "$W/initramfs.gz"
 note "initramfs $(du -h "$W/initramfs.gz" | cut -f1)"
 
 # ---- boot -------------------------------------------------------------------------------------
@@ -226,6 +243,42 @@ EOF
   fi
 else
   skip "resetnetwork" "needs the resetnetwork command and guestctl reset-network (features: $FEATURES)"
+fi
+
+# configure over the real port: a directory, a file, the tarball unpacked, the administrator's
+# script run with parameters; then the same document again changes nothing. (Debian's busybox
+# has no adduser/addgroup and the initramfs no shadow-utils, so accounts are refused here with
+# "not supported"; tests/tests/configure_debootstrap.rs covers them.)
+if has_feature configure && has_subcommand configure; then
+  cat > "$W/configure.json" <<'EOF'
+{"resources": [
+  {"name": "demo-dir", "kind": "directory", "path": "/etc/guestd-demo", "mode": "0750"},
+  {"name": "demo-conf", "kind": "file", "path": "/etc/guestd-demo/demo.conf",
+   "content": "greeting=hello\n", "mode": "0640", "after": ["demo-dir"]},
+  {"name": "demo-site", "kind": "archive", "source": "/var/lib/guestd-demo/site.tar.gz",
+   "destination": "/srv/demo-site", "owner": 1000, "group": 1000},
+  {"name": "demo-setup", "kind": "run", "script": "demo-setup.sh",
+   "params": {"DEMO_GREETING": "hello world", "DEMO_PORT": 8080},
+   "creates": "/srv/demo-site/setup.out", "after": ["demo-site", "demo-conf"]}
+]}
+EOF
+  statuses() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(" ".join(x["status"] for x in r["resources"]))'; }
+  first=$(CTL_TIMEOUT=180 ctl configure "$W/configure.json" 2>"$W/ctl.err" | statuses 2>&1) || true
+  got=$(con 'cat /srv/demo-site/setup.out /etc/guestd-demo/demo.conf; stat -c "%a %u" /etc/guestd-demo /etc/guestd-demo/demo.conf /srv/demo-site/index.html')
+  want=$(printf 'greeting=hello world\nport=8080\ngreeting=hello\n750 0\n640 0\n644 1000')
+  if [ "$first" = "changed changed changed changed" ] && [ "$got" = "$want" ]; then
+    pass "configure over virtio-serial: directory, file, archive, script with parameters"
+  else
+    fail "configure" "statuses '$first' $(cat "$W/ctl.err") / guest has: $got"
+  fi
+  again=$(CTL_TIMEOUT=180 ctl configure "$W/configure.json" 2>"$W/ctl.err" | statuses 2>&1) || true
+  if [ "$again" = "unchanged unchanged unchanged unchanged" ]; then
+    pass "configure again: every resource unchanged"
+  else
+    fail "configure again" "statuses '$again' $(cat "$W/ctl.err")"
+  fi
+else
+  skip "configure" "needs the configure command and guestctl configure (features: $FEATURES)"
 fi
 
 # 6. The qemu-guest-agent dialect on org.qemu.guest_agent.0 (auto-detected), spoken the way

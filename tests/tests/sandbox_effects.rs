@@ -488,3 +488,69 @@ fn a_guestd_killed_while_frozen_is_thawed_by_the_next_start_or_guestd_thaw() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(w.calls().len(), 2 * THAWED.len());
 }
+
+/// `configure`'s `run` executes an administrator's script with `chroot ROOT SCRIPT`: inside
+/// the tree, but what a script does is up to it, so under `--root` it runs only when
+/// `[sandbox] allow_effects` lists `script`. The tree gets busybox-static as its `/bin/sh` so
+/// that the script can leave a mark when it runs.
+#[test]
+fn a_configure_script_runs_under_root_only_when_the_script_effect_is_allowed() {
+    let configure = "[configure]\nkinds = [\"file\", \"run\"]\n";
+    let doc = json!({"resources": [
+        {"name": "conf", "kind": "file", "path": "/etc/demo.conf", "content": "x=1\n"},
+        {"name": "setup", "kind": "run", "script": "setup.sh", "params": {"DEMO_X": 7},
+         "after": ["conf"]},
+    ]});
+    let prepare = |w: &Work| {
+        let busybox = fs::read("/bin/busybox").expect("/bin/busybox (install busybox-static)");
+        w.write("root/bin/sh", &busybox, 0o755);
+        w.write(
+            "root/etc/guestd/scripts/setup.sh",
+            b"#!/bin/sh\necho \"ran with DEMO_X=$DEMO_X\" > /ran\n",
+            0o755,
+        );
+    };
+
+    // The default configuration: the file is written, the script is not run, and the reply
+    // says so (500: the document was not carried out in full).
+    let w = Work::new(configure);
+    prepare(&w);
+    let g = w.start();
+    let r = native(&g, "configure", doc.clone());
+    assert_eq!(r["returncode"], "500", "{r}\n{}", g.log());
+    let result: Value = serde_json::from_str(r["message"].as_str().unwrap()).unwrap();
+    assert_eq!(result["resources"][0]["status"], "changed", "{result:#}");
+    assert_eq!(result["resources"][1]["status"], "skipped", "{result:#}");
+    let reason = result["resources"][1]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("script 'setup.sh' not run (the --root sandbox")
+            && reason.ends_with("chroot (script)"),
+        "{reason}"
+    );
+    assert_eq!(
+        fs::read_to_string(w.path("root/etc/demo.conf")).unwrap(),
+        "x=1\n"
+    );
+    assert!(!w.path("root/ran").exists(), "the script ran");
+    assert!(
+        g.log()
+            .lines()
+            .any(|l| l.contains("not run: the --root sandbox") && l.contains("setup.sh")),
+        "{}",
+        g.log()
+    );
+    drop(g);
+
+    // Allowed: the script runs inside the tree, its parameter in its environment.
+    let w = Work::new(&format!(
+        "{configure}[sandbox]\nallow_effects = [\"script\"]\n"
+    ));
+    prepare(&w);
+    let g = w.start();
+    let r = native(&g, "configure", doc);
+    assert_eq!(r["returncode"], "0", "{r}\n{}", g.log());
+    assert_eq!(
+        fs::read_to_string(w.path("root/ran")).unwrap(),
+        "ran with DEMO_X=7\n"
+    );
+}

@@ -80,6 +80,13 @@ if [ "$AGENT" = guestd ] && [ -z "$DEB" ]; then
     || { tail -30 "$W/build-packages.log"; exit 1; }
   DEB=$(ls "$REPO"/target/packages/guestd_*_amd64.deb | tail -1)
 fi
+GUESTCTL=
+if [ "$AGENT" = guestd ]; then
+  # The native channel's host side (configure): guestctl over the port's chardev socket.
+  (cd "$REPO" && cargo build -q --locked -p guestd-ctl --bin guestctl)
+  GUESTCTL=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/guestctl
+fi
 
 # ---- the guest's root file system -------------------------------------------------------------
 BASE=$("$HERE/guest-root.sh")
@@ -184,6 +191,36 @@ cat > "$R/etc/guestd/vmtest-exec.toml" <<'EOF'
 exec_allow = ["/bin/sh"]
 file_allow = ["/var/lib/vmtest/"]
 EOF
+
+# configure (guestd only): a drop-in enabling it, the administrator's script in scripts_dir, and
+# a local package repository (file:, no network) with a package that brings a systemd unit.
+if [ "$AGENT" = guestd ]; then
+  mkdir -p "$R/etc/guestd/conf.d" "$R/etc/guestd/scripts" "$R/srv/local-repo"
+  cat > "$R/etc/guestd/conf.d/50-vmtest-configure.toml" <<'EOF'
+[configure]
+kinds = ["file", "user", "group", "package", "service", "run"]
+EOF
+  cat > "$R/etc/guestd/scripts/vmtest-setup.sh" <<'EOF'
+#!/bin/sh
+set -eu
+printf '%s\n' "$VMTEST_MESSAGE" > /var/lib/vmtest/configure.out
+EOF
+  chmod 755 "$R/etc/guestd/scripts/vmtest-setup.sh"
+  P=$W/demo-deb
+  mkdir -p "$P/DEBIAN" "$P/lib/systemd/system"
+  printf 'Package: vmtest-demo\nVersion: 1.0\nArchitecture: all\nMaintainer: guestd tests <tests@example.invalid>\nDescription: configure test package\n' \
+    > "$P/DEBIAN/control"
+  printf '[Unit]\nDescription=configure demo\n[Service]\nEnvironmentFile=/etc/vmtest-demo.conf\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n' \
+    > "$P/lib/systemd/system/vmtest-demo.service"
+  pkg=$R/srv/local-repo/vmtest-demo_1.0_all.deb
+  dpkg-deb --root-owner-group --build "$P" "$pkg" >/dev/null
+  printf 'Package: vmtest-demo\nVersion: 1.0\nArchitecture: all\nMaintainer: guestd tests <tests@example.invalid>\nFilename: ./%s\nSize: %s\nSHA256: %s\nDescription: configure test package\n\n' \
+    "$(basename "$pkg")" "$(stat -c %s "$pkg")" "$(sha256sum "$pkg" | cut -d' ' -f1)" > "$R/srv/local-repo/Packages"
+  echo 'deb [trusted=yes] file:/srv/local-repo ./' > "$R/etc/apt/sources.list"
+  rm -f "$R/etc/apt/sources.list.d/"*
+  unshare -m --propagation private -- sh -ec 'mount -t proc proc "$1/proc"; chroot "$1" apt-get update -qq' \
+    sh "$R" >"$W/apt-local.log" 2>&1 || { cat "$W/apt-local.log"; exit 1; }
+fi
 
 mke2fs -q -t ext4 -L vmroot -d "$R" "$W/root.img" 1G >/dev/null
 mke2fs -q -t ext4 -L vmdata "$W/data.img" 64M >/dev/null
@@ -298,6 +335,10 @@ cat > "$W/domain.xml" <<EOF
     </serial>
     <channel type='unix'>
       <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <channel type='unix'>
+      <source mode='bind' path='$W/native.sock'/>
+      <target type='virtio' name='org.openstack.guest_agent.0'/>
     </channel>
     <memballoon model='none'/>
   </devices>
@@ -691,6 +732,58 @@ else
     else
       pass "guest-file-open of /etc/shadow (outside the allowed prefixes) refused ($(tail -1 <<<"$out"))"
     fi
+  fi
+fi
+
+# ---- configure over the native channel, with systemd running ---------------------------------------
+# guestd serves org.openstack.guest_agent.0 by itself; guestctl sends a document that creates
+# a group and a user, installs a package from the local repository, writes the service's
+# configuration file, enables and starts its unit (restarted when the file changes) and runs
+# the administrator's script after that. The same document again changes nothing; a changed
+# file restarts the service and runs the script again.
+if [ "$AGENT" = guestd ]; then
+  cfg() { timeout 900 "$GUESTCTL" --connect "serial:$W/native.sock" --timeout 600 configure "$1"; }
+  statuses() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(" ".join(x["status"] for x in r["resources"]))'; }
+  doc() {  # GREETING
+    cat <<EOF
+{"resources": [
+  {"name": "group", "kind": "group", "group": "vmdemo", "gid": 2600},
+  {"name": "user", "kind": "user", "user": "vmdemo", "uid": 2600, "group": "vmdemo", "after": ["group"]},
+  {"name": "package", "kind": "package", "package": "vmtest-demo", "version": "1.0"},
+  {"name": "conf", "kind": "file", "path": "/etc/vmtest-demo.conf", "content": "GREETING=$1\\n",
+   "mode": "0640", "group": "vmdemo", "after": ["group"]},
+  {"name": "service", "kind": "service", "service": "vmtest-demo.service", "enabled": true,
+   "state": "restarted", "after": ["package", "conf"]},
+  {"name": "setup", "kind": "run", "script": "vmtest-setup.sh", "refresh": true,
+   "params": {"VMTEST_MESSAGE": "configured, greeting $1"}, "after": ["service"]}
+]}
+EOF
+  }
+  demo_pid() { con 'systemctl show -p MainPID --value vmtest-demo.service'; }
+  doc hello > "$W/configure.json"
+  first=$(cfg "$W/configure.json" 2>"$W/cfg.err" | statuses 2>&1) || true
+  got=$(con 'systemctl is-active vmtest-demo.service; systemctl is-enabled vmtest-demo.service; id -u vmdemo; dpkg -s vmtest-demo | sed -n "s/^Version: //p"; stat -c "%a %G" /etc/vmtest-demo.conf; cat /var/lib/vmtest/configure.out')
+  want=$(printf 'active\nenabled\n2600\n1.0\n640 vmdemo\nconfigured, greeting hello')
+  if [ "$first" = "changed changed changed changed changed changed" ] && [ "$got" = "$want" ]; then
+    pass "configure over org.openstack.guest_agent.0: group, user, package from a local repository, file, unit enabled and started by systemd, script with parameters"
+  else
+    fail "configure" "statuses '$first' $(cat "$W/cfg.err") / guest has: $got"; guest_journal
+  fi
+  pid1=$(demo_pid)
+  again=$(cfg "$W/configure.json" 2>"$W/cfg.err" | statuses 2>&1) || true
+  if [ "$again" = "unchanged unchanged unchanged unchanged unchanged unchanged" ] && [ "$(demo_pid)" = "$pid1" ]; then
+    pass "configure again: every resource unchanged, the service not restarted (pid $pid1)"
+  else
+    fail "configure again" "statuses '$again' $(cat "$W/cfg.err"), pid $pid1 -> $(demo_pid)"
+  fi
+  doc bonjour > "$W/configure.json"
+  third=$(cfg "$W/configure.json" 2>"$W/cfg.err" | statuses 2>&1) || true
+  pid2=$(demo_pid)
+  if [ "$third" = "unchanged unchanged unchanged changed changed changed" ] && [ "$pid2" != "$pid1" ] \
+     && [ "$(con 'cat /var/lib/vmtest/configure.out')" = "configured, greeting bonjour" ]; then
+    pass "a changed configuration file restarts the service (pid $pid1 -> $pid2) and runs the script again"
+  else
+    fail "configure restart on change" "statuses '$third' $(cat "$W/cfg.err"), pid $pid1 -> $pid2"
   fi
 fi
 

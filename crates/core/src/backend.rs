@@ -15,6 +15,7 @@ use guestd_network_model::NetworkSpec;
 use guestd_network_model::config_drive::ConfigDriveFiles;
 use zeroize::Zeroizing;
 
+use crate::configure::{ResourceContext, ResourcePlan, ResourceSpec};
 use crate::plan::{ApplyError, Plan};
 use crate::root::{Root, RootError};
 use crate::runner::{CommandError, CommandRunner};
@@ -143,6 +144,23 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Files are read through `root`; nothing is changed here (the handler applies the plan).
     fn kms_activate(&self, _root: &Root, _request: &KmsRequest) -> Result<Plan, BackendError> {
         Err(BackendError::Unsupported("KMS".into()))
+    }
+
+    /// `configure`: compare one resource with the guest's state (files through `env.root`,
+    /// state queries through `env.runner`, nothing changed) and return what differs and the
+    /// plan that changes it. A value the guest cannot take (an unknown owner, a version pin the
+    /// package manager cannot do) is [`BackendError::Invalid`].
+    fn plan_resource(
+        &self,
+        env: &Env,
+        resource: &ResourceSpec,
+        context: &ResourceContext<'_>,
+    ) -> Result<ResourcePlan, BackendError> {
+        let _ = (env, context);
+        Err(BackendError::Unsupported(format!(
+            "configure resources of kind '{}'",
+            resource.kind()
+        )))
     }
 
     /// Find and read an OpenStack config drive's files (`dir`: a directory holding its

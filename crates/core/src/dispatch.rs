@@ -201,6 +201,8 @@ pub struct Channel {
     name: String,
     dialect: Dialect,
     host_data: Option<Arc<dyn HostData>>,
+    /// Longest reply (encoded JSON, bytes) the transport can deliver whole.
+    reply_limit: Option<usize>,
     state: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
     /// Held while a handler of this channel runs, so requests never overlap even after a timeout.
     busy: Arc<tokio::sync::Mutex<()>>,
@@ -222,6 +224,7 @@ impl Channel {
             name: name.into(),
             dialect: Dialect::Native,
             host_data: None,
+            reply_limit: None,
             state: Mutex::new(HashMap::new()),
             busy: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -231,6 +234,18 @@ impl Channel {
     pub fn with_host_data(mut self, data: Arc<dyn HostData>) -> Self {
         self.host_data = Some(data);
         self
+    }
+
+    /// A channel whose transport delivers replies of at most `bytes` (encoded JSON) whole
+    /// (XenStore's value quota); longer ones are shortened by the transport.
+    pub fn with_reply_limit(mut self, bytes: usize) -> Self {
+        self.reply_limit = Some(bytes);
+        self
+    }
+
+    /// The transport's reply limit, if it has one (handlers with long answers fit them in).
+    pub fn reply_limit(&self) -> Option<usize> {
+        self.reply_limit
     }
 
     /// A channel speaking `dialect` (only that dialect's commands exist on it).

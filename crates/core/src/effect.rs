@@ -53,12 +53,16 @@ pub enum Effect {
     Activation,
     /// Accounts of the real system (`chpasswd` without `-R`).
     Accounts,
+    /// The administrator's scripts `configure`'s `run` executes: run inside the root (`chroot`
+    /// under `--root`), but what a script does is up to it, so it counts as reaching the
+    /// machine.
+    Script,
     /// A command nobody classified: assumed to act on the machine.
     Other,
 }
 
 impl Effect {
-    pub const ALL: [Effect; 12] = [
+    pub const ALL: [Effect; 13] = [
         Effect::Power,
         Effect::Freeze,
         Effect::Trim,
@@ -70,6 +74,7 @@ impl Effect {
         Effect::Install,
         Effect::Activation,
         Effect::Accounts,
+        Effect::Script,
         Effect::Other,
     ];
 
@@ -87,6 +92,7 @@ impl Effect {
             Self::Install => "install",
             Self::Activation => "activation",
             Self::Accounts => "accounts",
+            Self::Script => "script",
             Self::Other => "other",
         }
     }

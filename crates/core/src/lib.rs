@@ -16,7 +16,8 @@
 //! - [`effect`]: what each command reaches beyond the files ([`Effect`]), and the
 //!   [`SandboxRunner`] that keeps those effects off the machine under `--root`.
 //! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
-//!   (host-provided data such as XenStore `vm-data/`).
+//!   (host-provided data such as XenStore `vm-data/`); [`configure`]: the resources of a
+//!   `configure` document and the validators for every value a host may name in one.
 //!
 //! Adding a command: implement [`Handler`] in the `handlers` crate (its [`Dialect`] says which
 //! channels have it) and register it in the daemon. Adding a transport: its form in
@@ -25,6 +26,7 @@
 
 pub mod backend;
 pub mod channel_spec;
+pub mod configure;
 pub mod dispatch;
 pub mod effect;
 pub mod framing;
@@ -48,7 +50,10 @@ pub use dispatch::{
     FreezeFlag, Handler, HandlerError, Lifecycle,
 };
 pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
-pub use plan::{ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Plan, PlannedCommand, apply};
+pub use plan::{
+    ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Journal, Plan, PlannedCommand, apply,
+    apply_journaled,
+};
 pub use process::{
     Capture, Captured, ExitReport, OutputBudget, OutputLimits, ProcessSpawner, SpawnSpec,
     SpawnedProcess, SystemSpawner, Termination,

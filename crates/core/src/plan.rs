@@ -4,7 +4,8 @@
 //! go through [`Root`] (so only regular files are read, with a bound, and replaced), and when a
 //! file change or a command fails every file is put back as it was and the plan's rollback
 //! commands run. A file guestd must not read (a hard link in a user's directory) is replaced
-//! but neither backed up nor put back.
+//! but neither backed up nor put back. A [`Journal`] keeps what several plans changed, so that a
+//! caller (`configure` with `"atomic": true`) can put every file back as a whole.
 //!
 //! A command that a `--root` sandbox keeps off the machine ([`CommandError::NotRun`], see
 //! [`crate::effect`]) is not a failure: the plan goes on, [`Applied::not_run`] lists it for the
@@ -19,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::effect::{Effect, Reach};
 use crate::root::{DEFAULT_READ_LIMIT, FileMeta, Root, RootError, Snapshot, WriteOptions};
-use crate::runner::{Command, CommandError, CommandRunner};
+use crate::runner::{Command, CommandError, CommandRunner, Output};
 
 /// One change to the guest's files.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,6 +35,15 @@ pub enum FileChange {
     Remove { path: String },
     /// Point a symlink at `target`.
     Symlink { path: String, target: String },
+    /// A directory with this mode (and owner, when given): created if missing (parents with
+    /// 0755), its mode and owner set on its handle if they differ.
+    Directory {
+        path: String,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    },
+    /// Remove an empty directory (missing is fine; one with entries is an error).
+    RemoveDir { path: String },
 }
 
 impl FileChange {
@@ -51,7 +61,11 @@ impl FileChange {
 
     pub fn path(&self) -> &str {
         match self {
-            Self::Write { path, .. } | Self::Remove { path } | Self::Symlink { path, .. } => path,
+            Self::Write { path, .. }
+            | Self::Remove { path }
+            | Self::Symlink { path, .. }
+            | Self::Directory { path, .. }
+            | Self::RemoveDir { path } => path,
         }
     }
 }
@@ -73,6 +87,10 @@ impl fmt::Debug for FileChange {
             }
             Self::Remove { path } => write!(f, "Remove({path})"),
             Self::Symlink { path, target } => write!(f, "Symlink({path} -> {target})"),
+            Self::Directory { path, mode, owner } => {
+                write!(f, "Directory({path}, mode {mode:o}, owner {owner:?})")
+            }
+            Self::RemoveDir { path } => write!(f, "RemoveDir({path})"),
         }
     }
 }
@@ -163,6 +181,8 @@ pub struct Applied {
     pub changed: Vec<String>,
     /// Backup files written.
     pub backups: Vec<String>,
+    /// What each command of the plan printed, in order (for callers that report it).
+    pub outputs: Vec<Output>,
     /// Commands a `--root` sandbox kept off the machine, in plan order.
     pub not_run: Vec<NotRun>,
 }
@@ -245,8 +265,47 @@ pub enum ApplyError {
 /// without the write policy).
 struct Undo {
     path: String,
-    prior: Snapshot,
+    prior: Prior,
     backup: bool,
+}
+
+/// What was at a path before a change.
+enum Prior {
+    Entry(Snapshot),
+    /// A directory change: `None` when there was no directory.
+    Dir(Option<FileMeta>),
+}
+
+impl From<Snapshot> for Prior {
+    fn from(s: Snapshot) -> Self {
+        Self::Entry(s)
+    }
+}
+
+/// What several applied plans changed, oldest first, so that all of it can be put back at
+/// once ([`Journal::rollback`]); see [`apply_journaled`].
+#[derive(Default)]
+pub struct Journal {
+    undo: Vec<Undo>,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let paths: Vec<&str> = self.undo.iter().map(|u| u.path.as_str()).collect();
+        f.debug_struct("Journal").field("paths", &paths).finish()
+    }
+}
+
+impl Journal {
+    pub fn is_empty(&self) -> bool {
+        self.undo.is_empty()
+    }
+
+    /// Put every recorded path back as it was, newest change first (backups guestd wrote on
+    /// the way are taken away again). Returns whether all of it worked; what did not is logged.
+    pub fn rollback(&mut self, root: &Root) -> bool {
+        restore(root, &mut self.undo)
+    }
 }
 
 /// Carry out `plan`. See the module docs for the rules.
@@ -256,9 +315,28 @@ pub fn apply(
     runner: &dyn CommandRunner,
     options: ApplyOptions,
 ) -> Result<Applied, ApplyError> {
+    apply_journaled(plan, root, runner, options, &mut Journal::default())
+}
+
+/// [`apply`], and on success keep what it changed in `journal` (a failed plan has already put
+/// its own changes back; earlier plans' changes stay in the journal for the caller to decide).
+pub fn apply_journaled(
+    plan: &Plan,
+    root: &Root,
+    runner: &dyn CommandRunner,
+    options: ApplyOptions,
+    journal: &mut Journal,
+) -> Result<Applied, ApplyError> {
     let mut applied = Applied::default();
     let mut undo: Vec<Undo> = Vec::new();
     for change in &plan.changes {
+        if let FileChange::Directory { .. } | FileChange::RemoveDir { .. } = change {
+            if let Err(source) = change_dir(root, change, &mut undo, &mut applied) {
+                let restored = restore(root, &mut undo);
+                return Err(ApplyError::File { source, restored });
+            }
+            continue;
+        }
         let result = snapshot(root, change.path()).and_then(|prior| {
             if unchanged(change, &prior) {
                 return Ok(());
@@ -277,7 +355,7 @@ pub fn apply(
             perform(root, change)?;
             undo.push(Undo {
                 path: change.path().to_string(),
-                prior,
+                prior: prior.into(),
                 backup: false,
             });
             applied.changed.push(change.path().to_string());
@@ -302,25 +380,27 @@ pub fn apply(
                 source: e,
                 restored: false,
             }),
-            Ok(out) => match &planned.expect {
-                Expect::Anything => None,
-                Expect::Success => {
-                    out.check(&planned.command.program)
-                        .err()
-                        .map(|e| ApplyError::Command {
+            Ok(out) => {
+                let verdict = match &planned.expect {
+                    Expect::Anything => None,
+                    Expect::Success => out.clone().check(&planned.command.program).err().map(|e| {
+                        ApplyError::Command {
                             source: e,
                             restored: false,
+                        }
+                    }),
+                    Expect::StdoutContains(text) => {
+                        let found = out.success()
+                            && String::from_utf8_lossy(&out.stdout).contains(text.as_str());
+                        (!found).then(|| ApplyError::Unexpected {
+                            program: planned.command.program.clone(),
+                            restored: false,
                         })
-                }
-                Expect::StdoutContains(text) => {
-                    let found = out.success()
-                        && String::from_utf8_lossy(&out.stdout).contains(text.as_str());
-                    (!found).then(|| ApplyError::Unexpected {
-                        program: planned.command.program.clone(),
-                        restored: false,
-                    })
-                }
-            },
+                    }
+                };
+                applied.outputs.push(out);
+                verdict
+            }
         };
         if let Some(mut err) = failure {
             warn!(command = %planned.command, error = %err, "plan failed; rolling back");
@@ -349,7 +429,56 @@ pub fn apply(
     if let Some(message) = applied.not_run_message() {
         info!("plan applied; {message}");
     }
+    journal.undo.append(&mut undo);
     Ok(applied)
+}
+
+/// A [`FileChange::Directory`] or [`FileChange::RemoveDir`]: done through the directory's
+/// handle, recorded in `undo` when something changed.
+fn change_dir(
+    root: &Root,
+    change: &FileChange,
+    undo: &mut Vec<Undo>,
+    applied: &mut Applied,
+) -> Result<(), RootError> {
+    let path = change.path();
+    let prior = if root.is_dir(path) {
+        Some(root.metadata(path)?)
+    } else {
+        None
+    };
+    match (change, prior) {
+        (FileChange::Directory { mode, owner, .. }, None) => {
+            if let Some(parent) = Path::new(path).parent() {
+                if !root.is_dir(parent) {
+                    root.create_dir_all(parent, 0o755)?;
+                }
+            }
+            let (uid, gid) = owner.unwrap_or_else(crate::root::own_ids);
+            root.create_dir_owned(path, *mode, uid, gid)?;
+        }
+        (FileChange::Directory { mode, owner, .. }, Some(meta)) => {
+            let want = FileMeta {
+                mode: *mode,
+                uid: owner.map_or(meta.uid, |o| o.0),
+                gid: owner.map_or(meta.gid, |o| o.1),
+            };
+            if want == meta {
+                return Ok(());
+            }
+            root.set_meta(path, want)?;
+        }
+        (FileChange::RemoveDir { .. }, None) => return Ok(()),
+        (FileChange::RemoveDir { .. }, Some(_)) => root.remove_dir(path)?,
+        _ => unreachable!("only directory changes come here"),
+    }
+    undo.push(Undo {
+        path: path.to_string(),
+        prior: Prior::Dir(prior),
+        backup: false,
+    });
+    applied.changed.push(path.to_string());
+    Ok(())
 }
 
 /// The path as it is before the change: bounded, and refusing FIFOs, devices, sockets and
@@ -375,7 +504,12 @@ fn unchanged(change: &FileChange, prior: &Snapshot) -> bool {
                 contents: old,
                 meta,
             },
-        ) => contents == old && (options.preserve || options.mode == meta.mode),
+        ) => {
+            contents == old
+                && (options.preserve
+                    || (options.mode == meta.mode
+                        && options.owner.is_none_or(|o| o == (meta.uid, meta.gid))))
+        }
         (FileChange::Remove { .. }, Snapshot::Absent) => true,
         (FileChange::Symlink { target, .. }, Snapshot::Link(old)) => Path::new(target) == old,
         _ => false,
@@ -399,6 +533,9 @@ fn perform(root: &Root, change: &FileChange) -> Result<(), RootError> {
         }
         FileChange::Remove { path } => root.remove_file(path),
         FileChange::Symlink { path, target } => root.symlink(path, target),
+        FileChange::Directory { .. } | FileChange::RemoveDir { .. } => {
+            unreachable!("directory changes are done by change_dir")
+        }
     }
 }
 
@@ -413,6 +550,29 @@ fn restore(root: &Root, undo: &mut Vec<Undo>) -> bool {
     {
         let own = root.without_write_policy();
         let root = if backup { &own } else { root };
+        let prior = match prior {
+            Prior::Entry(snapshot) => snapshot,
+            Prior::Dir(None) => {
+                if let Err(e) = root.remove_dir(&path) {
+                    warn!(path = %path, error = %e, "could not remove a directory the plan created");
+                    ok = false;
+                }
+                continue;
+            }
+            Prior::Dir(Some(meta)) => {
+                let result = if root.is_dir(&path) {
+                    root.set_meta(&path, meta)
+                } else {
+                    root.create_dir_owned(&path, meta.mode, meta.uid, meta.gid)
+                        .map(drop)
+                };
+                if let Err(e) = result {
+                    warn!(path = %path, error = %e, "could not restore a directory");
+                    ok = false;
+                }
+                continue;
+            }
+        };
         let result = match prior {
             Snapshot::Absent => root.remove_file(&path),
             Snapshot::Link(target) => root.symlink(&path, &target),
@@ -476,7 +636,7 @@ fn write_backup(
     own.replace_file(&backup, contents, opts)?;
     undo.push(Undo {
         path: backup.clone(),
-        prior,
+        prior: prior.into(),
         backup: true,
     });
     existing.push(next);
@@ -487,7 +647,7 @@ fn write_backup(
         own.remove_file(&old)?;
         undo.push(Undo {
             path: old,
-            prior,
+            prior: prior.into(),
             backup: true,
         });
     }
@@ -543,6 +703,130 @@ mod tests {
             commands: vec![Command::new("restart").into()],
             rollback_commands: vec![Command::new("restart-again").into()],
         }
+    }
+
+    #[test]
+    fn directories_are_created_and_changed_by_handle_and_a_journal_undoes_several_plans() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, root) = setup();
+        let runner = Recorder::default();
+        let first = Plan {
+            changes: vec![
+                FileChange::Directory {
+                    path: "/opt/app/conf".into(),
+                    mode: 0o750,
+                    owner: Some((0, 0)),
+                },
+                FileChange::write("/opt/app/conf/x", "x", WriteOptions::mode(0o640)),
+            ],
+            ..Plan::default()
+        };
+        let mut journal = Journal::default();
+        let applied = apply_journaled(
+            &first,
+            &root,
+            &runner,
+            ApplyOptions::default(),
+            &mut journal,
+        )
+        .unwrap();
+        assert_eq!(applied.changed, vec!["/opt/app/conf", "/opt/app/conf/x"]);
+        let mode = |p: &str| {
+            std::fs::metadata(d.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("opt/app/conf"), 0o750);
+        // The same plan again changes nothing; a new mode is set on the existing directory.
+        let again = apply_journaled(
+            &first,
+            &root,
+            &runner,
+            ApplyOptions::default(),
+            &mut journal,
+        )
+        .unwrap();
+        assert!(again.changed.is_empty(), "{again:?}");
+        let second = Plan {
+            changes: vec![
+                FileChange::Directory {
+                    path: "/opt/app/conf".into(),
+                    mode: 0o755,
+                    owner: None,
+                },
+                FileChange::write("/etc/a", "changed", WriteOptions::default()),
+            ],
+            ..Plan::default()
+        };
+        apply_journaled(
+            &second,
+            &root,
+            &runner,
+            ApplyOptions::default(),
+            &mut journal,
+        )
+        .unwrap();
+        assert_eq!(mode("opt/app/conf"), 0o755);
+        assert!(journal.rollback(&root));
+        assert_eq!(root.read("/etc/a").unwrap(), b"old a");
+        assert!(!d.path().join("opt/app/conf").exists());
+        assert!(journal.is_empty());
+    }
+
+    #[test]
+    fn an_empty_directory_is_removed_and_a_full_one_is_refused() {
+        let (d, root) = setup();
+        std::fs::create_dir_all(d.path().join("srv/empty")).unwrap();
+        std::fs::create_dir_all(d.path().join("srv/full")).unwrap();
+        std::fs::write(d.path().join("srv/full/f"), "f").unwrap();
+        let remove = |p: &str| Plan {
+            changes: vec![FileChange::RemoveDir { path: p.into() }],
+            ..Plan::default()
+        };
+        let runner = Recorder::default();
+        apply(
+            &remove("/srv/empty"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(!d.path().join("srv/empty").exists());
+        apply(
+            &remove("/srv/gone"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        let err = apply(
+            &remove("/srv/full"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        );
+        assert!(err.is_err());
+        assert!(d.path().join("srv/full/f").exists());
+    }
+
+    #[test]
+    fn an_exact_owner_that_differs_is_a_change() {
+        let (_d, root) = setup();
+        let runner = Recorder::default();
+        let plan = |uid| Plan {
+            changes: vec![FileChange::write(
+                "/etc/a",
+                "old a",
+                WriteOptions::mode(0o644).owner(uid, uid).exact(),
+            )],
+            ..Plan::default()
+        };
+        let first = apply(&plan(0), &root, &runner, ApplyOptions::default()).unwrap();
+        let moved = apply(&plan(1234), &root, &runner, ApplyOptions::default()).unwrap();
+        assert_eq!(moved.changed, vec!["/etc/a"], "{first:?}");
+        assert_eq!(root.metadata("/etc/a").unwrap().uid, 1234);
     }
 
     #[test]

@@ -489,6 +489,12 @@ impl Root {
         sys::remove_dir_all(self, guest.as_ref())
     }
 
+    /// Remove an empty directory (a link there is refused, never followed). Missing is fine;
+    /// a directory that is not empty is an error.
+    pub fn remove_dir(&self, guest: impl AsRef<Path>) -> Result<(), RootError> {
+        sys::remove_dir(self, guest.as_ref())
+    }
+
     /// Create or replace a symlink at `guest` pointing to `target` (stored as given).
     pub fn symlink(
         &self,
@@ -515,6 +521,38 @@ impl Root {
     /// worse than a refused write.
     pub fn check_private(&self, guest: impl AsRef<Path>) -> Result<(), RootError> {
         sys::check_private(self, guest.as_ref())
+    }
+
+    /// Open a regular file that no unprivileged user can change, for what guestd trusts as the
+    /// guest administrator's own (a `configure` script, a document the host injected): the
+    /// file and every directory on the way belong to root (or guestd's uid) and are writable by
+    /// nobody else, and a link at the path is refused. Checked on the handles opened, so the
+    /// answer is about the very file returned. Windows: the path is reached like any other
+    /// (ACLs are not judged).
+    pub fn open_private(
+        &self,
+        guest: impl AsRef<Path>,
+    ) -> Result<(std::fs::File, FileMeta), RootError> {
+        sys::open_private(self, guest.as_ref())
+    }
+
+    /// The contents of a file [`open_private`](Self::open_private) accepts, at most `limit`
+    /// bytes.
+    pub fn read_private(&self, guest: impl AsRef<Path>, limit: u64) -> Result<Vec<u8>, RootError> {
+        use std::io::Read;
+        let guest = guest.as_ref();
+        let (file, _) = self.open_private(guest)?;
+        let mut buf = Zeroizing::new(Vec::new());
+        file.take(limit.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(io_err("read", guest))?;
+        if buf.len() as u64 > limit {
+            return Err(RootError::TooLarge {
+                path: display(guest),
+                limit,
+            });
+        }
+        Ok(std::mem::take(&mut *buf))
     }
 
     /// Open (creating it with `mode` if missing, never truncating) a regular file for a lock.
@@ -598,12 +636,18 @@ pub(crate) fn check_guest_path(guest: &Path) -> Result<GuestPath, RootError> {
 }
 
 #[cfg(unix)]
-fn own_ids() -> (u32, u32) {
+pub(crate) fn own_ids() -> (u32, u32) {
     // SAFETY: geteuid/getegid cannot fail and touch no memory.
     #[allow(unsafe_code)]
     unsafe {
         (libc::geteuid(), libc::getegid())
     }
+}
+
+/// No Unix ids on Windows (ownership there is the ACL's business).
+#[cfg(not(unix))]
+pub(crate) fn own_ids() -> (u32, u32) {
+    (0, 0)
 }
 
 fn display(p: &Path) -> String {

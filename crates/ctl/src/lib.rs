@@ -18,11 +18,13 @@
 //! answers a repeated id with the reply it remembered, without running the command twice.
 //!
 //! [`password`] is `set-password`: the strong (`keyinit2`) or legacy key exchange, then
-//! `password`, on one connection.
+//! `password`, on one connection. [`configure`] sends a `configure` document (in parts through
+//! `file_inject` when it is too large for one request) and fetches the whole result.
 //!
 //! Adding a transport: its form in core's `channel_spec`, a module with a `Client`
 //! implementation, and one arm in [`connect_with`].
 
+pub mod configure;
 pub mod password;
 #[cfg(windows)]
 mod pipe;

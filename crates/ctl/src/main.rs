@@ -87,6 +87,25 @@ enum Cmd {
         #[arg(long, value_name = "HEX")]
         md5: Option<String>,
     },
+    /// Bring the guest to the state a configure document describes (FILE, or - for stdin):
+    /// files, directories, users, groups, packages, services, archives and runs of scripts the
+    /// guest already has. Prints the whole result as JSON; exits 1 if a resource failed.
+    /// Waits up to an hour for the reply unless --timeout is given.
+    Configure {
+        /// The document (JSON with a "resources" list); - reads it from stdin.
+        #[arg(required_unless_present = "result", value_name = "FILE")]
+        file: Option<String>,
+        /// Report what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the stored result with this id (from an earlier run) instead.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["file", "dry_run"])]
+        result: Option<String>,
+        /// Put the document on the guest with file_inject first (done by itself when it is
+        /// too large for one request, as over XenStore).
+        #[arg(long)]
+        via_inbox: bool,
+    },
     /// Send any command: NAME and an optional JSON VALUE (a bare word is sent as a string).
     Raw { name: String, value: Option<String> },
     /// Set the guest's administrator password (strong key exchange when the agent offers it).
@@ -110,14 +129,29 @@ enum Cmd {
     Generate { what: String },
 }
 
+/// How long `configure` waits for its reply unless `--timeout` says otherwise.
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Exit codes: 0 success, 1 the agent answered with an error, 2 usage, 3 no answer.
 const EXIT_AGENT_ERROR: u8 = 1;
 const EXIT_NO_ANSWER: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
-    let options = ConnectOptions {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let mut timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
+    // A document installs packages and runs scripts: unless told otherwise, wait as long as
+    // guestd gives the command (its default timeout for configure).
+    if matches!(cli.command, Cmd::Configure { .. })
+        && matches.value_source("timeout") != Some(clap::parser::ValueSource::CommandLine)
+    {
+        timeout = CONFIGURE_TIMEOUT;
+    }
+    let connect_options = ConnectOptions {
         tls: TlsFiles {
             cert: cli.tls_cert.clone(),
             key: cli.tls_key.clone(),
@@ -140,7 +174,13 @@ fn main() -> ExitCode {
                 legacy_digest: *legacy_digest,
                 require_strong: *require_strong,
             };
-            return set_password(&cli.connect, &options, timeout, &opts, *password_stdin);
+            return set_password(
+                &cli.connect,
+                &connect_options,
+                timeout,
+                &opts,
+                *password_stdin,
+            );
         }
         Cmd::ResetNetwork { config } => match network_value(config.as_deref()) {
             Ok(value) => Request::new("resetnetwork", value),
@@ -156,6 +196,27 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Cmd::Configure {
+            file,
+            dry_run,
+            result,
+            via_inbox,
+        } => {
+            let options = guestctl::configure::ConfigureOptions {
+                dry_run: *dry_run,
+                max_request: is_xenstore(&cli.connect)
+                    .then_some(guestctl::configure::XENSTORE_REQUEST_LIMIT),
+                via_inbox: *via_inbox,
+            };
+            return configure(
+                &cli,
+                &options,
+                timeout,
+                file.as_deref(),
+                result.as_deref(),
+                &connect_options,
+            );
+        }
         Cmd::Update { url, sha256, md5 } => {
             let sum = sha256.as_deref().or(md5.as_deref()).unwrap_or_default();
             Request::new("agentupdate", format!("{url},{sum}"))
@@ -164,7 +225,7 @@ fn main() -> ExitCode {
     let call = |request: &Request| {
         call_with_retry(
             &cli.connect,
-            &options,
+            &connect_options,
             request,
             timeout,
             cli.attempts,
@@ -242,6 +303,86 @@ fn set_password(
                 SetPasswordError::Client(_) => EXIT_NO_ANSWER,
                 _ => EXIT_AGENT_ERROR,
             })
+        }
+    }
+}
+
+fn is_xenstore(spec: &str) -> bool {
+    guestd_core::ChannelSpec::connect(spec)
+        .is_ok_and(|s| matches!(s.kind, guestd_core::ChannelKind::Xenstore(_)))
+}
+
+/// `configure FILE|-` or `configure --result ID`.
+fn configure(
+    cli: &Cli,
+    options: &guestctl::configure::ConfigureOptions,
+    timeout: Duration,
+    file: Option<&str>,
+    result: Option<&str>,
+    connect_options: &ConnectOptions,
+) -> ExitCode {
+    use guestctl::configure::{self as cf, ConfigureError};
+    let mut call = |request: &Request| {
+        call_with_retry(
+            &cli.connect,
+            connect_options,
+            request,
+            timeout,
+            cli.attempts,
+            |attempt, e| {
+                eprintln!(
+                    "guestctl: attempt {attempt} failed ({e}); retrying with the same request id"
+                )
+            },
+        )
+    };
+    let outcome = match (result, file) {
+        (Some(id), _) => cf::fetch_result(&mut call, id).map(|result| cf::ConfigureOutcome {
+            returncode: "0".into(),
+            result,
+        }),
+        (None, Some(file)) => {
+            let text = if file == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+            } else {
+                std::fs::read_to_string(file)
+            };
+            match text {
+                Err(e) => {
+                    eprintln!("guestctl: cannot read {file}: {e}");
+                    return ExitCode::from(2);
+                }
+                Ok(text) => cf::parse_document(&text)
+                    .and_then(|doc| cf::configure(&mut call, &doc, *options)),
+            }
+        }
+        (None, None) => unreachable!("clap requires FILE or --result"),
+    };
+    match outcome {
+        Ok(outcome) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&outcome.result).unwrap_or_default()
+            );
+            if outcome.ok() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("guestctl: configure: not every resource succeeded");
+                ExitCode::from(EXIT_AGENT_ERROR)
+            }
+        }
+        Err(ConfigureError::Document(e)) => {
+            eprintln!("guestctl: {e}");
+            ExitCode::from(2)
+        }
+        Err(ConfigureError::Client(e)) => {
+            eprintln!("guestctl: {e}");
+            ExitCode::from(EXIT_NO_ANSWER)
+        }
+        Err(e @ ConfigureError::Agent { .. }) => {
+            eprintln!("guestctl: {e}");
+            ExitCode::from(EXIT_AGENT_ERROR)
         }
     }
 }

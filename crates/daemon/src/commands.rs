@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use guestd_core::{CommandPolicy, DispatchError, Dispatcher, DispatcherBuilder, Env};
 use guestd_handlers::{
-    AgentUpdateHandler, FeaturesHandler, FileInjectHandler, InjectFileHandler, KmsActivateHandler,
-    ResetNetworkHandler, VersionHandler,
+    AgentUpdateHandler, ConfigureHandler, FeaturesHandler, FileInjectHandler, InjectConfig,
+    InjectFileHandler, KmsActivateHandler, ResetNetworkHandler, VersionHandler,
 };
 
 use crate::config::Config;
@@ -18,10 +18,11 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
         .register(FeaturesHandler)?;
     let builder = guestd_handlers::register_password_commands(builder, config.password.clone())?
         .register(ResetNetworkHandler::new(config.network.clone()))?
-        .register(InjectFileHandler::new(config.inject.clone()))?
-        .register(FileInjectHandler::new(config.inject.clone()))?
+        .register(InjectFileHandler::new(inject_config(config)))?
+        .register(FileInjectHandler::new(inject_config(config)))?
         .register(AgentUpdateHandler::new(config.update.clone()))?
-        .register(KmsActivateHandler)?;
+        .register(KmsActivateHandler)?
+        .register(ConfigureHandler::new(config.configure.clone()))?;
     // guest-exec's programs would run on this machine even under --root: contained like the
     // command runner ([sandbox] allow_effects = ["other"] lets them run).
     let spawner = guestd_core::process::contain(
@@ -49,6 +50,10 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
         }
         disabled.push(name.to_string());
     }
+    // Like qga's guest-exec: off until the configuration enables at least one resource kind.
+    if config.configure.kinds.is_empty() {
+        disabled.push("configure".into());
+    }
     let mut builder = builder
         .policy(CommandPolicy {
             enabled: commands.enabled.clone(),
@@ -59,4 +64,45 @@ pub fn build_dispatcher(config: &Config, env: Env) -> Result<Dispatcher, Dispatc
         builder = builder.timeout(name.clone(), Duration::from_secs((*secs).max(1)));
     }
     Ok(builder.build(env))
+}
+
+/// `[inject]`, with `configure`'s scripts directory denied: what `run` executes must stay
+/// what the guest's administrator put there, so the host cannot inject a script.
+fn inject_config(config: &Config) -> InjectConfig {
+    let mut inject = config.inject.clone();
+    let scripts = &config.configure.scripts_dir;
+    if !inject.deny.contains(scripts) {
+        inject.deny.push(scripts.clone());
+    }
+    inject
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configure_is_off_until_a_kind_is_enabled_and_its_scripts_cannot_be_injected() {
+        let env = Env {
+            root: guestd_core::Root::system(),
+            runner: Arc::new(guestd_core::SystemRunner),
+            backend: Arc::new(guestd_core::NullBackend),
+        };
+        let mut config = Config::default();
+        let off = build_dispatcher(&config, env.clone()).unwrap();
+        let native = off.enabled_commands(guestd_core::Dialect::Native);
+        assert!(!native.contains(&"configure"), "{native:?}");
+        config.configure.kinds = [guestd_core::configure::ResourceKind::File]
+            .into_iter()
+            .collect();
+        let on = build_dispatcher(&config, env).unwrap();
+        assert!(
+            on.enabled_commands(guestd_core::Dialect::Native)
+                .contains(&"configure")
+        );
+        let inject = inject_config(&config);
+        assert!(inject.deny.contains(&"/etc/guestd/scripts".to_string()));
+        let policy = guestd_core::PathPolicy::new(inject.allow, inject.deny);
+        assert!(!policy.permits("/etc/guestd/scripts/evil.sh"));
+    }
 }

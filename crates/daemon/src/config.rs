@@ -33,6 +33,8 @@ pub struct Config {
     pub inject: guestd_handlers::InjectConfig,
     /// `[update]`: agentupdate.
     pub update: guestd_handlers::UpdateConfig,
+    /// `[configure]`: declarative configuration from local definitions (disabled by default).
+    pub configure: guestd_handlers::ConfigureConfig,
     /// `[xenstore]`: the XenStore transport (device or socket, reply pruning, backend).
     pub xenstore: guestd_transport_xenstore::XenstoreConfig,
     /// `[qga]`: the qemu-guest-agent dialect (auto-detected port, fsfreeze auto-thaw).

@@ -414,6 +414,24 @@ fn check_config(
         backend.service_manager().unwrap_or("none found")
     );
     println!(
+        "# configure: {}",
+        if config.configure.kinds.is_empty() {
+            "disabled ([configure] kinds is empty)".to_string()
+        } else {
+            format!(
+                "kinds {}; scripts from {}",
+                config
+                    .configure
+                    .kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                config.configure.scripts_dir
+            )
+        }
+    );
+    println!(
         "# commands enabled: {}",
         dispatcher.enabled_commands(Dialect::Native).join(",")
     );

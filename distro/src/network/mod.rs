@@ -71,6 +71,8 @@ fn differs(root: &Root, change: &FileChange) -> bool {
         FileChange::Symlink { path, target } => root
             .read_link(path)
             .map_or(true, |t| t.to_string_lossy() != target.as_str()),
+        // Network plans hold no directory changes; if one did, it would count as a change.
+        FileChange::Directory { .. } | FileChange::RemoveDir { .. } => true,
     }
 }
 

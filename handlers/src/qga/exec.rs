@@ -437,7 +437,28 @@ fn status_reply(report: &ExitReport) -> Value {
     Value::Object(reply)
 }
 
-#[cfg(test)]
+// guest-exec is refused off Unix before the spawner is asked: the refusal is the only behaviour
+// there.
+#[cfg(all(test, not(unix)))]
+mod tests_other_os {
+    use guestd_testkit::FakeSpawner;
+
+    use super::*;
+
+    #[test]
+    fn exec_is_refused_with_the_os_named_and_nothing_spawned() {
+        let fake = Arc::new(FakeSpawner::new());
+        let config = QgaConfig {
+            exec_allow: vec!["*".into()],
+            ..QgaConfig::default()
+        };
+        let t = ExecTable::new(&config, fake);
+        let e = t.exec(&json!({"path": "cmd.exe"})).unwrap_err().to_string();
+        assert!(e.contains("guest-exec is not available on windows"), "{e}");
+    }
+}
+
+#[cfg(all(test, unix))]
 mod tests {
     use std::path::Path;
 

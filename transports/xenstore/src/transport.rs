@@ -160,8 +160,9 @@ fn lifecycle<S: Store>(
     })?;
     let current = Arc::new(RwLock::new(None));
     let host_data = XenstoreHostData::new(Arc::clone(&current), tokio::runtime::Handle::current());
-    let channel =
-        Channel::new(format!("xenstore:{}", path.display())).with_host_data(Arc::new(host_data));
+    let channel = Channel::new(format!("xenstore:{}", path.display()))
+        .with_host_data(Arc::new(host_data))
+        .with_reply_limit(config.tunables().max_reply_bytes);
     Ok(Lifecycle::new(
         path.to_path_buf(),
         session,

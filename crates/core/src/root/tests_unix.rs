@@ -503,6 +503,77 @@ fn private_directories_are_root_owned_all_the_way() {
 }
 
 #[test]
+fn open_private_takes_only_root_files_no_one_else_can_change() {
+    if !is_root() {
+        return;
+    }
+    both(|| {
+        let (d, root) = sandbox();
+        let dir = d.path().join("etc/guestd/scripts");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("ok.sh"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(dir.join("ok.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        let (_, meta) = root.open_private("/etc/guestd/scripts/ok.sh").unwrap();
+        assert_eq!((meta.uid, meta.mode & 0o777), (0, 0o755));
+        assert_eq!(
+            root.read_private("/etc/guestd/scripts/ok.sh", 100).unwrap(),
+            b"#!/bin/sh\n"
+        );
+        assert!(matches!(
+            root.read_private("/etc/guestd/scripts/ok.sh", 3),
+            Err(RootError::TooLarge { .. })
+        ));
+        // Writable by the group, owned by a user, a link, a FIFO: each refused.
+        fs::write(dir.join("group-w.sh"), b"x").unwrap();
+        fs::set_permissions(dir.join("group-w.sh"), fs::Permissions::from_mode(0o775)).unwrap();
+        let err = root
+            .open_private("/etc/guestd/scripts/group-w.sh")
+            .unwrap_err();
+        assert!(
+            matches!(&err, RootError::NotPrivate(p) if p == "/etc/guestd/scripts/group-w.sh"),
+            "{err}"
+        );
+        fs::write(dir.join("users.sh"), b"x").unwrap();
+        std::os::unix::fs::chown(dir.join("users.sh"), Some(1000), Some(1000)).unwrap();
+        assert!(matches!(
+            root.open_private("/etc/guestd/scripts/users.sh"),
+            Err(RootError::NotPrivate(_))
+        ));
+        symlink("ok.sh", dir.join("link.sh")).unwrap();
+        assert!(matches!(
+            root.open_private("/etc/guestd/scripts/link.sh"),
+            Err(RootError::IsLink(_))
+        ));
+        // A directory on the way that others may write to.
+        fs::set_permissions(
+            d.path().join("etc/guestd"),
+            fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        let err = root.open_private("/etc/guestd/scripts/ok.sh").unwrap_err();
+        assert!(
+            matches!(&err, RootError::NotPrivate(p) if p == "/etc/guestd"),
+            "{err}"
+        );
+        fs::set_permissions(
+            d.path().join("etc/guestd"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o757)).unwrap();
+        assert!(matches!(
+            root.open_private("/etc/guestd/scripts/ok.sh"),
+            Err(RootError::NotPrivate(_))
+        ));
+        assert!(
+            root.open_private("/etc/guestd/missing/x")
+                .unwrap_err()
+                .is_not_found()
+        );
+    });
+}
+
+#[test]
 fn write_in_place_changes_only_existing_regular_files() {
     both(|| {
         let (d, root) = sandbox();

@@ -825,6 +825,44 @@ fn remove_entry(dir: impl AsFd, name: &OsStr, depth: usize) -> Result<(), Errno>
     }
 }
 
+pub(super) fn remove_dir(root: &Root, guest: &Path) -> Result<(), RootError> {
+    let r = match walk(root, guest, Want::Entry { follow: false }) {
+        Err(e) if e.is_not_found() => return Ok(()),
+        other => other?,
+    };
+    let name = r.name(guest, "remove")?;
+    root.check_policy(&r.target(), guest, true)?;
+    match lstat(&r.dir, name) {
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(errno("remove", guest)(e)),
+        Ok(st) if is_link(&st) => return Err(RootError::IsLink(shown(&r.path, name))),
+        Ok(_) => {}
+    }
+    match rfs::unlinkat(&r.dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(errno("remove", guest)(e)),
+    }
+}
+
+pub(super) fn open_private(
+    root: &Root,
+    guest: &Path,
+) -> Result<(std::fs::File, FileMeta), RootError> {
+    if let Some(parent) = guest.parent() {
+        walk(root, parent, Want::Private)?;
+    }
+    let r = walk(root, guest, Want::Entry { follow: false })?;
+    let name = r.name(guest, "open")?;
+    if !trusted(&r.dir).map_err(io_err("open", guest))? {
+        return Err(RootError::NotPrivate(r.path.to_string()));
+    }
+    let (file, st) = open_regular(&r, name, guest)?;
+    if !trusted_stat(&st) {
+        return Err(RootError::NotPrivate(shown(&r.path, name)));
+    }
+    Ok((file, meta_of(&st)))
+}
+
 pub(super) fn symlink(root: &Root, guest: &Path, target: &Path) -> Result<(), RootError> {
     let r = walk(root, guest, Want::Entry { follow: false })?;
     let name = r.name(guest, "create link")?;

@@ -308,6 +308,36 @@ pub(super) fn remove_dir_all(root: &Root, guest: &Path) -> Result<(), RootError>
     result.map_err(io_err("remove", guest))
 }
 
+pub(super) fn remove_dir(root: &Root, guest: &Path) -> Result<(), RootError> {
+    let (reached, host) = reach(root, guest, false)?;
+    root.check_policy(&reached, guest, true)?;
+    match fs::symlink_metadata(&host) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(md) if md.file_type().is_symlink() => Err(RootError::IsLink(display(guest))),
+        _ => match fs::remove_dir(&host) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", guest)(e)),
+            _ => Ok(()),
+        },
+    }
+}
+
+pub(super) fn open_private(root: &Root, guest: &Path) -> Result<(File, FileMeta), RootError> {
+    let (_, host) = reach(root, guest, false)?;
+    match fs::symlink_metadata(&host) {
+        Ok(md) if md.file_type().is_symlink() => return Err(RootError::IsLink(display(guest))),
+        Ok(md) if !md.is_file() => {
+            return Err(RootError::NotRegular {
+                path: display(guest),
+                kind: "directory or device",
+            });
+        }
+        Err(e) => return Err(io_err("open", guest)(e)),
+        Ok(_) => {}
+    }
+    let file = File::open(&host).map_err(io_err("open", guest))?;
+    Ok((file, FileMeta::default()))
+}
+
 pub(super) fn symlink(root: &Root, guest: &Path, target: &Path) -> Result<(), RootError> {
     let (reached, path) = reach(root, guest, false)?;
     root.check_policy(&reached, guest, false)?;
