@@ -70,9 +70,12 @@ class Guestd(Agent):
         self.extra = list(extra)
 
     def argv(self, sock, workdir):
-        # An empty config file: the measurement must not depend on /etc/guestd of this machine.
+        # Its own config file: the measurement must not depend on /etc/guestd of this machine.
+        # Defaults, but enough unix-socket slots to serve every client of the many-clients
+        # figure (the default serves 16 at once and refuses the rest).
         config = os.path.join(workdir, "guestd.toml")
-        open(config, "a").close()
+        with open(config, "w") as f:
+            f.write("[unix]\nmax_connections = 256\n")
         argv = [self.binary, "--config", config, "--listen", f"unix:{sock}", *self.extra]
         if "--root" not in self.extra:
             root = os.path.join(workdir, "root")

@@ -1,5 +1,8 @@
 """What /proc tells about a running agent: memory, CPU, and wakeups of all its threads."""
+import mmap
 import os
+import struct
+import tempfile
 import time
 
 
@@ -11,14 +14,46 @@ def status(pid):
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "VmSize", "Threads"):
                 out[key] = int(value.split()[0])
-    try:  # proportional set size: shared library pages divided among their users
+    out.update(rollup(pid))
+    return out
+
+
+def rollup(pid):
+    """From /proc/PID/smaps_rollup, in KiB: `Pss` (proportional set size: each shared page
+    divided among the processes that map it) and `Uss` (unique set size: the pages only this
+    process maps, Private_Clean + Private_Dirty, what stopping it would give back)."""
+    fields = {}
+    try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    out["Pss"] = int(line.split()[1])
+                key, _, value = line.partition(":")
+                if key in ("Pss", "Private_Clean", "Private_Dirty", "Shared_Clean"):
+                    fields[key] = int(value.split()[0])
+    except OSError:
+        return {}
+    out = {}
+    if "Pss" in fields:
+        out["Pss"] = fields["Pss"]
+    if "Private_Clean" in fields and "Private_Dirty" in fields:
+        out["Uss"] = fields["Private_Clean"] + fields["Private_Dirty"]
+    return out
+
+
+def mapped_files(pid):
+    """{path: size in bytes} of the regular files mapped into pid (its binary and shared
+    libraries)."""
+    files = {}
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].startswith("/"):
+                    path = parts[5].strip()
+                    if path not in files and os.path.isfile(path):
+                        files[path] = os.path.getsize(path)
     except OSError:
         pass
-    return out
+    return files
 
 
 def _tasks(pid):
@@ -85,3 +120,32 @@ def idle_windows(pids, seconds, sample_every=0.25):
 def cpu_ms(pid):
     """Total CPU time of the live threads of pid, in ms."""
     return round(sum(cpu for _, cpu in _tasks(pid).values()) / 1e6, 1)
+
+
+def fault_around_kib(size=8 << 20):
+    """KiB of a page-cached file that one read fault maps (the kernel's fault-around): touch
+    one page in the middle of a mapped cached file and count the pages now present
+    (/proc/self/pagemap). File-backed RSS of an agent grows in these steps."""
+    with tempfile.NamedTemporaryFile(dir="/var/tmp") as f:
+        f.write(os.urandom(size))
+        f.flush()
+        for off in range(0, size, 4096):  # cache it, one small page at a time
+            os.pread(f.fileno(), 1, off)
+        m = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
+        try:
+            base = None
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    if line.rstrip().endswith(f.name):
+                        base = int(line.split("-")[0], 16)
+            if base is None:
+                return None
+            m[size // 2 + 3 * 4096]  # noqa: B018 (the touch is the point)
+            with open("/proc/self/pagemap", "rb") as pm:
+                pm.seek(base // 4096 * 8)
+                entries = pm.read(size // 4096 * 8)
+            present = sum(1 for i in range(size // 4096)
+                          if struct.unpack_from("<Q", entries, i * 8)[0] >> 63)
+            return present * 4
+        finally:
+            m.close()

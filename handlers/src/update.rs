@@ -3,26 +3,31 @@
 //!
 //! 1. The value is `"url,checksum"` (nova) or `{"url", "md5sum"}` / `{"url", "sha256"}`; the
 //!    checksum kind follows its length (32 hex digits MD5, 64 SHA-256).
-//! 2. [`download`]: HTTP or HTTPS (rustls; `ca_bundle` replaces the built-in roots), size limit,
-//!    timeout, progress in the log. The checksum is verified before anything is unpacked.
-//! 3. [`archive`]: the `.tar.gz` must hold `guestd` (top level or one directory down) and may
-//!    hold `installer.sh`. Both are staged under `state_dir/staged.<pid>.<n>`, a directory of
-//!    this update alone; `state_dir` and the install directory must be root's all the way
+//! 2. The [`helper`] executable `guestd-update` (installed beside guestd; guestd itself links no
+//!    HTTP, TLS or archive code) downloads over HTTP or HTTPS (rustls; `ca_bundle` replaces the
+//!    built-in roots) with a size limit and a timeout, as `helper_user` (`nobody`), and hands the
+//!    body back; guestd verifies the checksum itself before anything is unpacked.
+//! 3. The helper unpacks the `.tar.gz`; it must hold `guestd` (top level or one directory down)
+//!    and may hold `installer.sh` and the companion binaries `guestd-update` and `guestd-tls`
+//!    beside it ([`payload`]). They are staged under `state_dir/staged.<pid>.<n>`, a directory
+//!    of this update alone; `state_dir` and the install directory must be root's all the way
 //!    (`Root::check_private`), since what is staged there is then run as root. One update runs
 //!    at a time: a second one, on any channel, is refused while the first runs.
-//! 4. The staged binary must pass `guestd --self-test` (it parses the config and builds the
-//!    dispatcher, then prints `guestd <version> self-test ok: …`). `installer.sh`, if any, then
-//!    runs with an empty environment. Any failure up to here changes nothing installed.
+//! 4. The staged binary (and a staged `guestd-tls`) must pass `--self-test` (it parses the
+//!    config and builds the dispatcher, then prints `guestd <version> self-test ok: …`); a
+//!    staged helper must answer `--version`. `installer.sh`, if any, then runs with an empty
+//!    environment. Any failure up to here changes nothing installed.
 //! 5. The installed binary is copied to `<install_path>.previous`, the new one replaces it
-//!    atomically, the [`watchdog`] state is written and the watchdog is started outside the
-//!    service (the backend's `plan_detached_start`); the reply is `"0"`.
+//!    atomically (each companion likewise beside it), the [`watchdog`] state is written and the
+//!    watchdog is started outside the service (the backend's `plan_detached_start`); the reply
+//!    is `"0"`.
 //! 6. The watchdog waits `restart_delay_ms` (so the reply reaches the host), restarts guestd
 //!    through the service manager (the backend's `plan_service_restart`, found at start-up) and
 //!    waits `ready_timeout_secs` for the ready marker with the new version; otherwise it
 //!    restores the previous binary and restarts again.
 
-pub mod archive;
-pub mod download;
+pub mod helper;
+pub mod payload;
 pub mod watchdog;
 
 use std::collections::HashMap;
@@ -40,8 +45,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use self::download::DownloadOptions;
-use self::watchdog::{Argv, Status, WatchState};
+use self::helper::Helper;
+use self::payload::Payload;
+use self::watchdog::{Argv, Companion, Status, WatchState};
 
 /// Messages of record (U1, spec §4.7) and ours.
 pub mod msg {
@@ -68,8 +74,13 @@ pub struct UpdateConfig {
     pub max_size: u64,
     /// Whole-download time limit.
     pub download_timeout_secs: u64,
-    /// The installed guestd binary; default: the running executable.
+    /// The installed guestd binary; default: the running executable (`guestd` beside it when
+    /// that is `guestd-tls`).
     pub install_path: Option<String>,
+    /// The download helper `guestd-update` (a host path); default: beside the running executable.
+    pub helper: Option<String>,
+    /// The user the helper downloads as when guestd runs as root (empty: as root). Unix only.
+    pub helper_user: String,
     /// Service name for the service manager.
     pub service_name: String,
     /// Restart command (argv) instead of the detected service manager's.
@@ -100,6 +111,12 @@ impl Default for UpdateConfig {
             max_size: 64 * 1024 * 1024,
             download_timeout_secs: 300,
             install_path: None,
+            helper: None,
+            helper_user: if windows {
+                String::new()
+            } else {
+                "nobody".into()
+            },
             service_name: "guestd".into(),
             restart_command: None,
             ready_timeout_secs: 60,
@@ -199,11 +216,23 @@ impl UpdateRequest {
             }
             _ => return Err(HandlerError::failed(msg::INVALID)),
         };
-        download::check_scheme(&url).map_err(|e| HandlerError::failed(e.to_string()))?;
+        check_scheme(&url)?;
         Ok(Self {
             url,
             checksum: Checksum::parse(&sum)?,
         })
+    }
+}
+
+/// Only `http://` and `https://` URLs are downloaded.
+fn check_scheme(url: &str) -> Result<(), HandlerError> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(HandlerError::failed(
+            "Only http and https URLs are supported for agent updates",
+        ))
     }
 }
 
@@ -319,24 +348,50 @@ impl Updater<'_> {
             }
         }
 
-        let bytes = download::fetch(&request.url, &self.download_options()?).map_err(failed)?;
+        let helper = self.helper()?;
+        let ca_pem = self.ca_bundle()?;
+        let bytes = helper.fetch(
+            &request.url,
+            cfg.max_size,
+            Duration::from_secs(cfg.download_timeout_secs),
+            ca_pem.as_deref(),
+        )?;
         request.checksum.verify(&bytes)?;
-        let payload =
-            archive::unpack(&bytes, BINARY_NAME, cfg.max_size.saturating_mul(4)).map_err(failed)?;
+        let exe_suffix = if cfg!(windows) { ".exe" } else { "" };
+        let files = helper.unpack(&bytes, cfg.max_size.saturating_mul(4))?;
         drop(bytes);
+        let payload =
+            Payload::find(files, BINARY_NAME, exe_suffix).map_err(HandlerError::failed)?;
         let staged = self.stage(&payload, BINARY_NAME)?;
         let new_version = self.self_test(&staged.binary)?;
+        for (name, path) in &staged.companions {
+            self.check_companion(name, path, &new_version)?;
+        }
         if let Some(dir) = &staged.installer_dir {
             self.run_installer(dir)?;
         }
 
         let previous = format!("{install}.previous");
-        self.swap(&install, &previous, &payload.binary().contents)?;
+        let mut companions = Vec::new();
+        let mut installed = payload.companions.iter().try_for_each(|(name, i)| {
+            let target = sibling(&install, name);
+            let companion = self.swap_companion(&target, &payload.files[*i].contents)?;
+            companions.push(companion);
+            Ok(())
+        });
+        if installed.is_ok() {
+            installed = self.swap(&install, &previous, &payload.binary().contents);
+        }
+        if let Err(e) = installed {
+            self.undo_companions(&companions);
+            return Err(e);
+        }
         let state = WatchState {
             status: Status::Pending,
             installed_at: watchdog::unix_now(),
             install_path: install.clone(),
             previous_path: previous.clone(),
+            companions: companions.clone(),
             old_version: VERSION.into(),
             new_version: new_version.clone(),
             ready_marker: cfg.ready_marker.clone(),
@@ -354,6 +409,7 @@ impl Updater<'_> {
             if let Err(e2) = self.unswap(&install, &previous) {
                 warn!(error = %e2, "could not put the previous binary back");
             }
+            self.undo_companions(&companions);
             let _ = self.root.remove_file(cfg.state_file());
             return Err(HandlerError::failed(format!(
                 "Couldn't restart the agent: {e}"
@@ -364,9 +420,30 @@ impl Updater<'_> {
             from = VERSION,
             to = %new_version,
             install = %install,
+            companions = %payload.companions.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(","),
             "update installed; the watchdog restarts guestd"
         );
         Ok(())
+    }
+
+    /// The download helper: configured, or `guestd-update` beside the running executable.
+    fn helper(&self) -> Result<Helper<'_>, HandlerError> {
+        let program = match &self.config.helper {
+            Some(p) => p.clone(),
+            None => {
+                let exe = std::env::current_exe().map_err(|e| {
+                    HandlerError::failed(format!("Cannot find the agent binary: {e}"))
+                })?;
+                exe.with_file_name(format!("guestd-update{}", std::env::consts::EXE_SUFFIX))
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        Ok(Helper {
+            program,
+            user: &self.config.helper_user,
+            runner: self.runner,
+        })
     }
 
     fn install_path(&self) -> Result<String, HandlerError> {
@@ -378,9 +455,17 @@ impl Updater<'_> {
                 "update.install_path must be configured when guestd runs on a sandbox root",
             ));
         }
-        std::env::current_exe()
-            .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|e| HandlerError::failed(format!("Cannot find the agent binary: {e}")))
+        let exe = std::env::current_exe()
+            .map_err(|e| HandlerError::failed(format!("Cannot find the agent binary: {e}")))?;
+        // `guestd` re-executes itself as `guestd-tls` when it serves TCP: the installed binary is
+        // still `guestd`.
+        let stem = exe.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let exe = if stem.as_deref() == Some("guestd-tls") {
+            exe.with_file_name(format!("guestd{}", std::env::consts::EXE_SUFFIX))
+        } else {
+            exe
+        };
+        Ok(exe.to_string_lossy().into_owned())
     }
 
     /// The configured override, or the restart the backend plans for the service manager it
@@ -407,24 +492,25 @@ impl Updater<'_> {
         }
     }
 
-    fn download_options(&self) -> Result<DownloadOptions, HandlerError> {
-        let ca_pem = match &self.config.ca_bundle {
-            None => None,
-            Some(path) => Some(self.root.read(path).map_err(|e| {
-                HandlerError::failed(format!("Cannot read the update CA bundle: {e}"))
-            })?),
+    /// The configured CA bundle's PEM text (read here: the helper may not be able to).
+    fn ca_bundle(&self) -> Result<Option<String>, HandlerError> {
+        let Some(path) = &self.config.ca_bundle else {
+            return Ok(None);
         };
-        Ok(DownloadOptions {
-            max_size: self.config.max_size,
-            timeout: Duration::from_secs(self.config.download_timeout_secs),
-            ca_pem,
-        })
+        let bytes = self
+            .root
+            .read(path)
+            .map_err(|e| HandlerError::failed(format!("Cannot read the update CA bundle: {e}")))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| HandlerError::failed("Invalid CA bundle: not PEM text"))
     }
 
-    /// `staged.<pid>.<n>/<binary>` (0700), and with an installer the whole archive under
-    /// `staged.<pid>.<n>/payload/`. The staging areas of earlier updates (kept after a failure
-    /// for inspection) are removed first; no other update runs (see [`update_lock`]).
-    fn stage(&self, payload: &archive::Payload, name: &str) -> Result<Staged, HandlerError> {
+    /// `staged.<pid>.<n>/<binary>` and each companion (0700), and with an installer the whole
+    /// archive under `staged.<pid>.<n>/payload/`. The staging areas of earlier updates (kept
+    /// after a failure for inspection) are removed first; no other update runs (see
+    /// [`update_lock`]).
+    fn stage(&self, payload: &Payload, name: &str) -> Result<Staged, HandlerError> {
         let fail = |e: guestd_core::RootError| {
             HandlerError::failed(format!("Cannot stage the update: {e}"))
         };
@@ -451,6 +537,14 @@ impl Updater<'_> {
         self.root
             .write_atomic(&binary, &payload.binary().contents, exact(0o700))
             .map_err(fail)?;
+        let mut companions = Vec::new();
+        for (companion, i) in &payload.companions {
+            let path = join(&staged_dir, companion);
+            self.root
+                .write_atomic(&path, &payload.files[*i].contents, exact(0o700))
+                .map_err(fail)?;
+            companions.push((companion.clone(), path));
+        }
         let mut installer_dir = None;
         if let Some(installer) = payload.installer() {
             let base = join(&staged_dir, "payload");
@@ -472,8 +566,44 @@ impl Updater<'_> {
         Ok(Staged {
             dir: staged_dir,
             binary,
+            companions,
             installer_dir,
         })
+    }
+
+    /// A staged companion must be of the new version: `guestd-tls` passes the same self-test
+    /// as guestd, `guestd-update` answers `--version`.
+    fn check_companion(&self, name: &str, path: &str, version: &str) -> Result<(), HandlerError> {
+        let reported = if name.starts_with("guestd-tls") {
+            self.self_test(path)?
+        } else {
+            let host = self.root.resolve(path).map_err(failed)?;
+            // Like the self-test: the staged binary only prints its version.
+            let cmd = Command::new(host.to_string_lossy())
+                .arg("--version")
+                .root_local()
+                .timeout(Duration::from_secs(self.config.self_test_timeout_secs));
+            let out = self
+                .runner
+                .run(&cmd)
+                .map_err(|e| HandlerError::failed(format!("New {name} does not run: {e}")))?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            stdout
+                .split_whitespace()
+                .nth(1)
+                .filter(|_| out.success())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    HandlerError::failed(format!("New {name} did not report its version"))
+                })?
+        };
+        if reported == version {
+            Ok(())
+        } else {
+            Err(HandlerError::failed(format!(
+                "New {name} is version {reported}, the new agent {version}"
+            )))
+        }
     }
 
     /// Run `<staged> --self-test`; it must exit 0 and print `guestd <version> self-test ok…`.
@@ -562,6 +692,34 @@ impl Updater<'_> {
             .map_err(fail)
     }
 
+    /// Install a companion binary at `target`, keeping the one it replaces (if any) as
+    /// `<target>.previous`.
+    fn swap_companion(&self, target: &str, new: &[u8]) -> Result<Companion, HandlerError> {
+        if self.root.exists(target) {
+            let previous = format!("{target}.previous");
+            self.swap(target, &previous, new)?;
+            return Ok(Companion {
+                install_path: target.to_string(),
+                previous_path: Some(previous),
+            });
+        }
+        self.root
+            .write_atomic(target, new, WriteOptions::mode(0o755))
+            .map_err(|e| HandlerError::failed(format!("Cannot install the new agent: {e}")))?;
+        Ok(Companion {
+            install_path: target.to_string(),
+            previous_path: None,
+        })
+    }
+
+    fn undo_companions(&self, companions: &[Companion]) {
+        for c in companions {
+            if let Err(e) = watchdog::restore_companion(self.root, c) {
+                warn!(error = %e, path = %c.install_path, "could not put the previous companion back");
+            }
+        }
+    }
+
     fn unswap(&self, install: &str, previous: &str) -> Result<(), guestd_core::RootError> {
         let bytes = self.root.read_limited(previous, MAX_BINARY)?;
         self.root
@@ -606,6 +764,8 @@ impl Updater<'_> {
 struct Staged {
     dir: String,
     binary: String,
+    /// (file name, staged guest path) of each companion binary.
+    companions: Vec<(String, String)>,
     installer_dir: Option<String>,
 }
 
@@ -620,6 +780,14 @@ pub fn parse_self_test(stdout: &str) -> Option<String> {
             _ => None,
         }
     })
+}
+
+/// `name` in the directory of the file `path`.
+fn sibling(path: &str, name: &str) -> String {
+    match path.rfind(['/', '\\']) {
+        Some(i) => format!("{}{name}", &path[..=i]),
+        None => name.to_string(),
+    }
 }
 
 /// `dir` + `/` + `name` (guest paths use `/`; Windows paths keep their `\`).
@@ -697,6 +865,14 @@ mod tests {
         assert_eq!(
             join("C:\\ProgramData\\guestd", "x"),
             "C:\\ProgramData\\guestd\\x"
+        );
+        assert_eq!(
+            sibling("/usr/sbin/guestd", "guestd-tls"),
+            "/usr/sbin/guestd-tls"
+        );
+        assert_eq!(
+            sibling("C:\\Program Files\\guestd\\guestd.exe", "guestd-update.exe"),
+            "C:\\Program Files\\guestd\\guestd-update.exe"
         );
     }
 }

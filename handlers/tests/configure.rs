@@ -466,12 +466,12 @@ fn an_archive_writes_only_under_its_destination_even_through_an_existing_link() 
     fs::set_permissions(&src, fs::Permissions::from_mode(0o700)).unwrap();
     fs::write(
         src.join("ok.tar.gz"),
-        guestd_handlers::update::archive::build(&[("index.html", 0o4755, b"hi")]),
+        guestd_update::archive::build(&[("index.html", 0o4755, b"hi")]),
     )
     .unwrap();
     fs::write(
         src.join("out.tar.gz"),
-        guestd_handlers::update::archive::build(&[("etc-link/passwd", 0o644, b"owned")]),
+        guestd_update::archive::build(&[("etc-link/passwd", 0o644, b"owned")]),
     )
     .unwrap();
     let doc = |source: &str| {

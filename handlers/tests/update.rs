@@ -1,5 +1,6 @@
 #![cfg(unix)]
-//! agentupdate end to end: a real HTTP server on 127.0.0.1 serves the tarball, the staged
+//! agentupdate end to end: a real HTTP server on 127.0.0.1 serves the tarball, the real
+//! download helper (`guestd-update`, built by the test) fetches and unpacks it, the staged
 //! "binary" (a shell script) really runs its self-test, the service manager is a recording
 //! fake, and the watchdog runs against the same sandbox.
 #![allow(clippy::disallowed_methods)] // tests build their trees by path
@@ -8,14 +9,15 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Arc;
 
 use guestd_core::{Output, Root};
 use guestd_distro::SystemBackend;
-use guestd_handlers::update::archive;
 use guestd_handlers::update::watchdog::{self, Status, WatchState};
 use guestd_handlers::{AgentUpdateHandler, UpdateConfig};
 use guestd_testkit::http::{Serve, serve};
+use guestd_update::archive;
 use md5::Digest;
 use support::{Recorder, call, env_with};
 
@@ -64,6 +66,7 @@ impl Guest {
             ready_timeout_secs: 1,
             restart_delay_ms: 0,
             max_size: 1 << 20,
+            helper: Some(helper().to_string_lossy().into_owned()),
             ..UpdateConfig::default()
         };
         Self { dir, root, config }
@@ -114,8 +117,27 @@ impl Guest {
     }
 
     fn runner(&self) -> Arc<Recorder> {
-        Arc::new(Recorder::new().running_under(self.dir.path()))
+        Arc::new(
+            Recorder::new()
+                .running_under(self.dir.path())
+                .running(&helper()),
+        )
     }
+}
+
+/// The download helper, built from this workspace.
+fn helper() -> std::path::PathBuf {
+    guestd_testkit::bin::path("guestd-update")
+}
+
+/// The commands the runner saw, without the helper's (`fetch`, `unpack`).
+fn without_helper(runner: &Recorder) -> Vec<String> {
+    let helper = helper().to_string_lossy().into_owned();
+    runner
+        .lines()
+        .into_iter()
+        .filter(|l| !l.starts_with(&helper))
+        .collect()
 }
 
 fn tarball(binary: &[u8]) -> Vec<u8> {
@@ -143,7 +165,15 @@ fn wrong_checksum_changes_nothing() {
         reply.message.starts_with("SHA-256 sums do not match"),
         "{reply:?}"
     );
-    assert!(runner.lines().is_empty(), "ran {:?}", runner.lines());
+    // Only the download ran: the checksum failed before the archive was even unpacked.
+    let helper = helper().display().to_string();
+    assert_eq!(
+        runner.lines(),
+        [
+            format!("{helper} fetch --user nobody"),
+            format!("{helper} fetch --user nobody")
+        ]
+    );
     g.assert_untouched();
 }
 
@@ -185,10 +215,25 @@ fn good_update_replaces_binary_keeps_previous_and_restarts_through_the_service_m
         "staging not cleaned"
     );
 
-    // The self-test ran the staged binary, then the watchdog was started through systemd.
+    // The helper downloaded and unpacked (as nobody, with an empty environment), the
+    // self-test ran the staged binary, then the watchdog was started through systemd.
+    let helper = helper().display().to_string();
+    let all = runner.lines();
+    assert_eq!(
+        all[..2],
+        [
+            format!("{helper} fetch --user nobody"),
+            format!("{helper} unpack --user nobody --max-unpacked 4194304")
+        ]
+    );
+    assert!(
+        runner.ran.lock().unwrap()[..2]
+            .iter()
+            .all(|c| c.env == Some(Vec::new()))
+    );
     let base = g.dir.path().canonicalize().unwrap();
     let base = base.display();
-    let lines = runner.lines();
+    let lines = without_helper(&runner);
     assert_eq!(lines.len(), 2, "{lines:?}");
     let staged = lines[0]
         .strip_prefix(&format!("{base}/var/lib/guestd/update/staged."))
@@ -292,7 +337,7 @@ fn failed_self_test_changes_nothing() {
         (reply.returncode.as_str(), reply.message.as_str()),
         ("500", "New agent failed its self-test (exit status 1)")
     );
-    assert_eq!(runner.lines().len(), 1);
+    assert_eq!(without_helper(&runner).len(), 1);
     g.assert_untouched();
 }
 
@@ -410,7 +455,7 @@ fn installer_runs_with_an_empty_environment_and_its_failure_changes_nothing() {
     let runner = g.runner();
     let reply = g.update(&runner, format!("{url},{}", md5_hex(&ok)).into());
     assert_eq!(reply.returncode, "0", "{reply:?}");
-    let installer = runner.ran.lock().unwrap()[1].clone();
+    let installer = runner.ran.lock().unwrap()[3].clone();
     assert_eq!(installer.env, Some(Vec::new()));
     assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), new);
 }
@@ -429,6 +474,125 @@ fn no_service_manager_is_refused_before_downloading() {
         "No service manager found to restart the agent"
     );
     assert!(runner.lines().is_empty());
+    g.assert_untouched();
+}
+
+/// A companion binary ("guestd-tls" / "guestd-update") whose self-test or `--version` reports
+/// `version`.
+fn companion(version: &str) -> Vec<u8> {
+    format!(
+        "#!/bin/sh\ncase \"$1\" in --self-test) echo 'guestd {version} self-test ok';; \
+         --version) echo 'guestd-update {version}';; *) exit 2;; esac\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn companions_beside_the_binary_are_installed_and_rolled_back_with_it() {
+    let g = Guest::new();
+    // An old guestd-tls is installed; there is no guestd-update yet.
+    let old_tls = companion("0.1.0");
+    fs::write(g.path("/usr/sbin/guestd-tls"), &old_tls).unwrap();
+    fs::set_permissions(
+        g.path("/usr/sbin/guestd-tls"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    let new = new_binary("9.9.9", 0);
+    let (new_tls, new_helper) = (companion("9.9.9"), companion("9.9.9"));
+    let tgz = archive::build(&[
+        ("pkg/guestd", 0o755, &new),
+        ("pkg/guestd-tls", 0o755, &new_tls),
+        ("pkg/guestd-update", 0o755, &new_helper),
+        ("guestd-update", 0o755, b"not beside the binary"),
+    ]);
+    let url = serve(Serve::Body(tgz.clone()));
+    let runner = g.runner();
+    let reply = g.update(&runner, format!("{url},{}", md5_hex(&tgz)).into());
+    assert_eq!(reply.returncode, "0", "{reply:?}");
+    let base = g.dir.path().canonicalize().unwrap();
+    let base = base.display();
+    let lines = without_helper(&runner);
+    let staged: Vec<_> = lines[..3]
+        .iter()
+        .map(|l| {
+            let rest = l
+                .strip_prefix(&format!("{base}/var/lib/guestd/update/staged."))
+                .unwrap_or_else(|| panic!("{lines:?}"));
+            rest.split_once('/').unwrap().1.to_string()
+        })
+        .collect();
+    assert_eq!(
+        staged,
+        [
+            "guestd --self-test",
+            "guestd-update --version",
+            "guestd-tls --self-test"
+        ]
+    );
+    assert_eq!(fs::read(g.path("/usr/sbin/guestd-tls")).unwrap(), new_tls);
+    assert_eq!(
+        fs::read(g.path("/usr/sbin/guestd-tls.previous")).unwrap(),
+        old_tls
+    );
+    assert_eq!(
+        fs::metadata(g.path("/usr/sbin/guestd-tls")).unwrap().mode() & 0o7777,
+        0o750
+    );
+    assert_eq!(
+        fs::read(g.path("/usr/sbin/guestd-update")).unwrap(),
+        new_helper
+    );
+
+    // The new daemon never comes up: everything goes back to how it was.
+    let root = g.root.clone();
+    let sm = Recorder::new().with(move |_| {
+        if root.read("/usr/sbin/guestd").unwrap() == OLD_BINARY {
+            watchdog::write_ready_marker(&root, "/run/guestd/ready", "0.1.0").unwrap();
+        }
+        Some(Ok(Output {
+            code: Some(0),
+            ..Output::default()
+        }))
+    });
+    let status = watchdog::run(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
+    assert_eq!(status, Status::RolledBack);
+    assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), OLD_BINARY);
+    assert_eq!(fs::read(g.path("/usr/sbin/guestd-tls")).unwrap(), old_tls);
+    assert!(!g.path("/usr/sbin/guestd-update").exists());
+}
+
+#[test]
+fn companion_of_another_version_changes_nothing() {
+    let g = Guest::new();
+    let tgz = archive::build(&[
+        ("guestd", 0o755, &new_binary("9.9.9", 0)),
+        ("guestd-update", 0o755, &companion("9.9.8")),
+    ]);
+    let url = serve(Serve::Body(tgz.clone()));
+    let reply = g.update(&g.runner(), format!("{url},{}", md5_hex(&tgz)).into());
+    assert_eq!(
+        reply.message,
+        "New guestd-update is version 9.9.8, the new agent 9.9.9"
+    );
+    g.assert_untouched();
+}
+
+#[test]
+fn a_missing_helper_is_a_clear_error() {
+    let mut g = Guest::new();
+    g.config.helper = Some("/nonexistent/guestd-update".into());
+    let runner = Arc::new(Recorder::new().running(Path::new("/nonexistent/guestd-update")));
+    let reply = g.update(
+        &runner,
+        format!("http://127.0.0.1:9/x.tgz,{}", "0".repeat(32)).into(),
+    );
+    assert!(
+        reply
+            .message
+            .starts_with("Cannot run the update helper '/nonexistent/guestd-update'"),
+        "{reply:?}"
+    );
     g.assert_untouched();
 }
 

@@ -3,7 +3,8 @@
   Install guestd as a Windows service (run as Administrator).
 
 .DESCRIPTION
-  Copies guestd.exe to "$env:ProgramFiles\guestd", puts the default configuration in
+  Copies guestd.exe (and guestd-update.exe beside it, the download helper agentupdate runs)
+  to "$env:ProgramFiles\guestd", puts the default configuration in
   "$env:ProgramData\guestd\guestd.toml" (an existing one is kept), registers the service
   "guestd" (automatic start, LocalSystem, restarted by the SCM when it dies) and starts it.
   The service runs "guestd.exe --service" and logs to "$env:ProgramData\guestd\guestd.log".
@@ -32,6 +33,13 @@ if ($existing -and $existing.Status -ne 'Stopped') {
 
 New-Item -ItemType Directory -Force -Path $installDir, $dataDir | Out-Null
 Copy-Item -LiteralPath $Binary -Destination $exe -Force
+# agentupdate downloads through guestd-update.exe, found beside guestd.exe.
+$helper = Join-Path (Split-Path -Parent $Binary) 'guestd-update.exe'
+if (Test-Path -LiteralPath $helper) {
+    Copy-Item -LiteralPath $helper -Destination (Join-Path $installDir 'guestd-update.exe') -Force
+} else {
+    Write-Warning "guestd-update.exe not found beside $Binary; agentupdate will fail until it is installed"
+}
 $target = Join-Path $dataDir 'guestd.toml'
 if ((Test-Path -LiteralPath $Config) -and -not (Test-Path -LiteralPath $target)) {
     Copy-Item -LiteralPath $Config -Destination $target

@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use guestd_handlers::update::archive;
 use guestd_tests::{Guestd, LineClient, bin, signal};
+use guestd_update::archive;
 use serde_json::{Value, json};
 use sha2::Digest;
 

@@ -67,6 +67,12 @@ fn guestctl_over_tcp_with_mutual_tls_next_to_the_unix_socket() {
     let out = guestctl(&args);
     assert!(out.status.success(), "{out:?}\n{}", g.log());
     let version = text(&out.stdout);
+    // guestd links no TLS: it continued as guestd-tls (same process) to serve this listener.
+    assert!(
+        g.log().contains("mutual TLS: continuing as guestd-tls"),
+        "{}",
+        g.log()
+    );
     // The unix socket of the same guestd answers too (each transport its own channels).
     let unix = g.ctl(&["version"]);
     assert_eq!(text(&unix.stdout), version);

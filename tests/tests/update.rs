@@ -1,5 +1,6 @@
-//! Issue 7: agentupdate end to end with the real binaries: guestd downloads an update from a
-//! loopback HTTP server, self-tests it, installs it, starts the real watchdog
+//! Issue 7: agentupdate end to end with the real binaries: guestd has its download helper
+//! (`guestd-update`, installed beside it) fetch an update from a loopback HTTP server,
+//! self-tests it, installs it, starts the real watchdog
 //! (`guestd --update-watchdog`), which restarts guestd through a restart command (a script
 //! standing in for the service manager) and either sees the new daemon report ready or rolls
 //! back. Everything happens inside a temp directory; nothing on the machine changes.
@@ -12,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use guestd_handlers::update::archive;
 use guestd_testkit::http::{Serve, serve};
 use guestd_tests::{LineClient, bin};
+use guestd_update::archive;
 use sha2::Digest;
 
 /// A guest directory whose guestd is started (and restarted) by `restart.sh`.
@@ -32,6 +33,8 @@ impl Guest {
         let original = fs::read(bin::path("guestd")).unwrap();
         fs::write(sbin.join("guestd"), &original).unwrap();
         fs::set_permissions(sbin.join("guestd"), fs::Permissions::from_mode(0o755)).unwrap();
+        // The download helper, where the package installs it: beside guestd.
+        fs::copy(bin::path("guestd-update"), sbin.join("guestd-update")).unwrap();
         let restart = d.join("restart.sh");
         fs::write(
             &restart,
@@ -168,7 +171,14 @@ fn update_installs_restarts_and_the_new_daemon_reports_ready() {
     // A different binary that is still a working guestd: the real one with a trailer.
     let mut new = g.original.clone();
     new.extend_from_slice(b"\0guestd-update-test-trailer\0");
-    let tgz = archive::build(&[("guestd-new/guestd", 0o755, &new)]);
+    // The archive carries the helper too: it is installed beside guestd (checked with its
+    // `--version`), the old one kept as `.previous`.
+    let mut helper = fs::read(bin::path("guestd-update")).unwrap();
+    helper.extend_from_slice(b"\0guestd-update-test-trailer\0");
+    let tgz = archive::build(&[
+        ("guestd-new/guestd", 0o755, &new),
+        ("guestd-new/guestd-update", 0o755, &helper),
+    ]);
     let url = serve(Serve::Body(tgz.clone()));
     let old_pid = fs::read_to_string(g.path("pid")).unwrap();
     let out = g.ctl(&["update", "--url", &url, "--sha256", &sha256(&tgz)]);
@@ -180,6 +190,11 @@ fn update_installs_restarts_and_the_new_daemon_reports_ready() {
         fs::read(g.path("root/usr/sbin/guestd.previous")).unwrap(),
         g.original
     );
+    assert_eq!(
+        fs::read(g.path("root/usr/sbin/guestd-update")).unwrap(),
+        helper
+    );
+    assert!(g.path("root/usr/sbin/guestd-update.previous").exists());
     g.wait_ready();
     assert_ne!(
         fs::read_to_string(g.path("pid")).unwrap(),

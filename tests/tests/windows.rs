@@ -61,15 +61,29 @@ fn setup() -> &'static (PathBuf, PathBuf) {
         let status = Command::new(cargo)
             .current_dir(repo())
             .args(["build", "--quiet", "--target", TARGET])
-            .args(["-p", "guestd-daemon", "-p", "guestd-ctl"])
+            .args([
+                "-p",
+                "guestd-daemon",
+                "-p",
+                "guestd-ctl",
+                "-p",
+                "guestd-update",
+            ])
             .args(["--features", "guestd-daemon/fake-windows-accounts"])
-            .args(["--bin", "guestd", "--bin", "guestctl"])
+            .args([
+                "--bin",
+                "guestd",
+                "--bin",
+                "guestctl",
+                "--bin",
+                "guestd-update",
+            ])
             .status()
             .expect("run cargo build");
         assert!(
             status.success(),
             "cargo build --target {TARGET} --features guestd-daemon/fake-windows-accounts \
-             --bin guestd --bin guestctl failed"
+             --bin guestd --bin guestctl --bin guestd-update failed"
         );
         // target/debug/guestd -> target/x86_64-pc-windows-gnu/debug/guestd.exe
         let linux = bin::path("guestctl");
@@ -806,4 +820,48 @@ fn hostname_with_set_computer_name_ex_under_wine() {
         "hostname 'gd-renamed-host-01' is already set; it takes effect after a reboot"
     );
     assert!(g.log().contains("computer name already set"), "{}", g.log());
+}
+
+/// `guestd-update.exe`, the download helper agentupdate runs beside `guestd.exe`, fetches over
+/// HTTP under Wine (from a server on this machine's loopback) and writes the body to stdout.
+#[test]
+fn guestd_update_exe_downloads_under_wine() {
+    if !wine_ready() {
+        return;
+    }
+    let (exe, prefix) = setup();
+    let helper = exe.with_file_name("guestd-update.exe");
+    let out = wine(prefix, &[&helper.to_string_lossy(), "--version"]);
+    assert_eq!(
+        stdout(&out),
+        format!("guestd-update {}", guestd_handlers::AGENT_VERSION)
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let served = body.clone();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            served.len()
+        )
+        .and_then(|()| stream.write_all(&served));
+    });
+    let request =
+        format!(r#"{{"url": "http://{addr}/u.tar.gz", "max_size": 1000000, "timeout_secs": 60}}"#);
+    let out = wine_with_input(
+        prefix,
+        &[&helper.to_string_lossy(), "fetch"],
+        request.as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, body);
 }

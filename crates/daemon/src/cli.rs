@@ -28,7 +28,7 @@ pub struct Cli {
     /// device) or `xenstore:PATH` (a xenbus device or a xenstored socket; on Windows a xeniface
     /// interface path); `qga+` before any stream transport (`qga+unix:PATH`,
     /// `qga+serial:[NAME|PATH]`, `qga+vsock:PORT`, ...) serves the qemu-guest-agent dialect. Overrides `transports.listen`.
-    #[arg(long = "listen", value_name = "SPEC", value_parser = crate::listen::parse)]
+    #[arg(long = "listen", value_name = "SPEC", value_parser = ChannelSpec::listen)]
     pub listen: Vec<ChannelSpec>,
 
     /// Serve XenStore at PATH (a xenbus device or a xenstored unix socket); the same as
@@ -66,8 +66,4 @@ pub struct Cli {
     /// registers guestd); logs go to `%ProgramData%\guestd\guestd.log`.
     #[arg(long)]
     pub service: bool,
-
-    /// Print a man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`) and exit.
-    #[arg(long, value_name = "WHAT", hide = true)]
-    pub generate: Option<String>,
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub serial: guestd_transport_serial::SerialConfig,
     pub tcp: guestd_transport_socket::TcpConfig,
     pub vsock: guestd_transport_socket::VsockConfig,
+    /// `[unix]`: unix-socket listeners.
+    pub unix: guestd_transport_socket::UnixConfig,
     pub log: LogConfig,
     pub password: guestd_handlers::PasswordConfig,
     /// `[network]`: how `resetnetwork` finds its data and which network manager it writes for.

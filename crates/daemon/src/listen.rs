@@ -96,7 +96,9 @@ pub fn open(
         }
         #[cfg(unix)]
         ChannelKind::Unix(path) => Ok(Box::new(
-            guestd_transport_socket::UnixTransport::bind(path, limits)?.with_options(options),
+            guestd_transport_socket::UnixTransport::bind(path, limits)?
+                .with_options(options)
+                .with_max_connections(config.unix.max_connections),
         )),
         #[cfg(not(unix))]
         ChannelKind::Unix(_) => Err(TransportError::Config(
@@ -116,11 +118,14 @@ pub fn open(
             )?;
             Ok(Box::new(port.with_dialect(dialect)))
         }
-        ChannelKind::Tcp(target) => Ok(Box::new(guestd_transport_socket::TcpTransport::bind(
-            target,
-            &config.tcp,
-            options,
-        )?)),
+        ChannelKind::Tcp(target) => Ok(Box::new(
+            guestd_transport_socket::TcpTransport::bind_with_tls(
+                target,
+                &config.tcp,
+                options,
+                crate::daemon::tls(),
+            )?,
+        )),
         #[cfg(target_os = "linux")]
         ChannelKind::Vsock { port, .. } => Ok(Box::new(
             guestd_transport_socket::VsockTransport::bind(*port, &config.vsock, options)?,

@@ -79,7 +79,7 @@ fn service_main(_arguments: Vec<OsString>) {
     let cli = CLI
         .get()
         .expect("the command line is set before the dispatcher starts");
-    let outcome = crate::run(cli.clone());
+    let outcome = crate::daemon::run(cli.clone());
     let code = match &outcome {
         Ok(()) => ServiceExitCode::Win32(0),
         Err(e) => {

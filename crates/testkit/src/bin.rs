@@ -20,7 +20,11 @@ pub fn path(name: &str) -> PathBuf {
     let candidate = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
     if !checked.iter().any(|n| n == name) {
-        if !candidate.exists() || is_stale(&candidate) {
+        let stale = |n: &&str| {
+            let p = profile_dir.join(format!("{n}{}", std::env::consts::EXE_SUFFIX));
+            !p.exists() || is_stale(&p)
+        };
+        if group(name).iter().any(stale) {
             build(name);
         }
         checked.push(name.to_string());
@@ -69,14 +73,30 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The binaries built (and checked for staleness) together with `name`: guestd is installed
+/// with the ones it runs beside it (guestd-tls for TLS listeners, guestd-update for
+/// agentupdate), so none of them may be older than the others.
+fn group(name: &str) -> Vec<&str> {
+    match name {
+        "guestd" | "guestd-tls" | "guestd-update" => vec!["guestd", "guestd-tls", "guestd-update"],
+        other => vec![other],
+    }
+}
+
 #[allow(clippy::disallowed_methods)] // tests build the binaries they drive
 fn build(name: &str) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let names = group(name);
     // From the workspace root, so that `--bin` finds the binary in whichever member has it.
     let status = std::process::Command::new(cargo)
         .current_dir(workspace())
-        .args(["build", "--quiet", "--bin", name])
+        .args(["build", "--quiet"])
+        .args(names.iter().flat_map(|n| ["--bin", n]))
         .status()
         .expect("run cargo build");
-    assert!(status.success(), "cargo build --bin {name} failed");
+    assert!(
+        status.success(),
+        "cargo build --bin {} failed",
+        names.join(" --bin ")
+    );
 }

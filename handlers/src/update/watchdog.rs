@@ -60,6 +60,15 @@ impl Argv {
     }
 }
 
+/// A binary installed beside guestd by the same update (`guestd-update`, `guestd-tls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Companion {
+    pub install_path: String,
+    /// Where the file it replaced is kept; `None`: there was none (a rollback removes it).
+    pub previous_path: Option<String>,
+}
+
 /// The handler's hand-over to the watchdog (`<state_dir>/state.json`, guest paths).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +78,9 @@ pub struct WatchState {
     pub installed_at: u64,
     pub install_path: String,
     pub previous_path: String,
+    /// Companion binaries the update replaced too (absent in the state of older agents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<Companion>,
     pub old_version: String,
     pub new_version: String,
     pub ready_marker: String,
@@ -208,14 +220,30 @@ fn restart_and_wait(
     }
 }
 
-/// Put `<install>.previous` back in place (atomically, with its mode and owner).
+/// Put `<install>.previous` back in place (atomically, with its mode and owner), and each
+/// companion's previous file (or remove a companion that did not exist before).
 fn restore_previous(root: &Root, state: &WatchState) -> Result<(), RootError> {
-    let bytes = root.read_limited(&state.previous_path, super::MAX_BINARY)?;
-    let meta = root.metadata(&state.previous_path)?;
+    for companion in &state.companions {
+        restore_companion(root, companion)?;
+    }
+    restore_file(root, &state.previous_path, &state.install_path)
+}
+
+/// Undo one companion's installation.
+pub fn restore_companion(root: &Root, companion: &Companion) -> Result<(), RootError> {
+    match &companion.previous_path {
+        Some(previous) => restore_file(root, previous, &companion.install_path),
+        None => root.remove_file(&companion.install_path),
+    }
+}
+
+fn restore_file(root: &Root, previous: &str, install: &str) -> Result<(), RootError> {
+    let bytes = root.read_limited(previous, super::MAX_BINARY)?;
+    let meta = root.metadata(previous)?;
     let opts = WriteOptions {
         mode: meta.mode,
         owner: Some((meta.uid, meta.gid)),
         preserve: false,
     };
-    root.write_atomic(&state.install_path, &bytes, opts)
+    root.write_atomic(install, &bytes, opts)
 }

@@ -45,6 +45,7 @@ type Behaviour = dyn Fn(&Command) -> Option<Result<Output, CommandError>> + Send
 pub struct Recorder {
     pub ran: Mutex<Vec<Command>>,
     real_prefix: Option<String>,
+    real_programs: Vec<String>,
     behaviour: Box<Behaviour>,
 }
 
@@ -53,6 +54,7 @@ impl Recorder {
         Self {
             ran: Mutex::new(Vec::new()),
             real_prefix: None,
+            real_programs: Vec::new(),
             behaviour: Box::new(|_| None),
         }
     }
@@ -60,6 +62,13 @@ impl Recorder {
     /// Run programs under `prefix` (and `/bin/sh` scripts that `cd` there) for real.
     pub fn running_under(mut self, prefix: &std::path::Path) -> Self {
         self.real_prefix = Some(prefix.to_string_lossy().into_owned());
+        self
+    }
+
+    /// Run `program` (an absolute path) for real, e.g. the update helper.
+    pub fn running(mut self, program: &std::path::Path) -> Self {
+        self.real_programs
+            .push(program.to_string_lossy().into_owned());
         self
     }
 
@@ -86,6 +95,9 @@ impl CommandRunner for Recorder {
         self.ran.lock().unwrap().push(cmd.clone());
         if let Some(r) = (self.behaviour)(cmd) {
             return r;
+        }
+        if self.real_programs.contains(&cmd.program) {
+            return SystemRunner.run(cmd);
         }
         if let Some(prefix) = &self.real_prefix {
             let local = cmd.program.starts_with(prefix.as_str())

@@ -51,7 +51,7 @@ pub(crate) trait Served: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl Served for tokio::net::TcpStream {}
-impl Served for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+impl Served for Box<dyn crate::tcp::TlsStream> {}
 #[cfg(unix)]
 impl Served for tokio::net::UnixStream {}
 #[cfg(target_os = "linux")]
@@ -141,6 +141,12 @@ where
             }
         };
         pending.retain(Pending::is_pending);
+        if pending.len() >= settings.max_handshakes.max(1) {
+            // Connections accepted in a burst may simply not have run yet (a unix socket has
+            // no handshake at all): let them, before taking the full pool for stalled peers.
+            tokio::task::yield_now().await;
+            pending.retain(Pending::is_pending);
+        }
         while pending.len() >= settings.max_handshakes.max(1) {
             let Some(oldest) = pending.pop_front() else {
                 break;

@@ -3,8 +3,9 @@
 //!
 //! - [`unix`]: `unix:PATH`, mode 0600, many clients at once (the default transport when no
 //!   hypervisor channel exists).
-//! - [`tcp`]: `tcp:HOST:PORT`, mutual TLS (rustls); plain on loopback only with
-//!   `allow_unauthenticated_loopback`.
+//! - [`tcp`]: `tcp:HOST:PORT`, mutual TLS through a [`tcp::TlsServer`] the binary supplies
+//!   (`guestd-transport-tls`, linked only into `guestd-tls` and `guestd.exe`); plain on loopback
+//!   only with `allow_unauthenticated_loopback`.
 //! - [`vsock`]: `vsock:PORT`, only the host (CID 2) unless configured.
 //! - [`pipe`]: `pipe:\\.\pipe\NAME` (Windows), SYSTEM and Administrators only, local clients
 //!   only, the name owned by one guestd.
@@ -29,5 +30,22 @@ pub use tcp::{TcpConfig, TcpTransport};
 #[cfg(unix)]
 pub use unix::UnixTransport;
 pub use vsock::VsockConfig;
+
+/// `[unix]` in guestd.toml: the unix-socket listeners (accepted on every OS, used where unix
+/// sockets exist).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnixConfig {
+    /// Clients served at once; more are refused (and logged).
+    pub max_connections: usize,
+}
+
+impl Default for UnixConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: accept::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
 #[cfg(target_os = "linux")]
 pub use vsock::VsockTransport;

@@ -1,10 +1,11 @@
 //! TCP listener (`tcp:HOST:PORT`) for hosts that reach the guest over a private network.
 //!
-//! TCP needs mutual TLS (rustls): the server certificate and key, plus a CA the host's client
+//! TCP needs mutual TLS: the server certificate and key, plus a CA the host's client
 //! certificate must chain to and/or pinned client certificates accepted exactly. Without that,
-//! guestd refuses to start the listener and says which settings are missing; a client without
-//! an accepted certificate is refused during the handshake (and logged). The handshake has its
-//! own short deadline and pool and holds no served slot (see `accept.rs`).
+//! guestd refuses to start the listener and says which settings are missing. The TLS itself is
+//! a [`TlsServer`] the binary hands in (`guestd-transport-tls`, rustls), so that only binaries
+//! that serve TLS link a TLS library. The handshake has its own short deadline and pool and
+//! holds no served slot (see `accept.rs`).
 //!
 //! Plain TCP is possible only on a loopback address and only with `[tcp]
 //! allow_unauthenticated_loopback = true`, which guestd warns about at start-up: every local
@@ -14,21 +15,14 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use guestd_core::stream::StreamOptions;
 use guestd_core::{BoxFuture, Dispatcher, Shutdown, Transport, TransportError};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tracing::warn;
 
 use crate::accept::{Acceptor, DEFAULT_MAX_CONNECTIONS, ListenerSettings, serve_listener};
@@ -67,7 +61,8 @@ impl Default for TcpConfig {
 }
 
 impl TcpConfig {
-    fn tls_requested(&self) -> bool {
+    /// Whether any TLS setting is given (a TCP listener then serves mutual TLS only).
+    pub fn tls_requested(&self) -> bool {
         self.tls_cert.is_some()
             || self.tls_key.is_some()
             || self.tls_client_ca.is_some()
@@ -75,11 +70,28 @@ impl TcpConfig {
     }
 }
 
+/// Mutual TLS for TCP listeners, supplied by the binary (see the module documentation).
+pub trait TlsServer: Send + Sync + 'static {
+    /// The acceptor for `config`, which asked for TLS; its errors are configuration errors
+    /// naming the setting or file at fault.
+    fn acceptor(&self, config: &TcpConfig) -> Result<Arc<dyn TlsAccept>, TransportError>;
+}
+
+/// Runs the server side of one TLS handshake.
+pub trait TlsAccept: Send + Sync + 'static {
+    fn accept(&self, stream: TcpStream) -> BoxFuture<'static, io::Result<Box<dyn TlsStream>>>;
+}
+
+/// An established TLS connection.
+pub trait TlsStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsStream for T {}
+
 /// A bound TCP listener, plain (loopback) or mutual TLS.
 pub struct TcpTransport {
     listener: TcpListener,
     addr: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<dyn TlsAccept>>,
     options: StreamOptions,
     max_connections: usize,
 }
@@ -94,16 +106,32 @@ impl fmt::Debug for TcpTransport {
 }
 
 impl TcpTransport {
-    /// Bind `HOST:PORT` (`127.0.0.1:7000`, `[::1]:7000`, `10.0.0.5:7000`). Must run inside a
-    /// tokio runtime.
+    /// Bind `HOST:PORT` (`127.0.0.1:7000`, `[::1]:7000`, `10.0.0.5:7000`) without TLS support:
+    /// plain TCP on loopback when allowed, else an error. Must run inside a tokio runtime.
     pub fn bind(
         target: &str,
         config: &TcpConfig,
         options: StreamOptions,
     ) -> Result<Self, TransportError> {
+        Self::bind_with_tls(target, config, options, None)
+    }
+
+    /// Bind `HOST:PORT`, serving mutual TLS through `tls` when the configuration asks for it.
+    pub fn bind_with_tls(
+        target: &str,
+        config: &TcpConfig,
+        options: StreamOptions,
+        tls: Option<&dyn TlsServer>,
+    ) -> Result<Self, TransportError> {
         let addr = resolve(target)?;
         let tls = if config.tls_requested() {
-            Some(TlsAcceptor::from(Arc::new(server_config(config)?)))
+            let server = tls.ok_or_else(|| {
+                TransportError::Config(format!(
+                    "tcp:{target} asks for mutual TLS, which this binary does not link \
+                     (guestd serves TLS through guestd-tls)"
+                ))
+            })?;
+            Some(server.acceptor(config)?)
         } else if !addr.ip().is_loopback() {
             return Err(TransportError::Config(format!(
                 "refusing to listen on tcp:{target}: {} is not a loopback address and mutual TLS \
@@ -214,144 +242,6 @@ impl Transport for TcpTransport {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn tls_error(what: &str, path: &Path, why: impl fmt::Display) -> TransportError {
-    TransportError::Config(format!("TCP TLS {what} {}: {why}", path.display()))
-}
-
-fn load_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_error(what, path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error(what, path, e))?;
-    if certs.is_empty() {
-        return Err(tls_error(what, path, "no PEM certificate in the file"));
-    }
-    Ok(certs)
-}
-
-/// The rustls server configuration for `config` (which asked for TLS).
-pub fn server_config(config: &TcpConfig) -> Result<ServerConfig, TransportError> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Err(TransportError::Config(
-            "TCP TLS needs both [tcp] tls_cert and tls_key".into(),
-        ));
-    };
-    if config.tls_client_ca.is_none() && config.tls_client_cert.is_none() {
-        return Err(TransportError::Config(
-            "TCP TLS must authenticate the host: set [tcp] tls_client_ca or tls_client_cert \
-             (mutual TLS)"
-                .into(),
-        ));
-    }
-    let chain = load_certs("certificate", cert)?;
-    // The key is a secret: the error says which file, never its content.
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error("key", key, e))?;
-    let provider = provider();
-    let ca = match &config.tls_client_ca {
-        None => None,
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in load_certs("client CA", path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| tls_error("client CA", path, e))?;
-            }
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                    .build()
-                    .map_err(|e| tls_error("client CA", path, e))?;
-            Some(verifier)
-        }
-    };
-    let pinned = match &config.tls_client_cert {
-        None => Vec::new(),
-        Some(path) => load_certs("pinned client certificate", path)?,
-    };
-    let verifier = Arc::new(ClientVerifier {
-        ca,
-        pinned,
-        algorithms: provider.signature_verification_algorithms,
-    });
-    ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TransportError::Config(format!("TCP TLS: {e}")))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| tls_error("certificate/key pair", cert, e))
-}
-
-/// Accepts a client certificate that is pinned, or that chains to the configured CA.
-struct ClientVerifier {
-    ca: Option<Arc<dyn ClientCertVerifier>>,
-    pinned: Vec<CertificateDer<'static>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl fmt::Debug for ClientVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientVerifier")
-            .field("ca", &self.ca.is_some())
-            .field("pinned", &self.pinned.len())
-            .finish()
-    }
-}
-
-impl ClientCertVerifier for ClientVerifier {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.ca.as_ref().map_or(&[], |ca| ca.root_hint_subjects())
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|p| p.as_ref() == end_entity.as_ref())
-        {
-            return Ok(ClientCertVerified::assertion());
-        }
-        match &self.ca {
-            Some(ca) => ca.verify_client_cert(end_entity, intermediates, now),
-            None => {
-                warn!("TLS client certificate is not the pinned one");
-                Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::ApplicationVerificationFailure,
-                ))
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,19 +284,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tls_without_client_auth_is_refused() {
+    async fn tls_settings_need_a_binary_that_links_tls() {
         let config = TcpConfig {
-            tls_cert: Some("/nonexistent/cert.pem".into()),
-            tls_key: Some("/nonexistent/key.pem".into()),
+            tls_cert: Some("/etc/guestd/tls/server.pem".into()),
             ..TcpConfig::default()
         };
-        let msg = bind("0.0.0.0:0", &config).unwrap_err().to_string();
-        assert!(msg.contains("must authenticate the host"), "{msg}");
-        let config = TcpConfig {
-            tls_client_ca: Some("/nonexistent/ca.pem".into()),
-            ..TcpConfig::default()
-        };
-        let msg = bind("0.0.0.0:0", &config).unwrap_err().to_string();
-        assert!(msg.contains("both [tcp] tls_cert and tls_key"), "{msg}");
+        let msg = bind("127.0.0.1:0", &config).unwrap_err().to_string();
+        assert!(msg.contains("asks for mutual TLS"), "{msg}");
+        assert!(msg.contains("guestd-tls"), "{msg}");
     }
 }

@@ -1,5 +1,5 @@
-//! `unix:PATH`: a unix-socket listener, mode 0600, serving up to
-//! [`DEFAULT_MAX_CONNECTIONS`] clients at once through the shared accept loop (`accept.rs`).
+//! `unix:PATH`: a unix-socket listener, mode 0600, serving up to `[unix] max_connections`
+//! ([`DEFAULT_MAX_CONNECTIONS`]) clients at once through the shared accept loop (`accept.rs`).
 //!
 //! The socket is bound under a temporary name, restricted to 0600 and then renamed into place,
 //! so there is never a moment when another user could connect. A stale socket left by a crashed

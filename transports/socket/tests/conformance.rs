@@ -1,7 +1,7 @@
 //! The transport conformance suite against the real listeners: unix, TCP on loopback, and TCP
 //! with mutual TLS (certificates from the openssl CLI); plus the TLS refusal cases, an
 //! `openssl s_client` peer, and the accept loop's bounds: stalled TLS handshakes never lock the
-//! real host out, and the unix listener caps its connections.
+//! real host out, the unix listener caps its connections and serves a burst of them.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -13,6 +13,7 @@ use guestd_core::Transport;
 use guestd_transport_conformance::pki::TestPki;
 use guestd_transport_conformance::{Conn, Connector, Kit, Peer, conformance_suite};
 use guestd_transport_socket::{TcpConfig, TcpTransport, UnixTransport};
+use guestd_transport_tls::RustlsServer;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
@@ -83,9 +84,18 @@ fn tls_config(pki: &TestPki) -> TcpConfig {
     }
 }
 
+/// A TCP listener serving mutual TLS through rustls (what guestd-tls links).
+fn tls_bind(
+    target: &str,
+    config: &TcpConfig,
+    kit: &Kit,
+) -> Result<TcpTransport, guestd_core::TransportError> {
+    TcpTransport::bind_with_tls(target, config, kit.options(), Some(&RustlsServer))
+}
+
 /// A TLS listener on loopback and a connector presenting `identity`.
 fn tls_start(kit: &Kit, config: &TcpConfig, connector: TlsConnector) -> Connector {
-    let t = TcpTransport::bind("127.0.0.1:0", config, kit.options()).expect("bind TLS");
+    let t = tls_bind("127.0.0.1:0", config, kit).expect("bind TLS");
     assert!(t.describe().contains("mutual TLS"));
     let addr = t.local_addr();
     kit.spawn(Box::new(t));
@@ -161,7 +171,7 @@ async fn tls_refuses_clients_without_an_accepted_certificate() {
     assert_refused(&mut tls_start(&kit, &config, rogue)).await;
     // Plain TCP to a TLS listener gets nothing either.
     let mut plain: Connector = {
-        let t = TcpTransport::bind("127.0.0.1:0", &config, kit.options()).expect("bind");
+        let t = tls_bind("127.0.0.1:0", &config, &kit).expect("bind");
         let addr = t.local_addr();
         kit.spawn(Box::new(t));
         Box::new(move || {
@@ -206,14 +216,14 @@ async fn tls_non_loopback_needs_mutual_tls() {
     let pki = TestPki::generate(kit.dir());
     let err = TcpTransport::bind("0.0.0.0:0", &TcpConfig::default(), kit.options()).unwrap_err();
     assert!(err.to_string().contains("refusing to listen"), "{err}");
-    let t = TcpTransport::bind("0.0.0.0:0", &tls_config(&pki), kit.options())
+    let t = tls_bind("0.0.0.0:0", &tls_config(&pki), &kit)
         .expect("mutual TLS on a non-loopback address is allowed");
     assert!(t.describe().contains("mutual TLS"));
     let broken = TcpConfig {
         tls_key: Some(pki.rogue_key.clone()),
         ..tls_config(&pki)
     };
-    let err = TcpTransport::bind("127.0.0.1:0", &broken, kit.options()).unwrap_err();
+    let err = tls_bind("127.0.0.1:0", &broken, &kit).unwrap_err();
     assert!(err.to_string().contains("certificate/key pair"), "{err}");
 }
 
@@ -223,7 +233,7 @@ async fn tls_non_loopback_needs_mutual_tls() {
 async fn tls_openssl_s_client_peer() {
     let kit = Kit::new();
     let pki = TestPki::generate(kit.dir());
-    let t = TcpTransport::bind("127.0.0.1:0", &tls_config(&pki), kit.options()).expect("bind");
+    let t = tls_bind("127.0.0.1:0", &tls_config(&pki), &kit).expect("bind");
     let addr = t.local_addr();
     kit.spawn(Box::new(t));
     let pki2 = pki.clone();
@@ -277,7 +287,7 @@ async fn stalled_tls_handshakes_never_lock_the_host_out() {
         max_connections: 2,
         ..tls_config(&pki)
     };
-    let t = TcpTransport::bind("127.0.0.1:0", &config, kit.options()).expect("bind");
+    let t = tls_bind("127.0.0.1:0", &config, &kit).expect("bind");
     let addr = t.local_addr();
     kit.spawn(Box::new(t));
     let stalled_count = guestd_transport_socket::tcp::DEFAULT_MAX_HANDSHAKES + 8;
@@ -373,6 +383,35 @@ async fn unix_connections_are_capped() {
         peer.request(Some(json!("still")), "echo", json!("here"))
             .await;
         assert_eq!(peer.reply().await.reply.message, "here");
+    }
+}
+
+/// A burst of clients connecting at once (more than the handshake pool holds) is served, not
+/// evicted as if they were stalled handshakes: a unix socket has no handshake to wait for.
+#[tokio::test]
+async fn a_burst_of_unix_clients_is_served() {
+    let kit = Kit::new();
+    let path = kit.dir().join("burst.sock");
+    let t = UnixTransport::bind(&path, kit.limits())
+        .expect("bind")
+        .with_options(kit.options())
+        .with_max_connections(100);
+    kit.spawn(Box::new(t));
+    // Blocking connects on the runtime's only thread: all 100 wait in the backlog before the
+    // accept loop runs again.
+    let mut peers = Vec::new();
+    for _ in 0..100 {
+        let conn = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        conn.set_nonblocking(true).unwrap();
+        let conn = tokio::net::UnixStream::from_std(conn).unwrap();
+        peers.push(Peer::from_conn(Box::new(conn)));
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        peer.request(Some(json!(i)), "echo", json!(format!("in {i}")))
+            .await;
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        assert_eq!(peer.reply().await.reply.message, format!("in {i}"));
     }
 }
 

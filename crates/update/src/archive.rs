@@ -1,7 +1,8 @@
-//! The update payload: a `.tar.gz` holding the new `guestd` binary at the top level or one
-//! directory down, and optionally an `installer.sh` beside it (run as the old agent did).
+//! The update archive: a `.tar.gz` whose regular files (the new `guestd` binary, its companion
+//! binaries, optionally an `installer.sh`) are unpacked in memory and handed to the daemon as an
+//! entry stream ([`write_entries`]). Which file is the binary is the daemon's decision.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Component, Path};
 
 use flate2::read::GzDecoder;
@@ -15,26 +16,6 @@ pub struct Entry {
     pub contents: Vec<u8>,
 }
 
-/// What the archive holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Payload {
-    /// Index into `files` of the new binary.
-    pub binary: usize,
-    /// Index into `files` of `installer.sh`, if any.
-    pub installer: Option<usize>,
-    pub files: Vec<Entry>,
-}
-
-impl Payload {
-    pub fn binary(&self) -> &Entry {
-        &self.files[self.binary]
-    }
-
-    pub fn installer(&self) -> Option<&Entry> {
-        self.installer.map(|i| &self.files[i])
-    }
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArchiveError {
     #[error("Update archive is not a valid .tar.gz: {0}")]
@@ -43,12 +24,11 @@ pub enum ArchiveError {
     UnsafePath(String),
     #[error("Update archive unpacks to more than {0} bytes")]
     TooLarge(u64),
-    #[error("Update archive holds no {0} binary")]
-    NoBinary(String),
 }
 
-/// Unpack `bytes` (in memory, at most `max_unpacked` bytes of file contents).
-pub fn unpack(bytes: &[u8], binary_name: &str, max_unpacked: u64) -> Result<Payload, ArchiveError> {
+/// Unpack `bytes` (in memory, at most `max_unpacked` bytes of file contents): its regular
+/// files, in archive order. Directories are implied; links and devices are never installed.
+pub fn unpack(bytes: &[u8], max_unpacked: u64) -> Result<Vec<Entry>, ArchiveError> {
     let corrupt = |e: std::io::Error| ArchiveError::Corrupt(e.to_string());
     let mut archive = tar::Archive::new(GzDecoder::new(bytes));
     let mut files = Vec::new();
@@ -62,7 +42,7 @@ pub fn unpack(bytes: &[u8], binary_name: &str, max_unpacked: u64) -> Result<Payl
             .into_owned();
         let rel = safe_relative(&raw)?;
         if !entry.header().entry_type().is_file() {
-            continue; // directories are implied; links and devices are never installed
+            continue;
         }
         total += entry.size();
         if total > max_unpacked {
@@ -77,35 +57,35 @@ pub fn unpack(bytes: &[u8], binary_name: &str, max_unpacked: u64) -> Result<Payl
             contents,
         });
     }
-    let find = |name: &str| {
-        // Top level first, then one directory down.
-        (1..=2).find_map(|depth| {
-            files.iter().position(|f| {
-                let p = Path::new(&f.path);
-                p.components().count() == depth && p.file_name().is_some_and(|n| n == name)
-            })
-        })
-    };
-    let binary = find(binary_name).ok_or_else(|| ArchiveError::NoBinary(binary_name.into()))?;
-    let installer = find("installer.sh");
-    Ok(Payload {
-        binary,
-        installer,
-        files,
-    })
+    Ok(files)
 }
 
-/// `a/b/c` with `.` dropped; absolute paths and `..` are refused.
-fn safe_relative(raw: &str) -> Result<String, ArchiveError> {
+/// `a/b/c` with `.` dropped; absolute paths, `..` and names with a newline are refused.
+pub fn safe_relative(raw: &str) -> Result<String, ArchiveError> {
     let mut parts = Vec::new();
     for comp in Path::new(raw).components() {
         match comp {
-            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            Component::Normal(p) if !p.to_string_lossy().contains(['\n', '\0']) => {
+                parts.push(p.to_string_lossy().into_owned())
+            }
             Component::CurDir => {}
-            _ => return Err(ArchiveError::UnsafePath(raw.into())),
+            _ => return Err(ArchiveError::UnsafePath(raw.escape_debug().to_string())),
         }
     }
+    if parts.is_empty() {
+        return Err(ArchiveError::UnsafePath(raw.escape_debug().to_string()));
+    }
     Ok(parts.join("/"))
+}
+
+/// The entry stream on the helper's stdout: per file a header line
+/// `<mode in octal> <size in bytes> <path>\n`, then exactly `size` bytes of contents.
+pub fn write_entries(entries: &[Entry], out: &mut impl Write) -> std::io::Result<()> {
+    for e in entries {
+        writeln!(out, "{:o} {} {}", e.mode & 0o7777, e.contents.len(), e.path)?;
+        out.write_all(&e.contents)?;
+    }
+    out.flush()
 }
 
 /// Build a `.tar.gz` from `(path, mode, contents)` (for tests and tools).
@@ -133,44 +113,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_binary_and_installer_one_level_down() {
+    fn unpacks_regular_files_in_order() {
         let tgz = build(&[
             ("pkg/README", 0o644, b"hi"),
-            ("pkg/guestd", 0o755, b"BIN"),
+            ("./pkg/guestd", 0o755, b"BIN"),
             ("pkg/installer.sh", 0o755, b"#!/bin/sh\n"),
         ]);
-        let p = unpack(&tgz, "guestd", 1 << 20).unwrap();
-        assert_eq!(p.binary().contents, b"BIN");
-        assert_eq!(p.binary().path, "pkg/guestd");
-        assert_eq!(p.installer().unwrap().path, "pkg/installer.sh");
-        assert_eq!(p.files.len(), 3);
-    }
-
-    #[test]
-    fn top_level_wins_and_deep_binaries_do_not_count() {
-        let tgz = build(&[("a/guestd", 0o755, b"A"), ("guestd", 0o755, b"TOP")]);
-        assert_eq!(
-            unpack(&tgz, "guestd", 1 << 20).unwrap().binary().contents,
-            b"TOP"
-        );
-        let deep = build(&[("a/b/guestd", 0o755, b"X")]);
-        assert_eq!(
-            unpack(&deep, "guestd", 1 << 20),
-            Err(ArchiveError::NoBinary("guestd".into()))
-        );
+        let files = unpack(&tgz, 1 << 20).unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["pkg/README", "pkg/guestd", "pkg/installer.sh"]);
+        assert_eq!(files[1].contents, b"BIN");
+        assert_eq!(files[1].mode & 0o777, 0o755);
     }
 
     #[test]
     fn bad_archives() {
         assert!(matches!(
-            unpack(b"not gzip at all", "guestd", 1 << 20),
+            unpack(b"not gzip at all", 1 << 20),
             Err(ArchiveError::Corrupt(_))
         ));
         let tgz = build(&[("guestd", 0o755, &[0u8; 1000])]);
-        assert_eq!(
-            unpack(&tgz, "guestd", 999),
-            Err(ArchiveError::TooLarge(999))
-        );
+        assert_eq!(unpack(&tgz, 999), Err(ArchiveError::TooLarge(999)));
         assert_eq!(
             safe_relative("../etc/passwd"),
             Err(ArchiveError::UnsafePath("../etc/passwd".into()))
@@ -179,6 +142,27 @@ mod tests {
             safe_relative("/etc/passwd"),
             Err(ArchiveError::UnsafePath("/etc/passwd".into()))
         );
+        assert!(safe_relative("a\nb").is_err());
+        assert!(safe_relative(".").is_err());
         assert_eq!(safe_relative("./a/./b").unwrap(), "a/b");
+    }
+
+    #[test]
+    fn entry_stream_layout() {
+        let mut out = Vec::new();
+        let entries = [
+            Entry {
+                path: "pkg/guestd".into(),
+                mode: 0o100755,
+                contents: b"BIN\n".to_vec(),
+            },
+            Entry {
+                path: "a b".into(),
+                mode: 0o644,
+                contents: Vec::new(),
+            },
+        ];
+        write_entries(&entries, &mut out).unwrap();
+        assert_eq!(out, b"755 4 pkg/guestd\nBIN\n644 0 a b\n");
     }
 }

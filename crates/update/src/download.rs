@@ -1,11 +1,10 @@
 //! Fetch the update over HTTP(S) into memory: size limit (announced and actual), overall
-//! timeout, progress in the log, and a clear error when the body stops short.
+//! timeout, progress on stderr (`info: ...` lines the daemon copies into its log), and a clear
+//! error when the body stops short.
 
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tracing::info;
 
 /// How to download.
 #[derive(Debug, Clone)]
@@ -73,7 +72,7 @@ pub fn fetch(url: &str, opts: &DownloadOptions) -> Result<Vec<u8>, DownloadError
         builder = builder.tls_config(tls_config(pem)?);
     }
     let agent = builder.build();
-    info!(url = %shown, "downloading agent update");
+    progress(&format!("downloading agent update from {shown}"));
     let response = agent.get(url).call().map_err(|e| match e {
         ureq::Error::Status(status, _) => DownloadError::Status {
             url: shown.clone(),
@@ -128,8 +127,11 @@ pub fn fetch(url: &str, opts: &DownloadOptions) -> Result<Vec<u8>, DownloadError
         let got = body.len() as u64;
         if got >= next_report {
             match announced {
-                Some(total) => info!(bytes = got, total, "download {}%", got * 100 / total.max(1)),
-                None => info!(bytes = got, "downloading"),
+                Some(total) => progress(&format!(
+                    "download {}% ({got} of {total} bytes)",
+                    got * 100 / total.max(1)
+                )),
+                None => progress(&format!("downloading: {got} bytes")),
             }
             next_report = got + report_step(announced);
         }
@@ -142,8 +144,13 @@ pub fn fetch(url: &str, opts: &DownloadOptions) -> Result<Vec<u8>, DownloadError
             announced,
         });
     }
-    info!(bytes = got, "download complete");
+    progress(&format!("download complete: {got} bytes"));
     Ok(body)
+}
+
+/// One progress line for the daemon's log.
+fn progress(line: &str) {
+    eprintln!("{}{line}", crate::INFO);
 }
 
 /// Log progress every 10% (or every 4 MiB when the size is unknown).

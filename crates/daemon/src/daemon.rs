@@ -3,30 +3,41 @@
 //! Start-up: parse flags, load the configuration, pick the OS backend, register the commands,
 //! open every transport (so the host can talk as soon as we say we are up), then serve until
 //! SIGTERM/SIGINT, finishing the request in flight.
-
-mod cli;
-mod commands;
-mod listen;
-mod notify;
-#[cfg(windows)]
-mod service;
+//!
+//! The binaries are thin: `guestd` calls [`main`] without TLS on Unix (a TCP listener with
+//! mutual TLS makes it re-execute `guestd-tls` beside it, see [`continue_as_tls`]), `guestd-tls`
+//! and `guestd.exe` with rustls.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use clap::Parser;
 use guestd_core::stream::StreamLimits;
 use guestd_core::{Backend, Dialect, Env, Root, Shutdown, SystemRunner};
-use guestd_daemon::config;
 use guestd_distro::SystemBackend;
+use guestd_transport_socket::tcp::TlsServer;
 use tracing::{error, info, warn};
 
 use crate::cli::Cli;
+use crate::{commands, config, listen, notify};
 use guestd_core::ChannelSpec;
 use guestd_core::channel_spec::{ChannelKind, XenstoreTarget};
 
-fn main() -> ExitCode {
+#[cfg(windows)]
+use crate::service;
+
+/// The binary's TLS for `tcp:` listeners (`None`: this binary links none).
+static TLS: OnceLock<Option<&'static dyn TlsServer>> = OnceLock::new();
+
+/// The TLS server this binary was started with, if it links one.
+pub(crate) fn tls() -> Option<&'static dyn TlsServer> {
+    TLS.get().copied().flatten()
+}
+
+/// The whole daemon; `tls` is the binary's TLS for `tcp:` listeners, if it links one.
+pub fn main(tls: Option<&'static dyn TlsServer>) -> ExitCode {
+    let _ = TLS.set(tls);
     return_large_buffers_to_the_system();
     let cli = Cli::parse();
     let outcome = if cli.service {
@@ -82,10 +93,7 @@ fn log_file(cli: &Cli) -> Option<std::path::PathBuf> {
     None
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(what) = &cli.generate {
-        return generate(what);
-    }
+pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     let root = match &cli.root {
         Some(dir) => Root::sandbox(dir).with_context(|| format!("--root {}", dir.display()))?,
         None => Root::system(),
@@ -158,6 +166,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let specs: Vec<ChannelSpec> = specs_for(&cli, &config)?;
+    if tls().is_none() {
+        if let Some(spec) = specs.iter().find(|s| needs_tls(s, &config)) {
+            return continue_as_tls(spec);
+        }
+    }
     // Before serving: undo what a crashed guestd left behind (filesystems it froze).
     dispatcher.start();
     let limits = StreamLimits {
@@ -239,6 +252,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// Whether serving `spec` takes mutual TLS.
+fn needs_tls(spec: &ChannelSpec, config: &config::Config) -> bool {
+    matches!(spec.kind, ChannelKind::Tcp(_)) && config.tcp.tls_requested()
+}
+
+/// `guestd-tls` beside this executable (`.exe` on Windows, where it is not needed).
+fn tls_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("finding the guestd executable")?;
+    Ok(exe.with_file_name(format!("guestd-tls{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// This guestd links no TLS (so that the resident daemon of every guest without a TCP channel
+/// is smaller); a TCP listener with mutual TLS is served by `guestd-tls`, the same daemon with
+/// rustls, which replaces this process with the same arguments (same pid, so systemd's
+/// `Type=notify` and the service's watchdog see no difference).
+#[cfg(unix)]
+fn continue_as_tls(spec: &ChannelSpec) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let program = tls_binary()?;
+    // A guestd without TLS that was itself started as guestd-tls (a copy installed under that
+    // name) must not exec itself forever.
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&arg0)
+        .file_name()
+        .is_some_and(|n| n == "guestd-tls")
+    {
+        anyhow::bail!(
+            "{spec} needs mutual TLS, but {} links no TLS",
+            program.display()
+        );
+    }
+    if !program.is_file() {
+        anyhow::bail!(
+            "{spec} asks for mutual TLS, which guestd serves through guestd-tls: {} not found \
+             (the guestd package installs it beside guestd)",
+            program.display()
+        );
+    }
+    info!(channel = %spec, program = %program.display(), "mutual TLS: continuing as guestd-tls");
+    #[allow(clippy::disallowed_methods)] // exec replaces this process; nothing is spawned
+    let err = std::process::Command::new(&program)
+        .arg0("guestd-tls")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(err).with_context(|| format!("executing {}", program.display()))
+}
+
+#[cfg(not(unix))]
+fn continue_as_tls(spec: &ChannelSpec) -> anyhow::Result<()> {
+    anyhow::bail!("{spec} needs mutual TLS, which this guestd does not link")
 }
 
 /// The components' stop work (thawing frozen filesystems), on a blocking thread: it runs
@@ -378,6 +443,18 @@ fn check_config(
         "# transports: {}",
         list(specs.iter().map(ToString::to_string).collect())
     );
+    if tls().is_none() && specs.iter().any(|s| needs_tls(s, config)) {
+        let program = tls_binary()?;
+        println!(
+            "# mutual TLS: served by {} ({})",
+            program.display(),
+            if program.is_file() {
+                "guestd continues as it at start-up"
+            } else {
+                "MISSING: the TCP listener cannot start"
+            }
+        );
+    }
     println!(
         "# xen guest metrics: {}",
         match xen_metrics_path(specs, config) {
@@ -390,23 +467,6 @@ fn check_config(
         "{}",
         toml::to_string_pretty(config).context("printing the configuration")?
     );
-    Ok(())
-}
-
-/// `--generate man|bash|zsh|fish`: documentation generated from the CLI definition.
-fn generate(what: &str) -> anyhow::Result<()> {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    let mut out = std::io::stdout();
-    match what {
-        "man" => clap_mangen::Man::new(cmd).section("8").render(&mut out)?,
-        shell => {
-            let shell: clap_complete::Shell = shell
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--generate: {e}"))?;
-            clap_complete::generate(shell, &mut cmd, "guestd", &mut out);
-        }
-    }
     Ok(())
 }
 

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use guestd_handlers::update::download::{DownloadError, DownloadOptions, fetch};
 use guestd_transport_conformance::pki::TestPki;
+use guestd_update::download::{DownloadError, DownloadOptions, fetch};
 
 /// The running `openssl s_server`, stopped on drop.
 struct Server(Child);
