@@ -12,14 +12,13 @@
 #![allow(clippy::disallowed_methods)] // spawns the daemon under test, builds its tree by path
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use guestd_testkit::http::{self, Serve};
 use guestd_tests::{Guestd, LineClient, bin, signal};
 use guestd_update::archive;
 use serde_json::{Value, json};
@@ -216,29 +215,6 @@ fn error_desc(reply: &Value) -> String {
         .to_string()
 }
 
-/// Serve `body` over HTTP on 127.0.0.1; returns the URL.
-fn serve(body: Vec<u8>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .and_then(|()| stream.write_all(&body));
-        }
-    });
-    format!("http://{addr}/guestd-update.tar.gz")
-}
-
 #[test]
 fn with_root_and_the_default_configuration_nothing_acts_on_the_machine() {
     let w = Work::new("");
@@ -339,7 +315,7 @@ fn with_root_and_the_default_configuration_nothing_acts_on_the_machine() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let url = serve(tgz);
+    let url = http::serve(Serve::Body(tgz));
     let r = native(&g, "agentupdate", json!({"url": url, "sha256": sha}));
     assert_eq!(r["returncode"], "500", "{r}");
     assert_eq!(

@@ -836,27 +836,9 @@ fn guestd_update_exe_downloads_under_wine() {
         stdout(&out),
         format!("guestd-update {}", guestd_handlers::AGENT_VERSION)
     );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
-    let served = body.clone();
-    std::thread::spawn(move || {
-        use std::io::{BufRead, BufReader};
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut line = String::new();
-        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-            line.clear();
-        }
-        let _ = write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            served.len()
-        )
-        .and_then(|()| stream.write_all(&served));
-    });
-    let request =
-        format!(r#"{{"url": "http://{addr}/u.tar.gz", "max_size": 1000000, "timeout_secs": 60}}"#);
+    let url = guestd_testkit::http::serve(guestd_testkit::http::Serve::Body(body.clone()));
+    let request = format!(r#"{{"url": "{url}", "max_size": 1000000, "timeout_secs": 60}}"#);
     let out = wine_with_input(
         prefix,
         &[&helper.to_string_lossy(), "fetch"],
