@@ -205,6 +205,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
             checks.push(PlannedCommand {
                 command: Command::new("ifconfig").arg(&iface.name).observes(),
                 expect: Expect::StdoutContains(text),
+                undo: None,
             });
         }
     }

@@ -27,6 +27,7 @@ fn powershell(script: String, expect: Expect, reach: fn(Command) -> Command) -> 
             &script,
         ])),
         expect,
+        undo: None,
     }
 }
 
