@@ -1,14 +1,18 @@
 //! Linux: `chpasswd -e` with a SHA-512-crypt hash (stdin carries `user:hash`), or, without
-//! chpasswd, an atomic rewrite of `/etc/shadow` under the shadow lock. Either way the entry is
-//! read back and verified before success is reported. A ready hash from the host (qga
-//! `crypted: true`) takes the same path after [`hash_format::check`].
+//! chpasswd, a rewrite of `/etc/shadow` made from the file as it is now and carried out under
+//! the shadow lock only if nobody changed the file in between (`FileChange::Update`). Either
+//! way the plan ends with a check that the entry now holds exactly the new hash (no false
+//! success). A ready hash from the host (qga `crypted: true`) takes the same path after
+//! [`hash_format::check`].
 
 use std::time::Duration;
 
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use guestd_core::{BackendError, Command, Effect, Env, Plan, SecretString, WriteOptions};
+use guestd_core::{
+    BackendError, Command, Effect, Env, FileChange, FileCheck, Plan, SecretString, WriteOptions,
+};
 
 use super::{crypt, hash_format, shadow};
 
@@ -16,25 +20,28 @@ pub const SHADOW: &str = "/etc/shadow";
 const CHPASSWD: &str = "chpasswd";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Set `user`'s password and verify it.
-pub fn set_password(env: &Env, user: &str, password: &SecretString) -> Result<(), BackendError> {
+/// The plan that sets `user`'s password (hashed here with a fresh salt) and verifies it.
+pub fn plan_set_password(
+    env: &Env,
+    user: &str,
+    password: &SecretString,
+) -> Result<Plan, BackendError> {
     shadow::check_user_name(user)?;
     let current = read_shadow(env)?;
-    if shadow::password_field(&current, user).is_none() {
-        return Err(BackendError::Invalid(format!(
-            "user '{user}' has no entry in {SHADOW}"
-        )));
-    }
+    has_entry(&current, user)?;
     let hash = crypt::sha512_crypt(password.expose(), &crypt::fresh_salt()?)?;
-    store(env, user, &hash)?;
-    verify(env, user, password)?;
-    info!(user, "password set and verified");
-    Ok(())
+    let failure = format!("the password of '{user}' did not verify after it was set");
+    info!(user, "password planned");
+    plan_store(env, &current, user, &hash, failure)
 }
 
-/// Store a ready crypt(3) hash as `user`'s password (qga `crypted: true`) and check the entry
-/// now holds exactly that hash.
-pub fn set_password_hash(env: &Env, user: &str, hash: &SecretString) -> Result<(), BackendError> {
+/// The plan that stores a ready crypt(3) hash as `user`'s password (qga `crypted: true`) and
+/// checks the entry then holds exactly that hash.
+pub fn plan_set_password_hash(
+    env: &Env,
+    user: &str,
+    hash: &SecretString,
+) -> Result<Plan, BackendError> {
     shadow::check_user_name(user)?;
     let scheme = hash_format::check(hash.expose())?;
     if scheme.is_weak() {
@@ -45,33 +52,45 @@ pub fn set_password_hash(env: &Env, user: &str, hash: &SecretString) -> Result<(
         );
     }
     let current = read_shadow(env)?;
-    if shadow::password_field(&current, user).is_none() {
-        return Err(BackendError::Invalid(format!(
-            "user '{user}' has no entry in {SHADOW}"
-        )));
-    }
-    store(env, user, hash.expose())?;
-    let text = read_shadow(env)?;
-    if shadow::password_field(&text, user) != Some(hash.expose().as_bytes()) {
-        return Err(BackendError::Failed(format!(
-            "the password entry of '{user}' does not hold the new hash after it was set"
-        )));
-    }
-    info!(
-        user,
-        scheme = scheme.name(),
-        "crypted password stored and verified"
-    );
-    Ok(())
+    has_entry(&current, user)?;
+    let failure =
+        format!("the password entry of '{user}' does not hold the new hash after it was set");
+    plan_store(env, &current, user, hash.expose(), failure)
 }
 
-/// `chpasswd -e`, or the shadow rewrite without it.
-fn store(env: &Env, user: &str, hash: &str) -> Result<(), BackendError> {
-    if env.runner.exists(CHPASSWD) {
-        run_chpasswd(env, user, hash)
+fn has_entry(shadow_text: &[u8], user: &str) -> Result<(), BackendError> {
+    match shadow::password_field(shadow_text, user) {
+        Some(_) => Ok(()),
+        None => Err(BackendError::Invalid(format!(
+            "user '{user}' has no entry in {SHADOW}"
+        ))),
+    }
+}
+
+/// `chpasswd -e`, or without it the locked shadow rewrite; then the check of the entry.
+fn plan_store(
+    env: &Env,
+    current: &[u8],
+    user: &str,
+    hash: &str,
+    failure: String,
+) -> Result<Plan, BackendError> {
+    let mut plan = if env.runner.exists(CHPASSWD) {
+        chpasswd_plan(env, user, hash)?
     } else {
         warn!("{CHPASSWD} not found; rewriting {SHADOW} directly");
-        rewrite_shadow(env, user, hash)
+        shadow_rewrite_plan(current, user, hash)?
+    };
+    plan.checks.push(entry_check(SHADOW, user, hash, failure));
+    Ok(plan)
+}
+
+/// "A line of `path` starts with `user:hash:`" (the hash is a secret: never shown).
+pub fn entry_check(path: &str, user: &str, hash: &str, failure: String) -> FileCheck {
+    FileCheck {
+        path: path.into(),
+        line_start: Zeroizing::new(format!("{user}:{hash}:").into_bytes()),
+        failure,
     }
 }
 
@@ -104,36 +123,24 @@ pub fn chpasswd_plan(env: &Env, user: &str, hash: &str) -> Result<Plan, BackendE
     })
 }
 
-fn run_chpasswd(env: &Env, user: &str, hash: &str) -> Result<(), BackendError> {
-    super::apply(env, &chpasswd_plan(env, user, hash)?)
-}
-
-/// The fallback: replace the user's field in `/etc/shadow` atomically, under the lock; mode,
-/// owner and every other line stay as they were.
-fn rewrite_shadow(env: &Env, user: &str, hash: &str) -> Result<(), BackendError> {
-    let _lock = shadow::ShadowLock::acquire(&env.root)?;
-    // Re-read under the lock: another tool may have changed the file since our check.
-    let current = read_shadow(env)?;
-    let updated = shadow::replace_password(&current, user, hash, Some(shadow::days_since_epoch()))
-        .ok_or_else(|| BackendError::Invalid(format!("user '{user}' has no entry in {SHADOW}")))?;
-    env.root
-        .write_atomic(SHADOW, &updated, WriteOptions::mode(0o640))?;
-    Ok(())
-}
-
-/// Re-read the entry and check it against the password (no false success).
-fn verify(env: &Env, user: &str, password: &SecretString) -> Result<(), BackendError> {
-    let text = read_shadow(env)?;
-    let ok = shadow::password_field(&text, user)
-        .and_then(|f| std::str::from_utf8(f).ok())
-        .is_some_and(|stored| crypt::verify(stored, password.expose()));
-    if ok {
-        Ok(())
-    } else {
-        Err(BackendError::Failed(format!(
-            "the password of '{user}' did not verify after it was set"
-        )))
-    }
+/// The fallback: the user's field in `/etc/shadow` replaced (and its "last change" day), every
+/// other byte as it was, written atomically with mode 0640 under the shadow lock, and only if
+/// the file still holds `current`.
+pub fn shadow_rewrite_plan(current: &[u8], user: &str, hash: &str) -> Result<Plan, BackendError> {
+    let updated = shadow::replace_password(current, user, hash, Some(shadow::days_since_epoch()))
+        .ok_or_else(|| {
+        BackendError::Invalid(format!("user '{user}' has no entry in {SHADOW}"))
+    })?;
+    Ok(Plan {
+        changes: vec![FileChange::Update {
+            path: SHADOW.into(),
+            prior: Zeroizing::new(current.to_vec()),
+            contents: updated,
+            options: WriteOptions::mode(0o640),
+            lock: Some(shadow::LOCK_FILE.into()),
+        }],
+        ..Plan::default()
+    })
 }
 
 #[cfg(all(test, unix))]
