@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use guestd_core::plan::Expect;
 use guestd_core::{
-    BackendError, Command, CommandRunner, Effect, FreezeHook, FreezeRequest, Plan, PlannedCommand,
+    BackendError, Effect, FreezeHook, FreezeRequest, Plan, PlannedProcess, ProcessRunner,
+    ProcessSpec,
 };
 
 use crate::OsFamily;
@@ -33,15 +34,15 @@ fn linux(family: OsFamily, what: &str) -> Result<(), BackendError> {
     }
 }
 
-fn fsfreeze(flag: &str, mountpoint: &str) -> Command {
-    Command::new(FSFREEZE)
+fn fsfreeze(flag: &str, mountpoint: &str) -> ProcessSpec {
+    ProcessSpec::new(FSFREEZE)
         .args([flag, mountpoint])
         .timeout(PER_MOUNT)
         .effect(Effect::Freeze)
 }
 
-fn hook(hook: &FreezeHook, arg: &str) -> Command {
-    Command::new(&hook.program)
+fn hook(hook: &FreezeHook, arg: &str) -> ProcessSpec {
+    ProcessSpec::new(&hook.program)
         .arg(arg)
         .timeout(hook.timeout)
         .effect(Effect::Freeze)
@@ -54,11 +55,11 @@ pub fn plan_fsfreeze(family: OsFamily, request: &FreezeRequest) -> Result<Plan, 
     linux(family, "freezing filesystems")?;
     let mut commands = Vec::new();
     if let Some(h) = &request.hook {
-        commands.push(PlannedCommand::new(hook(h, "freeze")).undone_by(hook(h, "thaw")));
+        commands.push(PlannedProcess::new(hook(h, "freeze")).undone_by(hook(h, "thaw")));
     }
     for mountpoint in &request.mountpoints {
         commands.push(
-            PlannedCommand::new(fsfreeze("--freeze", mountpoint))
+            PlannedProcess::new(fsfreeze("--freeze", mountpoint))
                 .expecting(Expect::SuccessOrDeclined(NOT_SUPPORTED.into()))
                 .undone_by(fsfreeze("--unfreeze", mountpoint)),
         );
@@ -73,13 +74,13 @@ pub fn plan_fsfreeze(family: OsFamily, request: &FreezeRequest) -> Result<Plan, 
 /// each reported on its own. See `Backend::plan_thaw`.
 pub fn plan_thaw(family: OsFamily, request: &FreezeRequest) -> Result<Plan, BackendError> {
     linux(family, "thawing filesystems")?;
-    let mut commands: Vec<PlannedCommand> = request
+    let mut commands: Vec<PlannedProcess> = request
         .mountpoints
         .iter()
-        .map(|m| PlannedCommand::new(fsfreeze("--unfreeze", m)).expecting(Expect::Report))
+        .map(|m| PlannedProcess::new(fsfreeze("--unfreeze", m)).expecting(Expect::Report))
         .collect();
     if let Some(h) = &request.hook {
-        commands.push(PlannedCommand::new(hook(h, "thaw")).expecting(Expect::Report));
+        commands.push(PlannedProcess::new(hook(h, "thaw")).expecting(Expect::Report));
     }
     Ok(Plan {
         commands,
@@ -91,7 +92,7 @@ pub fn plan_thaw(family: OsFamily, request: &FreezeRequest) -> Result<Plan, Back
 /// `Unsupported` when fstrim is not installed. See `Backend::plan_fstrim`.
 pub fn plan_fstrim(
     family: OsFamily,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     mountpoints: &[String],
     minimum: u64,
 ) -> Result<Plan, BackendError> {
@@ -104,14 +105,14 @@ pub fn plan_fstrim(
     let commands = mountpoints
         .iter()
         .map(|path| {
-            let mut cmd = Command::new(FSTRIM)
+            let mut cmd = ProcessSpec::new(FSTRIM)
                 .arg("--verbose")
                 .timeout(PER_TRIM)
                 .effect(Effect::Trim);
             if minimum > 0 {
                 cmd = cmd.args(["--minimum".to_string(), minimum.to_string()]);
             }
-            PlannedCommand::new(cmd.arg(path)).expecting(Expect::Report)
+            PlannedProcess::new(cmd.arg(path)).expecting(Expect::Report)
         })
         .collect();
     Ok(Plan {
@@ -137,7 +138,7 @@ mod tests {
         }
     }
 
-    fn line(c: &Command) -> String {
+    fn line(c: &ProcessSpec) -> String {
         c.command_line()
     }
 

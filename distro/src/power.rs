@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use guestd_core::plan::{Expect, FileChange};
 use guestd_core::{
-    Alternative, BackendError, Command, Effect, Env, Plan, PlannedCommand, PowerOff, SuspendMode,
+    Alternative, BackendError, Effect, Env, Plan, PlannedProcess, PowerOff, ProcessSpec,
+    SuspendMode,
 };
 
 use crate::OsFamily;
@@ -37,7 +38,7 @@ pub fn plan_shutdown(family: OsFamily, mode: PowerOff) -> Plan {
                 PowerOff::PowerDown | PowerOff::Halt => "/s",
                 PowerOff::Reboot => "/r",
             };
-            Command::new("shutdown.exe").args([flag, "/t", "0", "/c", MESSAGE])
+            ProcessSpec::new("shutdown.exe").args([flag, "/t", "0", "/c", MESSAGE])
         }
         OsFamily::FreeBsd => {
             let flag = match mode {
@@ -45,7 +46,7 @@ pub fn plan_shutdown(family: OsFamily, mode: PowerOff) -> Plan {
                 PowerOff::Halt => "-h",
                 PowerOff::Reboot => "-r",
             };
-            Command::new("shutdown").args([flag, "+0", MESSAGE])
+            ProcessSpec::new("shutdown").args([flag, "+0", MESSAGE])
         }
         _ => {
             let flag = match mode {
@@ -53,7 +54,7 @@ pub fn plan_shutdown(family: OsFamily, mode: PowerOff) -> Plan {
                 PowerOff::Halt => "-H",
                 PowerOff::Reboot => "-r",
             };
-            Command::new("shutdown").args([flag, "+0", MESSAGE])
+            ProcessSpec::new("shutdown").args([flag, "+0", MESSAGE])
         }
     };
     Plan {
@@ -105,7 +106,7 @@ pub fn plan_suspend(
         return Err(BackendError::Unsupported("suspending the guest".into()));
     }
     let (root, runner) = (&env.root, env.runner.as_ref());
-    let act = |c: Command| Plan {
+    let act = |c: ProcessSpec| Plan {
         commands: vec![c.effect(Effect::Power).timeout(SUSPEND_TIMEOUT).into()],
         ..Plan::default()
     };
@@ -115,8 +116,8 @@ pub fn plan_suspend(
         ways.push(Alternative {
             name: "systemd".into(),
             checks: vec![
-                PlannedCommand::new(
-                    Command::new("systemctl")
+                PlannedProcess::new(
+                    ProcessSpec::new("systemctl")
                         .args(["status", unit.as_str()])
                         .observes()
                         .timeout(SUSPEND_TIMEOUT),
@@ -124,7 +125,7 @@ pub fn plan_suspend(
                 // LSB: 1..=3 is a unit that exists (dead, or inactive); 4 is no such unit.
                 .expecting(Expect::Status(vec![1, 2, 3])),
             ],
-            plan: act(Command::new("systemctl").arg(systemd_verb(mode))),
+            plan: act(ProcessSpec::new("systemctl").arg(systemd_verb(mode))),
         });
     }
     let (flag, program) = pm_utils(mode);
@@ -132,13 +133,13 @@ pub fn plan_suspend(
         ways.push(Alternative {
             name: "pm-utils".into(),
             checks: vec![
-                Command::new("pm-is-supported")
+                ProcessSpec::new("pm-is-supported")
                     .arg(flag)
                     .observes()
                     .timeout(SUSPEND_TIMEOUT)
                     .into(),
             ],
-            plan: act(Command::new(program)),
+            plan: act(ProcessSpec::new(program)),
         });
     }
     if let Some(word) = sysfs_word(mode) {

@@ -65,7 +65,7 @@ impl Setup {
             ))
         });
         // A Debian guest: its backend plans the freeze and the thaw.
-        let backend: Arc<dyn guestd_core::Backend> = Arc::new(guestd_distro::SystemBackend::new(
+        let backend: Arc<dyn guestd_core::Backend> = Arc::new(guestd_distro::OsBackend::new(
             guestd_distro::OsFamily::Debian,
         ));
         let env = test_env(Root::sandbox(d).unwrap(), runner.clone(), Some(backend));

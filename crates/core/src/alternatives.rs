@@ -10,9 +10,9 @@
 
 use tracing::{info, warn};
 
-use crate::plan::{Applied, ApplyError, ApplyOptions, Plan, PlannedCommand, apply};
+use crate::plan::{Applied, ApplyError, ApplyOptions, Plan, PlannedProcess, apply};
 use crate::root::Root;
-use crate::runner::CommandRunner;
+use crate::runner::ProcessRunner;
 
 /// One way to reach the goal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct Alternative {
     pub name: String,
     /// Commands that only look (`systemctl status UNIT`, `pm-is-supported --suspend`); this
     /// way is used when every one meets its [`Expect`](crate::plan::Expect).
-    pub checks: Vec<PlannedCommand>,
+    pub checks: Vec<PlannedProcess>,
     /// What this way does.
     pub plan: Plan,
 }
@@ -46,7 +46,7 @@ pub enum AlternativesError {
 pub fn apply_first(
     alternatives: &[Alternative],
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     options: ApplyOptions,
 ) -> Result<(String, Applied), AlternativesError> {
     let mut last = None;
@@ -69,7 +69,7 @@ pub fn apply_first(
     Err(last.unwrap_or(AlternativesError::NoneApplies))
 }
 
-fn checks_pass(runner: &dyn CommandRunner, way: &Alternative) -> bool {
+fn checks_pass(runner: &dyn ProcessRunner, way: &Alternative) -> bool {
     way.checks
         .iter()
         .all(|check| match runner.run(&check.command) {
@@ -94,7 +94,7 @@ mod tests {
     use super::*;
     use crate::effect::{Effect, SandboxRunner};
     use crate::plan::{Expect, FileChange};
-    use crate::runner::{Command, CommandError, Output};
+    use crate::runner::{Output, ProcessError, ProcessSpec};
 
     /// Answers each program with the exit code listed for it (0 otherwise).
     #[derive(Default)]
@@ -103,8 +103,8 @@ mod tests {
         ran: Mutex<Vec<String>>,
     }
 
-    impl CommandRunner for Scripted {
-        fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+    impl ProcessRunner for Scripted {
+        fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
             self.ran.lock().unwrap().push(cmd.command_line());
             let line = cmd.command_line();
             let code = self
@@ -127,19 +127,19 @@ mod tests {
             Alternative {
                 name: "first".into(),
                 checks: vec![
-                    PlannedCommand::new(Command::new("check-first").observes())
+                    PlannedProcess::new(ProcessSpec::new("check-first").observes())
                         .expecting(Expect::Status(vec![1, 2, 3])),
                 ],
                 plan: Plan {
-                    commands: vec![Command::new("do-first").effect(Effect::Power).into()],
+                    commands: vec![ProcessSpec::new("do-first").effect(Effect::Power).into()],
                     ..Plan::default()
                 },
             },
             Alternative {
                 name: "second".into(),
-                checks: vec![Command::new("check-second").observes().into()],
+                checks: vec![ProcessSpec::new("check-second").observes().into()],
                 plan: Plan {
-                    commands: vec![Command::new("do-second").effect(Effect::Power).into()],
+                    commands: vec![ProcessSpec::new("do-second").effect(Effect::Power).into()],
                     ..Plan::default()
                 },
             },

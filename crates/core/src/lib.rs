@@ -10,7 +10,7 @@
 //! - [`transport`]: the [`Transport`] trait and the shutdown signal; [`channel_spec`]: the one
 //!   grammar naming a channel (`[qga+]KIND:ADDRESS`) for guestd and guestctl.
 //! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
-//!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use (per-step results
+//!   ([`ProcessRunner`]) and the plan/apply/rollback machinery backends use (per-step results
 //!   and undo, kernel-file writes); [`alternatives`]: ways to one goal tried in order, each
 //!   with its checks and its plan; [`process`]:
 //!   programs started for the host that run on their own ([`ProcessSpawner`], qga's
@@ -37,7 +37,7 @@ pub mod framing;
 pub mod plan;
 pub mod process;
 pub mod qga;
-pub mod retry;
+pub mod reply_cache;
 pub mod root;
 pub mod runner;
 pub mod stream;
@@ -57,13 +57,13 @@ pub use dispatch::{
 pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
 pub use plan::{
     Applied, ApplyError, ApplyOptions, BACKUP_DIR, Expect, FileChange, FileCheck, Journal,
-    NativeAction, NativeStep, Plan, PlannedCommand, Step, apply, apply_journaled,
+    NativeAction, NativeStep, Plan, PlannedProcess, Step, apply, apply_journaled,
 };
 pub use process::{
     Capture, Captured, ExitReport, OutputBudget, OutputLimits, ProcessSpawner, SpawnSpec,
     SpawnedProcess, SystemSpawner, Termination,
 };
 pub use root::{FileMeta, PathPolicy, Root, RootError, Snapshot, WriteOptions};
-pub use runner::{Command, CommandError, CommandRunner, Output, SystemRunner};
+pub use runner::{Output, ProcessError, ProcessRunner, ProcessSpec, SystemRunner};
 pub use transport::{BoxFuture, Shutdown, ShutdownTrigger, Transport, TransportError};
 pub use wire::{Incoming, Reply, Request, RequestError};

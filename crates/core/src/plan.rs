@@ -12,11 +12,11 @@
 //! several (a check), success or a known refusal that skips the step ([`Step::Declined`]), or
 //! anything at all, reported per step ([`Expect::Report`]). [`Applied::steps`] says what became
 //! of each command, so a caller that reports per item (one `fstrim` per filesystem) reads its
-//! results from there. A command may carry its own undo ([`PlannedCommand::undone_by`]): when a
+//! results from there. A command may carry its own undo ([`PlannedProcess::undone_by`]): when a
 //! later step fails, the undo of every step that was done runs, newest first, before the files
 //! are put back and the plan's rollback commands run.
 //!
-//! A command that a `--root` sandbox keeps off the machine ([`CommandError::NotRun`], see
+//! A command that a `--root` sandbox keeps off the machine ([`ProcessError::NotRun`], see
 //! [`crate::effect`]) is not a failure: the plan goes on, [`Applied::not_run`] lists it for the
 //! reply, and the plan's later commands that only observe the machine (the checks that
 //! addresses came up) are skipped, since they would check an effect that did not happen.
@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::effect::{Effect, Reach};
 use crate::root::{DEFAULT_READ_LIMIT, FileMeta, Root, RootError, Snapshot, WriteOptions};
-use crate::runner::{Command, CommandError, CommandRunner, Output};
+use crate::runner::{Output, ProcessError, ProcessRunner, ProcessSpec};
 
 /// One change to the guest's files.
 #[derive(Clone, PartialEq, Eq)]
@@ -182,15 +182,15 @@ impl Expect {
 /// later step of the plan fails (`fsfreeze --unfreeze M` for `fsfreeze --freeze M`). Undo
 /// commands run in reverse order, only for steps that were done, before the files are put back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedCommand {
-    pub command: Command,
+pub struct PlannedProcess {
+    pub command: ProcessSpec,
     pub expect: Expect,
-    pub undo: Option<Command>,
+    pub undo: Option<ProcessSpec>,
 }
 
-impl PlannedCommand {
+impl PlannedProcess {
     /// `command`, expected to succeed, with no undo.
-    pub fn new(command: Command) -> Self {
+    pub fn new(command: ProcessSpec) -> Self {
         Self {
             command,
             expect: Expect::Success,
@@ -205,14 +205,14 @@ impl PlannedCommand {
     }
 
     /// Undone by `undo` when a later step fails.
-    pub fn undone_by(mut self, undo: Command) -> Self {
+    pub fn undone_by(mut self, undo: ProcessSpec) -> Self {
         self.undo = Some(undo);
         self
     }
 }
 
-impl From<Command> for PlannedCommand {
-    fn from(command: Command) -> Self {
+impl From<ProcessSpec> for PlannedProcess {
+    fn from(command: ProcessSpec) -> Self {
         Self::new(command)
     }
 }
@@ -222,8 +222,8 @@ impl From<Command> for PlannedCommand {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub changes: Vec<FileChange>,
-    pub commands: Vec<PlannedCommand>,
-    pub rollback_commands: Vec<PlannedCommand>,
+    pub commands: Vec<PlannedProcess>,
+    pub rollback_commands: Vec<PlannedProcess>,
     /// Effects that are neither a file nor a process (an OS API call), run after the commands.
     pub native: Vec<NativeStep>,
     /// Checked after the commands and native steps ran (skipped when a sandbox kept one off
@@ -233,7 +233,7 @@ pub struct Plan {
 
 /// An effect that is neither a file nor a process: an OS API call (Windows `NetUserSetInfo`).
 /// It names and describes itself for logs and dry runs and says what it reaches, so a
-/// `--root` sandbox keeps it off the machine like a command ([`CommandRunner::allows`]).
+/// `--root` sandbox keeps it off the machine like a command ([`ProcessRunner::allows`]).
 pub trait NativeAction: Send + Sync + 'static {
     /// A short name, as a program is named (`NetUserSetInfo`).
     fn name(&self) -> &str;
@@ -396,8 +396,8 @@ impl Applied {
     /// The first command a sandbox kept off the machine, as the runner reported it
     /// (`'shutdown' was not run: …`): for plans whose whole point is that effect, so that
     /// nothing was done without it.
-    pub fn not_run_error(&self) -> Option<CommandError> {
-        self.not_run.first().map(|n| CommandError::NotRun {
+    pub fn not_run_error(&self) -> Option<ProcessError> {
+        self.not_run.first().map(|n| ProcessError::NotRun {
             program: n.program.clone(),
             effect: n.effect,
         })
@@ -445,9 +445,9 @@ pub enum ApplyError {
     },
     /// Command `step` of the plan (an index into [`Plan::commands`]) failed.
     #[error("{source}")]
-    Command {
+    ProcessSpec {
         #[source]
-        source: CommandError,
+        source: ProcessError,
         step: usize,
         restored: bool,
     },
@@ -470,7 +470,7 @@ impl ApplyError {
     pub fn restored(&self) -> bool {
         match self {
             Self::File { restored, .. }
-            | Self::Command { restored, .. }
+            | Self::ProcessSpec { restored, .. }
             | Self::Unexpected { restored, .. }
             | Self::Check { restored, .. }
             | Self::Native { restored, .. } => *restored,
@@ -529,7 +529,7 @@ impl Journal {
 pub fn apply(
     plan: &Plan,
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     options: ApplyOptions,
 ) -> Result<Applied, ApplyError> {
     apply_journaled(plan, root, runner, options, &mut Journal::default())
@@ -540,7 +540,7 @@ pub fn apply(
 pub fn apply_journaled(
     plan: &Plan,
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     options: ApplyOptions,
     journal: &mut Journal,
 ) -> Result<Applied, ApplyError> {
@@ -607,12 +607,12 @@ pub fn apply_journaled(
             continue;
         }
         let failure = match (runner.run(&planned.command), &planned.expect) {
-            (Err(CommandError::NotRun { program, effect }), _) => {
+            (Err(ProcessError::NotRun { program, effect }), _) => {
                 applied.not_run.push(NotRun { program, effect });
                 applied.steps.push(Step::NotRun(effect));
                 None
             }
-            (Err(CommandError::Timeout { .. }), Expect::Report) => {
+            (Err(ProcessError::Timeout { .. }), Expect::Report) => {
                 applied.steps.push(Step::TimedOut);
                 None
             }
@@ -620,7 +620,7 @@ pub fn apply_journaled(
                 applied.steps.push(Step::CouldNotRun(e.to_string()));
                 None
             }
-            (Err(e), _) => Some(ApplyError::Command {
+            (Err(e), _) => Some(ApplyError::ProcessSpec {
                 source: e,
                 step,
                 restored: false,
@@ -635,8 +635,8 @@ pub fn apply_journaled(
                         restored: false,
                     })
                 } else {
-                    Some(ApplyError::Command {
-                        source: CommandError::Failed {
+                    Some(ApplyError::ProcessSpec {
+                        source: ProcessError::Failed {
                             program: planned.command.program.clone(),
                             code: out.code,
                             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -747,7 +747,7 @@ fn update(root: &Root, change: &FileChange, undo: &mut Vec<Undo>) -> Result<(), 
 fn roll_back(
     plan: &Plan,
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     applied: &Applied,
     undo: &mut Vec<Undo>,
     mut err: ApplyError,
@@ -758,7 +758,7 @@ fn roll_back(
         run_rollback(runner, cmd);
     }
     match &mut err {
-        ApplyError::Command { restored, .. }
+        ApplyError::ProcessSpec { restored, .. }
         | ApplyError::Unexpected { restored, .. }
         | ApplyError::Check { restored, .. }
         | ApplyError::Native { restored, .. }
@@ -769,20 +769,20 @@ fn roll_back(
 
 /// Run the undo command of every step that was done, newest first (the steps before the one
 /// that failed; a declined step or one a sandbox did not run has nothing to undo).
-fn undo_steps(runner: &dyn CommandRunner, commands: &[PlannedCommand], steps: &[Step]) {
+fn undo_steps(runner: &dyn ProcessRunner, commands: &[PlannedProcess], steps: &[Step]) {
     for (planned, step) in commands.iter().zip(steps).rev() {
         if let (Some(undo), Step::Ran(_)) = (&planned.undo, step) {
-            run_rollback(runner, &PlannedCommand::new(undo.clone()));
+            run_rollback(runner, &PlannedProcess::new(undo.clone()));
         }
     }
 }
 
 /// Run one rollback or undo command; a failure is logged (the rollback goes on).
-fn run_rollback(runner: &dyn CommandRunner, cmd: &PlannedCommand) {
+fn run_rollback(runner: &dyn ProcessRunner, cmd: &PlannedProcess) {
     match runner.run(&cmd.command) {
         Ok(out) if out.success() || cmd.expect == Expect::Anything => {}
         Ok(out) => warn!(command = %cmd.command, code = ?out.code, "rollback command failed"),
-        Err(CommandError::NotRun { .. }) => {}
+        Err(ProcessError::NotRun { .. }) => {}
         Err(e) => warn!(command = %cmd.command, error = %e, "rollback command failed"),
     }
 }
@@ -1025,8 +1025,8 @@ mod tests {
         ran: Mutex<Vec<String>>,
     }
 
-    impl CommandRunner for Recorder {
-        fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+    impl ProcessRunner for Recorder {
+        fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
             self.ran.lock().unwrap().push(cmd.command_line());
             let code = if self.fail.contains(&cmd.program.as_str()) {
                 1
@@ -1057,8 +1057,8 @@ mod tests {
                 FileChange::write("/etc/a", "new a", WriteOptions::default()),
                 FileChange::write("/etc/sub/b", "new b", WriteOptions::mode(0o600)),
             ],
-            commands: vec![Command::new("restart").into()],
-            rollback_commands: vec![Command::new("restart-again").into()],
+            commands: vec![ProcessSpec::new("restart").into()],
+            rollback_commands: vec![ProcessSpec::new("restart-again").into()],
             native: vec![],
             checks: vec![],
         }
@@ -1218,7 +1218,7 @@ mod tests {
         };
         let err = apply(&plan(), &root, &runner, ApplyOptions::default()).unwrap_err();
         assert!(
-            matches!(err, ApplyError::Command { restored: true, .. }),
+            matches!(err, ApplyError::ProcessSpec { restored: true, .. }),
             "{err:?}"
         );
         assert_eq!(root.read("/etc/a").unwrap(), b"old a");
@@ -1245,13 +1245,13 @@ mod tests {
                 WriteOptions::default(),
             )],
             commands: vec![
-                Command::new("ip").arg("link").observes().into(),
-                Command::new("ifdown").effect(Effect::Network).into(),
-                Command::new("hostname").effect(Effect::Hostname).into(),
-                Command::new("ifup").effect(Effect::Network).into(),
-                PlannedCommand::new(Command::new("ip").arg("addr").observes())
+                ProcessSpec::new("ip").arg("link").observes().into(),
+                ProcessSpec::new("ifdown").effect(Effect::Network).into(),
+                ProcessSpec::new("hostname").effect(Effect::Hostname).into(),
+                ProcessSpec::new("ifup").effect(Effect::Network).into(),
+                PlannedProcess::new(ProcessSpec::new("ip").arg("addr").observes())
                     .expecting(Expect::StdoutContains("10.0.0.2".into())),
-                Command::new("chpasswd").root_local().into(),
+                ProcessSpec::new("chpasswd").root_local().into(),
             ],
             rollback_commands: vec![],
             native: vec![],

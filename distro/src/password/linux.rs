@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use guestd_core::{
-    BackendError, Command, Effect, Env, FileChange, FileCheck, Plan, SecretString, WriteOptions,
+    BackendError, Effect, Env, FileChange, FileCheck, Plan, ProcessSpec, SecretString, WriteOptions,
 };
 
 use super::{crypt, hash_format, shadow};
@@ -99,9 +99,9 @@ fn read_shadow(env: &Env) -> Result<Zeroizing<Vec<u8>>, BackendError> {
 }
 
 /// `chpasswd -e [-R <root>]`, the hash on stdin: the password itself never leaves the agent.
-pub fn chpasswd_command(env: &Env, user: &str, hash: &str) -> Result<Command, BackendError> {
+pub fn chpasswd_command(env: &Env, user: &str, hash: &str) -> Result<ProcessSpec, BackendError> {
     // On the real root it changes the system's accounts; with -R only files under the root.
-    let mut cmd = Command::new(CHPASSWD)
+    let mut cmd = ProcessSpec::new(CHPASSWD)
         .arg("-e")
         .timeout(TIMEOUT)
         .effect(Effect::Accounts);

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use guestd_core::{
-    ApplyError, ApplyOptions, BackendError, CommandError, Context, Dialect, Env, FileChange,
-    FreezeFlag, FreezeHook, FreezeRequest, Handler, HandlerError, Lifecycle, Plan, Reply, Root,
+    ApplyError, ApplyOptions, BackendError, Context, Dialect, Env, FileChange, FreezeFlag,
+    FreezeHook, FreezeRequest, Handler, HandlerError, Lifecycle, Plan, ProcessError, Reply, Root,
     Step, WriteOptions,
 };
 use serde::{Deserialize, Serialize};
@@ -431,7 +431,7 @@ fn freeze_error(err: ApplyError, mounts: &[Frozen], hook: Option<&str>) -> Handl
                  to thaw): {source}"
             ));
         }
-        ApplyError::Command { source, step, .. } => (source, step),
+        ApplyError::ProcessSpec { source, step, .. } => (source, step),
         other => return other.into(),
     };
     let offset = usize::from(hook.is_some());
@@ -441,7 +441,7 @@ fn freeze_error(err: ApplyError, mounts: &[Frozen], hook: Option<&str>) -> Handl
     let Some(mount) = step.checked_sub(offset).and_then(|i| mounts.get(i)) else {
         return source.into();
     };
-    let CommandError::Failed { code, stderr, .. } = &source else {
+    let ProcessError::Failed { code, stderr, .. } = &source else {
         return source.into();
     };
     warn!(mount = %mount.mountpoint, stderr = %stderr, "fsfreeze --freeze failed");
@@ -455,14 +455,14 @@ fn freeze_error(err: ApplyError, mounts: &[Frozen], hook: Option<&str>) -> Handl
 }
 
 /// qemu-ga's words for a hook that could not run or failed.
-fn hook_error(hook: &str, err: CommandError) -> HandlerError {
+fn hook_error(hook: &str, err: ProcessError) -> HandlerError {
     match err {
-        CommandError::Timeout { timeout, .. } => HandlerError::failed(format!(
+        ProcessError::Timeout { timeout, .. } => HandlerError::failed(format!(
             "fsfreeze hook did not finish within {}s and was killed",
             timeout.as_secs()
         )),
-        e @ CommandError::NotRun { .. } => e.into(),
-        CommandError::Failed {
+        e @ ProcessError::NotRun { .. } => e.into(),
+        ProcessError::Failed {
             code: Some(code),
             stderr,
             ..
@@ -472,7 +472,7 @@ fn hook_error(hook: &str, err: CommandError) -> HandlerError {
             }
             HandlerError::failed(format!("fsfreeze hook has failed with status {code}"))
         }
-        CommandError::Failed { code: None, .. } => {
+        ProcessError::Failed { code: None, .. } => {
             HandlerError::failed("fsfreeze hook has terminated abnormally")
         }
         e => HandlerError::failed(format!("can't run fsfreeze hook '{hook}': {e}")),
@@ -494,14 +494,14 @@ fn hook_result(hook: &str, arg: &str, step: &Step, timeout: Duration) -> Result<
             if out.success() {
                 return Ok(());
             }
-            CommandError::Failed {
+            ProcessError::Failed {
                 program,
                 code: out.code,
                 stderr: String::new(),
             }
         }
-        Step::TimedOut => CommandError::Timeout { program, timeout },
-        Step::NotRun(effect) => CommandError::NotRun {
+        Step::TimedOut => ProcessError::Timeout { program, timeout },
+        Step::NotRun(effect) => ProcessError::NotRun {
             program,
             effect: *effect,
         },
@@ -555,7 +555,7 @@ impl Handler for StatusHandler {
         true
     }
 
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
         let status = if self.0.is_frozen() {
             "frozen"
@@ -583,7 +583,7 @@ impl Handler for FreezeHandler {
         Some(self.0.settings.hook_timeout + Duration::from_secs(300))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
         let count = self.0.freeze(ctx.env, None)?;
         Ok(guestd_core::qga::ok(&json!(count)))
@@ -614,7 +614,7 @@ impl Handler for FreezeListHandler {
         Some(self.0.settings.hook_timeout + Duration::from_secs(300))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let a: ListArgs = args(value)?;
         let count = self.0.freeze(ctx.env, a.mountpoints.as_deref())?;
         Ok(guestd_core::qga::ok(&json!(count)))
@@ -642,7 +642,7 @@ impl Handler for ThawHandler {
         Some(self.0.settings.hook_timeout + Duration::from_secs(120))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
         let count = self.0.thaw(ctx.env)?;
         Ok(guestd_core::qga::ok(&json!(count)))

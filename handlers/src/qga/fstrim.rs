@@ -47,7 +47,7 @@ impl Handler for FstrimHandler {
         Some(WHOLE)
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let a: Args = args(value)?;
         linux_only(self.name())?;
         let minimum = match a.minimum {
@@ -109,7 +109,7 @@ fn result(path: &str, program: &str, step: &Step, minimum: i64) -> Value {
         }
         // A --root sandbox kept it off the machine: say so, not "failed".
         Step::NotRun(effect) => {
-            let not_run = guestd_core::CommandError::NotRun {
+            let not_run = guestd_core::ProcessError::NotRun {
                 program: program.into(),
                 effect: *effect,
             };
