@@ -127,4 +127,36 @@ mod tests {
             "the hash is never shown"
         );
     }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test builds its tree by path
+    fn the_password_plan_runs_pw_then_checks_master_passwd() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/master.passwd"),
+            "root:*:0:0::0:0:Charlie &:/root:/bin/csh\n",
+        )
+        .unwrap();
+        let runner = Arc::new(FakeRunner::new());
+        let env = Env {
+            root: Root::sandbox(d.path()).unwrap(),
+            runner: runner.clone(),
+            backend: Arc::new(NullBackend),
+        };
+        let pw = SecretString::new(Zeroizing::new("bsd pw".to_string()));
+        let plan = plan_set_password(&env, "root", &pw).unwrap();
+        assert_eq!(plan.commands.len(), 1);
+        let stdin = plan.commands[0].command.stdin.as_deref().unwrap().to_vec();
+        let hash = String::from_utf8(stdin).unwrap().trim_end().to_string();
+        assert!(crypt::verify(&hash, "bsd pw"));
+        let [check] = plan.checks.as_slice() else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(check.path, MASTER_PASSWD);
+        assert_eq!(&check.line_start[..], format!("root:{hash}:").as_bytes());
+        assert!(!format!("{plan:?}").contains(&hash));
+        assert!(runner.lines().is_empty());
+        assert!(plan_set_password(&env, "nobody", &pw).is_err());
+    }
 }

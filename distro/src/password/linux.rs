@@ -150,6 +150,7 @@ mod tests {
     use guestd_core::plan::Expect;
     use guestd_core::{NullBackend, Reach, Root};
     use guestd_testkit::FakeRunner;
+    use zeroize::Zeroizing;
 
     use super::*;
 
@@ -193,5 +194,112 @@ mod tests {
             plan.commands[0].command.reach,
             Reach::Machine(Effect::Accounts)
         );
+    }
+
+    #[allow(clippy::disallowed_methods)] // the test builds its tree by path
+    fn shadow_env(chpasswd: bool) -> (tempfile::TempDir, Env, Arc<FakeRunner>) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/shadow"),
+            "root:*:19700:0:99999:7:::\nalice:!:19700:0:99999:7:::\n",
+        )
+        .unwrap();
+        let runner = Arc::new(FakeRunner::new());
+        if !chpasswd {
+            runner.mark_missing(CHPASSWD);
+        }
+        let env = Env {
+            root: Root::sandbox(d.path()).unwrap(),
+            runner: runner.clone(),
+            backend: Arc::new(NullBackend),
+        };
+        (d, env, runner)
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::new(Zeroizing::new(s.to_string()))
+    }
+
+    #[test]
+    fn the_password_plan_stores_a_fresh_hash_and_checks_the_entry_holds_it() {
+        let (_d, env, runner) = shadow_env(true);
+        let plan = plan_set_password(&env, "alice", &secret("pw one")).unwrap();
+        assert!(plan.changes.is_empty() && plan.native.is_empty());
+        let [planned] = plan.commands.as_slice() else {
+            panic!("{plan:?}")
+        };
+        let line = String::from_utf8(planned.command.stdin.as_deref().unwrap().to_vec()).unwrap();
+        let hash = line.strip_prefix("alice:").unwrap().trim_end();
+        assert!(crypt::verify(hash, "pw one"), "{hash}");
+        let [check] = plan.checks.as_slice() else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(check.path, SHADOW);
+        assert_eq!(&check.line_start[..], format!("alice:{hash}:").as_bytes());
+        assert_eq!(
+            check.failure,
+            "the password of 'alice' did not verify after it was set"
+        );
+        // Neither the password nor its hash shows in the plan; nothing ran to make it.
+        let shown = format!("{plan:?}");
+        assert!(
+            !shown.contains("pw one") && !shown.contains(hash),
+            "{shown}"
+        );
+        assert!(runner.lines().is_empty());
+        // A user without an entry is refused before anything is planned.
+        let err = plan_set_password(&env, "mallory", &secret("x")).unwrap_err();
+        assert!(err.to_string().contains("has no entry"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // another program's write, by path
+    fn without_chpasswd_the_plan_rewrites_shadow_under_the_lock_if_unchanged() {
+        let (_d, env, _runner) = shadow_env(false);
+        let made = crypt::sha512_crypt("pw two", &crypt::fresh_salt().unwrap()).unwrap();
+        let hash: &str = &made;
+        let plan = plan_set_password_hash(&env, "root", &secret(hash)).unwrap();
+        assert!(plan.commands.is_empty());
+        let [
+            FileChange::Update {
+                path,
+                prior,
+                contents,
+                options,
+                lock,
+            },
+        ] = plan.changes.as_slice()
+        else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(path, SHADOW);
+        assert_eq!(lock.as_deref(), Some(shadow::LOCK_FILE));
+        assert_eq!(options.mode, 0o640);
+        assert_eq!(&prior[..], &env.root.read(SHADOW).unwrap()[..]);
+        let text = String::from_utf8(contents.to_vec()).unwrap();
+        assert!(text.starts_with(&format!("root:{hash}:")), "{text}");
+        assert!(text.ends_with("alice:!:19700:0:99999:7:::\n"));
+        assert_eq!(
+            plan.checks[0].failure,
+            "the password entry of 'root' does not hold the new hash after it was set"
+        );
+        assert!(!format!("{plan:?}").contains(hash));
+        // Applied: written, and the check holds.
+        guestd_core::backend::apply_account_plan(&env, &plan).unwrap();
+        assert!(
+            env.root
+                .read(SHADOW)
+                .unwrap()
+                .starts_with(format!("root:{hash}:").as_bytes())
+        );
+        // The same plan again: the file changed since it was made, nothing is written.
+        std::fs::write(env.root.resolve(SHADOW).unwrap(), "root:*:1::::::\n").unwrap();
+        let err = guestd_core::backend::apply_account_plan(&env, &plan).unwrap_err();
+        assert!(
+            err.to_string().contains("another program changed it"),
+            "{err}"
+        );
+        assert_eq!(env.root.read(SHADOW).unwrap(), b"root:*:1::::::\n");
     }
 }
