@@ -1383,4 +1383,285 @@ mod tests {
         assert!(applied.backups.is_empty());
         assert_eq!(root.read("/etc/huge").unwrap(), b"small");
     }
+
+    /// Answers by command line: `("freeze /b", 1, "Operation not supported")`; a `code` of
+    /// -1 is a timeout, -2 a program that cannot start; anything unlisted succeeds.
+    struct Scripted {
+        answers: Vec<(&'static str, i32, &'static str)>,
+        ran: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<(&'static str, i32, &'static str)>) -> Self {
+            Self {
+                answers,
+                ran: Mutex::default(),
+            }
+        }
+    }
+
+    impl ProcessRunner for Scripted {
+        fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
+            let line = cmd.command_line();
+            self.ran.lock().unwrap().push(line.clone());
+            let (code, stderr) = self
+                .answers
+                .iter()
+                .find(|(l, _, _)| *l == line)
+                .map_or((0, ""), |(_, c, e)| (*c, *e));
+            match code {
+                -1 => Err(ProcessError::Timeout {
+                    program: cmd.program.clone(),
+                    timeout: cmd.timeout,
+                }),
+                -2 => Err(ProcessError::Spawn {
+                    program: cmd.program.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                }),
+                code => Ok(Output {
+                    code: Some(code),
+                    stderr: stderr.as_bytes().to_vec(),
+                    ..Output::default()
+                }),
+            }
+        }
+        fn exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    fn freeze_plan() -> Plan {
+        let step = |m: &str| {
+            PlannedProcess::new(ProcessSpec::new("freeze").arg(m))
+                .expecting(Expect::SuccessOrDeclined("Operation not supported".into()))
+                .undone_by(ProcessSpec::new("thaw").arg(m))
+        };
+        Plan {
+            changes: vec![FileChange::write(
+                "/etc/a",
+                "record",
+                WriteOptions::default(),
+            )],
+            commands: vec![
+                PlannedProcess::new(ProcessSpec::new("hook").arg("freeze"))
+                    .undone_by(ProcessSpec::new("hook").arg("thaw")),
+                step("/a"),
+                step("/b"),
+                step("/c"),
+                step("/d"),
+            ],
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn steps_are_reported_declined_ones_skipped_and_a_failure_undoes_the_done_ones_newest_first() {
+        let (_d, root) = setup();
+        let ok = Scripted::new(vec![("freeze /b", 1, "freeze /b: Operation not supported")]);
+        let applied = apply(&freeze_plan(), &root, &ok, ApplyOptions::default()).unwrap();
+        let kinds: Vec<&str> = applied
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Ran(_) => "ran",
+                Step::Declined(_) => "declined",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["ran", "ran", "declined", "ran", "ran"]);
+
+        let (_d, root) = setup();
+        let failing = Scripted::new(vec![
+            ("freeze /b", 1, "Operation not supported"),
+            ("freeze /d", 1, "Device or resource busy"),
+        ]);
+        let err = apply(&freeze_plan(), &root, &failing, ApplyOptions::default()).unwrap_err();
+        let ApplyError::ProcessSpec {
+            step,
+            restored: true,
+            source: ProcessError::Failed { stderr, .. },
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!((*step, stderr.as_str()), (4, "Device or resource busy"));
+        // Undone: /c, then /a (not the declined /b, not the failed /d), then the hook; and the
+        // file is back as it was.
+        assert_eq!(
+            *failing.ran.lock().unwrap(),
+            [
+                "hook freeze",
+                "freeze /a",
+                "freeze /b",
+                "freeze /c",
+                "freeze /d",
+                "thaw /c",
+                "thaw /a",
+                "hook thaw"
+            ]
+        );
+        assert_eq!(root.read("/etc/a").unwrap(), b"old a");
+    }
+
+    #[test]
+    fn reported_steps_never_fail_the_plan_and_say_what_happened() {
+        let (_d, root) = setup();
+        let runner = Scripted::new(vec![
+            ("trim /a", 1, "not supported"),
+            ("trim /b", -1, ""),
+            ("trim /c", -2, ""),
+        ]);
+        let plan = Plan {
+            commands: ["/a", "/b", "/c", "/d"]
+                .iter()
+                .map(|m| {
+                    PlannedProcess::new(ProcessSpec::new("trim").arg(*m)).expecting(Expect::Report)
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        let applied = apply(&plan, &root, &runner, ApplyOptions::default()).unwrap();
+        assert!(matches!(&applied.steps[0], Step::Ran(out) if out.code == Some(1)));
+        assert_eq!(applied.steps[1], Step::TimedOut);
+        assert!(matches!(&applied.steps[2], Step::CouldNotRun(why) if why.contains("trim")));
+        assert!(applied.steps[3].succeeded());
+        // A status check: 3 is among the expected ones, 0 is not.
+        let check = |code| {
+            let plan = Plan {
+                commands: vec![
+                    PlannedProcess::new(ProcessSpec::new("status").observes())
+                        .expecting(Expect::Status(vec![1, 2, 3])),
+                ],
+                ..Plan::default()
+            };
+            let runner = Scripted::new(vec![("status", code, "")]);
+            apply(&plan, &root, &runner, ApplyOptions::default()).is_ok()
+        };
+        assert!(check(3));
+        assert!(!check(0));
+    }
+
+    /// Records that it ran; fails when told to.
+    struct Api {
+        reach: Reach,
+        fail: bool,
+        ran: Mutex<bool>,
+    }
+
+    impl NativeAction for Api {
+        fn name(&self) -> &str {
+            "SetThing"
+        }
+        fn describe(&self) -> String {
+            "set the thing".into()
+        }
+        fn reach(&self) -> Reach {
+            self.reach
+        }
+        fn run(&self) -> Result<(), String> {
+            *self.ran.lock().unwrap() = true;
+            if self.fail {
+                Err("SetThing failed with error 5".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn native_steps_and_file_checks_fail_and_roll_back_like_commands_and_a_sandbox_refuses_them() {
+        let (_d, root) = setup();
+        let api = |reach, fail| {
+            std::sync::Arc::new(Api {
+                reach,
+                fail,
+                ran: Mutex::new(false),
+            })
+        };
+        let plan = |action: std::sync::Arc<Api>, line: &str| Plan {
+            changes: vec![FileChange::write(
+                "/etc/a",
+                "user:HASH:1\n",
+                WriteOptions::default(),
+            )],
+            native: vec![NativeStep(action)],
+            checks: vec![FileCheck {
+                path: "/etc/a".into(),
+                line_start: Zeroizing::new(line.as_bytes().to_vec()),
+                failure: "the entry does not hold the new hash".into(),
+            }],
+            ..Plan::default()
+        };
+        let runner = Recorder::default();
+        // All good.
+        let ok = api(Reach::Machine(Effect::Accounts), false);
+        apply(
+            &plan(ok.clone(), "user:HASH:"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(*ok.ran.lock().unwrap());
+        // The check does not hold: the file is put back.
+        let (_d, root) = setup();
+        let err = apply(
+            &plan(ok, "user:OTHER:"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ApplyError::Check { restored: true, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "the entry does not hold the new hash");
+        assert_eq!(root.read("/etc/a").unwrap(), b"old a");
+        // The native step fails: the same.
+        let failing = api(Reach::Machine(Effect::Accounts), true);
+        let err = apply(
+            &plan(failing, "user:HASH:"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ApplyError::Native { restored: true, .. }),
+            "{err:?}"
+        );
+        assert_eq!(root.read("/etc/a").unwrap(), b"old a");
+        // Under a sandbox: not run, reported, and the checks are not made.
+        let sandbox = crate::effect::SandboxRunner::new(
+            std::sync::Arc::new(Recorder::default()),
+            std::collections::BTreeSet::new(),
+        );
+        let kept = api(Reach::Machine(Effect::Accounts), false);
+        let applied = apply(
+            &plan(kept.clone(), "user:NEVER:"),
+            &root,
+            &sandbox,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(!*kept.ran.lock().unwrap());
+        assert_eq!(
+            applied.not_run_error().unwrap().to_string(),
+            "'SetThing' was not run: the --root sandbox keeps accounts effects off this machine \
+             ([sandbox] allow_effects)"
+        );
+        // A step that stays inside the root runs under the sandbox too.
+        let local = api(Reach::Root, false);
+        apply(
+            &plan(local.clone(), "user:HASH:"),
+            &root,
+            &sandbox,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(*local.ran.lock().unwrap());
+        // Neither the check's bytes nor anything secret shows in the plan.
+        assert!(!format!("{:?}", plan(api(Reach::Root, false), "user:SECRET:")).contains("SECRET"));
+    }
 }
