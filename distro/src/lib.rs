@@ -14,7 +14,8 @@
 //! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files.
 //!
 //! [`power`] plans `guest-shutdown` with each family's own tool and the ways to suspend,
-//! [`clock`] `guest-set-time`, [`freeze`] `guest-fsfreeze-*` and `guest-fstrim`.
+//! [`clock`] `guest-set-time`, [`freeze`] `guest-fsfreeze-*` and `guest-fstrim`, [`hw`]
+//! `guest-set-vcpus` and `guest-set-memory-blocks`.
 //!
 //! [`service`] knows the service managers (systemd, OpenRC, SysV init, rc.d, the Windows SCM):
 //! which one runs this guest, how to restart a service and how to start a program outside it.
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod configure;
 pub mod family;
 pub mod freeze;
+pub mod hw;
 pub mod kms;
 pub mod network;
 pub mod password;
@@ -159,6 +161,19 @@ impl Backend for OsBackend {
 
     fn plan_suspend(&self, env: &Env, mode: SuspendMode) -> Result<Vec<Alternative>, BackendError> {
         power::plan_suspend(self.family, env, mode)
+    }
+
+    fn plan_set_vcpu(&self, _env: &Env, id: u64, online: bool) -> Result<Plan, BackendError> {
+        hw::plan_set_vcpu(self.family, id, online)
+    }
+
+    fn plan_set_memory_block(
+        &self,
+        _env: &Env,
+        index: u64,
+        online: bool,
+    ) -> Result<Plan, BackendError> {
+        hw::plan_set_memory_block(self.family, index, online)
     }
 
     fn plan_set_password(
