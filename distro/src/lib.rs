@@ -9,9 +9,10 @@
 //!
 //! [`password`] sets an account's password (chpasswd / locked shadow rewrite on Linux, `pw` on
 //! FreeBSD, `NetUserSetInfo` on Windows) and verifies the result.
-//! [`network`] owns `resetnetwork` on this OS: finding and reading a config drive, the detection
-//! of the network manager in use, one renderer per manager for the network model
-//! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files.
+//! [`network`] plans `resetnetwork` on this OS: finding and reading a config drive, the
+//! detection of the network manager in use, one renderer per manager for the network model
+//! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files,
+//! the Windows computer name; `guestd_core::apply_network_plan` applies the plan.
 //!
 //! [`power`] plans `guest-shutdown` with each family's own tool, [`clock`] `guest-set-time`.
 //!
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use guestd_core::configure::{ResourceContext, ResourcePlan, ResourceSpec};
 use guestd_core::plan::Plan;
 use guestd_core::{
-    Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, PowerOff, Root,
+    Backend, BackendError, Env, KmsRequest, NetworkPlan, NetworkRequest, PowerOff, Root,
     SecretString,
 };
 
@@ -165,12 +166,12 @@ impl Backend for SystemBackend {
         network::read_config_drive(env, dir, keep_hostname)
     }
 
-    fn reset_network(
+    fn plan_reset_network(
         &self,
         env: &Env,
         request: &NetworkRequest<'_>,
-    ) -> Result<NetworkReset, BackendError> {
-        network::reset_network(env, request, self.family, self.computer_name.as_ref())
+    ) -> Result<NetworkPlan, BackendError> {
+        network::plan_reset_network(env, request, self.family, &self.computer_name)
     }
 
     fn plan_resource(
