@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use guestd_core::plan::Expect;
 use guestd_core::{
-    Backend, ComputerName, Env, FileChange, NetworkPlan, NetworkRequest, OnFailure, PlannedCommand,
+    Backend, ComputerName, Env, FileChange, NetworkPlan, NetworkRequest, OnFailure, PlannedProcess,
     Reach, Root,
 };
 use guestd_distro::network::computer_name::RecordingComputerName;
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_network_model::nova::{Inline, parse_inline};
 use guestd_testkit::FakeRunner;
 use serde_json::{Value, json};
@@ -65,7 +65,7 @@ fn describe(p: &NetworkPlan) -> Vec<String> {
             other => format!("{other:?}"),
         });
     }
-    let reach = |c: &PlannedCommand| match c.command.reach {
+    let reach = |c: &PlannedProcess| match c.command.reach {
         Reach::Machine(effect) => effect.to_string(),
         Reach::Observe => "observe".to_string(),
         Reach::Root => "root".to_string(),
@@ -144,7 +144,7 @@ fn plan(case: &Case) -> (NetworkPlan, Vec<String>, BTreeMap<String, String>) {
     }
     let before = tree(base);
     let names = Arc::new(RecordingComputerName::with_pending("WIN-OLD"));
-    let backend = Arc::new(SystemBackend::new(case.family).with_computer_name(names.clone()));
+    let backend = Arc::new(OsBackend::new(case.family).with_computer_name(names.clone()));
     let env = Env {
         root: Root::sandbox(base).unwrap(),
         runner: runner.clone(),

@@ -72,7 +72,7 @@ impl Handler for ResetNetworkHandler {
         Some(Duration::from_secs(60))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let spec = gather(ctx.env, ctx.channel.host_data(), &self.config, value)?;
         let request = NetworkRequest {
             spec: &spec,
@@ -186,7 +186,7 @@ mod tests {
                 guestd_core::WriteOptions::mode(0o644),
             ));
             planned.plan.commands.push(
-                guestd_core::Command::new("ifup")
+                guestd_core::ProcessSpec::new("ifup")
                     .arg("eth0")
                     .effect(guestd_core::Effect::Network)
                     .into(),

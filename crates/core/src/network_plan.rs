@@ -173,7 +173,7 @@ pub fn apply_network_plan(env: &Env, planned: &NetworkPlan) -> Result<NetworkRes
 fn failure(planned: &NetworkPlan, e: ApplyError) -> BackendError {
     let restored = match &e {
         ApplyError::File { restored, .. }
-        | ApplyError::Command { restored, .. }
+        | ApplyError::ProcessSpec { restored, .. }
         | ApplyError::Unexpected { restored, .. } => *restored,
     };
     warn!(error = %e, restored, "resetnetwork failed");

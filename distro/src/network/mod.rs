@@ -3,7 +3,7 @@
 //! parsed into the model before it gets here (by the handler); what is OS work about a source
 //! stays here: finding and mounting a config drive ([`configdrive`]).
 //!
-//! Flow ([`plan_reset_network`]): match MACs to devices ([`devices`]) → detect the [`Manager`]
+//! Flow ([`plan_reset_network`]): match MACs to devices ([`devices`]) → detect the [`NetworkTool`]
 //! (or take the configured one) → [`plan`] (render, hostname, resolv.conf; on Windows the
 //! computer name, [`computer_name`]) → a `guestd_core::NetworkPlan`. Nothing is changed here:
 //! the caller (the `resetnetwork` handler, xen-metrics' static IP setting) hands the plan to
@@ -30,14 +30,14 @@ use guestd_core::plan::Expect;
 use std::sync::Arc;
 
 use guestd_core::{
-    BackendError, CommandRunner, Env, FileChange, NetworkPlan, NetworkRequest, OnFailure, Plan,
-    PlannedCommand, Root,
+    BackendError, Env, FileChange, NetworkPlan, NetworkRequest, OnFailure, Plan, PlannedProcess,
+    ProcessRunner, Root,
 };
 use guestd_network_model::config_drive::ConfigDriveFiles;
 use tracing::info;
 
 pub use computer_name::{ComputerName, SystemComputerName};
-pub use manager::Manager;
+pub use manager::NetworkTool;
 pub use model::{
     Hostname, Interface, InterfaceSpec, IpNet, Mac, Network, NetworkError, NetworkSpec, Route,
 };
@@ -80,7 +80,7 @@ fn differs(root: &Root, change: &FileChange) -> bool {
 }
 
 /// Whether every check passes right now (read-only commands).
-fn checks_pass(runner: &dyn CommandRunner, checks: &[PlannedCommand]) -> bool {
+fn checks_pass(runner: &dyn ProcessRunner, checks: &[PlannedProcess]) -> bool {
     checks.iter().all(|c| match runner.run(&c.command) {
         Ok(out) => match &c.expect {
             Expect::Anything => true,
@@ -97,9 +97,9 @@ fn checks_pass(runner: &dyn CommandRunner, checks: &[PlannedCommand]) -> bool {
 /// of the current state (to skip a restart that is not needed).
 pub fn plan(
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     family: OsFamily,
-    manager: Manager,
+    manager: NetworkTool,
     net: &Network,
 ) -> Result<Plan, NetworkError> {
     let ctx = RenderContext { root, family };
@@ -108,7 +108,7 @@ pub fn plan(
     let mut checks = Vec::new();
     let mut rollback = Vec::new();
     let mut manages_dns = true;
-    let renders_hostname = matches!(manager, Manager::FreeBsd | Manager::Windows);
+    let renders_hostname = matches!(manager, NetworkTool::FreeBsd | NetworkTool::Windows);
     if !net.interfaces.is_empty() || renders_hostname {
         let rendered = render::render(manager, net, ctx)?;
         // What changes for the network alone (without the hostname, which some managers keep in
@@ -143,7 +143,7 @@ pub fn plan(
         manages_dns = rendered.manages_dns;
     }
     if let Some(name) = &net.hostname {
-        if manager == Manager::FreeBsd {
+        if manager == NetworkTool::FreeBsd {
             let old = hostname::current_rc_conf(root)?;
             let hosts = root
                 .read_optional(hostname::HOSTS)
@@ -159,7 +159,7 @@ pub fn plan(
                     guestd_core::WriteOptions::mode(0o644),
                 ));
             }
-        } else if manager != Manager::Windows {
+        } else if manager != NetworkTool::Windows {
             let h = hostname::plan(root, family, name)?;
             out.changes.extend(h.files);
             out.commands.extend(h.commands);
@@ -168,7 +168,7 @@ pub fn plan(
     }
     let dns = net.dns();
     if !dns.is_empty()
-        && manager != Manager::Windows
+        && manager != NetworkTool::Windows
         && hostname::resolv_conf_unmanaged(root, manages_dns)
     {
         out.changes.push(hostname::resolv_conf(root, &dns)?);
@@ -193,8 +193,8 @@ pub fn plan_reset_network(
     let fail = BackendError::from;
     let spec = request.spec;
     let manager = match request.manager {
-        Some(name) => Manager::from_name(name).map_err(fail)?,
-        None => Manager::detect(&env.root, family).map_err(fail)?,
+        Some(name) => NetworkTool::from_name(name).map_err(fail)?,
+        None => NetworkTool::detect(&env.root, family).map_err(fail)?,
     };
     let net = if spec.interfaces.is_empty() {
         Network {
@@ -209,7 +209,7 @@ pub fn plan_reset_network(
     planned.interfaces = net.interfaces.iter().map(|i| i.name.clone()).collect();
     info!(source = spec.source, %manager, interfaces = ?planned.interfaces, hostname = ?net.hostname.as_ref().map(Hostname::as_str), "resetnetwork");
     planned.plan = plan(&env.root, env.runner.as_ref(), family, manager, &net).map_err(fail)?;
-    if manager == Manager::Windows {
+    if manager == NetworkTool::Windows {
         // netsh keeps no files to put back: a failed plan's rollback returns to DHCP.
         planned.on_failure = OnFailure::Dhcp;
         if let Some(name) = &net.hostname {
