@@ -252,6 +252,7 @@ mod tests {
     /// The handler applies the backend's plan (the file is written, the restart runs) and,
     /// when a step fails, puts the file back and answers with the reason.
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test changes the sandbox tree by path
     fn applies_the_plan_and_rolls_back_on_failure() {
         let value = serde_json::json!([{"mac": "DE:AD:BE:EF:00:01", "ips": [{"ip": "10.0.0.5", "netmask": 24}]}]);
         let dir = tempfile::tempdir().unwrap();
