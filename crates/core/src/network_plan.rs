@@ -207,3 +207,181 @@ fn is_address_check(plan: &Plan, program: &str) -> bool {
             && matches!(c.expect, Expect::StdoutContains(_))
     })
 }
+
+#[cfg(all(test, unix))]
+#[allow(clippy::disallowed_methods)] // tests build their trees by path
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::backend::NullBackend;
+    use crate::plan::{FileChange, PlannedProcess};
+    use crate::root::{Root, WriteOptions};
+    use crate::runner::{Output, ProcessError, ProcessRunner, ProcessSpec};
+
+    /// Exits 1 for the programs in `fail`; prints `stdout` for everything else.
+    #[derive(Default)]
+    struct Runner {
+        fail: Vec<&'static str>,
+        stdout: &'static str,
+    }
+
+    impl ProcessRunner for Runner {
+        fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
+            let code = i32::from(self.fail.contains(&cmd.program.as_str()));
+            Ok(Output {
+                code: Some(code),
+                stdout: self.stdout.as_bytes().to_vec(),
+                ..Output::default()
+            })
+        }
+        fn exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// Records the names set; refuses them when `refuse`.
+    #[derive(Debug, Default)]
+    struct Names {
+        set: Mutex<Vec<String>>,
+        refuse: bool,
+    }
+
+    impl ComputerName for Names {
+        fn pending(&self) -> Result<String, BackendError> {
+            Ok("OLD".into())
+        }
+        fn set(&self, label: &str) -> Result<(), BackendError> {
+            if self.refuse {
+                return Err(BackendError::Failed("SetComputerNameExW failed".into()));
+            }
+            self.set.lock().unwrap().push(label.into());
+            Ok(())
+        }
+    }
+
+    fn env(dir: &std::path::Path, runner: Runner) -> Env {
+        Env {
+            root: Root::sandbox(dir).unwrap(),
+            runner: Arc::new(runner),
+            backend: Arc::new(NullBackend),
+        }
+    }
+
+    /// eth0's file, a restart, and the check that 10.0.0.5 came up.
+    fn planned() -> NetworkPlan {
+        let mut p = NetworkPlan::new("ifupdown", "inline");
+        p.interfaces = vec!["eth0".into()];
+        p.plan.changes.push(FileChange::write(
+            "/etc/network/interfaces",
+            "iface eth0 inet static\n",
+            WriteOptions::mode(0o644),
+        ));
+        p.plan
+            .commands
+            .push(ProcessSpec::new("ifup").arg("eth0").into());
+        p.plan.commands.push(PlannedProcess {
+            command: ProcessSpec::new("ip")
+                .args(["-o", "addr", "show", "dev", "eth0"])
+                .observes(),
+            expect: Expect::StdoutContains("inet 10.0.0.5/24 ".into()),
+        });
+        p
+    }
+
+    #[test]
+    fn success_says_what_changed_and_keeps_the_notice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planned();
+        p.notice = "something the host must know".into();
+        let runner = Runner {
+            stdout: "2: eth0    inet 10.0.0.5/24 scope global",
+            ..Runner::default()
+        };
+        let done = apply_network_plan(&env(dir.path(), runner), &p).unwrap();
+        assert_eq!(
+            done.summary,
+            "eth0 via ifupdown from inline: changed [\"/etc/network/interfaces\"]; something the host must know"
+        );
+        assert_eq!(done.notice, "something the host must know");
+    }
+
+    #[test]
+    fn a_missing_address_restores_the_files_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/network")).unwrap();
+        std::fs::write(dir.path().join("etc/network/interfaces"), "old\n").unwrap();
+        let err = apply_network_plan(&env(dir.path(), Runner::default()), &planned())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "network configuration failed (the interfaces did not come up with their addresses); the previous configuration was restored"
+        );
+        let text = std::fs::read_to_string(dir.path().join("etc/network/interfaces")).unwrap();
+        assert_eq!(text, "old\n");
+    }
+
+    #[test]
+    fn without_files_to_restore_the_adapters_go_back_to_dhcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planned();
+        p.plan.changes.clear();
+        p.on_failure = OnFailure::Dhcp;
+        let runner = Runner {
+            fail: vec!["ifup"],
+            ..Runner::default()
+        };
+        let err = apply_network_plan(&env(dir.path(), runner), &p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "network configuration failed ('ifup' failed with exit status 1); the adapters were returned to DHCP"
+        );
+    }
+
+    /// The computer name is set only after the network came up, and its failure says the
+    /// network part is done.
+    #[test]
+    fn the_computer_name_is_set_after_the_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Arc::new(Names::default());
+        let mut p = planned();
+        p.computer_name = Some(ComputerNameChange {
+            label: "web1".into(),
+            previous: "OLD".into(),
+            names: names.clone(),
+        });
+        // The network fails: no name is set.
+        apply_network_plan(&env(dir.path(), Runner::default()), &p).unwrap_err();
+        assert!(names.set.lock().unwrap().is_empty());
+        let up = || Runner {
+            stdout: "inet 10.0.0.5/24 ",
+            ..Runner::default()
+        };
+        apply_network_plan(&env(dir.path(), up()), &p).unwrap();
+        assert_eq!(*names.set.lock().unwrap(), ["web1"]);
+
+        p.computer_name.as_mut().unwrap().names = Arc::new(Names {
+            refuse: true,
+            ..Names::default()
+        });
+        let err = apply_network_plan(&env(dir.path(), up()), &p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the network is configured, but setting the computer name failed: SetComputerNameExW failed"
+        );
+        p.interfaces.clear();
+        p.plan = Plan::default();
+        let err = apply_network_plan(&env(dir.path(), up()), &p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "setting the computer name failed: SetComputerNameExW failed"
+        );
+    }
+}
