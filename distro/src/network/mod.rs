@@ -3,9 +3,9 @@
 //! parsed into the model before it gets here (by the handler); what is OS work about a source
 //! stays here: finding and mounting a config drive ([`configdrive`]).
 //!
-//! Flow ([`plan_reset_network`]): match MACs to devices ([`devices`]) → detect the [`NetworkTool`]
-//! (or take the configured one) → [`plan`] (render, hostname, resolv.conf; on Windows the
-//! computer name, [`computer_name`]) → a `guestd_core::NetworkPlan`. Nothing is changed here:
+//! Flow ([`plan_reset_network`]): match MACs to devices ([`devices`]) → detect the
+//! [`NetworkTool`] (or take the configured one) → [`plan`] (render, hostname, resolv.conf; on
+//! Windows the computer name, [`computer_name`]) → a `guestd_core::NetworkPlan`. Nothing is changed here:
 //! the caller (the `resetnetwork` handler, xen-metrics' static IP setting) hands the plan to
 //! `guestd_core::apply_network_plan` (backups, atomic writes, restart of the affected
 //! interfaces, checks; on failure the files are restored and the interfaces restarted with
@@ -26,9 +26,9 @@ pub mod render;
 
 pub use guestd_network_model as model;
 
-use guestd_core::plan::Expect;
 use std::sync::Arc;
 
+use guestd_core::plan::Expect;
 use guestd_core::{
     BackendError, Env, FileChange, NetworkPlan, NetworkRequest, OnFailure, Plan, PlannedProcess,
     ProcessRunner, Root,
