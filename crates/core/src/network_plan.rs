@@ -280,12 +280,12 @@ mod tests {
         p.plan
             .commands
             .push(ProcessSpec::new("ifup").arg("eth0").into());
-        p.plan.commands.push(PlannedProcess {
-            command: ProcessSpec::new("ip")
-                .args(["-o", "addr", "show", "dev", "eth0"])
-                .observes(),
-            expect: Expect::StdoutContains("inet 10.0.0.5/24 ".into()),
-        });
+        let mut check: PlannedProcess = ProcessSpec::new("ip")
+            .args(["-o", "addr", "show", "dev", "eth0"])
+            .observes()
+            .into();
+        check.expect = Expect::StdoutContains("inet 10.0.0.5/24 ".into());
+        p.plan.commands.push(check);
         p
     }
 
