@@ -75,12 +75,19 @@ fn describe(p: &NetworkPlan) -> Vec<String> {
             Expect::Success => String::new(),
             Expect::Anything => ", best effort".to_string(),
             Expect::StdoutContains(text) => format!(", shows {text:?}"),
+            other => format!(", expects {other:?}"),
         };
         lines.push(format!(
             "run {} [{}{expect}]",
             c.command.command_line(),
             reach(c)
         ));
+    }
+    for step in &p.plan.native {
+        lines.push(format!("native {step:?}"));
+    }
+    for check in &p.plan.checks {
+        lines.push(format!("check {check:?}"));
     }
     for c in &p.plan.rollback_commands {
         lines.push(format!(

@@ -171,11 +171,7 @@ pub fn apply_network_plan(env: &Env, planned: &NetworkPlan) -> Result<NetworkRes
 
 /// The reason the host sees for a failed apply (the detail is logged).
 fn failure(planned: &NetworkPlan, e: ApplyError) -> BackendError {
-    let restored = match &e {
-        ApplyError::File { restored, .. }
-        | ApplyError::ProcessSpec { restored, .. }
-        | ApplyError::Unexpected { restored, .. } => *restored,
-    };
+    let restored = e.restored();
     warn!(error = %e, restored, "resetnetwork failed");
     let what = match &e {
         ApplyError::Unexpected { program, .. } if is_address_check(&planned.plan, program) => {

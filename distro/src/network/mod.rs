@@ -28,7 +28,6 @@ pub use guestd_network_model as model;
 
 use std::sync::Arc;
 
-use guestd_core::plan::Expect;
 use guestd_core::{
     BackendError, Env, FileChange, NetworkPlan, NetworkRequest, OnFailure, Plan, PlannedProcess,
     ProcessRunner, Root,
@@ -75,20 +74,17 @@ fn differs(root: &Root, change: &FileChange) -> bool {
             .read_link(path)
             .map_or(true, |t| t.to_string_lossy() != target.as_str()),
         // Network plans hold no directory changes; if one did, it would count as a change.
-        FileChange::Directory { .. } | FileChange::RemoveDir { .. } => true,
+        FileChange::Directory { .. }
+        | FileChange::RemoveDir { .. }
+        | FileChange::Update { .. }
+        | FileChange::Kernel { .. } => true,
     }
 }
 
 /// Whether every check passes right now (read-only commands).
 fn checks_pass(runner: &dyn ProcessRunner, checks: &[PlannedProcess]) -> bool {
     checks.iter().all(|c| match runner.run(&c.command) {
-        Ok(out) => match &c.expect {
-            Expect::Anything => true,
-            Expect::Success => out.success(),
-            Expect::StdoutContains(t) => {
-                out.success() && String::from_utf8_lossy(&out.stdout).contains(t.as_str())
-            }
-        },
+        Ok(out) => c.expect.met_by(&out),
         Err(_) => false,
     })
 }

@@ -32,6 +32,7 @@ fn powershell(
             &script,
         ])),
         expect,
+        undo: None,
     }
 }
 
