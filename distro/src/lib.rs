@@ -9,9 +9,10 @@
 //!
 //! [`password`] plans setting an account's password (chpasswd / locked shadow rewrite on Linux,
 //! `pw` on FreeBSD, `NetUserSetInfo` on Windows) and the check of the result.
-//! [`network`] owns `resetnetwork` on this OS: finding and reading a config drive, the detection
-//! of the network manager in use, one renderer per manager for the network model
-//! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files.
+//! [`network`] plans `resetnetwork` on this OS: finding and reading a config drive, the
+//! detection of the network manager in use, one renderer per manager for the network model
+//! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files,
+//! the Windows computer name; `guestd_core::apply_network_plan` applies the plan.
 //!
 //! [`power`] plans `guest-shutdown` with each family's own tool and the ways to suspend,
 //! [`clock`] `guest-set-time`, [`freeze`] `guest-fsfreeze-*` and `guest-fstrim`, [`hw`]
@@ -41,8 +42,8 @@ use std::sync::Arc;
 use guestd_core::configure::{ResourceContext, ResourcePlan, ResourceSpec};
 use guestd_core::plan::Plan;
 use guestd_core::{
-    Alternative, Backend, BackendError, Env, FreezeRequest, KmsRequest, NetworkRequest,
-    NetworkReset, PowerOff, Root, SecretString, SuspendMode,
+    Alternative, Backend, BackendError, Env, FreezeRequest, KmsRequest, NetworkPlan,
+    NetworkRequest, PowerOff, Root, SecretString, SuspendMode,
 };
 
 pub use family::OsFamily;
@@ -203,12 +204,12 @@ impl Backend for OsBackend {
         network::read_config_drive(env, dir, keep_hostname)
     }
 
-    fn reset_network(
+    fn plan_reset_network(
         &self,
         env: &Env,
         request: &NetworkRequest<'_>,
-    ) -> Result<NetworkReset, BackendError> {
-        network::reset_network(env, request, self.family, self.computer_name.as_ref())
+    ) -> Result<NetworkPlan, BackendError> {
+        network::plan_reset_network(env, request, self.family, &self.computer_name)
     }
 
     fn plan_resource(

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use guestd_core::{Backend, Env, NetworkRequest, Output};
+use guestd_core::{Backend, Env, NetworkRequest, Output, apply_network_plan};
 use guestd_distro::network::computer_name::RecordingComputerName;
 use guestd_distro::{OsBackend, OsFamily};
 use guestd_network_model::nova::{Inline, parse_inline};
@@ -138,7 +138,8 @@ fn run_case(case: &Path) {
             manager: input["manager"].as_str(),
         };
         backend
-            .reset_network(&env, &request)
+            .plan_reset_network(&env, &request)
+            .and_then(|planned| apply_network_plan(&env, &planned))
             .map_err(|e| e.to_string())
     });
     let mut result = match done {

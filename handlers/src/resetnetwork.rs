@@ -4,9 +4,11 @@
 //! The handler finds the network the host asks for ([`gather`]: the inline value when it is
 //! not empty, else XenStore `vm-data/networking/*` and `vm-data/hostname` through the channel's
 //! host data, else an OpenStack config drive that the backend finds and reads), parses it into
-//! the network model (`guestd_network_model`) and hands the model to `Backend::reset_network`,
-//! which renders and applies it for the OS. Success answers `"0"` with an empty message (as
-//! the reference agents); any failure answers `"500"` with the reason (nova accepts both).
+//! the network model (`guestd_network_model`) and asks `Backend::plan_reset_network` for the
+//! OS's plan (files, interface restarts, checks, rollback; nothing changed yet), which
+//! `guestd_core::apply_network_plan` carries out (rolling back on failure). Success answers
+//! `"0"` with an empty message (as the reference agents) or the plan's notice; any failure
+//! answers `"500"` with the reason (nova accepts both).
 //!
 //! The value is `""` (nova: use XenStore `vm-data`, else a config drive), `"nohostname"` (the
 //! same but keep the hostname), or an inline configuration: a JSON list of nova interface
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use guestd_core::{
     BackendError, Context, Env, Handler, HandlerError, HostData, HostDataError, NetworkRequest,
-    Reply,
+    Reply, apply_network_plan,
 };
 use guestd_network_model::nova::{self, Inline, VmData, XENSTORE_HOSTNAME, XENSTORE_NETWORKING};
 use guestd_network_model::{NetworkSpec, config_drive};
@@ -76,7 +78,8 @@ impl Handler for ResetNetworkHandler {
             spec: &spec,
             manager: self.config.manager.as_deref(),
         };
-        let done = ctx.env.backend.reset_network(ctx.env, &request)?;
+        let planned = ctx.env.backend.plan_reset_network(ctx.env, &request)?;
+        let done = apply_network_plan(ctx.env, &planned)?;
         info!(summary = %done.summary, "network reset");
         Ok(Reply::ok(done.notice))
     }
@@ -140,7 +143,8 @@ mod tests {
     use guestd_testkit::{FakeRunner, call, dispatcher, test_env};
     use std::sync::{Arc, Mutex};
 
-    /// Records what the handler passes on and answers as told.
+    /// Records what the handler passes on and plans as told: one file to write, one restart
+    /// command (the fake runner answers it), or an error.
     #[derive(Debug, Default)]
     struct Recorder {
         seen: Mutex<Vec<String>>,
@@ -152,11 +156,11 @@ mod tests {
         fn name(&self) -> &str {
             "recorder"
         }
-        fn reset_network(
+        fn plan_reset_network(
             &self,
             _env: &Env,
             r: &NetworkRequest<'_>,
-        ) -> Result<guestd_core::NetworkReset, BackendError> {
+        ) -> Result<guestd_core::NetworkPlan, BackendError> {
             let macs: Vec<String> = r
                 .spec
                 .interfaces
@@ -170,23 +174,49 @@ mod tests {
                 r.manager,
             ));
             if self.fail {
-                Err(BackendError::Invalid(
+                return Err(BackendError::Invalid(
                     "interface de:ad:be:ef:00:01 has no enabled IP addresses".into(),
-                ))
-            } else {
-                Ok(guestd_core::NetworkReset {
-                    summary: "eth0 via ifupdown".into(),
-                    notice: self.notice.clone(),
-                })
+                ));
             }
+            let mut planned = guestd_core::NetworkPlan::new("ifupdown", r.spec.source);
+            planned.interfaces = vec!["eth0".into()];
+            planned.plan.changes.push(guestd_core::FileChange::write(
+                "/etc/network/interfaces",
+                "auto eth0\n",
+                guestd_core::WriteOptions::mode(0o644),
+            ));
+            planned.plan.commands.push(
+                guestd_core::ProcessSpec::new("ifup")
+                    .arg("eth0")
+                    .effect(guestd_core::Effect::Network)
+                    .into(),
+            );
+            planned.notice = self.notice.clone();
+            Ok(planned)
         }
     }
 
     fn run(backend: Arc<Recorder>, config: NetworkConfig, value: Value) -> Reply {
         let dir = tempfile::tempdir().unwrap();
-        let env = test_env(
-            guestd_core::Root::sandbox(dir.path()).unwrap(),
+        run_in(
+            dir.path(),
             Arc::new(FakeRunner::new()),
+            backend,
+            config,
+            value,
+        )
+    }
+
+    fn run_in(
+        dir: &std::path::Path,
+        runner: Arc<FakeRunner>,
+        backend: Arc<Recorder>,
+        config: NetworkConfig,
+        value: Value,
+    ) -> Reply {
+        let env = test_env(
+            guestd_core::Root::sandbox(dir).unwrap(),
+            runner,
             Some(backend),
         );
         let d = dispatcher(
@@ -217,6 +247,47 @@ mod tests {
             backend.seen.lock().unwrap().as_slice(),
             ["inline [\"de:ad:be:ef:00:01\"] Some(\"web1\") Some(\"netplan\")"]
         );
+    }
+
+    /// The handler applies the backend's plan (the file is written, the restart runs) and,
+    /// when a step fails, puts the file back and answers with the reason.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test changes the sandbox tree by path
+    fn applies_the_plan_and_rolls_back_on_failure() {
+        let value = serde_json::json!([{"mac": "DE:AD:BE:EF:00:01", "ips": [{"ip": "10.0.0.5", "netmask": 24}]}]);
+        let dir = tempfile::tempdir().unwrap();
+        let runner = Arc::new(FakeRunner::new());
+        let reply = run_in(
+            dir.path(),
+            runner.clone(),
+            Arc::new(Recorder::default()),
+            NetworkConfig::default(),
+            value.clone(),
+        );
+        assert_eq!(
+            (reply.returncode.as_str(), reply.message.as_str()),
+            ("0", "")
+        );
+        let written = dir.path().join("etc/network/interfaces");
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), "auto eth0\n");
+        assert_eq!(runner.lines(), ["ifup eth0"]);
+
+        std::fs::write(&written, "auto lo\n").unwrap();
+        let runner = Arc::new(FakeRunner::new());
+        runner.respond("ifup", 1, "");
+        let reply = run_in(
+            dir.path(),
+            runner,
+            Arc::new(Recorder::default()),
+            NetworkConfig::default(),
+            value,
+        );
+        assert_eq!(reply.returncode, "500");
+        assert_eq!(
+            reply.message,
+            "network configuration failed ('ifup' failed with exit status 1); the previous configuration was restored"
+        );
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), "auto lo\n");
     }
 
     /// Bad host data is refused by name before the backend sees anything.

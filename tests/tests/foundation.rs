@@ -250,3 +250,43 @@ fn check_config_shows_the_os_and_its_service_manager() {
     std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
     assert!(check(root).contains("\n# os: debian (service manager: systemd)\n"));
 }
+
+/// `--check-config` shows the network tool `resetnetwork` would plan for: the detected one
+/// (the same detection a request goes through), or the configured one.
+#[test]
+fn check_config_shows_the_network_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let check = |config: &str| {
+        let out = std::process::Command::new(guestd_tests::bin::path("guestd"))
+            .args(["--config", config, "--check-config", "--root"])
+            .arg(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line = |text: String| {
+        text.lines()
+            .find(|l| l.starts_with("# network tool"))
+            .unwrap_or_else(|| panic!("no network tool line in\n{text}"))
+            .to_string()
+    };
+    assert_eq!(
+        line(check("/dev/null")),
+        "# network tool (resetnetwork): none found (set [network] manager)"
+    );
+    std::fs::create_dir_all(root.join("etc/netplan")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=ubuntu\nID_LIKE=debian\n").unwrap();
+    std::fs::write(root.join("etc/netplan/50-cloud-init.yaml"), "network: {}\n").unwrap();
+    assert_eq!(
+        line(check("/dev/null")),
+        "# network tool (resetnetwork): netplan (detected)"
+    );
+    let config = dir.path().join("guestd.toml");
+    std::fs::write(&config, "[network]\nmanager = \"ifupdown\"\n").unwrap();
+    assert_eq!(
+        line(check(config.to_str().unwrap())),
+        "# network tool (resetnetwork): ifupdown ([network] manager)"
+    );
+}

@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::alternatives::Alternative;
 use crate::configure::{ResourceContext, ResourcePlan, ResourceSpec};
+use crate::network_plan::NetworkPlan;
 use crate::plan::{ApplyError, ApplyOptions, Plan};
 use crate::root::{Root, RootError};
 use crate::runner::{ProcessError, ProcessRunner};
@@ -271,15 +272,16 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Ok(None)
     }
 
-    /// `resetnetwork`: write `request.spec` for the network manager in use (matching its
-    /// interfaces to this guest's devices by MAC), restart the affected interfaces and check
-    /// they came up; on failure put everything back. Returns what was done (a summary for the
-    /// log, a notice for the host).
-    fn reset_network(
+    /// `resetnetwork` (and XenCenter's static IP setting): the plan that writes `request.spec`
+    /// for the network tool in use (its interfaces matched to this guest's devices by MAC),
+    /// restarts the affected interfaces, checks they came up, and says how to put everything
+    /// back. Nothing is changed here but lookups (devices, the tool in use, the current files,
+    /// read-only checks); [`crate::network_plan::apply_network_plan`] carries the plan out.
+    fn plan_reset_network(
         &self,
         env: &Env,
         request: &NetworkRequest<'_>,
-    ) -> Result<NetworkReset, BackendError> {
+    ) -> Result<NetworkPlan, BackendError> {
         let _ = (env, request);
         Err(BackendError::Unsupported("resetnetwork".into()))
     }
@@ -337,7 +339,7 @@ pub enum SuspendMode {
     Hybrid,
 }
 
-/// What a successful `resetnetwork` did.
+/// What a successful `resetnetwork` did ([`crate::network_plan::apply_network_plan`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkReset {
     /// One line for the log.

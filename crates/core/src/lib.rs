@@ -17,8 +17,10 @@
 //!   `guest-exec`).
 //! - [`effect`]: what each command reaches beyond the files ([`Effect`]), and the
 //!   [`SandboxRunner`] that keeps those effects off the machine under `--root`.
-//! - [`backend`]: the [`Backend`] trait (OS-specific capabilities) and [`HostData`]
-//!   (host-provided data such as XenStore `vm-data/`); [`configure`]: the resources of a
+//! - [`backend`]: the [`Backend`] trait (OS-specific capabilities, each planning what it
+//!   changes) and [`HostData`] (host-provided data such as XenStore `vm-data/`);
+//!   [`network_plan`]: `resetnetwork`'s [`NetworkPlan`] and [`apply_network_plan`], the one
+//!   place it is carried out; [`configure`]: the resources of a
 //!   `configure` document and the validators for every value a host may name in one.
 //!
 //! Adding a command: implement [`Handler`] in the `handlers` crate (its [`Dialect`] says which
@@ -34,6 +36,7 @@ pub mod dispatch;
 pub mod effect;
 pub mod file_lock;
 pub mod framing;
+pub mod network_plan;
 pub mod plan;
 pub mod process;
 pub mod qga;
@@ -55,6 +58,9 @@ pub use dispatch::{
     FreezeFlag, Handler, HandlerError, Lifecycle,
 };
 pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
+pub use network_plan::{
+    ComputerName, ComputerNameChange, NetworkPlan, OnFailure, apply_network_plan,
+};
 pub use plan::{
     Applied, ApplyError, ApplyOptions, BACKUP_DIR, Expect, FileChange, FileCheck, Journal,
     NativeAction, NativeStep, Plan, PlannedProcess, Step, apply, apply_journaled,

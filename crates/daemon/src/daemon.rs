@@ -148,6 +148,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         return check_config(
             &config,
             &files,
+            &env.root,
             &backend,
             &dispatcher,
             &specs_for(&cli, &config)?,
@@ -385,10 +386,27 @@ fn xen_metrics_path(
     })
 }
 
+/// The network tool `resetnetwork` plans for (the part of its plan that needs no host data):
+/// `[network] manager`, or the one detected under `root`.
+fn network_tool(config: &config::Config, root: &Root, backend: &OsBackend) -> String {
+    use guestd_distro::network::NetworkTool;
+    match &config.network.manager {
+        Some(name) => match NetworkTool::from_name(name) {
+            Ok(tool) => format!("{tool} ([network] manager)"),
+            Err(e) => format!("invalid [network] manager: {e}"),
+        },
+        None => match NetworkTool::detect(root, backend.family()) {
+            Ok(tool) => format!("{tool} (detected)"),
+            Err(_) => "none found (set [network] manager)".to_string(),
+        },
+    }
+}
+
 /// `--check-config`: what guestd would do, without doing it.
 fn check_config(
     config: &config::Config,
     files: &[std::path::PathBuf],
+    root: &Root,
     backend: &OsBackend,
     dispatcher: &guestd_core::Dispatcher,
     specs: &[ChannelSpec],
@@ -430,6 +448,10 @@ fn check_config(
                 config.configure.scripts_dir
             )
         }
+    );
+    println!(
+        "# network tool (resetnetwork): {}",
+        network_tool(config, root, backend)
     );
     println!(
         "# commands enabled: {}",

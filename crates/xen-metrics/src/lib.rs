@@ -7,7 +7,8 @@
 //!   publication, `data/updated` last; refusals logged once;
 //! - [`agent`]: when to publish — platform events, XenStore watches on the domain's identity
 //!   (resume and migration), the connection coming back, the memory timer — and XenCenter's
-//!   static IP requests ([`static_ip`]), applied through resetnetwork's backend;
+//!   static IP requests ([`static_ip`]), planned by resetnetwork's backend and applied by
+//!   `guestd_core::apply_network_plan`, as `resetnetwork` is;
 //! - [`facts`]: the platform-neutral facts and the [`facts::Platform`] trait, implemented in
 //!   [`platform`] for Linux (rtnetlink, sysfs, procfs), FreeBSD and Windows.
 //!

@@ -10,9 +10,10 @@
 //! Every value is the host's, so hostile: each is checked (a decimal vif id, a MAC, `0`/`1`,
 //! an address with its prefix length, a gateway of the same family inside that network)
 //! before anything is built, and the network model handed to resetnetwork's backend is made
-//! of the parsed values, never of the host's text. The backend renders it for the network
-//! manager in use, restarts only that interface, checks the address came up, and puts the
-//! previous configuration back if anything fails.
+//! of the parsed values, never of the host's text. It goes the way `resetnetwork` goes: the
+//! backend plans it for the network manager in use (`Backend::plan_reset_network`: restart only
+//! that interface, check the address came up) and `guestd_core::apply_network_plan` carries
+//! the plan out, putting the previous configuration back if anything fails.
 //!
 //! Error codes: `1` the request is invalid (nothing changed), `2` applying it failed (the
 //! previous configuration was restored), `3` not supported (returning to automatic
@@ -20,7 +21,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use guestd_core::{BackendError, Env, NetworkRequest};
+use guestd_core::{BackendError, Env, NetworkRequest, apply_network_plan};
 use guestd_network_model::{InterfaceSpec, IpNet, Mac, NetworkSpec};
 
 use crate::facts::parse_mac;
@@ -288,7 +289,11 @@ pub fn apply(env: &Env, manager: Option<&str>, raw: &RawRequest) -> Answer {
         spec: &spec,
         manager,
     };
-    match env.backend.reset_network(env, &request) {
+    let done = env
+        .backend
+        .plan_reset_network(env, &request)
+        .and_then(|planned| apply_network_plan(env, &planned));
+    match done {
         Ok(_) => Answer::ok(),
         Err(BackendError::Invalid(m)) => Answer::new(1, m),
         Err(BackendError::Unsupported(what)) => {

@@ -7,13 +7,13 @@
 //! name from it (the first 15 characters, upper-cased), which is logged when it truncates.
 //! Nothing is set when the name waiting for the next boot already is the requested one.
 //!
-//! [`ComputerName`] is the capability: [`SystemComputerName`] is the real one (Windows only),
-//! tests give the backend a recording fake.
+//! [`plan`] decides (reading only the pending name); `guestd_core::apply_network_plan` sets it.
+//! [`ComputerName`] (core's) is the capability: [`SystemComputerName`] is the real one
+//! (Windows only), tests give the backend a [`RecordingComputerName`].
 
-use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use guestd_core::BackendError;
+use guestd_core::{BackendError, ComputerNameChange};
 use tracing::info;
 
 use super::model::{Hostname, NetworkError, invalid};
@@ -21,15 +21,7 @@ use super::model::{Hostname, NetworkError, invalid};
 /// Windows' limit for the NetBIOS computer name.
 pub const NETBIOS_MAX: usize = 15;
 
-/// Reading and setting the computer's DNS host name.
-pub trait ComputerName: Send + Sync + fmt::Debug {
-    /// The DNS host name the machine has after its next boot: a rename waiting for a reboot,
-    /// else the current name.
-    fn pending(&self) -> Result<String, BackendError>;
-
-    /// Set the DNS host name (and the NetBIOS name Windows derives from it) for the next boot.
-    fn set(&self, label: &str) -> Result<(), BackendError>;
-}
+pub use guestd_core::ComputerName;
 
 /// The computer's own name through kernel32 (Windows); elsewhere every call is unsupported.
 #[derive(Debug, Default, Clone, Copy)]
@@ -71,9 +63,14 @@ pub fn host_label(name: &Hostname) -> Result<&str, NetworkError> {
     Ok(label)
 }
 
-/// Set the computer name for `name` unless it is already waiting for the next boot. Returns
-/// the notice for the host (the name takes effect after a reboot).
-pub fn apply(names: &dyn ComputerName, name: &Hostname) -> Result<String, BackendError> {
+/// What the plan does about the computer name for `name`: the change to make (none when the
+/// name waiting for the next boot already is the requested one) and the notice for the host
+/// (the name takes effect after a reboot). Only the pending name is read here; the change is
+/// made by `guestd_core::apply_network_plan` once the network is configured.
+pub fn plan(
+    names: &Arc<dyn ComputerName>,
+    name: &Hostname,
+) -> Result<(Option<ComputerNameChange>, String), BackendError> {
     let label = host_label(name).map_err(|e| BackendError::Invalid(e.to_string()))?;
     if name.as_str() != label {
         info!(
@@ -88,8 +85,9 @@ pub fn apply(names: &dyn ComputerName, name: &Hostname) -> Result<String, Backen
             hostname = label,
             "computer name already set; it takes effect after a reboot (guestd does not reboot)"
         );
-        return Ok(format!(
-            "hostname '{label}' is already set; it takes effect after a reboot"
+        return Ok((
+            None,
+            format!("hostname '{label}' is already set; it takes effect after a reboot"),
         ));
     }
     if label.len() > NETBIOS_MAX {
@@ -99,14 +97,14 @@ pub fn apply(names: &dyn ComputerName, name: &Hostname) -> Result<String, Backen
             "the NetBIOS name is the first {NETBIOS_MAX} characters of the host name"
         );
     }
-    names.set(label)?;
-    info!(
-        hostname = label,
-        previous = %pending,
-        "computer name set; it takes effect after a reboot (guestd does not reboot)"
-    );
-    Ok(format!(
-        "hostname set to '{label}'; it takes effect after a reboot"
+    let change = ComputerNameChange {
+        label: label.to_string(),
+        previous: pending,
+        names: Arc::clone(names),
+    };
+    Ok((
+        Some(change),
+        format!("hostname set to '{label}'; it takes effect after a reboot"),
     ))
 }
 
@@ -238,17 +236,37 @@ mod tests {
         Hostname::parse(s).unwrap()
     }
 
+    /// Plans as the backend does, then sets as `apply_network_plan` does.
+    fn plan_and_set(r: &Arc<RecordingComputerName>, host: &str) -> Result<String, BackendError> {
+        let names: Arc<dyn ComputerName> = r.clone();
+        let (change, notice) = plan(&names, &name(host))?;
+        if let Some(change) = change {
+            change.names.set(&change.label)?;
+        }
+        Ok(notice)
+    }
+
     #[test]
     fn sets_the_host_label_and_says_a_reboot_is_needed() {
-        let r = RecordingComputerName::with_pending("WIN-OLD");
-        let notice = apply(&r, &name("web-01.example.com")).unwrap();
+        let r = Arc::new(RecordingComputerName::with_pending("WIN-OLD"));
+        let names: Arc<dyn ComputerName> = r.clone();
+        // Planning sets nothing.
+        let (change, _) = plan(&names, &name("web-01.example.com")).unwrap();
+        let change = change.unwrap();
+        assert_eq!(
+            (change.label.as_str(), change.previous.as_str()),
+            ("web-01", "WIN-OLD")
+        );
+        assert!(r.names_set().is_empty());
+        let notice = plan_and_set(&r, "web-01.example.com").unwrap();
         assert_eq!(
             notice,
             "hostname set to 'web-01'; it takes effect after a reboot"
         );
         assert_eq!(r.names_set(), ["web-01"]);
-        // The same name again: nothing set, still pending a reboot.
-        let notice = apply(&r, &name("web-01")).unwrap();
+        // The same name again: nothing to set, still pending a reboot.
+        let (change, notice) = plan(&names, &name("web-01")).unwrap();
+        assert!(change.is_none());
         assert_eq!(
             notice,
             "hostname 'web-01' is already set; it takes effect after a reboot"
@@ -259,15 +277,15 @@ mod tests {
     #[test]
     fn long_names_are_set_whole() {
         // Windows derives the 15-character NetBIOS name itself; the DNS label is set whole.
-        let r = RecordingComputerName::default();
-        apply(&r, &name("a-very-long-host-name-01")).unwrap();
+        let r = Arc::new(RecordingComputerName::default());
+        plan_and_set(&r, "a-very-long-host-name-01").unwrap();
         assert_eq!(r.names_set(), ["a-very-long-host-name-01"]);
     }
 
     #[test]
     fn windows_refuses_all_digit_names() {
-        let r = RecordingComputerName::default();
-        let err = apply(&r, &name("12345")).unwrap_err().to_string();
+        let r = Arc::new(RecordingComputerName::default());
+        let err = plan_and_set(&r, "12345").unwrap_err().to_string();
         assert_eq!(
             err,
             "hostname '12345' is not valid on Windows: it is all digits"

@@ -1,12 +1,15 @@
 //! `resetnetwork` on this OS: the network model (`guestd_network_model`, re-exported as
-//! [`model`]) rendered for the network manager in use, and applied with rollback. The host's
-//! formats are parsed into the model before it gets here (by the handler); what is OS work
-//! about a source stays here: finding and mounting a config drive ([`configdrive`]).
+//! [`model`]) rendered for the network manager in use, as a plan. The host's formats are
+//! parsed into the model before it gets here (by the handler); what is OS work about a source
+//! stays here: finding and mounting a config drive ([`configdrive`]).
 //!
-//! Flow ([`reset_network`]): match MACs to devices ([`devices`]) → detect the [`NetworkTool`] (or
-//! take the configured one) → [`plan`] (render, hostname, resolv.conf) → `guestd_core::apply`
-//! (backups, atomic writes, restart of the affected interfaces, checks; on failure the files
-//! are restored and the interfaces restarted with the old configuration).
+//! Flow ([`plan_reset_network`]): match MACs to devices ([`devices`]) → detect the
+//! [`NetworkTool`] (or take the configured one) → [`plan`] (render, hostname, resolv.conf; on
+//! Windows the computer name, [`computer_name`]) → a `guestd_core::NetworkPlan`. Nothing is changed here:
+//! the caller (the `resetnetwork` handler, xen-metrics' static IP setting) hands the plan to
+//! `guestd_core::apply_network_plan` (backups, atomic writes, restart of the affected
+//! interfaces, checks; on failure the files are restored and the interfaces restarted with
+//! the old configuration).
 //!
 //! The network is restarted only when its files change, or when they are already right but
 //! an address is missing (the checks fail before anything is done): a hostname change alone
@@ -23,12 +26,14 @@ pub mod render;
 
 pub use guestd_network_model as model;
 
+use std::sync::Arc;
+
 use guestd_core::{
-    ApplyError, ApplyOptions, BackendError, Env, FileChange, NetworkRequest, NetworkReset, Plan,
-    PlannedProcess, ProcessRunner, Root,
+    BackendError, Env, FileChange, NetworkPlan, NetworkRequest, OnFailure, Plan, PlannedProcess,
+    ProcessRunner, Root,
 };
 use guestd_network_model::config_drive::ConfigDriveFiles;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use computer_name::{ComputerName, SystemComputerName};
 pub use manager::NetworkTool;
@@ -56,8 +61,6 @@ pub fn read_config_drive(
 /// Where resetnetwork (like every plan) keeps the previous versions of the files it replaces;
 /// see [`guestd_core::plan::BACKUP_DIR`].
 pub use guestd_core::BACKUP_DIR;
-/// Backups kept per file.
-const KEEP_BACKUPS: usize = 3;
 
 /// Whether applying `change` would alter the guest's files.
 fn differs(root: &Root, change: &FileChange) -> bool {
@@ -172,14 +175,17 @@ pub fn plan(
     Ok(out)
 }
 
-/// The whole command: match, detect, plan, apply; on Windows then the computer name through
-/// `names`. Returns a summary for the log and the notice for the host.
-pub fn reset_network(
+/// `resetnetwork`'s plan for this guest: match the host's interfaces to devices, detect the
+/// manager (or take the configured one), [`plan`] the files and commands, and on Windows the
+/// computer name through `names`. Only lookups run here (device discovery, reading the current
+/// files, read-only checks, the pending computer name); `guestd_core::apply_network_plan`
+/// carries the result out.
+pub fn plan_reset_network(
     env: &Env,
     request: &NetworkRequest<'_>,
     family: OsFamily,
-    names: &dyn ComputerName,
-) -> Result<NetworkReset, BackendError> {
+    names: &Arc<dyn ComputerName>,
+) -> Result<NetworkPlan, BackendError> {
     let fail = BackendError::from;
     let spec = request.spec;
     let manager = match request.manager {
@@ -195,76 +201,16 @@ pub fn reset_network(
         let found = devices::discover(family, &env.root, env.runner.as_ref()).map_err(fail)?;
         devices::resolve(spec, &found).map_err(fail)?
     };
-    let interfaces: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
-    info!(source = spec.source, %manager, interfaces = ?interfaces, hostname = ?net.hostname.as_ref().map(Hostname::as_str), "resetnetwork");
-    let plan = plan(&env.root, env.runner.as_ref(), family, manager, &net).map_err(fail)?;
-    let options = ApplyOptions {
-        keep_backups: KEEP_BACKUPS,
-    };
-    match guestd_core::apply(&plan, &env.root, env.runner.as_ref(), options) {
-        Ok(applied) => {
-            let changed: Vec<&String> = applied
-                .changed
-                .iter()
-                .filter(|p| !p.starts_with(BACKUP_DIR))
-                .collect();
-            let mut done = NetworkReset::from(format!(
-                "{} via {manager} from {}: changed {changed:?}",
-                if interfaces.is_empty() {
-                    "hostname".to_string()
-                } else {
-                    interfaces.join(",")
-                },
-                spec.source,
-            ));
-            if let (NetworkTool::Windows, Some(name)) = (manager, &net.hostname) {
-                done.notice = computer_name::apply(names, name).map_err(|e| {
-                    warn!(error = %e, "setting the computer name failed");
-                    let what = if interfaces.is_empty() {
-                        String::new()
-                    } else {
-                        "the network is configured, but ".to_string()
-                    };
-                    BackendError::Failed(format!("{what}setting the computer name failed: {e}"))
-                })?;
-                done.summary = format!("{}; {}", done.summary, done.notice);
-            }
-            // Under a --root sandbox the restart and hostname commands may not have run: the
-            // files are written, the host is told what did not happen.
-            if let Some(not_run) = applied.not_run_message() {
-                done.notice = if done.notice.is_empty() {
-                    not_run
-                } else {
-                    format!("{}; {not_run}", done.notice)
-                };
-            }
-            Ok(done)
-        }
-        Err(e) => {
-            let restored = e.restored();
-            warn!(error = %e, restored, "resetnetwork failed");
-            let what = match &e {
-                ApplyError::Unexpected { program, .. }
-                    if program == "ip" || program == "ifconfig" || program == "powershell" =>
-                {
-                    "the interfaces did not come up with their addresses".to_string()
-                }
-                other => other.to_string(),
-            };
-            if manager == NetworkTool::Windows {
-                return Err(BackendError::Failed(format!(
-                    "network configuration failed ({what}); the adapters were returned to DHCP"
-                )));
-            }
-            Err(BackendError::Failed(if restored {
-                format!(
-                    "network configuration failed ({what}); the previous configuration was restored"
-                )
-            } else {
-                format!(
-                    "network configuration failed ({what}); restoring the previous files also failed, see the log"
-                )
-            }))
+    let mut planned = NetworkPlan::new(manager.name(), spec.source);
+    planned.interfaces = net.interfaces.iter().map(|i| i.name.clone()).collect();
+    info!(source = spec.source, %manager, interfaces = ?planned.interfaces, hostname = ?net.hostname.as_ref().map(Hostname::as_str), "resetnetwork");
+    planned.plan = plan(&env.root, env.runner.as_ref(), family, manager, &net).map_err(fail)?;
+    if manager == NetworkTool::Windows {
+        // netsh keeps no files to put back: a failed plan's rollback returns to DHCP.
+        planned.on_failure = OnFailure::Dhcp;
+        if let Some(name) = &net.hostname {
+            (planned.computer_name, planned.notice) = computer_name::plan(names, name)?;
         }
     }
+    Ok(planned)
 }

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use guestd_core::{Env, NetworkRequest, Root};
+use guestd_core::{Env, NetworkRequest, Root, apply_network_plan};
 use guestd_distro::{OsBackend, OsFamily};
 use guestd_network_model::nova::{Inline, parse_inline};
 use guestd_testkit::FakeRunner;
@@ -57,7 +57,8 @@ fn main() {
             manager: Some("ifupdown"),
         };
         env.backend
-            .reset_network(&env, &request)
+            .plan_reset_network(&env, &request)
+            .and_then(|planned| apply_network_plan(&env, &planned))
             .unwrap_or_else(|e| panic!("applying {which}: {e}"));
         writeln!(out, "applied {}", n + 1).expect("stdout");
         out.flush().expect("stdout");

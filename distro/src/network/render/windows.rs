@@ -2,8 +2,9 @@
 //! with the gateway), IPv6 addresses and default route after removing the manual ones, static
 //! routes, DNS servers. Checks: `Get-NetIPAddress` finds each address. Rollback can only
 //! return the adapter to DHCP: netsh has no file to restore. The hostname is no command here:
-//! `reset_network` sets it with `SetComputerNameExW` once the adapters are configured
-//! (`network::computer_name`).
+//! the plan carries it as a computer name change (`network::computer_name`), which
+//! `guestd_core::apply_network_plan` makes with `SetComputerNameExW` once the adapters are
+//! configured.
 //!
 //! Host text: no shell is involved (each netsh argument is its own argv element); the adapter
 //! name is checked first (`check`: no control character and none of `"\/:*?<>|`, which Windows
