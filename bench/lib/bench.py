@@ -192,13 +192,19 @@ def table(results):
            for name, r in (("guestd", g), ("qemu-ga", q)) if "clients_200" in r]
     if per:
         lines.append("  " + "; ".join(per))
+    grow = [f"{name}: anon {r['growth_after_1m_kib']['anon']:+} KiB, file "
+            f"{r['growth_after_1m_kib']['file']:+} KiB"
+            for name, r in (("guestd", g), ("qemu-ga", q)) if "growth_after_1m_kib" in r]
+    if grow:
+        lines.append("  growth after 1M requests: " + "; ".join(grow))
     return "\n".join(lines)
 
 
 def memory(pid):
     """RSS, PSS and USS of pid now, in KiB."""
     st = procstat.status(pid)
-    return {"rss_kib": st["VmRSS"], "pss_kib": st.get("Pss"), "uss_kib": st.get("Uss")}
+    return {"rss_kib": st["VmRSS"], "pss_kib": st.get("Pss"), "uss_kib": st.get("Uss"),
+            "anon_kib": st.get("RssAnon"), "file_kib": st.get("RssFile")}
 
 
 def main():
@@ -291,6 +297,13 @@ def main():
             c.close()
             res[key]["rss_after_1m_kib"] = after["rss_kib"]
             res[key]["pss_after_1m_kib"] = after["pss_kib"]
+            # Growth split: anonymous memory (heap, buffers: a leak or a cache) and file pages
+            # (code the later requests ran, mapped on first use: not a leak).
+            idle_st = res[key]["idle_status"]
+            res[key]["growth_after_1m_kib"] = {
+                "anon": after["anon_kib"] - idle_st["RssAnon"],
+                "file": after["file_kib"] - idle_st["RssFile"],
+            }
             res[key]["requests"] = (n_seq + n_pipe + 500) * rounds + MILLION
             res[key]["cpu_ms_total"] = procstat.cpu_ms(procs[key].pid)
 
