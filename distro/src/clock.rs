@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use guestd_core::plan::Expect;
-use guestd_core::{BackendError, Command, Effect, Plan, PlannedCommand, Root};
+use guestd_core::{BackendError, Effect, Plan, PlannedProcess, ProcessSpec, Root};
 
 use crate::OsFamily;
 
@@ -37,13 +37,13 @@ pub fn plan_set_clock(
             "this guest has no hardware clock (RTC)".into(),
         ));
     }
-    let command = |c: Command| PlannedCommand {
+    let command = |c: ProcessSpec| PlannedProcess {
         command: c.effect(Effect::Clock).timeout(TIMEOUT),
         expect: Expect::Success,
     };
     let commands = match time_ns {
         Some(ns) => vec![
-            command(Command::new("date").args([
+            command(ProcessSpec::new("date").args([
                 "-u".to_string(),
                 "-s".to_string(),
                 format!(
@@ -52,9 +52,9 @@ pub fn plan_set_clock(
                     ns.rem_euclid(1_000_000_000)
                 ),
             ])),
-            command(Command::new(HWCLOCK).arg("-w")),
+            command(ProcessSpec::new(HWCLOCK).arg("-w")),
         ],
-        None => vec![command(Command::new(HWCLOCK).arg("-s"))],
+        None => vec![command(ProcessSpec::new(HWCLOCK).arg("-s"))],
     };
     Ok(Plan {
         commands,

@@ -6,8 +6,8 @@
 //! wrapper must pass it to `rhnreg_ks` as `--activationkey`, where it is visible in
 //! `/proc/<pid>/cmdline` to local users for the few seconds `rhnreg_ks` runs.
 
-use guestd_core::plan::{FileChange, Plan, PlannedCommand};
-use guestd_core::{BackendError, Command, Effect, Root, WriteOptions};
+use guestd_core::plan::{FileChange, Plan, PlannedProcess};
+use guestd_core::{BackendError, Effect, ProcessSpec, Root, WriteOptions};
 use zeroize::Zeroizing;
 
 /// RHN client configuration rewritten with the requested servers.
@@ -51,8 +51,8 @@ pub fn plan_rhn(
     );
     let mut stdin = Zeroizing::new(activation_key.as_bytes().to_vec());
     stdin.push(b'\n');
-    plan.commands.push(PlannedCommand::from(
-        Command::new("/bin/sh")
+    plan.commands.push(PlannedProcess::from(
+        ProcessSpec::new("/bin/sh")
             .args(["-c", &script, "guestd-kmsactivate", profile])
             .stdin(stdin)
             .timeout(std::time::Duration::from_secs(300))
@@ -113,8 +113,8 @@ pub fn plan_windows(system_root: &str, server: &str) -> Result<Plan, BackendErro
         system_root.trim_end_matches('\\')
     );
     let cscript = |args: &[&str]| {
-        PlannedCommand::from(
-            Command::new("cscript.exe")
+        PlannedProcess::from(
+            ProcessSpec::new("cscript.exe")
                 .args(["//nologo", slmgr.as_str()])
                 .args(args.iter().copied())
                 .timeout(std::time::Duration::from_secs(300))
@@ -220,7 +220,7 @@ mod tests {
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         cmd.args[1] = cmd.args[1].replace(RHNREG_KS, fake.to_str().unwrap());
-        let out = guestd_core::CommandRunner::run(&guestd_core::SystemRunner, &cmd).unwrap();
+        let out = guestd_core::ProcessRunner::run(&guestd_core::SystemRunner, &cmd).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "[--activationkey]\n[1-k e y]\n[--profilename]\n[my profile]\n[--force]\n"

@@ -3,7 +3,7 @@
 //! [`family`] detects the OS family from the guest's files (through `Root`, so a sandbox tree
 //! is detected like a real system), [`service`] its service manager and whether it runs for
 //! the root; all once, at start-up
-//! ([`SystemBackend::detect`]). [`SystemBackend`] is the one `Backend` the daemon uses; its
+//! ([`OsBackend::detect`]). [`OsBackend`] is the one `Backend` the daemon uses; its
 //! capabilities dispatch on the family. Planners are pure functions over `Root` that return a
 //! `guestd_core::Plan`, so the Windows and FreeBSD ones are tested on Linux too.
 //!
@@ -46,7 +46,7 @@ pub use service::ServiceManager;
 
 /// The backend for the guest guestd runs in (or the sandbox it was pointed at).
 #[derive(Debug, Clone)]
-pub struct SystemBackend {
+pub struct OsBackend {
     family: OsFamily,
     service_manager: Option<ServiceManager>,
     /// The service manager runs for the root (see [`ServiceManager::runs_for`]).
@@ -55,7 +55,7 @@ pub struct SystemBackend {
     computer_name: Arc<dyn network::ComputerName>,
 }
 
-impl SystemBackend {
+impl OsBackend {
     /// A backend for `family` with no service manager (see [`Self::detect`], and
     /// [`Self::with_service_manager`] in tests).
     pub fn new(family: OsFamily) -> Self {
@@ -103,7 +103,7 @@ impl SystemBackend {
     }
 }
 
-impl Backend for SystemBackend {
+impl Backend for OsBackend {
     fn name(&self) -> &str {
         self.family.name()
     }

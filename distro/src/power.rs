@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use guestd_core::{Command, Effect, Plan, PowerOff};
+use guestd_core::{Effect, Plan, PowerOff, ProcessSpec};
 
 use crate::OsFamily;
 
@@ -22,7 +22,7 @@ pub fn plan_shutdown(family: OsFamily, mode: PowerOff) -> Plan {
                 PowerOff::PowerDown | PowerOff::Halt => "/s",
                 PowerOff::Reboot => "/r",
             };
-            Command::new("shutdown.exe").args([flag, "/t", "0", "/c", MESSAGE])
+            ProcessSpec::new("shutdown.exe").args([flag, "/t", "0", "/c", MESSAGE])
         }
         OsFamily::FreeBsd => {
             let flag = match mode {
@@ -30,7 +30,7 @@ pub fn plan_shutdown(family: OsFamily, mode: PowerOff) -> Plan {
                 PowerOff::Halt => "-h",
                 PowerOff::Reboot => "-r",
             };
-            Command::new("shutdown").args([flag, "+0", MESSAGE])
+            ProcessSpec::new("shutdown").args([flag, "+0", MESSAGE])
         }
         _ => {
             let flag = match mode {
@@ -38,7 +38,7 @@ pub fn plan_shutdown(family: OsFamily, mode: PowerOff) -> Plan {
                 PowerOff::Halt => "-H",
                 PowerOff::Reboot => "-r",
             };
-            Command::new("shutdown").args([flag, "+0", MESSAGE])
+            ProcessSpec::new("shutdown").args([flag, "+0", MESSAGE])
         }
     };
     Plan {

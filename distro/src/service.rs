@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use guestd_core::plan::Expect;
-use guestd_core::{BackendError, Command, Effect, Plan, PlannedCommand, Root};
+use guestd_core::{BackendError, Effect, Plan, PlannedProcess, ProcessSpec, Root};
 
 use crate::OsFamily;
 
@@ -26,7 +26,7 @@ pub fn plan_restart(
     let commands = commands
         .into_iter()
         .enumerate()
-        .map(|(i, command)| PlannedCommand {
+        .map(|(i, command)| PlannedProcess {
             command,
             expect: if i == last {
                 Expect::Success
@@ -127,7 +127,7 @@ impl ServiceManager {
         self,
         root: &Root,
         service: &str,
-    ) -> Result<Vec<Command>, BackendError> {
+    ) -> Result<Vec<ProcessSpec>, BackendError> {
         if self == Self::SysV && !root.exists(format!("/etc/init.d/{service}")) {
             return Err(BackendError::Failed(format!(
                 "SysV init has no script /etc/init.d/{service}"
@@ -136,9 +136,9 @@ impl ServiceManager {
         Ok(self.restart_commands_unchecked(service))
     }
 
-    fn restart_commands_unchecked(self, service: &str) -> Vec<Command> {
+    fn restart_commands_unchecked(self, service: &str) -> Vec<ProcessSpec> {
         let cmd = |prog: &str, args: &[&str]| {
-            Command::new(prog)
+            ProcessSpec::new(prog)
                 .args(args.iter().copied())
                 .timeout(RESTART_TIMEOUT)
                 .effect(Effect::Service)
@@ -159,9 +159,9 @@ impl ServiceManager {
     /// A command that starts `watchdog` (program + args) detached from guestd's service, so
     /// that restarting the service does not kill it, and returns at once. Its output goes to
     /// the journal (systemd) or to `log`.
-    pub fn launch_command(self, watchdog: &[String], log: &str) -> Command {
+    pub fn launch_command(self, watchdog: &[String], log: &str) -> ProcessSpec {
         match self {
-            Self::Systemd => Command::new("systemd-run")
+            Self::Systemd => ProcessSpec::new("systemd-run")
                 .args([
                     "--unit",
                     &format!("guestd-update-watchdog-{}", std::process::id()),
@@ -171,7 +171,7 @@ impl ServiceManager {
                     "--quiet",
                 ])
                 .args(watchdog.iter().cloned()),
-            Self::OpenRc | Self::SysV => Command::new("/bin/sh")
+            Self::OpenRc | Self::SysV => ProcessSpec::new("/bin/sh")
                 .args([
                     "-c",
                     "log=$1; shift; exec setsid -f \"$@\" </dev/null >>\"$log\" 2>&1",
@@ -179,10 +179,10 @@ impl ServiceManager {
                     log,
                 ])
                 .args(watchdog.iter().cloned()),
-            Self::RcD => Command::new("daemon")
+            Self::RcD => ProcessSpec::new("daemon")
                 .args(["-f", "-o", log])
                 .args(watchdog.iter().cloned()),
-            Self::Scm => Command::new("cmd.exe")
+            Self::Scm => ProcessSpec::new("cmd.exe")
                 .args(["/d", "/c", "start", "guestd update watchdog", "/b"])
                 .args(watchdog.iter().cloned()),
         }
@@ -247,7 +247,7 @@ mod tests {
         let root = Root::sandbox(d.path()).unwrap();
         let lines = |m: ServiceManager| {
             m.restart_commands(&root, "guestd")
-                .map(|c| c.iter().map(Command::command_line).collect::<Vec<_>>())
+                .map(|c| c.iter().map(ProcessSpec::command_line).collect::<Vec<_>>())
                 .map_err(|e| e.to_string())
         };
         assert_eq!(
@@ -336,7 +336,7 @@ mod tests {
         ];
         let cmd = ServiceManager::SysV.launch_command(&w, log.to_str().unwrap());
         let started = std::time::Instant::now();
-        let out = guestd_core::CommandRunner::run(&guestd_core::SystemRunner, &cmd).unwrap();
+        let out = guestd_core::ProcessRunner::run(&guestd_core::SystemRunner, &cmd).unwrap();
         assert!(out.success(), "{out:?}");
         assert!(!marker.exists(), "the launcher waited for the watchdog");
         for _ in 0..100 {

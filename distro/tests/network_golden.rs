@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use guestd_core::{Backend, Env, NetworkRequest, Output};
 use guestd_distro::network::computer_name::RecordingComputerName;
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_network_model::nova::{Inline, parse_inline};
 use guestd_testkit::golden;
 use serde_json::Value;
@@ -126,7 +126,7 @@ fn run_case(case: &Path) {
 
     // Windows: the computer name is a recording stand-in (the real one is kernel32's).
     let names = Arc::new(RecordingComputerName::with_pending("WIN-GOLDEN"));
-    let backend = Arc::new(SystemBackend::new(fam).with_computer_name(names.clone()));
+    let backend = Arc::new(OsBackend::new(fam).with_computer_name(names.clone()));
     let env = Env {
         root: run.root.clone(),
         runner: runner.clone(),
@@ -160,7 +160,7 @@ fn golden_dir() -> PathBuf {
 
 #[test]
 fn every_renderer_has_the_required_cases() {
-    for manager in guestd_distro::network::Manager::ALL {
+    for manager in guestd_distro::network::NetworkTool::ALL {
         let dir = golden_dir().join(manager.name());
         for case in ["one-interface", "rackspace", "hostname-only", "rollback"] {
             assert!(

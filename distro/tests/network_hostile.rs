@@ -31,7 +31,7 @@ use guestd_core::{FileChange, Root};
 use guestd_distro::OsFamily;
 use guestd_distro::network::configdrive::read_dir;
 use guestd_distro::network::render::escape;
-use guestd_distro::network::{Manager, plan};
+use guestd_distro::network::{NetworkTool, plan};
 use guestd_network_model::config_drive::{self, parse_network_data};
 use guestd_network_model::nova::parse_inline;
 use guestd_network_model::{Hostname, Interface, InterfaceSpec, IpNet, Mac, Network, Route};
@@ -308,21 +308,21 @@ fn config_drive_fields_are_typed_or_refused_by_name() {
 
 const PLAIN_LABEL: &str = "public";
 
-fn family_of(manager: Manager) -> Vec<OsFamily> {
+fn family_of(manager: NetworkTool) -> Vec<OsFamily> {
     match manager {
-        Manager::Netplan => vec![OsFamily::Debian],
-        Manager::NetworkManager | Manager::NetworkScripts => vec![OsFamily::RedHat],
-        Manager::Networkd => vec![OsFamily::Arch],
-        Manager::Ifupdown => vec![OsFamily::Debian, OsFamily::Alpine],
-        Manager::Wicked => vec![OsFamily::Suse],
-        Manager::Netifrc => vec![OsFamily::Gentoo],
-        Manager::FreeBsd => vec![OsFamily::FreeBsd],
-        Manager::Windows => vec![OsFamily::Windows],
+        NetworkTool::Netplan => vec![OsFamily::Debian],
+        NetworkTool::NetworkManager | NetworkTool::NetworkScripts => vec![OsFamily::RedHat],
+        NetworkTool::Networkd => vec![OsFamily::Arch],
+        NetworkTool::Ifupdown => vec![OsFamily::Debian, OsFamily::Alpine],
+        NetworkTool::Wicked => vec![OsFamily::Suse],
+        NetworkTool::Netifrc => vec![OsFamily::Gentoo],
+        NetworkTool::FreeBsd => vec![OsFamily::FreeBsd],
+        NetworkTool::Windows => vec![OsFamily::Windows],
     }
 }
 
-fn plain_device(manager: Manager) -> &'static str {
-    if manager == Manager::Windows {
+fn plain_device(manager: NetworkTool) -> &'static str {
+    if manager == NetworkTool::Windows {
         "Ethernet 2"
     } else {
         "eth0"
@@ -358,7 +358,7 @@ struct Planned {
     commands: Vec<Vec<String>>,
 }
 
-fn planned(manager: Manager, family: OsFamily, net: &Network) -> Result<Planned, String> {
+fn planned(manager: NetworkTool, family: OsFamily, net: &Network) -> Result<Planned, String> {
     let d = tempfile::tempdir().unwrap();
     let root = Root::sandbox(d.path()).unwrap();
     let runner = FakeRunner::new();
@@ -406,7 +406,7 @@ fn assert_clean(p: &Planned, case: &str) {
 /// The parsers' view of a plan, for the managers whose parser runs here; equal views mean the
 /// tools read the same configuration.
 fn parsed(
-    manager: Manager,
+    manager: NetworkTool,
     family: OsFamily,
     p: &Planned,
     scratch: &Path,
@@ -414,7 +414,7 @@ fn parsed(
     let mut view = BTreeMap::new();
     let canary = scratch.join("canary");
     match manager {
-        Manager::Ifupdown => {
+        NetworkTool::Ifupdown => {
             let file = scratch.join("interfaces");
             std::fs::write(&file, &p.files["/etc/network/interfaces"]).unwrap();
             if family == OsFamily::Alpine {
@@ -435,7 +435,7 @@ fn parsed(
                 view.insert("ifquery eth0".into(), eth0);
             }
         }
-        Manager::Netplan => {
+        NetworkTool::Netplan => {
             let root = scratch.join("netplan-root");
             let dir = root.join("etc/netplan");
             std::fs::create_dir_all(&dir).unwrap();
@@ -464,26 +464,29 @@ fn parsed(
                 view.insert(n.clone(), std::fs::read_to_string(out.join(n)).unwrap());
             }
         }
-        Manager::NetworkManager => {
+        NetworkTool::NetworkManager => {
             let path = "/etc/NetworkManager/system-connections/guestd-eth0.nmconnection";
             view.insert("keyfile".into(), glib_keyfile(&p.files[path]));
         }
-        Manager::Networkd => {
+        NetworkTool::Networkd => {
             let path = "/etc/systemd/network/10-guestd-eth0.network";
             view.insert("unit".into(), systemd_unit(&p.files[path]));
         }
-        Manager::NetworkScripts | Manager::Wicked | Manager::Netifrc | Manager::FreeBsd => {
+        NetworkTool::NetworkScripts
+        | NetworkTool::Wicked
+        | NetworkTool::Netifrc
+        | NetworkTool::FreeBsd => {
             for (path, text) in &p.files {
                 if is_sh_file(path) {
                     view.insert(path.clone(), source_sh(text, scratch));
                 }
             }
-            if manager == Manager::Wicked {
+            if manager == NetworkTool::Wicked {
                 let path = "/etc/sysconfig/network/ifcfg-eth0";
                 view.insert("wicked".into(), wicked_values(&p.files[path]));
             }
         }
-        Manager::Windows => {}
+        NetworkTool::Windows => {}
     }
     assert!(!canary.exists(), "a payload ran");
     view
@@ -643,7 +646,7 @@ fn armed(text: &str, scratch: &Path) -> String {
 
 #[test]
 fn labels_in_every_renderer() {
-    for manager in Manager::ALL {
+    for manager in NetworkTool::ALL {
         for family in family_of(manager) {
             let device = plain_device(manager);
             let base = planned(manager, family, &network(device, PLAIN_LABEL)).unwrap();
@@ -704,7 +707,7 @@ fn labels_in_every_renderer() {
 
 #[test]
 fn device_names_in_every_renderer() {
-    for manager in Manager::ALL {
+    for manager in NetworkTool::ALL {
         for family in family_of(manager) {
             let plain = plain_device(manager);
             let base = planned(manager, family, &network(plain, PLAIN_LABEL)).unwrap();
@@ -712,7 +715,7 @@ fn device_names_in_every_renderer() {
                 for name in variants(plain, piece) {
                     let case = format!("{manager} device name with {what} {name:?}");
                     let result = planned(manager, family, &network(&name, PLAIN_LABEL));
-                    let windows_ok = manager == Manager::Windows
+                    let windows_ok = manager == NetworkTool::Windows
                         && !has_control(&name)
                         && !name.contains(['"', '\\']);
                     if !windows_ok {
@@ -784,13 +787,13 @@ fn powershell_literal(script: &str) -> (String, &str) {
 fn unusual_valid_device_names_become_the_tools_variable_names() {
     for (manager, family, file, var) in [
         (
-            Manager::Netifrc,
+            NetworkTool::Netifrc,
             OsFamily::Gentoo,
             "/etc/conf.d/net",
             "config_eth0_100",
         ),
         (
-            Manager::FreeBsd,
+            NetworkTool::FreeBsd,
             OsFamily::FreeBsd,
             "/etc/rc.conf",
             "ifconfig_eth0_100",

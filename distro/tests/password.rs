@@ -9,10 +9,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use guestd_core::{
-    Backend, Command, CommandError, CommandRunner, Env, Output, Root, SecretString, SystemRunner,
+    Backend, Env, Output, ProcessError, ProcessRunner, ProcessSpec, Root, SecretString,
+    SystemRunner,
 };
 use guestd_distro::password::{crypt, shadow};
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use zeroize::Zeroizing;
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
@@ -43,11 +44,11 @@ fn secret(s: &str) -> SecretString {
     SecretString::new(Zeroizing::new(s.to_string()))
 }
 
-fn env(root: Root, runner: Arc<dyn CommandRunner>, family: OsFamily) -> Env {
+fn env(root: Root, runner: Arc<dyn ProcessRunner>, family: OsFamily) -> Env {
     Env {
         root,
         runner,
-        backend: Arc::new(SystemBackend::new(family)),
+        backend: Arc::new(OsBackend::new(family)),
     }
 }
 
@@ -105,7 +106,7 @@ fn real_chpasswd_in_a_sandbox_root() {
     );
     let (dir, root) = sandbox("shadow");
     let env = env(root, Arc::new(SystemRunner), OsFamily::Debian);
-    let backend = SystemBackend::new(OsFamily::Debian);
+    let backend = OsBackend::new(OsFamily::Debian);
     backend
         .set_password(&env, None, &secret("n3w pässword:with colon"))
         .unwrap();
@@ -128,7 +129,7 @@ fn unknown_user_is_refused_before_anything_runs() {
     let (_dir, root) = sandbox("shadow");
     let runner = Arc::new(Recorder::default());
     let env = env(root, runner.clone(), OsFamily::Debian);
-    let err = SystemBackend::new(OsFamily::Debian)
+    let err = OsBackend::new(OsFamily::Debian)
         .set_password(&env, Some("mallory"), &secret("x"))
         .unwrap_err();
     assert_eq!(
@@ -147,8 +148,8 @@ struct Recorder {
     exit: i32,
 }
 
-impl CommandRunner for Recorder {
-    fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+impl ProcessRunner for Recorder {
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
         let stdin = cmd.stdin.as_ref().map(|s| s.to_vec()).unwrap_or_default();
         self.commands
             .lock()
@@ -173,7 +174,7 @@ fn fallback_rewrites_shadow_under_the_lock() {
         ..Recorder::default()
     });
     let env = env(root, runner.clone(), OsFamily::RedHat);
-    SystemBackend::new(OsFamily::RedHat)
+    OsBackend::new(OsFamily::RedHat)
         .set_password(&env, None, &secret("fallback pw"))
         .unwrap();
     assert_set(dir.path(), "shadow", "root", "fallback pw", SHADOW);
@@ -201,7 +202,7 @@ fn chpasswd_gets_the_hash_on_stdin_and_never_the_password() {
     let runner = Arc::new(Recorder::default());
     let env = env(root, runner.clone(), OsFamily::Debian);
     // The recorder does not change the file, so verification must fail: no false success.
-    let err = SystemBackend::new(OsFamily::Debian)
+    let err = OsBackend::new(OsFamily::Debian)
         .set_password(&env, None, &secret("hunter2-secret"))
         .unwrap_err();
     assert_eq!(
@@ -230,7 +231,7 @@ fn a_failing_chpasswd_is_an_error() {
         ..Recorder::default()
     });
     let env = env(root, runner, OsFamily::Debian);
-    let err = SystemBackend::new(OsFamily::Debian)
+    let err = OsBackend::new(OsFamily::Debian)
         .set_password(&env, None, &secret("pw"))
         .unwrap_err();
     assert_eq!(err.to_string(), "'chpasswd' failed with exit status 1");
@@ -244,8 +245,8 @@ struct FakePw {
     seen: Mutex<Vec<String>>,
 }
 
-impl CommandRunner for FakePw {
-    fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+impl ProcessRunner for FakePw {
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
         self.seen.lock().unwrap().push(cmd.command_line());
         let hash = String::from_utf8(cmd.stdin.as_ref().unwrap().to_vec()).unwrap();
         let user = &cmd.args[cmd.args.iter().position(|a| a == "-n").unwrap() + 1];
@@ -273,7 +274,7 @@ fn freebsd_pw_plan() {
         seen: Mutex::default(),
     });
     let env = env(root, runner.clone(), OsFamily::FreeBsd);
-    SystemBackend::new(OsFamily::FreeBsd)
+    OsBackend::new(OsFamily::FreeBsd)
         .set_password(&env, None, &secret("bsd pw"))
         .unwrap();
     assert_eq!(
@@ -287,7 +288,7 @@ fn freebsd_pw_plan() {
 fn windows_is_unsupported_off_windows() {
     let (_dir, root) = sandbox("shadow");
     let env = env(root, Arc::new(Recorder::default()), OsFamily::Windows);
-    let err = SystemBackend::new(OsFamily::Windows)
+    let err = OsBackend::new(OsFamily::Windows)
         .set_password(&env, None, &secret("pw"))
         .unwrap_err();
     assert!(err.to_string().contains("not supported"));
@@ -314,7 +315,7 @@ fn real_chpasswd_stores_a_ready_hash_unchanged() {
     require_root();
     let (dir, root) = sandbox("shadow");
     let env = env(root, Arc::new(SystemRunner), OsFamily::Debian);
-    SystemBackend::new(OsFamily::Debian)
+    OsBackend::new(OsFamily::Debian)
         .set_password_hash(&env, "alice", &secret(YESCRYPT))
         .unwrap();
     assert_hash_stored(dir.path(), "shadow", "alice", YESCRYPT, SHADOW);
@@ -329,7 +330,7 @@ fn fallback_stores_a_ready_hash_and_a_fake_success_is_caught() {
     });
     let env_fallback = env(root.clone(), missing.clone(), OsFamily::RedHat);
     let sha = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
-    SystemBackend::new(OsFamily::RedHat)
+    OsBackend::new(OsFamily::RedHat)
         .set_password_hash(&env_fallback, "root", &secret(sha))
         .unwrap();
     assert_hash_stored(dir.path(), "shadow", "root", sha, SHADOW);
@@ -340,7 +341,7 @@ fn fallback_stores_a_ready_hash_and_a_fake_success_is_caught() {
     let base = root.base().unwrap().to_str().unwrap().to_string();
     let noop = Arc::new(Recorder::default());
     let env_noop = env(root, noop.clone(), OsFamily::Debian);
-    let err = SystemBackend::new(OsFamily::Debian)
+    let err = OsBackend::new(OsFamily::Debian)
         .set_password_hash(&env_noop, "alice", &secret(YESCRYPT))
         .unwrap_err();
     assert!(
@@ -357,7 +358,7 @@ fn hostile_hashes_and_users_are_refused_before_anything_runs() {
     let (dir, root) = sandbox("shadow");
     let runner = Arc::new(Recorder::default());
     let env = env(root, runner.clone(), OsFamily::Debian);
-    let backend = SystemBackend::new(OsFamily::Debian);
+    let backend = OsBackend::new(OsFamily::Debian);
     for (user, hash) in [
         ("alice", "$6$x$y:0:0:::\nroot::"),
         ("alice", "plaintext"),
@@ -392,12 +393,12 @@ fn freebsd_pw_stores_a_ready_hash_and_windows_refuses_one() {
         seen: Mutex::default(),
     });
     let env_bsd = env(root.clone(), runner, OsFamily::FreeBsd);
-    SystemBackend::new(OsFamily::FreeBsd)
+    OsBackend::new(OsFamily::FreeBsd)
         .set_password_hash(&env_bsd, "alice", &secret(YESCRYPT))
         .unwrap();
     assert_hash_stored(dir.path(), "master.passwd", "alice", YESCRYPT, SHADOW);
     let env_win = env(root, Arc::new(Recorder::default()), OsFamily::Windows);
-    let err = SystemBackend::new(OsFamily::Windows)
+    let err = OsBackend::new(OsFamily::Windows)
         .set_password_hash(&env_win, "Administrator", &secret(YESCRYPT))
         .unwrap_err();
     assert!(err.to_string().contains("not supported"), "{err}");

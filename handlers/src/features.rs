@@ -21,7 +21,7 @@ impl Handler for FeaturesHandler {
         true
     }
 
-    fn run(&self, ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         Ok(Reply::ok(ctx.enabled_commands().join(",")))
     }
 }

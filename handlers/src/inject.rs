@@ -77,7 +77,7 @@ impl Handler for InjectFileHandler {
         "injectfile"
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let Value::String(text) = value else {
             return Err(HandlerError::failed(msg::NOT_A_STRING));
         };
@@ -110,7 +110,7 @@ impl Handler for FileInjectHandler {
         "file_inject"
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let field = |key: &str| match value.get(key) {
             Some(Value::String(s)) => Ok(s.as_str()),
             _ => Err(HandlerError::failed(msg::BAD_OBJECT)),

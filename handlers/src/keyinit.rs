@@ -71,7 +71,7 @@ impl Handler for KeyinitHandler {
         true
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         if !self.config.allow_legacy {
             return Err(HandlerError::Reply {
                 returncode: code::FORBIDDEN.into(),
@@ -104,7 +104,7 @@ impl Handler for Keyinit2Handler {
         true
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let Value::String(peer) = value else {
             return Err(HandlerError::BadRequest(
                 "keyinit2 value must be the host's public key in base64".into(),

@@ -28,7 +28,7 @@ impl Handler for KmsActivateHandler {
         Some(std::time::Duration::from_secs(330))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let request = parse(value)?;
         let plan = match ctx.env.backend.kms_activate(&ctx.env.root, &request) {
             Ok(plan) => plan,
@@ -50,8 +50,8 @@ impl Handler for KmsActivateHandler {
         )
         .map_err(|e| {
             let status = match &e {
-                ApplyError::Command {
-                    source: guestd_core::CommandError::Failed { code, .. },
+                ApplyError::ProcessSpec {
+                    source: guestd_core::ProcessError::Failed { code, .. },
                     ..
                 } => code.map_or_else(|| "killed by a signal".into(), |c| c.to_string()),
                 other => other.to_string(),

@@ -1,7 +1,7 @@
 //! guestd-handlers: one module per wire command (spec §4).
 //!
 //! Each handler implements `guestd_core::Handler`, sees the guest only through the `Context`
-//! (`Root`, `CommandRunner`, `Backend`, per-channel state) and is registered explicitly by the
+//! (`Root`, `ProcessRunner`, `Backend`, per-channel state) and is registered explicitly by the
 //! daemon. Adding a command: a new module here with its handler (and its config struct, if it
 //! has settings), one `pub use` line below, one `register` line in the daemon, tests.
 

@@ -105,7 +105,7 @@ impl Handler for PasswordHandler {
         "password"
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let failed = |e: PasswordError| HandlerError::failed(e.to_string());
         let ciphertext = decode(value)?;
         // Decrypt inside the state lock so the key is never copied out.

@@ -70,7 +70,7 @@ impl Handler for ResetNetworkHandler {
         Some(Duration::from_secs(60))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let spec = gather(ctx.env, ctx.channel.host_data(), &self.config, value)?;
         let request = NetworkRequest {
             spec: &spec,

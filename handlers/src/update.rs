@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use guestd_core::{
-    ApplyOptions, Backend, BackendError, Command, Context, Effect, Handler, HandlerError, Reply,
-    Root, WriteOptions,
+    ApplyOptions, Backend, BackendError, Context, Effect, Handler, HandlerError, ProcessSpec,
+    Reply, Root, WriteOptions,
 };
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
@@ -260,7 +260,7 @@ impl Handler for AgentUpdateHandler {
         ))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let request = UpdateRequest::parse(value)?;
         // One update at a time per state directory in this process, whichever channel asks:
         // two would share the staging area and overwrite each other's `.previous`.
@@ -305,7 +305,7 @@ static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 struct Updater<'a> {
     config: &'a UpdateConfig,
     root: &'a Root,
-    runner: &'a dyn guestd_core::CommandRunner,
+    runner: &'a dyn guestd_core::ProcessRunner,
     /// The OS: how to restart guestd and start the watchdog outside its service.
     backend: &'a dyn Backend,
 }
@@ -470,13 +470,13 @@ impl Updater<'_> {
 
     /// The configured override, or the restart the backend plans for the service manager it
     /// found at start-up.
-    fn restart_commands(&self) -> Result<Vec<Command>, HandlerError> {
+    fn restart_commands(&self) -> Result<Vec<ProcessSpec>, HandlerError> {
         if let Some(argv) = &self.config.restart_command {
             let (program, args) = argv
                 .split_first()
                 .ok_or_else(|| HandlerError::failed("update.restart_command is empty"))?;
             return Ok(vec![
-                Command::new(program)
+                ProcessSpec::new(program)
                     .args(args.iter().cloned())
                     .timeout(Duration::from_secs(120))
                     .effect(Effect::Service),
@@ -579,7 +579,7 @@ impl Updater<'_> {
         } else {
             let host = self.root.resolve(path).map_err(failed)?;
             // Like the self-test: the staged binary only prints its version.
-            let cmd = Command::new(host.to_string_lossy())
+            let cmd = ProcessSpec::new(host.to_string_lossy())
                 .arg("--version")
                 .root_local()
                 .timeout(Duration::from_secs(self.config.self_test_timeout_secs));
@@ -612,7 +612,7 @@ impl Updater<'_> {
         // the way down (checked before staging), so nobody can swap what it names.
         let host = self.root.resolve(binary).map_err(failed)?;
         // The staged binary only loads the configuration and builds its commands.
-        let mut cmd = Command::new(host.to_string_lossy())
+        let mut cmd = ProcessSpec::new(host.to_string_lossy())
             .arg("--self-test")
             .root_local();
         if let Some(config) = &self.config.self_test_config {
@@ -642,7 +642,7 @@ impl Updater<'_> {
     fn run_installer(&self, dir: &str) -> Result<(), HandlerError> {
         // A host path for the command, in the private staging directory (see `self_test`).
         let host = self.root.resolve(dir).map_err(failed)?;
-        let cmd = Command::new("/bin/sh")
+        let cmd = ProcessSpec::new("/bin/sh")
             .args([
                 "-c",
                 "cd \"$1\" && exec /bin/sh ./installer.sh",

@@ -35,7 +35,7 @@ impl Handler for VersionHandler {
         true
     }
 
-    fn run(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         Ok(Reply::ok(Self::numeric_version()))
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use guestd_core::configure::ResourceKind;
 use guestd_core::wire::parse_request;
 use guestd_core::{Channel, DispatcherBuilder, Env, Reply, Root};
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_handlers::{ConfigureConfig, ConfigureHandler};
 use serde_json::{Value, json};
 use support::Recorder;
@@ -49,7 +49,7 @@ impl Guest {
         let env = Env {
             root: root.clone(),
             runner: runner.clone(),
-            backend: Arc::new(SystemBackend::new(OsFamily::Debian)),
+            backend: Arc::new(OsBackend::new(OsFamily::Debian)),
         };
         Self { dir, env, runner }
     }

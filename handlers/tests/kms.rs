@@ -7,8 +7,8 @@ mod support;
 use std::fs;
 use std::sync::Arc;
 
-use guestd_core::{CommandError, Output, Root};
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_core::{Output, ProcessError, Root};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_handlers::KmsActivateHandler;
 use support::{Recorder, call, env_with};
 
@@ -17,7 +17,7 @@ const RHN: &str = r#"{"name": "kmsactivate", "value": {"activation_key": "1-s3cr
 fn guest(family: OsFamily, runner: Arc<Recorder>) -> (tempfile::TempDir, guestd_core::Env) {
     let d = tempfile::tempdir().unwrap();
     let root = Root::sandbox(d.path()).unwrap();
-    let env = env_with(&root, runner, Arc::new(SystemBackend::new(family)));
+    let env = env_with(&root, runner, Arc::new(OsBackend::new(family)));
     (d, env)
 }
 
@@ -66,7 +66,7 @@ fn rhel_failure_is_reported_and_up2date_restored() {
     assert!(!d.path().join("etc/sysconfig/rhn/up2date").exists());
 
     let missing = Arc::new(Recorder::new().with(|c| {
-        Some(Err(CommandError::Spawn {
+        Some(Err(ProcessError::Spawn {
             program: c.program.clone(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         }))

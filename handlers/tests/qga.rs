@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use guestd_core::{Channel, Dialect, DispatcherBuilder, Root};
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_handlers::qga::{QgaConfig, register};
 use guestd_testkit::{FakeRunner, call, dispatcher, test_env};
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ fn setup(freeze_timeout_secs: u64) -> Setup {
     std::fs::write(dir.path().join("proc/self/mounts"), MOUNTS).unwrap();
     let runner = Arc::new(FakeRunner::new());
     // The Debian backend plans guest-shutdown.
-    let backend = Arc::new(SystemBackend::new(OsFamily::Debian));
+    let backend = Arc::new(OsBackend::new(OsFamily::Debian));
     let env = test_env(
         Root::sandbox(dir.path()).unwrap(),
         runner.clone(),

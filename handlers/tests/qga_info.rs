@@ -25,7 +25,7 @@ struct Guest {
 impl Guest {
     /// A Debian guest (its backend plans set-time).
     fn new(files: &[(&str, &str)], links: &[(&str, &str)]) -> Self {
-        let backend: Arc<dyn Backend> = Arc::new(guestd_distro::SystemBackend::new(
+        let backend: Arc<dyn Backend> = Arc::new(guestd_distro::OsBackend::new(
             guestd_distro::OsFamily::Debian,
         ));
         Self::with_backend(files, links, Some(backend))
@@ -693,7 +693,7 @@ fn b64(s: &str) -> String {
 
 #[test]
 fn crypted_passwords_are_checked_stored_as_is_and_verified() {
-    let backend: Arc<dyn Backend> = Arc::new(guestd_distro::SystemBackend::new(
+    let backend: Arc<dyn Backend> = Arc::new(guestd_distro::OsBackend::new(
         guestd_distro::OsFamily::Debian,
     ));
     let g = Guest::with_backend(

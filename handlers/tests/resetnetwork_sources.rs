@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use guestd_core::{HostData, HostDataError, Output, Root};
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_handlers::NetworkConfig;
 use guestd_handlers::resetnetwork::gather;
 use guestd_testkit::{FakeRunner, test_env};
@@ -58,7 +58,7 @@ fn drive() -> (tempfile::TempDir, guestd_core::Env, Arc<FakeRunner>) {
             ..Output::default()
         })
     });
-    let backend = Arc::new(SystemBackend::new(OsFamily::Debian));
+    let backend = Arc::new(OsBackend::new(OsFamily::Debian));
     let env = test_env(root, runner.clone(), Some(backend));
     (d, env, runner)
 }

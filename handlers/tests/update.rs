@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use guestd_core::{Output, Root};
-use guestd_distro::SystemBackend;
+use guestd_distro::OsBackend;
 use guestd_handlers::update::watchdog::{self, Status, WatchState};
 use guestd_handlers::{AgentUpdateHandler, UpdateConfig};
 use guestd_testkit::http::{Serve, serve};
@@ -78,7 +78,7 @@ impl Guest {
 
     fn update(&self, runner: &Arc<Recorder>, value: serde_json::Value) -> guestd_core::Reply {
         // The OS as guestd finds it at start-up (a systemd guest unless a test changes that).
-        let backend = Arc::new(SystemBackend::detect(&self.root));
+        let backend = Arc::new(OsBackend::detect(&self.root));
         let env = env_with(&self.root, runner.clone(), backend);
         let request = serde_json::json!({"name": "agentupdate", "value": value}).to_string();
         call(&env, AgentUpdateHandler::new(self.config.clone()), &request)
@@ -271,7 +271,7 @@ fn good_update_replaces_binary_keeps_previous_and_restarts_through_the_service_m
             ..Output::default()
         }))
     });
-    let status = watchdog::run(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
+    let status = watchdog::supervise(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
     assert_eq!(status, Status::Ready);
     assert_eq!(sm.lines(), ["systemctl restart guestd"]);
     assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), new);
@@ -306,7 +306,7 @@ fn new_binary_that_does_not_come_up_is_rolled_back() {
             ..Output::default()
         }))
     });
-    let status = watchdog::run(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
+    let status = watchdog::supervise(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
     assert_eq!(status, Status::RolledBack);
     assert_eq!(
         sm.lines(),
@@ -555,7 +555,7 @@ fn companions_beside_the_binary_are_installed_and_rolled_back_with_it() {
             ..Output::default()
         }))
     });
-    let status = watchdog::run(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
+    let status = watchdog::supervise(&g.root, &sm, "/var/lib/guestd/update/state.json").unwrap();
     assert_eq!(status, Status::RolledBack);
     assert_eq!(fs::read(g.path("/usr/sbin/guestd")).unwrap(), OLD_BINARY);
     assert_eq!(fs::read(g.path("/usr/sbin/guestd-tls")).unwrap(), old_tls);

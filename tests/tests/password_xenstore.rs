@@ -3,7 +3,7 @@
 //! password handlers on a sandbox root, through `test-xenstored` (the real wire protocol).
 //!
 //! guestd's binary has no XenStore listen arm yet, so the agent side is assembled here from the
-//! same crates the daemon uses (transport, handlers, SystemBackend, SystemRunner).
+//! same crates the daemon uses (transport, handlers, OsBackend, SystemRunner).
 #![cfg(unix)]
 #![allow(clippy::disallowed_methods)] // the host side spawns the real tools
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guestd_core::{Backend, DispatcherBuilder, Env, Root, Shutdown, SystemRunner, Transport};
-use guestd_distro::SystemBackend;
+use guestd_distro::OsBackend;
 use guestd_handlers::{PasswordConfig, register_password_commands};
 use guestd_test_xenstored::{Config, TestXenstored};
 use guestd_tests::nova::{nova_encrypt, python};
@@ -123,7 +123,7 @@ fn nova_keyinit_and_password_over_xenstore_with_xenstore_utils() {
 
     // The agent: guestd's XenStore transport, dispatcher and password handlers.
     let sandbox = Root::sandbox(&root).unwrap();
-    let backend = SystemBackend::detect(&sandbox);
+    let backend = OsBackend::detect(&sandbox);
     assert_eq!(backend.name(), "debian");
     let env = Env {
         root: sandbox,

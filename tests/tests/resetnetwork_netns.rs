@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use guestd_core::{
-    Channel, Command, CommandError, CommandRunner, DispatcherBuilder, Env, Output, Root,
+    Channel, DispatcherBuilder, Env, Output, ProcessError, ProcessRunner, ProcessSpec, Root,
     SystemRunner, Transport,
 };
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_handlers::{NetworkConfig, ResetNetworkHandler};
 use guestd_testkit::{call, dispatcher};
 use serde_json::json;
@@ -98,9 +98,9 @@ struct NetnsRunner {
 const WRAPPER: &str = "mount --bind \"$0/etc/network\" /etc/network && \
 mkdir -p \"$0/run/network\" && mount --bind \"$0/run\" /run && exec \"$@\"";
 
-impl CommandRunner for NetnsRunner {
-    fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
-        let wrapped = Command::new("ip")
+impl ProcessRunner for NetnsRunner {
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
+        let wrapped = ProcessSpec::new("ip")
             .args(["netns", "exec", &self.ns])
             .args(["unshare", "--mount", "--uts", "sh", "-c", WRAPPER])
             .arg(self.root.display().to_string())
@@ -156,7 +156,7 @@ fn sandbox(ns: &Netns) -> (tempfile::TempDir, Env) {
     let env = Env {
         runner: guestd_core::effect::contain(&root, netns, &policy),
         root,
-        backend: Arc::new(SystemBackend::new(OsFamily::Debian)),
+        backend: Arc::new(OsBackend::new(OsFamily::Debian)),
     };
     (dir, env)
 }

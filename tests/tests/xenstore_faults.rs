@@ -66,7 +66,7 @@ impl Handler for Slow {
         "slow"
     }
 
-    fn run(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         std::thread::sleep(Duration::from_millis(400));
         Ok(Reply::ok("slow done"))
     }

@@ -18,13 +18,13 @@ use zeroize::Zeroizing;
 use crate::configure::{ResourceContext, ResourcePlan, ResourceSpec};
 use crate::plan::{ApplyError, Plan};
 use crate::root::{Root, RootError};
-use crate::runner::{CommandError, CommandRunner};
+use crate::runner::{ProcessError, ProcessRunner};
 
 /// Everything a handler may touch on the guest.
 #[derive(Clone)]
 pub struct Env {
     pub root: Root,
-    pub runner: Arc<dyn CommandRunner>,
+    pub runner: Arc<dyn ProcessRunner>,
     pub backend: Arc<dyn Backend>,
 }
 
@@ -49,7 +49,7 @@ pub enum BackendError {
     #[error(transparent)]
     Root(#[from] RootError),
     #[error(transparent)]
-    Command(#[from] CommandError),
+    ProcessSpec(#[from] ProcessError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
 }

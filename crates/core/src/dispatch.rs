@@ -26,7 +26,7 @@ use tracing::{Instrument, Level, debug, info, info_span, warn};
 use crate::backend::{BackendError, Env, HostData};
 use crate::plan::ApplyError;
 use crate::root::RootError;
-use crate::runner::CommandError;
+use crate::runner::ProcessError;
 use crate::wire::{Incoming, Reply, Request, RequestError, code, msg};
 
 /// The protocol a channel speaks, and the one a command belongs to.
@@ -69,8 +69,8 @@ pub trait Handler: Send + Sync + 'static {
         Dialect::Native
     }
 
-    /// Run the command. Runs on a blocking thread; may do file and process I/O.
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError>;
+    /// Carry out the command. Runs on a blocking thread; may do file and process I/O.
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError>;
 
     /// A command-specific default timeout, overridable by configuration.
     fn default_timeout(&self) -> Option<Duration> {
@@ -145,7 +145,7 @@ pub enum HandlerError {
     #[error(transparent)]
     Root(#[from] RootError),
     #[error(transparent)]
-    Command(#[from] CommandError),
+    ProcessSpec(#[from] ProcessError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
 }
@@ -537,7 +537,7 @@ impl Dispatcher {
             let started = Instant::now();
             let reply = match incoming.request {
                 Err(RequestError(reply)) => reply,
-                Ok(request) => self.run(channel, &request.name, request.value).await,
+                Ok(request) => self.answer(channel, &request.name, request.value).await,
             };
             info!(
                 returncode = %reply.returncode,
@@ -563,7 +563,7 @@ impl Dispatcher {
             name: command,
             value,
         } = request;
-        let reply = self.run(channel, &command, value).await;
+        let reply = self.answer(channel, &command, value).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if reply.is_success() {
             if tracing::enabled!(Level::DEBUG) {
@@ -592,7 +592,7 @@ impl Dispatcher {
             .find(|h| h.name() == name && h.dialect() == dialect)
     }
 
-    async fn run(self: &Arc<Self>, channel: &Arc<Channel>, name: &str, value: Value) -> Reply {
+    async fn answer(self: &Arc<Self>, channel: &Arc<Channel>, name: &str, value: Value) -> Reply {
         let dialect = channel.dialect();
         let Some(handler) = self.handler(dialect, name).cloned() else {
             return Reply::new(
@@ -649,7 +649,7 @@ impl Dispatcher {
                 registered: &lists.registered,
             };
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                handler.run(&ctx, &value)
+                handler.handle(&ctx, &value)
             }));
             drop(guard);
             return match result {
@@ -675,7 +675,7 @@ impl Dispatcher {
                 enabled: &lists.enabled,
                 registered: &lists.registered,
             };
-            handler.run(&ctx, &value)
+            handler.handle(&ctx, &value)
         });
         let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
         match tokio::time::timeout_at(deadline, task).await {

@@ -2,15 +2,15 @@
 //!
 //! `--root DIR` keeps every file guestd touches inside `DIR` (that is [`Root`]'s job), but a
 //! command such as `shutdown`, `fsfreeze`, `ifup` or `date -s` acts on the machine whatever the
-//! root is. So every [`Command`] says what it reaches ([`Reach`]): the machine, with one
-//! [`Effect`] category (the default of [`Command::new`]: a command nobody classified is assumed
+//! root is. So every [`ProcessSpec`] says what it reaches ([`Reach`]): the machine, with one
+//! [`Effect`] category (the default of [`ProcessSpec::new`]: a command nobody classified is assumed
 //! to act on the machine), only the machine's state ([`Reach::Observe`], e.g. `ip addr show`),
 //! or nothing outside the root ([`Reach::Root`], e.g. `chpasswd -R DIR`).
 //!
 //! When the root is a sandbox, [`contain`] wraps the command runner in a [`SandboxRunner`]: the
 //! one place the policy is enforced. A machine command whose effect the configuration does not
 //! allow (`[sandbox] allow_effects`, empty by default) is logged and answered with
-//! [`CommandError::NotRun`] instead of running; [`crate::plan::apply`] turns that into a step it
+//! [`ProcessError::NotRun`] instead of running; [`crate::plan::apply`] turns that into a step it
 //! reports as not run ([`crate::plan::Applied::not_run`]), every other caller sees an error that
 //! says what was not run and why. On the guest's real root (no `--root`) nothing is wrapped.
 
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::root::Root;
-use crate::runner::{Command, CommandError, CommandRunner, Output};
+use crate::runner::{Output, ProcessError, ProcessRunner, ProcessSpec};
 
 /// What a command acts on beyond the guest's files (the categories `[sandbox] allow_effects`
 /// names).
@@ -135,9 +135,9 @@ pub struct SandboxConfig {
 /// it is.
 pub fn contain(
     root: &Root,
-    runner: Arc<dyn CommandRunner>,
+    runner: Arc<dyn ProcessRunner>,
     config: &SandboxConfig,
-) -> Arc<dyn CommandRunner> {
+) -> Arc<dyn ProcessRunner> {
     if root.is_sandbox() {
         Arc::new(SandboxRunner::new(runner, config.allow_effects.clone()))
     } else {
@@ -146,9 +146,9 @@ pub fn contain(
 }
 
 /// Runs what stays inside the root or only observes, and the machine commands whose effect is
-/// allowed; refuses the others with [`CommandError::NotRun`] (logged with the command line).
+/// allowed; refuses the others with [`ProcessError::NotRun`] (logged with the command line).
 pub struct SandboxRunner {
-    inner: Arc<dyn CommandRunner>,
+    inner: Arc<dyn ProcessRunner>,
     allowed: BTreeSet<Effect>,
 }
 
@@ -161,12 +161,12 @@ impl fmt::Debug for SandboxRunner {
 }
 
 impl SandboxRunner {
-    pub fn new(inner: Arc<dyn CommandRunner>, allowed: BTreeSet<Effect>) -> Self {
+    pub fn new(inner: Arc<dyn ProcessRunner>, allowed: BTreeSet<Effect>) -> Self {
         Self { inner, allowed }
     }
 
     /// Whether `cmd` may run here.
-    pub fn permits(&self, cmd: &Command) -> bool {
+    pub fn permits(&self, cmd: &ProcessSpec) -> bool {
         match cmd.reach {
             Reach::Root | Reach::Observe => true,
             Reach::Machine(effect) => self.allowed.contains(&effect),
@@ -174,8 +174,8 @@ impl SandboxRunner {
     }
 }
 
-impl CommandRunner for SandboxRunner {
-    fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+impl ProcessRunner for SandboxRunner {
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
         if self.permits(cmd) {
             return self.inner.run(cmd);
         }
@@ -184,7 +184,7 @@ impl CommandRunner for SandboxRunner {
         };
         info!(command = %cmd, %effect,
             "not run: the --root sandbox keeps this effect off the machine ([sandbox] allow_effects)");
-        Err(CommandError::NotRun {
+        Err(ProcessError::NotRun {
             program: cmd.program.clone(),
             effect,
         })
@@ -203,8 +203,8 @@ mod tests {
     #[derive(Default)]
     struct Recorder(Mutex<Vec<String>>);
 
-    impl CommandRunner for Recorder {
-        fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+    impl ProcessRunner for Recorder {
+        fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
             self.0.lock().unwrap().push(cmd.command_line());
             Ok(Output {
                 code: Some(0),
@@ -222,7 +222,7 @@ mod tests {
         let allowed = BTreeSet::from([Effect::Network]);
         let sandbox = SandboxRunner::new(inner.clone(), allowed);
         let err = sandbox
-            .run(&Command::new("shutdown").effect(Effect::Power))
+            .run(&ProcessSpec::new("shutdown").effect(Effect::Power))
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -231,21 +231,21 @@ mod tests {
         );
         // Unclassified is "other", refused too.
         assert!(matches!(
-            sandbox.run(&Command::new("mystery")),
-            Err(CommandError::NotRun {
+            sandbox.run(&ProcessSpec::new("mystery")),
+            Err(ProcessError::NotRun {
                 effect: Effect::Other,
                 ..
             })
         ));
         sandbox
-            .run(&Command::new("ifup").arg("eth0").effect(Effect::Network))
+            .run(&ProcessSpec::new("ifup").arg("eth0").effect(Effect::Network))
             .unwrap();
         sandbox
-            .run(&Command::new("ip").args(["addr", "show"]).observes())
+            .run(&ProcessSpec::new("ip").args(["addr", "show"]).observes())
             .unwrap();
         sandbox
             .run(
-                &Command::new("chpasswd")
+                &ProcessSpec::new("chpasswd")
                     .args(["-R", "/sandbox"])
                     .root_local(),
             )
@@ -259,12 +259,12 @@ mod tests {
     #[test]
     fn only_a_sandbox_root_is_contained() {
         let dir = tempfile::tempdir().unwrap();
-        let inner: Arc<dyn CommandRunner> = Arc::new(Recorder::default());
+        let inner: Arc<dyn ProcessRunner> = Arc::new(Recorder::default());
         let config = SandboxConfig::default();
         let sandboxed = contain(&Root::sandbox(dir.path()).unwrap(), inner.clone(), &config);
-        assert!(sandboxed.run(&Command::new("reboot")).is_err());
+        assert!(sandboxed.run(&ProcessSpec::new("reboot")).is_err());
         let real = contain(&Root::system(), inner, &config);
-        assert!(real.run(&Command::new("reboot")).is_ok());
+        assert!(real.run(&ProcessSpec::new("reboot")).is_ok());
     }
 
     #[test]

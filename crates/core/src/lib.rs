@@ -10,7 +10,7 @@
 //! - [`transport`]: the [`Transport`] trait and the shutdown signal; [`channel_spec`]: the one
 //!   grammar naming a channel (`[qga+]KIND:ADDRESS`) for guestd and guestctl.
 //! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
-//!   ([`CommandRunner`]) and the plan/apply/rollback machinery backends use; [`process`]:
+//!   ([`ProcessRunner`]) and the plan/apply/rollback machinery backends use; [`process`]:
 //!   programs started for the host that run on their own ([`ProcessSpawner`], qga's
 //!   `guest-exec`).
 //! - [`effect`]: what each command reaches beyond the files ([`Effect`]), and the
@@ -33,7 +33,7 @@ pub mod framing;
 pub mod plan;
 pub mod process;
 pub mod qga;
-pub mod retry;
+pub mod reply_cache;
 pub mod root;
 pub mod runner;
 pub mod stream;
@@ -51,7 +51,7 @@ pub use dispatch::{
 };
 pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
 pub use plan::{
-    ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Journal, Plan, PlannedCommand, apply,
+    ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Journal, Plan, PlannedProcess, apply,
     apply_journaled,
 };
 pub use process::{
@@ -59,6 +59,6 @@ pub use process::{
     SpawnedProcess, SystemSpawner, Termination,
 };
 pub use root::{FileMeta, PathPolicy, Root, RootError, Snapshot, WriteOptions};
-pub use runner::{Command, CommandError, CommandRunner, Output, SystemRunner};
+pub use runner::{Output, ProcessError, ProcessRunner, ProcessSpec, SystemRunner};
 pub use transport::{BoxFuture, Shutdown, ShutdownTrigger, Transport, TransportError};
 pub use wire::{Incoming, Reply, Request, RequestError};

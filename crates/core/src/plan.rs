@@ -7,7 +7,7 @@
 //! but neither backed up nor put back. A [`Journal`] keeps what several plans changed, so that a
 //! caller (`configure` with `"atomic": true`) can put every file back as a whole.
 //!
-//! A command that a `--root` sandbox keeps off the machine ([`CommandError::NotRun`], see
+//! A command that a `--root` sandbox keeps off the machine ([`ProcessError::NotRun`], see
 //! [`crate::effect`]) is not a failure: the plan goes on, [`Applied::not_run`] lists it for the
 //! reply, and the plan's later commands that only observe the machine (the checks that
 //! addresses came up) are skipped, since they would check an effect that did not happen.
@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::effect::{Effect, Reach};
 use crate::root::{DEFAULT_READ_LIMIT, FileMeta, Root, RootError, Snapshot, WriteOptions};
-use crate::runner::{Command, CommandError, CommandRunner, Output};
+use crate::runner::{Output, ProcessError, ProcessRunner, ProcessSpec};
 
 /// One change to the guest's files.
 #[derive(Clone, PartialEq, Eq)]
@@ -108,13 +108,13 @@ pub enum Expect {
 
 /// A command of a plan with what its result must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedCommand {
-    pub command: Command,
+pub struct PlannedProcess {
+    pub command: ProcessSpec,
     pub expect: Expect,
 }
 
-impl From<Command> for PlannedCommand {
-    fn from(command: Command) -> Self {
+impl From<ProcessSpec> for PlannedProcess {
+    fn from(command: ProcessSpec) -> Self {
         Self {
             command,
             expect: Expect::Success,
@@ -127,8 +127,8 @@ impl From<Command> for PlannedCommand {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub changes: Vec<FileChange>,
-    pub commands: Vec<PlannedCommand>,
-    pub rollback_commands: Vec<PlannedCommand>,
+    pub commands: Vec<PlannedProcess>,
+    pub rollback_commands: Vec<PlannedProcess>,
 }
 
 impl Plan {
@@ -204,8 +204,8 @@ impl Applied {
     /// The first command a sandbox kept off the machine, as the runner reported it
     /// (`'shutdown' was not run: …`): for plans whose whole point is that effect, so that
     /// nothing was done without it.
-    pub fn not_run_error(&self) -> Option<CommandError> {
-        self.not_run.first().map(|n| CommandError::NotRun {
+    pub fn not_run_error(&self) -> Option<ProcessError> {
+        self.not_run.first().map(|n| ProcessError::NotRun {
             program: n.program.clone(),
             effect: n.effect,
         })
@@ -252,9 +252,9 @@ pub enum ApplyError {
         restored: bool,
     },
     #[error("{source}")]
-    Command {
+    ProcessSpec {
         #[source]
-        source: CommandError,
+        source: ProcessError,
         restored: bool,
     },
     #[error("'{program}' did not report the expected result")]
@@ -312,7 +312,7 @@ impl Journal {
 pub fn apply(
     plan: &Plan,
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     options: ApplyOptions,
 ) -> Result<Applied, ApplyError> {
     apply_journaled(plan, root, runner, options, &mut Journal::default())
@@ -323,7 +323,7 @@ pub fn apply(
 pub fn apply_journaled(
     plan: &Plan,
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     options: ApplyOptions,
     journal: &mut Journal,
 ) -> Result<Applied, ApplyError> {
@@ -372,11 +372,11 @@ pub fn apply_journaled(
             continue;
         }
         let failure = match runner.run(&planned.command) {
-            Err(CommandError::NotRun { program, effect }) => {
+            Err(ProcessError::NotRun { program, effect }) => {
                 applied.not_run.push(NotRun { program, effect });
                 None
             }
-            Err(e) => Some(ApplyError::Command {
+            Err(e) => Some(ApplyError::ProcessSpec {
                 source: e,
                 restored: false,
             }),
@@ -384,7 +384,7 @@ pub fn apply_journaled(
                 let verdict = match &planned.expect {
                     Expect::Anything => None,
                     Expect::Success => out.clone().check(&planned.command.program).err().map(|e| {
-                        ApplyError::Command {
+                        ApplyError::ProcessSpec {
                             source: e,
                             restored: false,
                         }
@@ -411,12 +411,12 @@ pub fn apply_journaled(
                     Ok(out) => {
                         warn!(command = %cmd.command, code = ?out.code, "rollback command failed")
                     }
-                    Err(CommandError::NotRun { .. }) => {}
+                    Err(ProcessError::NotRun { .. }) => {}
                     Err(e) => warn!(command = %cmd.command, error = %e, "rollback command failed"),
                 }
             }
             match &mut err {
-                ApplyError::Command { restored, .. }
+                ApplyError::ProcessSpec { restored, .. }
                 | ApplyError::Unexpected { restored, .. }
                 | ApplyError::File { restored, .. } => *restored = ok,
             }
@@ -668,8 +668,8 @@ mod tests {
         ran: Mutex<Vec<String>>,
     }
 
-    impl CommandRunner for Recorder {
-        fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+    impl ProcessRunner for Recorder {
+        fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
             self.ran.lock().unwrap().push(cmd.command_line());
             let code = if self.fail.contains(&cmd.program.as_str()) {
                 1
@@ -700,8 +700,8 @@ mod tests {
                 FileChange::write("/etc/a", "new a", WriteOptions::default()),
                 FileChange::write("/etc/sub/b", "new b", WriteOptions::mode(0o600)),
             ],
-            commands: vec![Command::new("restart").into()],
-            rollback_commands: vec![Command::new("restart-again").into()],
+            commands: vec![ProcessSpec::new("restart").into()],
+            rollback_commands: vec![ProcessSpec::new("restart-again").into()],
         }
     }
 
@@ -859,7 +859,7 @@ mod tests {
         };
         let err = apply(&plan(), &root, &runner, ApplyOptions::default()).unwrap_err();
         assert!(
-            matches!(err, ApplyError::Command { restored: true, .. }),
+            matches!(err, ApplyError::ProcessSpec { restored: true, .. }),
             "{err:?}"
         );
         assert_eq!(root.read("/etc/a").unwrap(), b"old a");
@@ -886,15 +886,15 @@ mod tests {
                 WriteOptions::default(),
             )],
             commands: vec![
-                Command::new("ip").arg("link").observes().into(),
-                Command::new("ifdown").effect(Effect::Network).into(),
-                Command::new("hostname").effect(Effect::Hostname).into(),
-                Command::new("ifup").effect(Effect::Network).into(),
-                PlannedCommand {
-                    command: Command::new("ip").arg("addr").observes(),
+                ProcessSpec::new("ip").arg("link").observes().into(),
+                ProcessSpec::new("ifdown").effect(Effect::Network).into(),
+                ProcessSpec::new("hostname").effect(Effect::Hostname).into(),
+                ProcessSpec::new("ifup").effect(Effect::Network).into(),
+                PlannedProcess {
+                    command: ProcessSpec::new("ip").arg("addr").observes(),
                     expect: Expect::StdoutContains("10.0.0.2".into()),
                 },
-                Command::new("chpasswd").root_local().into(),
+                ProcessSpec::new("chpasswd").root_local().into(),
             ],
             rollback_commands: vec![],
         };

@@ -1,5 +1,5 @@
 //! Programs that guestd starts and leaves running (qemu-ga's `guest-exec`), as opposed to the
-//! run-to-completion commands of [`CommandRunner`](crate::CommandRunner). They go through a
+//! run-to-completion commands of [`ProcessRunner`](crate::ProcessRunner). They go through a
 //! [`ProcessSpawner`] so that tests can fake them; [`SystemSpawner`] is the real one.
 //!
 //! What the real spawner promises (Unix):
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::runner::CommandError;
+use crate::runner::ProcessError;
 
 /// `PATH` of a program whose request sets none, and the directories where a bare program name
 /// is looked up ([`ProcessSpawner::locate`]).
@@ -237,10 +237,10 @@ pub trait ProcessSpawner: Send + Sync + 'static {
     /// The file that running `program` would execute: an absolute path with every link
     /// resolved, or a bare name looked up in [`DEFAULT_PATH`]. It must be an executable
     /// regular file.
-    fn locate(&self, program: &str) -> Result<PathBuf, CommandError>;
+    fn locate(&self, program: &str) -> Result<PathBuf, ProcessError>;
 
     /// Start `spec`. Returns at once; the program runs on its own.
-    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, CommandError>;
+    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, ProcessError>;
 }
 
 /// A started program.
@@ -271,15 +271,15 @@ pub fn contain(
 struct SandboxSpawner(Arc<dyn ProcessSpawner>);
 
 impl ProcessSpawner for SandboxSpawner {
-    fn locate(&self, program: &str) -> Result<PathBuf, CommandError> {
+    fn locate(&self, program: &str) -> Result<PathBuf, ProcessError> {
         self.0.locate(program)
     }
 
-    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, CommandError> {
+    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, ProcessError> {
         let effect = crate::Effect::Other;
         tracing::info!(program = %spec.program.display(), %effect,
             "not run: the --root sandbox keeps this effect off the machine ([sandbox] allow_effects)");
-        Err(CommandError::NotRun {
+        Err(ProcessError::NotRun {
             program: spec.program.display().to_string(),
             effect,
         })
@@ -312,16 +312,16 @@ impl SpawnedProcess for SystemProcess {
 pub struct SystemSpawner;
 
 impl ProcessSpawner for SystemSpawner {
-    fn locate(&self, program: &str) -> Result<PathBuf, CommandError> {
-        sys::locate(program).map_err(|source| CommandError::Spawn {
+    fn locate(&self, program: &str) -> Result<PathBuf, ProcessError> {
+        sys::locate(program).map_err(|source| ProcessError::Spawn {
             program: program.to_string(),
             source,
         })
     }
 
-    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, CommandError> {
+    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, ProcessError> {
         let program = spec.program.display().to_string();
-        sys::spawn(spec).map_err(|source| CommandError::Spawn { program, source })
+        sys::spawn(spec).map_err(|source| ProcessError::Spawn { program, source })
     }
 }
 

@@ -68,7 +68,7 @@ impl Handler for SyncHandler {
         true
     }
 
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         sync_return(value).map(|v| ok(&v))
     }
 }
@@ -92,7 +92,7 @@ pub fn is_sync(name: &str) -> bool {
 #[derive(Debug)]
 pub enum QgaRequest {
     /// A command (`arguments` is the arguments object, `{}` when absent).
-    Command {
+    ProcessSpec {
         id: Option<Value>,
         name: String,
         arguments: Value,
@@ -132,7 +132,7 @@ pub fn parse(line: &[u8]) -> QgaRequest {
         Some(args @ Value::Object(_)) => args,
         Some(_) => return invalid(id, "QMP input member 'arguments' must be an object"),
     };
-    QgaRequest::Command {
+    QgaRequest::ProcessSpec {
         id,
         name,
         arguments,
@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn parses_commands_and_sync() {
         match parse(br#"{"execute":"guest-ping","id":5}"#) {
-            QgaRequest::Command {
+            QgaRequest::ProcessSpec {
                 id,
                 name,
                 arguments,

@@ -1,4 +1,4 @@
-//! Every process guestd spawns goes through a [`CommandRunner`], so tests record commands instead
+//! Every process guestd spawns goes through a [`ProcessRunner`], so tests record commands instead
 //! of running them. Secrets go through stdin, never argv; a command's `Debug`/`Display` never
 //! shows its stdin. Every command says what it reaches beyond the guest's files
 //! ([`Reach`](crate::effect::Reach)): by default the machine, so that a `--root` sandbox refuses
@@ -17,11 +17,11 @@ use crate::effect::{Effect, Reach};
 /// Default time a command may run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A command to run. Build with [`Command::new`] and the `arg`/`stdin`/`timeout` methods, and
+/// A command to run. Build with [`ProcessSpec::new`] and the `arg`/`stdin`/`timeout` methods, and
 /// say what it reaches with [`effect`](Self::effect), [`observes`](Self::observes) or
 /// [`root_local`](Self::root_local) (unmarked: it acts on the machine, [`Effect::Other`]).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Command {
+pub struct ProcessSpec {
     pub program: String,
     pub args: Vec<String>,
     /// Bytes written to stdin (secrets go here). Wiped on drop.
@@ -33,7 +33,7 @@ pub struct Command {
     pub reach: Reach,
 }
 
-impl Command {
+impl ProcessSpec {
     pub fn new(program: impl Into<String>) -> Self {
         Self {
             program: program.into(),
@@ -98,7 +98,7 @@ impl Command {
     }
 }
 
-impl fmt::Debug for Command {
+impl fmt::Debug for ProcessSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Command({:?}", self.command_line())?;
         if self.stdin.is_some() {
@@ -108,7 +108,7 @@ impl fmt::Debug for Command {
     }
 }
 
-impl fmt::Display for Command {
+impl fmt::Display for ProcessSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.command_line())
     }
@@ -129,11 +129,11 @@ impl Output {
     }
 
     /// Exit code, or `Failed` naming the program with stderr for the log.
-    pub fn check(self, program: &str) -> Result<Output, CommandError> {
+    pub fn check(self, program: &str) -> Result<Output, ProcessError> {
         if self.success() {
             Ok(self)
         } else {
-            Err(CommandError::Failed {
+            Err(ProcessError::Failed {
                 program: program.to_string(),
                 code: self.code,
                 stderr: String::from_utf8_lossy(&self.stderr).trim().to_string(),
@@ -144,7 +144,7 @@ impl Output {
 
 /// Running a command failed. `Display` names the program and the status only.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub enum ProcessError {
     #[error("could not run '{program}': {source}")]
     Spawn {
         program: String,
@@ -175,10 +175,10 @@ fn describe_code(code: Option<i32>) -> String {
 }
 
 /// Spawns processes (the real one, or a fake that records).
-pub trait CommandRunner: Send + Sync + 'static {
+pub trait ProcessRunner: Send + Sync + 'static {
     /// Run to completion (or timeout). A non-zero exit is *not* an error here; see
     /// [`Output::check`].
-    fn run(&self, cmd: &Command) -> Result<Output, CommandError>;
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError>;
 
     /// Whether `program` can be run (absolute path exists, or found on `PATH`).
     fn exists(&self, program: &str) -> bool;
@@ -188,10 +188,10 @@ pub trait CommandRunner: Send + Sync + 'static {
 #[derive(Debug, Default, Clone)]
 pub struct SystemRunner;
 
-impl CommandRunner for SystemRunner {
+impl ProcessRunner for SystemRunner {
     #[allow(clippy::disallowed_methods)] // this is the one place that spawns
-    fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
-        let spawn_err = |source| CommandError::Spawn {
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
+        let spawn_err = |source| ProcessError::Spawn {
             program: cmd.program.clone(),
             source,
         };
@@ -225,7 +225,7 @@ impl CommandRunner for SystemRunner {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(CommandError::Timeout {
+                return Err(ProcessError::Timeout {
                     program: cmd.program.clone(),
                     timeout: cmd.timeout,
                 });
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn runs_with_stdin_and_captures_output() {
-        let cmd = Command::new("sh")
+        let cmd = ProcessSpec::new("sh")
             .args(["-c", "cat; echo err >&2; exit 3"])
             .stdin(Zeroizing::new(b"secret".to_vec()));
         let out = SystemRunner.run(&cmd).unwrap();
@@ -285,13 +285,13 @@ mod tests {
 
     #[test]
     fn times_out_and_kills() {
-        let cmd = Command::new("sleep")
+        let cmd = ProcessSpec::new("sleep")
             .arg("30")
             .timeout(Duration::from_millis(100));
         let started = std::time::Instant::now();
         assert!(matches!(
             SystemRunner.run(&cmd),
-            Err(CommandError::Timeout { .. })
+            Err(ProcessError::Timeout { .. })
         ));
         assert!(started.elapsed() < Duration::from_secs(10));
     }
@@ -299,8 +299,8 @@ mod tests {
     #[test]
     fn missing_program_is_a_spawn_error() {
         assert!(matches!(
-            SystemRunner.run(&Command::new("/nonexistent/x")),
-            Err(CommandError::Spawn { .. })
+            SystemRunner.run(&ProcessSpec::new("/nonexistent/x")),
+            Err(ProcessError::Spawn { .. })
         ));
         assert!(SystemRunner.exists("sh"));
         assert!(!SystemRunner.exists("/nonexistent/x"));
@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn clear_env_empties_the_environment() {
-        let cmd = Command::new("/usr/bin/env").clear_env(vec![("A".into(), "1".into())]);
+        let cmd = ProcessSpec::new("/usr/bin/env").clear_env(vec![("A".into(), "1".into())]);
         assert_eq!(SystemRunner.run(&cmd).unwrap().stdout, b"A=1\n");
     }
 }

@@ -27,7 +27,7 @@ use crate::dispatch::{Channel, Dispatcher};
 use crate::framing::values::{self, ValueSplitter};
 use crate::framing::{Frame, LineDecoder, RESYNC};
 use crate::qga;
-use crate::retry::ReplyCache;
+use crate::reply_cache::ReplyCache;
 use crate::transport::Shutdown;
 use crate::wire::{Reply, parse_request};
 
@@ -103,7 +103,7 @@ async fn answer_qga(
             Some(qga::encode_error("GenericError", &desc, None))
         }
         Frame::Line(line) => match qga::parse(&line) {
-            qga::QgaRequest::Command {
+            qga::QgaRequest::ProcessSpec {
                 id,
                 name,
                 arguments,
@@ -128,7 +128,7 @@ async fn answer_qga(
                 debug!(channel = %channel.name(), %desc, "unusable qga request");
                 Some(qga::encode_error("GenericError", &desc, id.as_ref()))
             }
-            qga::QgaRequest::Command {
+            qga::QgaRequest::ProcessSpec {
                 id,
                 name,
                 arguments,

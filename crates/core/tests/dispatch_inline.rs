@@ -27,7 +27,7 @@ impl Handler for Probe {
         self.may_block
     }
 
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         *self.ran_on.lock().unwrap() = Some(std::thread::current().id());
         match value.as_str() {
             Some("panic") => panic!("probe asked to panic"),

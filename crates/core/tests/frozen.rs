@@ -32,7 +32,7 @@ impl Handler for Probe {
     fn allowed_while_frozen(&self) -> bool {
         self.query || self.thaws
     }
-    fn run(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         self.ran.lock().unwrap().push(self.name);
         Ok(Reply::ok(""))
     }

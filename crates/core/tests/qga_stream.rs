@@ -30,7 +30,7 @@ impl Handler for Echo {
         false
     }
 
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         if value.get("fail").is_some() {
             return Err(HandlerError::failed("échec"));
         }

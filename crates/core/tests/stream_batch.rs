@@ -25,7 +25,7 @@ impl Handler for Echo {
         false
     }
 
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         Ok(Reply::ok(value.as_str().unwrap_or_default()))
     }
 }
@@ -38,7 +38,7 @@ impl Handler for Gate {
         "gate"
     }
 
-    fn run(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         self.0.lock().unwrap().recv().unwrap();
         Ok(Reply::ok("opened"))
     }

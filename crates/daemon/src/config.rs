@@ -19,7 +19,7 @@ pub struct Config {
     pub commands: CommandsConfig,
     pub transports: TransportsConfig,
     /// Safe retries: replies remembered per transport by request id.
-    pub retry: guestd_core::retry::RetryConfig,
+    pub retry: guestd_core::reply_cache::ReplyCacheConfig,
     pub serial: guestd_transport_serial::SerialConfig,
     pub tcp: guestd_transport_socket::TcpConfig,
     pub vsock: guestd_transport_socket::VsockConfig,

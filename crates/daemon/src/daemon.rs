@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use guestd_core::stream::StreamLimits;
 use guestd_core::{Backend, Dialect, Env, Root, Shutdown, SystemRunner};
-use guestd_distro::SystemBackend;
+use guestd_distro::OsBackend;
 use guestd_transport_socket::tcp::TlsServer;
 use tracing::{error, info, warn};
 
@@ -109,7 +109,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("[qga] {e}"))?;
     if let Some(manager) = &config.network.manager {
-        guestd_distro::network::Manager::from_name(manager)
+        guestd_distro::network::NetworkTool::from_name(manager)
             .map_err(|e| anyhow::anyhow!("[network] manager: {e}"))?;
     }
     init_logging(
@@ -129,7 +129,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     if windows_accounts != Default::default() {
         warn!(store = %config.password.windows_accounts, "[password] windows_accounts: passwords go to a FAKE account store (tests only)");
     }
-    let backend = SystemBackend::detect(&root).with_windows_accounts(windows_accounts);
+    let backend = OsBackend::detect(&root).with_windows_accounts(windows_accounts);
     // Under --root, commands that would act on this machine are refused unless [sandbox]
     // allows their effect: the one place that policy is applied.
     let runner = guestd_core::effect::contain(&root, Arc::new(SystemRunner), &config.sandbox);
@@ -322,7 +322,7 @@ async fn stop_components(dispatcher: &Arc<guestd_core::Dispatcher>) {
 fn update_watchdog(root: &Root, state: &str) -> anyhow::Result<()> {
     use guestd_handlers::update::watchdog::{self, Status};
     info!(state, "update watchdog started");
-    match watchdog::run(root, &SystemRunner, state).map_err(anyhow::Error::msg)? {
+    match watchdog::supervise(root, &SystemRunner, state).map_err(anyhow::Error::msg)? {
         Status::Ready => Ok(()),
         other => anyhow::bail!("update did not complete: {other:?}"),
     }
@@ -392,7 +392,7 @@ fn xen_metrics_path(
 fn check_config(
     config: &config::Config,
     files: &[std::path::PathBuf],
-    backend: &SystemBackend,
+    backend: &OsBackend,
     dispatcher: &guestd_core::Dispatcher,
     specs: &[ChannelSpec],
 ) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use guestd_core::channel_spec::{ChannelKind, ChannelSpec, XenstoreTarget};
-use guestd_core::retry::ReplyCache;
+use guestd_core::reply_cache::ReplyCache;
 use guestd_core::stream::{Dialect, StreamLimits, StreamOptions};
 use guestd_core::{Transport, TransportError};
 use guestd_transport_xenstore::XenstoreTransport;

@@ -1,6 +1,6 @@
 //! guestd-testkit: what tests use instead of the real world.
 //!
-//! - [`FakeRunner`]: a `CommandRunner` that records every command (with its stdin) and answers
+//! - [`FakeRunner`]: a `ProcessRunner` that records every command (with its stdin) and answers
 //!   from scripted rules instead of running anything.
 //! - [`FakeSpawner`]: a `ProcessSpawner` whose programs run until the test finishes them.
 //! - [`MemoryTransport`]: a `Transport` fed from the test through a channel.

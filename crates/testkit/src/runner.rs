@@ -1,8 +1,8 @@
-//! A `CommandRunner` that records instead of running.
+//! A `ProcessRunner` that records instead of running.
 
 use std::sync::Mutex;
 
-use guestd_core::{Command, CommandError, CommandRunner, Output};
+use guestd_core::{Output, ProcessError, ProcessRunner, ProcessSpec};
 
 /// One recorded command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,13 +10,13 @@ pub struct Recorded {
     /// `program arg arg …`
     pub line: String,
     /// What was written to stdin (tests may check it; it is never printed by `Debug` of
-    /// `Command`).
+    /// `ProcessSpec`).
     pub stdin: Option<Vec<u8>>,
 }
 
 type Rule = (
     String,
-    Box<dyn Fn(&Command) -> Result<Output, CommandError> + Send + Sync>,
+    Box<dyn Fn(&ProcessSpec) -> Result<Output, ProcessError> + Send + Sync>,
 );
 
 /// Records every command; answers with the first matching rule (a prefix of the command line),
@@ -57,7 +57,7 @@ impl FakeRunner {
     pub fn respond_with(
         &self,
         prefix: &str,
-        f: impl Fn(&Command) -> Result<Output, CommandError> + Send + Sync + 'static,
+        f: impl Fn(&ProcessSpec) -> Result<Output, ProcessError> + Send + Sync + 'static,
     ) -> &Self {
         self.rules
             .lock()
@@ -86,8 +86,8 @@ impl FakeRunner {
     }
 }
 
-impl CommandRunner for FakeRunner {
-    fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+impl ProcessRunner for FakeRunner {
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
         let line = cmd.command_line();
         self.recorded.lock().unwrap().push(Recorded {
             line: line.clone(),

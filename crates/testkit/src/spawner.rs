@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use guestd_core::{
-    Captured, CommandError, ExitReport, ProcessSpawner, SpawnSpec, SpawnedProcess, Termination,
+    Captured, ExitReport, ProcessError, ProcessSpawner, SpawnSpec, SpawnedProcess, Termination,
 };
 
 type Slot = Arc<Mutex<Option<ExitReport>>>;
@@ -85,20 +85,20 @@ impl SpawnedProcess for FakeProcess {
 }
 
 impl ProcessSpawner for FakeSpawner {
-    fn locate(&self, program: &str) -> Result<PathBuf, CommandError> {
+    fn locate(&self, program: &str) -> Result<PathBuf, ProcessError> {
         self.programs
             .lock()
             .unwrap()
             .iter()
             .find(|(name, _)| name == program)
             .map(|(_, file)| file.clone())
-            .ok_or_else(|| CommandError::Spawn {
+            .ok_or_else(|| ProcessError::Spawn {
                 program: program.to_string(),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             })
     }
 
-    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, CommandError> {
+    fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn SpawnedProcess>, ProcessError> {
         let mut started = self.started.lock().unwrap();
         let pid = 100 + started.len() as u32;
         let report: Slot = Arc::default();

@@ -99,7 +99,7 @@ struct Agent<P: Platform> {
 }
 
 /// Publish the guest metrics over XenStore backend `S` at `path` until `shutdown`.
-pub async fn run<S: Store, P: Platform>(
+pub async fn publish<S: Store, P: Platform>(
     path: PathBuf,
     settings: Settings,
     platform: P,

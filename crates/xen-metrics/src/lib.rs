@@ -56,8 +56,14 @@ pub fn spawn(
                 #[cfg(any(target_os = "linux", target_os = "freebsd", windows))]
                 match platform::system().await {
                     Ok(platform) => {
-                        agent::run::<S, _>(path, self.settings, platform, self.env, self.shutdown)
-                            .await
+                        agent::publish::<S, _>(
+                            path,
+                            self.settings,
+                            platform,
+                            self.env,
+                            self.shutdown,
+                        )
+                        .await
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the Xen guest metrics cannot read this OS's interfaces; not publishing")

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use guestd_core::{Env, Root, Shutdown};
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_test_xenstored::{Config, TestXenstored, Toolstack};
 use guestd_testkit::FakeRunner;
 use guestd_transport_xenstore::XsClient;
@@ -85,7 +85,7 @@ async fn setup() -> Setup {
     let env = Env {
         root: Root::sandbox(&root).unwrap(),
         runner: runner.clone(),
-        backend: Arc::new(SystemBackend::new(OsFamily::Debian)),
+        backend: Arc::new(OsBackend::new(OsFamily::Debian)),
     };
     let settings = Settings {
         memory_interval: None,
@@ -95,7 +95,7 @@ async fn setup() -> Setup {
     };
     let (trigger, shutdown): (_, Shutdown) = Shutdown::new();
     let guest = dir.path().join("guest5.sock");
-    let task = tokio::spawn(agent::run::<XsClient, _>(
+    let task = tokio::spawn(agent::publish::<XsClient, _>(
         guest, settings, Quiet, env, shutdown,
     ));
     Setup {

@@ -5,7 +5,7 @@
 //! FreeBSD. Supplementary groups are added, never taken away; a user's home is never removed.
 
 use guestd_core::configure::{Ensure, GroupSpec, ResourcePlan, UserSpec};
-use guestd_core::{BackendError, Command, Effect, Env, Root};
+use guestd_core::{BackendError, Effect, Env, ProcessSpec, Root};
 
 use super::{changes, has_tool, in_root, with_root_option};
 use crate::OsFamily;
@@ -133,11 +133,11 @@ fn tools(family: OsFamily, env: &Env, what: &str) -> Result<Tools, BackendError>
     }
 }
 
-fn shadow(env: &Env, program: &str, args: &[&str]) -> Result<Command, BackendError> {
+fn shadow(env: &Env, program: &str, args: &[&str]) -> Result<ProcessSpec, BackendError> {
     with_root_option(&env.root, changes(Effect::Accounts), program, "-R", args)
 }
 
-fn pw(env: &Env, args: &[&str]) -> Result<Command, BackendError> {
+fn pw(env: &Env, args: &[&str]) -> Result<ProcessSpec, BackendError> {
     with_root_option(&env.root, changes(Effect::Accounts), "pw", "-R", args)
 }
 
@@ -299,7 +299,7 @@ fn create_user(
     tools: Tools,
     env: &Env,
     spec: &UserSpec,
-) -> Result<Vec<guestd_core::PlannedCommand>, BackendError> {
+) -> Result<Vec<guestd_core::PlannedProcess>, BackendError> {
     let name = spec.name.as_str();
     let uid = spec.uid.map(|u| u.to_string());
     let groups = spec.groups.join(",");

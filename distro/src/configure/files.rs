@@ -16,7 +16,7 @@
 use guestd_core::configure::{
     DirectorySpec, Ensure, FileSpec, Principal, ResourcePlan, SelinuxContext,
 };
-use guestd_core::{BackendError, Command, Env, FileChange, PlannedCommand, Root, Snapshot};
+use guestd_core::{BackendError, Env, FileChange, PlannedProcess, ProcessSpec, Root, Snapshot};
 use zeroize::Zeroizing;
 
 use super::{first_line, resolve_group, resolve_user};
@@ -261,7 +261,7 @@ fn plan_label(
                 ));
                 out.plan
                     .commands
-                    .push(PlannedCommand::from(tool("chcon", &["-h", want, host])));
+                    .push(PlannedProcess::from(tool("chcon", &["-h", want, host])));
             }
         }
         SelinuxContext::Default => {
@@ -273,7 +273,7 @@ fn plan_label(
                 out.change("SELinux context -> the policy's default");
                 out.plan
                     .commands
-                    .push(PlannedCommand::from(tool("restorecon", &[host])));
+                    .push(PlannedProcess::from(tool("restorecon", &[host])));
             }
         }
     }
@@ -282,8 +282,8 @@ fn plan_label(
 
 /// `chcon`/`restorecon` on a path of the guest's tree: they change or read labels of the
 /// guest's files, nothing beyond them.
-fn tool(program: &str, args: &[&str]) -> Command {
-    Command::new(program)
+fn tool(program: &str, args: &[&str]) -> ProcessSpec {
+    ProcessSpec::new(program)
         .args(args.iter().copied())
         .clear_env(vec![
             ("PATH".into(), super::TOOL_PATH.into()),

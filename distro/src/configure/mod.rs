@@ -40,7 +40,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use guestd_core::configure::{Principal, ResourceContext, ResourcePlan, ResourceSpec};
-use guestd_core::{BackendError, Command, Effect, Env, Reach, Root};
+use guestd_core::{BackendError, Effect, Env, ProcessSpec, Reach, Root};
 
 use crate::{OsFamily, ServiceManager};
 
@@ -112,15 +112,15 @@ pub fn in_root(
     program: &str,
     args: &[&str],
     env: &[(&str, &str)],
-) -> Result<Command, BackendError> {
+) -> Result<ProcessSpec, BackendError> {
     let vars = std::iter::once(("PATH", TOOL_PATH))
         .chain(std::iter::once(("LC_ALL", "C")))
         .chain(env.iter().copied())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let cmd = match sandbox_dir(root)? {
-        None => Command::new(program).args(args.iter().copied()),
-        Some(dir) => Command::new("chroot")
+        None => ProcessSpec::new(program).args(args.iter().copied()),
+        Some(dir) => ProcessSpec::new("chroot")
             .arg(dir)
             .arg(program)
             .args(args.iter().copied()),
@@ -140,8 +140,8 @@ pub fn with_root_option(
     program: &str,
     root_option: &str,
     args: &[&str],
-) -> Result<Command, BackendError> {
-    let mut cmd = Command::new(program);
+) -> Result<ProcessSpec, BackendError> {
+    let mut cmd = ProcessSpec::new(program);
     if let Some(dir) = sandbox_dir(root)? {
         cmd = if let Some(prefix) = root_option.strip_suffix('=') {
             cmd.arg(format!("{prefix}={dir}"))

@@ -16,7 +16,7 @@
 //! nothing here adds a repository or refreshes an index.
 
 use guestd_core::configure::{Ensure, PackageSource, PackageSpec, ResourcePlan};
-use guestd_core::{BackendError, Command, Effect, Env, PlannedCommand, Reach, Root};
+use guestd_core::{BackendError, Effect, Env, PlannedProcess, ProcessSpec, Reach, Root};
 
 use super::{PACKAGE_TIMEOUT, changes, first_line, has_tool, in_root, with_root_option};
 use crate::OsFamily;
@@ -70,7 +70,7 @@ pub fn plan_package(
             manager.install(env, name, spec.version.as_deref(), installed)?
         }
     };
-    out.plan.commands.push(PlannedCommand::from(command));
+    out.plan.commands.push(PlannedProcess::from(command));
     Ok(out)
 }
 
@@ -214,7 +214,7 @@ impl Manager {
         name: &str,
         version: Option<&str>,
         installed: &Installed,
-    ) -> Result<Command, BackendError> {
+    ) -> Result<ProcessSpec, BackendError> {
         let root = &env.root;
         let cmd = match self {
             Self::Apt => {
@@ -290,7 +290,7 @@ impl Manager {
         Ok(cmd.timeout(PACKAGE_TIMEOUT))
     }
 
-    fn remove(self, env: &Env, name: &str) -> Result<Command, BackendError> {
+    fn remove(self, env: &Env, name: &str) -> Result<ProcessSpec, BackendError> {
         let root = &env.root;
         let cmd = match self {
             Self::Apt => return apt(root, &["remove", "-y", "-q", name]),
@@ -335,7 +335,7 @@ impl Manager {
     }
 }
 
-fn apt(root: &Root, args: &[&str]) -> Result<Command, BackendError> {
+fn apt(root: &Root, args: &[&str]) -> Result<ProcessSpec, BackendError> {
     Ok(in_root(
         root,
         changes(Effect::Install),
@@ -346,7 +346,7 @@ fn apt(root: &Root, args: &[&str]) -> Result<Command, BackendError> {
     .timeout(PACKAGE_TIMEOUT))
 }
 
-fn pip(root: &Root, on_guest: Reach, args: &[&str]) -> Result<Command, BackendError> {
+fn pip(root: &Root, on_guest: Reach, args: &[&str]) -> Result<ProcessSpec, BackendError> {
     let mut all = vec!["-m", "pip"];
     all.extend_from_slice(args);
     in_root(root, on_guest, "python3", &all, &[])

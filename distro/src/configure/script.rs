@@ -19,7 +19,7 @@
 //! otherwise.
 
 use guestd_core::configure::{ResourceContext, ResourcePlan, RunSpec};
-use guestd_core::{BackendError, Command, Effect, Env, PlannedCommand, RootError};
+use guestd_core::{BackendError, Effect, Env, PlannedProcess, ProcessSpec, RootError};
 
 use super::{TOOL_PATH, join, sandbox_dir};
 use crate::OsFamily;
@@ -60,11 +60,11 @@ pub fn plan_run(
             .map(|(name, value)| (name.clone(), value.to_string())),
     );
     let cmd = match sandbox_dir(&env.root)? {
-        None => Command::new(&path),
-        Some(base) => Command::new("chroot").arg(base).arg(&path),
+        None => ProcessSpec::new(&path),
+        Some(base) => ProcessSpec::new("chroot").arg(base).arg(&path),
     };
     let timeout = spec.timeout.unwrap_or(context.settings.script_timeout);
-    out.plan.commands.push(PlannedCommand::from(
+    out.plan.commands.push(PlannedProcess::from(
         cmd.clear_env(vars).timeout(timeout).effect(Effect::Script),
     ));
     Ok(out)

@@ -18,7 +18,7 @@
 //! `systemctl` itself does in a chroot ("Running in chroot, ignoring command").
 
 use guestd_core::configure::{ResourceContext, ResourcePlan, ServiceSpec, ServiceState};
-use guestd_core::{BackendError, Command, Effect, Env, FileChange, PlannedCommand, Reach};
+use guestd_core::{BackendError, Effect, Env, FileChange, PlannedProcess, ProcessSpec, Reach};
 
 use super::{changes, first_line, has_tool, in_root, with_root_option};
 use crate::ServiceManager;
@@ -74,7 +74,7 @@ pub fn plan_service(
             manager
                 .action(env, name, action)?
                 .into_iter()
-                .map(PlannedCommand::from),
+                .map(PlannedProcess::from),
         );
     }
     Ok(out)
@@ -228,7 +228,7 @@ impl Manager {
         out: &mut ResourcePlan,
     ) -> Result<(), BackendError> {
         let root = &env.root;
-        let commands: Vec<Command> = match self {
+        let commands: Vec<ProcessSpec> = match self {
             Self::Systemd => vec![with_root_option(
                 root,
                 changes(Effect::Service),
@@ -331,7 +331,7 @@ impl Manager {
         };
         out.plan
             .commands
-            .extend(commands.into_iter().map(PlannedCommand::from));
+            .extend(commands.into_iter().map(PlannedProcess::from));
         Ok(())
     }
 
@@ -378,7 +378,7 @@ impl Manager {
         Ok(out.success())
     }
 
-    fn action(self, env: &Env, name: &str, action: &str) -> Result<Vec<Command>, BackendError> {
+    fn action(self, env: &Env, name: &str, action: &str) -> Result<Vec<ProcessSpec>, BackendError> {
         let root = &env.root;
         Ok(match self {
             Self::Systemd => vec![with_root_option(
@@ -418,8 +418,8 @@ impl Manager {
 }
 
 /// `sc.exe qc|query` only look; `sc.exe config` changes how the machine starts a service.
-fn scm(args: &[&str]) -> Command {
-    let cmd = Command::new("sc.exe")
+fn scm(args: &[&str]) -> ProcessSpec {
+    let cmd = ProcessSpec::new("sc.exe")
         .args(args.iter().copied())
         .timeout(super::TOOL_TIMEOUT);
     match args.first() {
@@ -429,8 +429,8 @@ fn scm(args: &[&str]) -> Command {
 }
 
 /// `net.exe start|stop` waits for the service to get there (`sc.exe` only asks).
-fn net(args: &[&str]) -> Command {
-    Command::new("net.exe")
+fn net(args: &[&str]) -> ProcessSpec {
+    ProcessSpec::new("net.exe")
         .args(args.iter().copied())
         .timeout(super::TOOL_TIMEOUT)
         .effect(Effect::Service)

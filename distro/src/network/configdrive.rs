@@ -20,7 +20,7 @@
 
 use std::path::PathBuf;
 
-use guestd_core::{Command, CommandRunner, Effect, Root, RootError, Snapshot};
+use guestd_core::{Effect, ProcessRunner, ProcessSpec, Root, RootError, Snapshot};
 pub use guestd_network_model::config_drive::{ConfigDriveFiles, MAX_FILE};
 use guestd_network_model::config_drive::{META_DATA, NETWORK_DATA};
 use tracing::{debug, info, warn};
@@ -46,7 +46,7 @@ fn sys(e: impl std::fmt::Display) -> NetworkError {
 /// `Ok(None)` when there is none.
 pub fn read(
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     dir: Option<&str>,
     keep_hostname: bool,
 ) -> Result<Option<ConfigDriveFiles>, NetworkError> {
@@ -68,7 +68,7 @@ pub fn read(
     }
     root.create_dir_all(MOUNT_POINT, 0o700).map_err(sys)?;
     let source = format!("/dev/{}", device.name);
-    let mount = Command::new("mount")
+    let mount = ProcessSpec::new("mount")
         .args([
             "-t",
             &FILESYSTEMS.join(","),
@@ -94,7 +94,7 @@ pub fn read(
     };
     if let Err(e) = runner
         .run(
-            &Command::new("umount")
+            &ProcessSpec::new("umount")
                 .arg(MOUNT_POINT)
                 .effect(Effect::Mount),
         )
@@ -116,7 +116,7 @@ struct BlockDevice {
 /// device has that label (or this is not a Linux system with `/sys/class/block`).
 fn find_device(
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
 ) -> Result<Option<BlockDevice>, NetworkError> {
     if !root.is_dir(SYS_BLOCK) {
         return Ok(None);
@@ -141,11 +141,11 @@ fn find_device(
 }
 
 /// Without udev's link: the device `blkid` finds with the label, if any.
-fn blkid(runner: &dyn CommandRunner) -> Option<String> {
+fn blkid(runner: &dyn ProcessRunner) -> Option<String> {
     if !runner.exists("blkid") {
         return None;
     }
-    let cmd = Command::new("blkid")
+    let cmd = ProcessSpec::new("blkid")
         .args(["-t", "LABEL=config-2", "-o", "device"])
         .observes();
     match runner.run(&cmd) {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use guestd_core::{Command, CommandRunner, Root};
+use guestd_core::{ProcessRunner, ProcessSpec, Root};
 
 use super::model::{Interface, Mac, Network, NetworkError, NetworkSpec};
 use crate::OsFamily;
@@ -18,17 +18,17 @@ pub type Devices = BTreeMap<Mac, String>;
 pub fn discover(
     family: OsFamily,
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
 ) -> Result<Devices, NetworkError> {
     match family {
         OsFamily::FreeBsd => {
-            let out = run(runner, Command::new("ifconfig").arg("-a").observes())?;
+            let out = run(runner, ProcessSpec::new("ifconfig").arg("-a").observes())?;
             Ok(parse_ifconfig(&out))
         }
         OsFamily::Windows => {
             let out = run(
                 runner,
-                Command::new("getmac")
+                ProcessSpec::new("getmac")
                     .args(["/fo", "csv", "/nh", "/v"])
                     .observes(),
             )?;
@@ -38,7 +38,7 @@ pub fn discover(
     }
 }
 
-fn run(runner: &dyn CommandRunner, cmd: Command) -> Result<String, NetworkError> {
+fn run(runner: &dyn ProcessRunner, cmd: ProcessSpec) -> Result<String, NetworkError> {
     let program = cmd.program.clone();
     let out = runner
         .run(&cmd)

@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use guestd_core::{FileChange, PlannedCommand, Root, WriteOptions, plan::Expect};
+use guestd_core::{FileChange, PlannedProcess, Root, WriteOptions, plan::Expect};
 
 use super::model::{Hostname, NetworkError};
 use super::render::{hash_header, set_hostname};
@@ -25,8 +25,8 @@ pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 #[derive(Debug, Default)]
 pub struct HostnamePlan {
     pub files: Vec<FileChange>,
-    pub commands: Vec<PlannedCommand>,
-    pub rollback: Vec<PlannedCommand>,
+    pub commands: Vec<PlannedProcess>,
+    pub rollback: Vec<PlannedProcess>,
     /// Whether anything differs from the current state.
     pub changed: bool,
 }

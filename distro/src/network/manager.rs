@@ -10,7 +10,7 @@ use crate::OsFamily;
 
 /// The network managers guestd renders for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Manager {
+pub enum NetworkTool {
     /// Ubuntu's netplan (`/etc/netplan/*.yaml`), rendered by networkd or NetworkManager.
     Netplan,
     /// NetworkManager keyfiles (`/etc/NetworkManager/system-connections`).
@@ -31,8 +31,8 @@ pub enum Manager {
     Windows,
 }
 
-impl Manager {
-    pub const ALL: [Manager; 9] = [
+impl NetworkTool {
+    pub const ALL: [NetworkTool; 9] = [
         Self::Netplan,
         Self::NetworkManager,
         Self::Networkd,
@@ -137,7 +137,7 @@ impl Manager {
     }
 }
 
-impl fmt::Display for Manager {
+impl fmt::Display for NetworkTool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -188,11 +188,11 @@ mod tests {
     #[test]
     fn detects_what_is_in_use() {
         use OsFamily::*;
-        let cases: &[(&[&str], OsFamily, Manager)] = &[
+        let cases: &[(&[&str], OsFamily, NetworkTool)] = &[
             (
                 &["/etc/netplan/50-cloud-init.yaml", "/etc/network/interfaces"],
                 Debian,
-                Manager::Netplan,
+                NetworkTool::Netplan,
             ),
             (
                 &[
@@ -200,12 +200,12 @@ mod tests {
                     "/etc/sysconfig/network-scripts/ifup-eth",
                 ],
                 RedHat,
-                Manager::NetworkManager,
+                NetworkTool::NetworkManager,
             ),
             (
                 &["/etc/sysconfig/network-scripts/ifup-eth"],
                 RedHat,
-                Manager::NetworkScripts,
+                NetworkTool::NetworkScripts,
             ),
             (
                 &[
@@ -213,23 +213,27 @@ mod tests {
                     "/etc/network/interfaces",
                 ],
                 Debian,
-                Manager::Networkd,
+                NetworkTool::Networkd,
             ),
-            (&["/etc/network/interfaces"], Debian, Manager::Ifupdown),
-            (&["/etc/network/interfaces"], Alpine, Manager::Ifupdown),
+            (&["/etc/network/interfaces"], Debian, NetworkTool::Ifupdown),
+            (&["/etc/network/interfaces"], Alpine, NetworkTool::Ifupdown),
             (
                 &["/usr/sbin/wicked", "/etc/sysconfig/network/"],
                 Suse,
-                Manager::Wicked,
+                NetworkTool::Wicked,
             ),
-            (&["/etc/init.d/net.lo"], Gentoo, Manager::Netifrc),
-            (&[], FreeBsd, Manager::FreeBsd),
-            (&[], Windows, Manager::Windows),
-            (&[], Arch, Manager::Networkd),
+            (&["/etc/init.d/net.lo"], Gentoo, NetworkTool::Netifrc),
+            (&[], FreeBsd, NetworkTool::FreeBsd),
+            (&[], Windows, NetworkTool::Windows),
+            (&[], Arch, NetworkTool::Networkd),
         ];
         for (files, family, want) in cases {
             let (_d, root) = tree(files);
-            assert_eq!(Manager::detect(&root, *family).unwrap(), *want, "{files:?}");
+            assert_eq!(
+                NetworkTool::detect(&root, *family).unwrap(),
+                *want,
+                "{files:?}"
+            );
         }
         let (d, root) =
             tree(&["/etc/systemd/system/multi-user.target.wants/NetworkManager.service"]);
@@ -239,19 +243,25 @@ mod tests {
             "auto lo\niface lo inet loopback\nauto eth0\niface eth0 inet dhcp\n",
         )
         .unwrap();
-        assert_eq!(Manager::detect(&root, Debian).unwrap(), Manager::Ifupdown);
+        assert_eq!(
+            NetworkTool::detect(&root, Debian).unwrap(),
+            NetworkTool::Ifupdown
+        );
         let (_d, root) = tree(&[]);
-        assert!(Manager::detect(&root, Unknown).is_err());
+        assert!(NetworkTool::detect(&root, Unknown).is_err());
     }
 
     #[test]
     fn names_round_trip() {
-        for m in Manager::ALL {
-            assert_eq!(Manager::from_name(m.name()).unwrap(), m);
+        for m in NetworkTool::ALL {
+            assert_eq!(NetworkTool::from_name(m.name()).unwrap(), m);
         }
-        assert_eq!(Manager::from_name("NM").unwrap(), Manager::NetworkManager);
+        assert_eq!(
+            NetworkTool::from_name("NM").unwrap(),
+            NetworkTool::NetworkManager
+        );
         assert!(
-            Manager::from_name("bogus")
+            NetworkTool::from_name("bogus")
                 .unwrap_err()
                 .to_string()
                 .starts_with("unknown network manager 'bogus' (known: netplan, ")

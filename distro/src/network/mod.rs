@@ -3,7 +3,7 @@
 //! formats are parsed into the model before it gets here (by the handler); what is OS work
 //! about a source stays here: finding and mounting a config drive ([`configdrive`]).
 //!
-//! Flow ([`reset_network`]): match MACs to devices ([`devices`]) → detect the [`Manager`] (or
+//! Flow ([`reset_network`]): match MACs to devices ([`devices`]) → detect the [`NetworkTool`] (or
 //! take the configured one) → [`plan`] (render, hostname, resolv.conf) → `guestd_core::apply`
 //! (backups, atomic writes, restart of the affected interfaces, checks; on failure the files
 //! are restored and the interfaces restarted with the old configuration).
@@ -25,14 +25,14 @@ pub use guestd_network_model as model;
 
 use guestd_core::plan::Expect;
 use guestd_core::{
-    ApplyError, ApplyOptions, BackendError, CommandRunner, Env, FileChange, NetworkRequest,
-    NetworkReset, Plan, PlannedCommand, Root,
+    ApplyError, ApplyOptions, BackendError, Env, FileChange, NetworkRequest, NetworkReset, Plan,
+    PlannedProcess, ProcessRunner, Root,
 };
 use guestd_network_model::config_drive::ConfigDriveFiles;
 use tracing::{info, warn};
 
 pub use computer_name::{ComputerName, SystemComputerName};
-pub use manager::Manager;
+pub use manager::NetworkTool;
 pub use model::{
     Hostname, Interface, InterfaceSpec, IpNet, Mac, Network, NetworkError, NetworkSpec, Route,
 };
@@ -77,7 +77,7 @@ fn differs(root: &Root, change: &FileChange) -> bool {
 }
 
 /// Whether every check passes right now (read-only commands).
-fn checks_pass(runner: &dyn CommandRunner, checks: &[PlannedCommand]) -> bool {
+fn checks_pass(runner: &dyn ProcessRunner, checks: &[PlannedProcess]) -> bool {
     checks.iter().all(|c| match runner.run(&c.command) {
         Ok(out) => match &c.expect {
             Expect::Anything => true,
@@ -94,9 +94,9 @@ fn checks_pass(runner: &dyn CommandRunner, checks: &[PlannedCommand]) -> bool {
 /// of the current state (to skip a restart that is not needed).
 pub fn plan(
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     family: OsFamily,
-    manager: Manager,
+    manager: NetworkTool,
     net: &Network,
 ) -> Result<Plan, NetworkError> {
     let ctx = RenderContext { root, family };
@@ -105,7 +105,7 @@ pub fn plan(
     let mut checks = Vec::new();
     let mut rollback = Vec::new();
     let mut manages_dns = true;
-    let renders_hostname = matches!(manager, Manager::FreeBsd | Manager::Windows);
+    let renders_hostname = matches!(manager, NetworkTool::FreeBsd | NetworkTool::Windows);
     if !net.interfaces.is_empty() || renders_hostname {
         let rendered = render::render(manager, net, ctx)?;
         // What changes for the network alone (without the hostname, which some managers keep in
@@ -140,7 +140,7 @@ pub fn plan(
         manages_dns = rendered.manages_dns;
     }
     if let Some(name) = &net.hostname {
-        if manager == Manager::FreeBsd {
+        if manager == NetworkTool::FreeBsd {
             let old = hostname::current_rc_conf(root)?;
             let hosts = root
                 .read_optional(hostname::HOSTS)
@@ -156,7 +156,7 @@ pub fn plan(
                     guestd_core::WriteOptions::mode(0o644),
                 ));
             }
-        } else if manager != Manager::Windows {
+        } else if manager != NetworkTool::Windows {
             let h = hostname::plan(root, family, name)?;
             out.changes.extend(h.files);
             out.commands.extend(h.commands);
@@ -165,7 +165,7 @@ pub fn plan(
     }
     let dns = net.dns();
     if !dns.is_empty()
-        && manager != Manager::Windows
+        && manager != NetworkTool::Windows
         && hostname::resolv_conf_unmanaged(root, manages_dns)
     {
         out.changes.push(hostname::resolv_conf(root, &dns)?);
@@ -187,8 +187,8 @@ pub fn reset_network(
     let fail = BackendError::from;
     let spec = request.spec;
     let manager = match request.manager {
-        Some(name) => Manager::from_name(name).map_err(fail)?,
-        None => Manager::detect(&env.root, family).map_err(fail)?,
+        Some(name) => NetworkTool::from_name(name).map_err(fail)?,
+        None => NetworkTool::detect(&env.root, family).map_err(fail)?,
     };
     let net = if spec.interfaces.is_empty() {
         Network {
@@ -221,7 +221,7 @@ pub fn reset_network(
                 },
                 spec.source,
             ));
-            if let (Manager::Windows, Some(name)) = (manager, &net.hostname) {
+            if let (NetworkTool::Windows, Some(name)) = (manager, &net.hostname) {
                 done.notice = computer_name::apply(names, name).map_err(|e| {
                     warn!(error = %e, "setting the computer name failed");
                     let what = if interfaces.is_empty() {
@@ -247,7 +247,7 @@ pub fn reset_network(
         Err(e) => {
             let restored = match &e {
                 ApplyError::File { restored, .. }
-                | ApplyError::Command { restored, .. }
+                | ApplyError::ProcessSpec { restored, .. }
                 | ApplyError::Unexpected { restored, .. } => *restored,
             };
             warn!(error = %e, restored, "resetnetwork failed");
@@ -259,7 +259,7 @@ pub fn reset_network(
                 }
                 other => other.to_string(),
             };
-            if manager == Manager::Windows {
+            if manager == NetworkTool::Windows {
                 return Err(BackendError::Failed(format!(
                     "network configuration failed ({what}); the adapters were returned to DHCP"
                 )));

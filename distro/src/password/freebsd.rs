@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::info;
 use zeroize::Zeroizing;
 
-use guestd_core::{BackendError, Command, Effect, Env, Plan, SecretString};
+use guestd_core::{BackendError, Effect, Env, Plan, ProcessSpec, SecretString};
 
 use super::{crypt, hash_format, shadow};
 
@@ -14,9 +14,11 @@ pub const MASTER_PASSWD: &str = "/etc/master.passwd";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `pw` command that sets `user`'s hash (read from stdin because of `-H 0`).
-pub fn pw_command(env: &Env, user: &str, hash: &str) -> Result<Command, BackendError> {
+pub fn pw_command(env: &Env, user: &str, hash: &str) -> Result<ProcessSpec, BackendError> {
     // On the real root it changes the system's accounts; with -R only files under the root.
-    let mut cmd = Command::new("pw").timeout(TIMEOUT).effect(Effect::Accounts);
+    let mut cmd = ProcessSpec::new("pw")
+        .timeout(TIMEOUT)
+        .effect(Effect::Accounts);
     if let Some(base) = env.root.base() {
         let base = base.to_str().ok_or_else(|| {
             BackendError::Invalid("the sandbox root path is not UTF-8".to_string())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use guestd_core::{BackendError, Command, Effect, Env, Plan, SecretString, WriteOptions};
+use guestd_core::{BackendError, Effect, Env, Plan, ProcessSpec, SecretString, WriteOptions};
 
 use super::{crypt, hash_format, shadow};
 
@@ -80,9 +80,9 @@ fn read_shadow(env: &Env) -> Result<Zeroizing<Vec<u8>>, BackendError> {
 }
 
 /// `chpasswd -e [-R <root>]`, the hash on stdin: the password itself never leaves the agent.
-pub fn chpasswd_command(env: &Env, user: &str, hash: &str) -> Result<Command, BackendError> {
+pub fn chpasswd_command(env: &Env, user: &str, hash: &str) -> Result<ProcessSpec, BackendError> {
     // On the real root it changes the system's accounts; with -R only files under the root.
-    let mut cmd = Command::new(CHPASSWD)
+    let mut cmd = ProcessSpec::new(CHPASSWD)
         .arg("-e")
         .timeout(TIMEOUT)
         .effect(Effect::Accounts);

@@ -39,7 +39,7 @@ use std::time::Duration;
 use guestd_core::configure::{ConfigureSettings, ResourceContext, ResourceKind, ResourceSpec};
 use guestd_core::plan::{ApplyOptions, Journal, apply_journaled};
 use guestd_core::{
-    ApplyError, CommandError, Context, Env, Handler, HandlerError, PathPolicy, Reach, Reply,
+    ApplyError, Context, Env, Handler, HandlerError, PathPolicy, ProcessError, Reach, Reply,
     RootError,
 };
 use serde::{Deserialize, Serialize};
@@ -186,7 +186,7 @@ impl Handler for ConfigureHandler {
         Some(Duration::from_secs(3600))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         if self.config.kinds.is_empty() {
             return Err(refused(
                 "configure is not enabled on this guest ([configure] kinds is empty)",
@@ -470,8 +470,8 @@ impl ConfigureHandler {
             Err(e) => {
                 if let (
                     ResourceSpec::Run(_),
-                    ApplyError::Command {
-                        source: CommandError::Failed { code, stderr, .. },
+                    ApplyError::ProcessSpec {
+                        source: ProcessError::Failed { code, stderr, .. },
                         ..
                     },
                 ) = (&r.spec, &e)
@@ -490,7 +490,7 @@ impl ConfigureHandler {
 fn apply_reason(e: &ApplyError) -> String {
     let restored = match e {
         ApplyError::File { restored, .. }
-        | ApplyError::Command { restored, .. }
+        | ApplyError::ProcessSpec { restored, .. }
         | ApplyError::Unexpected { restored, .. } => *restored,
     };
     if restored {

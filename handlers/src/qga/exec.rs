@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 
 use guestd_core::process::DEFAULT_PATH;
 use guestd_core::{
-    Capture, Captured, CommandError, DispatchError, DispatcherBuilder, ExitReport, HandlerError,
-    OutputBudget, OutputLimits, ProcessSpawner, SpawnSpec, SpawnedProcess, Termination,
+    Capture, Captured, DispatchError, DispatcherBuilder, ExitReport, HandlerError, OutputBudget,
+    OutputLimits, ProcessError, ProcessSpawner, SpawnSpec, SpawnedProcess, Termination,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -312,9 +312,9 @@ impl ExecTable {
 
 /// qemu-ga's words (GLib's, as qemu-ga 10 passes them on) for a program that could not be
 /// started.
-fn spawn_failed(e: &CommandError) -> HandlerError {
+fn spawn_failed(e: &ProcessError) -> HandlerError {
     match e {
-        CommandError::Spawn { program, source } => HandlerError::failed(format!(
+        ProcessError::Spawn { program, source } => HandlerError::failed(format!(
             "Failed to execute child process \u{201c}{program}\u{201d} ({})",
             super::os_reason(source)
         )),

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use guestd_core::{
-    Command, CommandError, CommandRunner, Context, Dialect, Effect, Env, FreezeFlag, Handler,
-    HandlerError, Lifecycle, Reply, Root, WriteOptions,
+    Context, Dialect, Effect, Env, FreezeFlag, Handler, HandlerError, Lifecycle, ProcessError,
+    ProcessRunner, ProcessSpec, Reply, Root, WriteOptions,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -321,25 +321,25 @@ impl Freezer {
     /// Run the hook with `freeze` or `thaw`; qemu-ga's words when it fails.
     fn run_hook(
         &self,
-        runner: &dyn CommandRunner,
+        runner: &dyn ProcessRunner,
         hook: &str,
         arg: &str,
     ) -> Result<(), HandlerError> {
         let timeout = self.settings.hook_timeout;
         info!(hook, arg, "executing fsfreeze hook");
-        let cmd = Command::new(hook)
+        let cmd = ProcessSpec::new(hook)
             .arg(arg)
             .timeout(timeout)
             .effect(Effect::Freeze);
         let out = match runner.run(&cmd) {
             Ok(out) => out,
-            Err(CommandError::Timeout { .. }) => {
+            Err(ProcessError::Timeout { .. }) => {
                 return Err(HandlerError::failed(format!(
                     "fsfreeze hook did not finish within {}s and was killed",
                     timeout.as_secs()
                 )));
             }
-            Err(e @ CommandError::NotRun { .. }) => return Err(e.into()),
+            Err(e @ ProcessError::NotRun { .. }) => return Err(e.into()),
             Err(e) => {
                 return Err(HandlerError::failed(format!(
                     "can't run fsfreeze hook '{hook}': {e}"
@@ -398,15 +398,15 @@ fn candidates(root: &Root, only: Option<&[String]>) -> Result<Vec<Frozen>, Handl
         .collect())
 }
 
-fn fsfreeze(flag: &str, mount: &Frozen) -> Command {
-    Command::new(FSFREEZE)
+fn fsfreeze(flag: &str, mount: &Frozen) -> ProcessSpec {
+    ProcessSpec::new(FSFREEZE)
         .args([flag, mount.mountpoint.as_str()])
         .timeout(PER_MOUNT)
         .effect(Effect::Freeze)
 }
 
 /// Freeze one filesystem: `Ok(true)` frozen, `Ok(false)` it cannot be frozen (EOPNOTSUPP).
-fn freeze_one(runner: &dyn CommandRunner, mount: &Frozen) -> Result<bool, HandlerError> {
+fn freeze_one(runner: &dyn ProcessRunner, mount: &Frozen) -> Result<bool, HandlerError> {
     let out = runner.run(&fsfreeze("--freeze", mount))?;
     if out.success() {
         return Ok(true);
@@ -434,7 +434,7 @@ fn freeze_one(runner: &dyn CommandRunner, mount: &Frozen) -> Result<bool, Handle
 }
 
 /// Thaw in reverse freeze order; returns how many thawed. Failures are logged, the rest go on.
-fn thaw_all(runner: &dyn CommandRunner, frozen: &[Frozen]) -> usize {
+fn thaw_all(runner: &dyn ProcessRunner, frozen: &[Frozen]) -> usize {
     frozen
         .iter()
         .rev()
@@ -497,7 +497,7 @@ impl Handler for StatusHandler {
         true
     }
 
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
         let status = if self.0.is_frozen() {
             "frozen"
@@ -525,7 +525,7 @@ impl Handler for FreezeHandler {
         Some(self.0.settings.hook_timeout + Duration::from_secs(300))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
         let count = self.0.freeze(ctx.env, None)?;
         Ok(guestd_core::qga::ok(&json!(count)))
@@ -556,7 +556,7 @@ impl Handler for FreezeListHandler {
         Some(self.0.settings.hook_timeout + Duration::from_secs(300))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let a: ListArgs = args(value)?;
         let count = self.0.freeze(ctx.env, a.mountpoints.as_deref())?;
         Ok(guestd_core::qga::ok(&json!(count)))
@@ -584,7 +584,7 @@ impl Handler for ThawHandler {
         Some(self.0.settings.hook_timeout + Duration::from_secs(120))
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         args::<NoArgs>(value)?;
         let count = self.0.thaw(ctx.env)?;
         Ok(guestd_core::qga::ok(&json!(count)))

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use guestd_core::{Command, CommandError, Context, Dialect, Effect, Handler, HandlerError, Reply};
+use guestd_core::{
+    Context, Dialect, Effect, Handler, HandlerError, ProcessError, ProcessSpec, Reply,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
@@ -46,7 +48,7 @@ impl Handler for FstrimHandler {
         Some(WHOLE)
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let a: Args = args(value)?;
         linux_only(self.name())?;
         let minimum = match a.minimum {
@@ -75,7 +77,7 @@ impl Handler for FstrimHandler {
 
 /// One mount's result.
 fn trim(ctx: &Context<'_>, path: &str, minimum: i64) -> Value {
-    let mut cmd = Command::new(FSTRIM)
+    let mut cmd = ProcessSpec::new(FSTRIM)
         .arg("--verbose")
         .timeout(PER_MOUNT)
         .effect(Effect::Trim);
@@ -91,11 +93,11 @@ fn trim(ctx: &Context<'_>, path: &str, minimum: i64) -> Value {
         Ok(out) => {
             json!({"path": path, "error": failure(&String::from_utf8_lossy(&out.stderr), out.code)})
         }
-        Err(CommandError::Timeout { .. }) => {
+        Err(ProcessError::Timeout { .. }) => {
             json!({"path": path, "error": "failed to trim: fstrim did not finish in time"})
         }
         // A --root sandbox kept it off the machine: say so, not "failed".
-        Err(e @ CommandError::NotRun { .. }) => json!({"path": path, "error": e.to_string()}),
+        Err(e @ ProcessError::NotRun { .. }) => json!({"path": path, "error": e.to_string()}),
         Err(e) => json!({"path": path, "error": format!("failed to trim: {e}")}),
     }
 }

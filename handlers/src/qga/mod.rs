@@ -278,7 +278,7 @@ impl Handler for QgaCommand {
         self.query
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         (self.run)(ctx, value).map(|v| guestd_core::qga::ok(&v))
     }
 }
@@ -320,7 +320,7 @@ impl<S: Send + Sync + 'static> Handler for StatefulCommand<S> {
         self.while_frozen
     }
 
-    fn run(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         (self.run)(&self.state, ctx, value).map(|v| guestd_core::qga::ok(&v))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use guestd_core::{Command, HandlerError};
+use guestd_core::{HandlerError, ProcessSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -19,7 +19,7 @@ pub const INTERFACES: QgaCommand = QgaCommand {
     query: true,
     run: |ctx, value| {
         args::<NoArgs>(value)?;
-        let cmd = Command::new("ip")
+        let cmd = ProcessSpec::new("ip")
             .args(["-json", "-statistics", "address", "show"])
             .observes()
             .timeout(Duration::from_secs(10));

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use guestd_core::plan::Expect;
-use guestd_core::{ApplyOptions, Command, Context, Effect, HandlerError, Plan, PlannedCommand};
+use guestd_core::{ApplyOptions, Context, Effect, HandlerError, Plan, PlannedProcess, ProcessSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -93,9 +93,9 @@ fn run(ctx: &Context<'_>, value: &Value, name: &str, mode: Mode) -> Result<Value
     Ok(json!({}))
 }
 
-fn command(c: Command) -> Plan {
+fn command(c: ProcessSpec) -> Plan {
     Plan {
-        commands: vec![PlannedCommand {
+        commands: vec![PlannedProcess {
             command: c.timeout(TIMEOUT),
             expect: Expect::Success,
         }],
@@ -127,7 +127,7 @@ fn apply(ctx: &Context<'_>, plan: &Plan) -> Result<(), Failure> {
 }
 
 /// The exit code of a check command; `None` when it cannot run at all.
-fn status(ctx: &Context<'_>, cmd: Command) -> Option<i32> {
+fn status(ctx: &Context<'_>, cmd: ProcessSpec) -> Option<i32> {
     if !ctx.env.runner.exists(&cmd.program) {
         return None;
     }
@@ -149,7 +149,7 @@ pub(crate) fn suspend(ctx: &Context<'_>, mode: Mode) -> Result<(), HandlerError>
     if root.is_dir("/run/systemd/system")
         && status(
             ctx,
-            Command::new("systemctl")
+            ProcessSpec::new("systemctl")
                 .args(["status", unit.as_str()])
                 .observes(),
         )
@@ -164,7 +164,7 @@ pub(crate) fn suspend(ctx: &Context<'_>, mode: Mode) -> Result<(), HandlerError>
         match apply(
             ctx,
             &command(
-                Command::new("systemctl")
+                ProcessSpec::new("systemctl")
                     .arg(mode.systemd_verb())
                     .effect(Effect::Power),
             ),
@@ -176,10 +176,17 @@ pub(crate) fn suspend(ctx: &Context<'_>, mode: Mode) -> Result<(), HandlerError>
     }
 
     let (flag, program) = mode.pm_utils();
-    if status(ctx, Command::new("pm-is-supported").arg(flag).observes()) == Some(0) {
+    if status(
+        ctx,
+        ProcessSpec::new("pm-is-supported").arg(flag).observes(),
+    ) == Some(0)
+    {
         supported = true;
         info!(mechanism = "pm-utils", program, "suspending");
-        match apply(ctx, &command(Command::new(program).effect(Effect::Power))) {
+        match apply(
+            ctx,
+            &command(ProcessSpec::new(program).effect(Effect::Power)),
+        ) {
             Ok(()) => return Ok(()),
             Err(Failure::NotRun(message)) => return Err(HandlerError::failed(message)),
             Err(Failure::Failed(e)) => last_error = Some(e),

@@ -8,7 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use guestd_core::{ApplyError, ApplyOptions, BackendError, CommandError, HandlerError, Root};
+use guestd_core::{ApplyError, ApplyOptions, BackendError, HandlerError, ProcessError, Root};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -117,11 +117,11 @@ fn check_time(ns: i64) -> Result<(), HandlerError> {
 fn set_time_error(err: &ApplyError) -> HandlerError {
     warn!(error = %err, "guest-set-time failed");
     let program = match err {
-        ApplyError::Command { source, .. } => match source {
-            CommandError::Spawn { program, .. }
-            | CommandError::Timeout { program, .. }
-            | CommandError::Failed { program, .. }
-            | CommandError::NotRun { program, .. } => program.as_str(),
+        ApplyError::ProcessSpec { source, .. } => match source {
+            ProcessError::Spawn { program, .. }
+            | ProcessError::Timeout { program, .. }
+            | ProcessError::Failed { program, .. }
+            | ProcessError::NotRun { program, .. } => program.as_str(),
         },
         ApplyError::Unexpected { program, .. } => program.as_str(),
         ApplyError::File { .. } => "",

@@ -1,11 +1,11 @@
 //! The daemon's side of `guestd-update`, the helper executable that downloads and unpacks an
 //! update (its crate documents the protocol). guestd links no HTTP, TLS or archive code: it
-//! hands the helper a request on stdin through the `CommandRunner`, gets the body or the
+//! hands the helper a request on stdin through the `ProcessRunner`, gets the body or the
 //! archive's files back on stdout, and checks the host's checksum itself.
 
 use std::time::Duration;
 
-use guestd_core::{Command, CommandError, CommandRunner, HandlerError, Output};
+use guestd_core::{HandlerError, Output, ProcessError, ProcessRunner, ProcessSpec};
 use serde::Serialize;
 use tracing::info;
 use zeroize::Zeroizing;
@@ -34,7 +34,7 @@ pub struct Helper<'a> {
     pub program: String,
     /// User it becomes when started as root (empty: stay).
     pub user: &'a str,
-    pub runner: &'a dyn CommandRunner,
+    pub runner: &'a dyn ProcessRunner,
 }
 
 impl std::fmt::Debug for Helper<'_> {
@@ -47,11 +47,11 @@ impl std::fmt::Debug for Helper<'_> {
 }
 
 impl Helper<'_> {
-    fn command(&self, mode: &str) -> Command {
+    fn command(&self, mode: &str) -> ProcessSpec {
         // It changes nothing on the machine: it reads a URL or stdin and writes only to stdout
         // (the daemon stages what it returns through Root), so a sandbox lets it run, as it
         // let the download run when guestd did it in-process.
-        let mut cmd = Command::new(&self.program).arg(mode).observes();
+        let mut cmd = ProcessSpec::new(&self.program).arg(mode).observes();
         if !self.user.is_empty() {
             cmd = cmd.args(["--user", self.user]);
         }
@@ -65,9 +65,9 @@ impl Helper<'_> {
         cmd.clear_env(keep)
     }
 
-    fn run(&self, cmd: &Command) -> Result<Output, HandlerError> {
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, HandlerError> {
         let out = self.runner.run(cmd).map_err(|e| match e {
-            CommandError::Spawn { source, .. } => HandlerError::failed(format!(
+            ProcessError::Spawn { source, .. } => HandlerError::failed(format!(
                 "Cannot run the update helper '{}': {source}",
                 self.program
             )),

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guestd_core::{Command, CommandRunner, Effect, Root, RootError, WriteOptions};
+use guestd_core::{Effect, ProcessRunner, ProcessSpec, Root, RootError, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -41,8 +41,8 @@ pub struct Argv {
     pub timeout_secs: u64,
 }
 
-impl From<&Command> for Argv {
-    fn from(c: &Command) -> Self {
+impl From<&ProcessSpec> for Argv {
+    fn from(c: &ProcessSpec) -> Self {
         Self {
             program: c.program.clone(),
             args: c.args.clone(),
@@ -52,8 +52,8 @@ impl From<&Command> for Argv {
 }
 
 impl Argv {
-    fn command(&self) -> Command {
-        Command::new(&self.program)
+    fn command(&self) -> ProcessSpec {
+        ProcessSpec::new(&self.program)
             .args(self.args.iter().cloned())
             .timeout(Duration::from_secs(self.timeout_secs.max(1)))
             .effect(Effect::Service)
@@ -135,7 +135,11 @@ pub fn read_ready_marker(root: &Root, path: &str) -> Option<String> {
 }
 
 /// Run the watchdog for the state at `state_path`; returns the final status (also saved).
-pub fn run(root: &Root, runner: &dyn CommandRunner, state_path: &str) -> Result<Status, String> {
+pub fn supervise(
+    root: &Root,
+    runner: &dyn ProcessRunner,
+    state_path: &str,
+) -> Result<Status, String> {
     let mut state = WatchState::load(root, state_path)?;
     if state.status != Status::Pending {
         return Err(format!("update state is already {:?}", state.status));
@@ -177,7 +181,7 @@ pub fn run(root: &Root, runner: &dyn CommandRunner, state_path: &str) -> Result<
 /// Remove the marker, run the restart commands, wait for `version` in the marker.
 fn restart_and_wait(
     root: &Root,
-    runner: &dyn CommandRunner,
+    runner: &dyn ProcessRunner,
     state: &WatchState,
     version: &str,
 ) -> bool {

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use guestd_core::wire::parse_request;
 use guestd_core::{
-    Backend, Channel, Command, CommandError, CommandRunner, DispatcherBuilder, Env, Handler,
-    NullBackend, Output, Reply, Root, SystemRunner,
+    Backend, Channel, DispatcherBuilder, Env, Handler, NullBackend, Output, ProcessError,
+    ProcessRunner, ProcessSpec, Reply, Root, SystemRunner,
 };
 
 /// Send `request` (JSON text as the host writes it) to `handler` through a dispatcher.
@@ -26,11 +26,11 @@ pub fn call(env: &Env, handler: impl Handler, request: &str) -> Reply {
     rt.block_on(dispatcher.dispatch(&channel, parse_request(request.as_bytes())))
 }
 
-pub fn env(root: &Root, runner: Arc<dyn CommandRunner>) -> Env {
+pub fn env(root: &Root, runner: Arc<dyn ProcessRunner>) -> Env {
     env_with(root, runner, Arc::new(NullBackend))
 }
 
-pub fn env_with(root: &Root, runner: Arc<dyn CommandRunner>, backend: Arc<dyn Backend>) -> Env {
+pub fn env_with(root: &Root, runner: Arc<dyn ProcessRunner>, backend: Arc<dyn Backend>) -> Env {
     Env {
         root: root.clone(),
         runner,
@@ -38,12 +38,12 @@ pub fn env_with(root: &Root, runner: Arc<dyn CommandRunner>, backend: Arc<dyn Ba
     }
 }
 
-type Behaviour = dyn Fn(&Command) -> Option<Result<Output, CommandError>> + Send + Sync;
+type Behaviour = dyn Fn(&ProcessSpec) -> Option<Result<Output, ProcessError>> + Send + Sync;
 
 /// Records every command; answers through `behaviour` (None = exit 0), or runs commands whose
 /// program is under `real_prefix` (the sandbox) for real.
 pub struct Recorder {
-    pub ran: Mutex<Vec<Command>>,
+    pub ran: Mutex<Vec<ProcessSpec>>,
     real_prefix: Option<String>,
     real_programs: Vec<String>,
     behaviour: Box<Behaviour>,
@@ -74,7 +74,7 @@ impl Recorder {
 
     pub fn with(
         mut self,
-        f: impl Fn(&Command) -> Option<Result<Output, CommandError>> + Send + Sync + 'static,
+        f: impl Fn(&ProcessSpec) -> Option<Result<Output, ProcessError>> + Send + Sync + 'static,
     ) -> Self {
         self.behaviour = Box::new(f);
         self
@@ -85,13 +85,13 @@ impl Recorder {
             .lock()
             .unwrap()
             .iter()
-            .map(Command::command_line)
+            .map(ProcessSpec::command_line)
             .collect()
     }
 }
 
-impl CommandRunner for Recorder {
-    fn run(&self, cmd: &Command) -> Result<Output, CommandError> {
+impl ProcessRunner for Recorder {
+    fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
         self.ran.lock().unwrap().push(cmd.clone());
         if let Some(r) = (self.behaviour)(cmd) {
             return r;

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use guestd_core::{Env, NetworkRequest, Root};
-use guestd_distro::{OsFamily, SystemBackend};
+use guestd_distro::{OsBackend, OsFamily};
 use guestd_network_model::nova::{Inline, parse_inline};
 use guestd_testkit::FakeRunner;
 use serde_json::{Value, json};
@@ -41,7 +41,7 @@ fn main() {
     let env = Env {
         root: Root::sandbox(root).expect("sandbox root"),
         runner: Arc::new(runner),
-        backend: Arc::new(SystemBackend::new(OsFamily::Debian)),
+        backend: Arc::new(OsBackend::new(OsFamily::Debian)),
     };
     let order: Vec<&str> = match mode.as_str() {
         "a" | "b" => vec![mode],

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use guestd_core::retry::{ReplyCache, RetryConfig};
+use guestd_core::reply_cache::{ReplyCache, ReplyCacheConfig};
 use guestd_core::stream::{StreamLimits, StreamOptions};
 use guestd_core::{
     BoxFuture, Context, Dispatcher, DispatcherBuilder, Env, Handler, HandlerError, NullBackend,
@@ -57,7 +57,7 @@ impl Handler for Echo {
     fn name(&self) -> &'static str {
         "echo"
     }
-    fn run(&self, _: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         Ok(Reply::ok(match value {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -72,7 +72,7 @@ impl Handler for Count {
     fn is_query(&self) -> bool {
         self.query
     }
-    fn run(&self, _: &Context<'_>, _: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _: &Context<'_>, _: &Value) -> Result<Reply, HandlerError> {
         let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Reply::ok(format!("run {n}")))
     }
@@ -82,7 +82,7 @@ impl Handler for Slow {
     fn name(&self) -> &'static str {
         "slow"
     }
-    fn run(&self, _: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         std::thread::sleep(Duration::from_millis(value.as_u64().unwrap_or(100)));
         Ok(Reply::ok("slept"))
     }
@@ -155,8 +155,8 @@ impl Kit {
         StreamLimits { max_line: MAX_LINE }
     }
 
-    pub fn retry(&self) -> RetryConfig {
-        RetryConfig::default()
+    pub fn retry(&self) -> ReplyCacheConfig {
+        ReplyCacheConfig::default()
     }
 
     /// Stream options of a transport under test (its own reply cache).

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use guestd_core::retry::{ReplyCache, RetryConfig};
+use guestd_core::reply_cache::{ReplyCache, ReplyCacheConfig};
 use guestd_core::stream::{Dialect, StreamLimits, StreamOptions, serve_stream_with};
 use guestd_core::{BoxFuture, Dispatcher, Shutdown, Transport, TransportError};
 use serde::{Deserialize, Serialize};
@@ -156,7 +156,7 @@ impl SerialTransport {
     pub fn open(
         target: &str,
         config: &SerialConfig,
-        retry: &RetryConfig,
+        retry: &ReplyCacheConfig,
         limits: StreamLimits,
     ) -> Result<Self, TransportError> {
         let (path, label) = match PortTarget::parse(target, config)? {
@@ -183,7 +183,7 @@ impl SerialTransport {
         path: &Path,
         label: String,
         config: &SerialConfig,
-        retry: &RetryConfig,
+        retry: &ReplyCacheConfig,
         limits: StreamLimits,
     ) -> Result<Self, TransportError> {
         let port = PortStream::open(path, config.write_timeout()).map_err(|e| {
@@ -204,7 +204,7 @@ impl SerialTransport {
     pub fn from_port(
         port: PortStream,
         label: String,
-        retry: &RetryConfig,
+        retry: &ReplyCacheConfig,
         limits: StreamLimits,
     ) -> Self {
         Self {
@@ -333,7 +333,7 @@ mod tests {
         let err = SerialTransport::open(
             "no.such.port.for.tests",
             &SerialConfig::default(),
-            &RetryConfig::default(),
+            &ReplyCacheConfig::default(),
             StreamLimits::default(),
         )
         .unwrap_err();

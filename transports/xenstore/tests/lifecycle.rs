@@ -75,7 +75,7 @@ impl Handler for Record {
     fn name(&self) -> &'static str {
         self.1
     }
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let text = value.as_str().unwrap_or_default().to_string();
         if self.1 == "slow" {
             std::thread::sleep(Duration::from_millis(text.parse().unwrap_or(0)));
@@ -94,7 +94,7 @@ impl Handler for Big {
     fn name(&self) -> &'static str {
         "big"
     }
-    fn run(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, _ctx: &Context<'_>, value: &Value) -> Result<Reply, HandlerError> {
         let n = value.as_u64().unwrap_or(0) as usize;
         Ok(Reply::new("500", "e".repeat(n)))
     }
@@ -107,7 +107,7 @@ impl Handler for VmData {
     fn name(&self) -> &'static str {
         "vmdata"
     }
-    fn run(&self, ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
+    fn handle(&self, ctx: &Context<'_>, _value: &Value) -> Result<Reply, HandlerError> {
         let data = ctx
             .channel
             .host_data()

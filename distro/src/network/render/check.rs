@@ -10,7 +10,7 @@
 //!   `"\/:*?<>|` (which Windows itself does not allow in one), at most 256 characters.
 //! - Labels: no control character, at most 255 characters (`model::check_label`).
 
-use super::super::manager::Manager;
+use super::super::manager::NetworkTool;
 use super::super::model::{Network, NetworkError, check_label, check_text, invalid, shown};
 
 /// The longest device name on Linux and FreeBSD (`IFNAMSIZ` - 1).
@@ -19,9 +19,9 @@ const UNIX_NAME_MAX: usize = 15;
 const WINDOWS_NAME_MAX: usize = 256;
 
 /// Refuse a model the renderers of `manager` must not write.
-pub fn network(manager: Manager, net: &Network) -> Result<(), NetworkError> {
+pub fn network(manager: NetworkTool, net: &Network) -> Result<(), NetworkError> {
     for iface in &net.interfaces {
-        device_name(&iface.name, manager == Manager::Windows)?;
+        device_name(&iface.name, manager == NetworkTool::Windows)?;
         if let Some(label) = &iface.label {
             check_label(&format!("interface {}: network label", iface.name), label)?;
         }

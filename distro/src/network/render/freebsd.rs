@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use guestd_core::{Command, FileChange, PlannedCommand, WriteOptions, plan::Expect};
+use guestd_core::{FileChange, PlannedProcess, ProcessSpec, WriteOptions, plan::Expect};
 
 use super::ifupdown::read_text;
 use super::{
@@ -182,7 +182,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
     for l in route_lines {
         let _ = writeln!(s, "{l}");
     }
-    let mut restart: Vec<PlannedCommand> = net
+    let mut restart: Vec<PlannedProcess> = net
         .interfaces
         .iter()
         .map(|i| must("service", &["netif", "restart", &i.name]))
@@ -202,8 +202,8 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
                 IpAddr::V4(ip) => format!("inet {ip} netmask 0x{:08x} ", u32::from(a.netmask_v4())),
                 IpAddr::V6(ip) => format!("inet6 {ip} prefixlen {} ", a.prefix),
             };
-            checks.push(PlannedCommand {
-                command: Command::new("ifconfig").arg(&iface.name).observes(),
+            checks.push(PlannedProcess {
+                command: ProcessSpec::new("ifconfig").arg(&iface.name).observes(),
                 expect: Expect::StdoutContains(text),
             });
         }

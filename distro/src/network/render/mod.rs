@@ -7,7 +7,7 @@
 //! writes text only through its format's function in [`escape`] (the module doc there says which
 //! field is escaped how, and why labels are written reduced rather than escaped).
 //!
-//! Adding a manager: a module here, a variant in [`super::Manager`], an arm in [`render`], and
+//! Adding a manager: a module here, a variant in [`super::NetworkTool`], an arm in [`render`], and
 //! its golden trees under `distro/tests/golden/network/<manager>/`.
 
 pub mod check;
@@ -22,9 +22,9 @@ mod networkscripts;
 mod wicked;
 mod windows;
 
-use guestd_core::{Command, Effect, FileChange, PlannedCommand, Root, plan::Expect};
+use guestd_core::{Effect, FileChange, PlannedProcess, ProcessSpec, Root, plan::Expect};
 
-use super::manager::Manager;
+use super::manager::NetworkTool;
 use super::model::{IpNet, Network, NetworkError};
 use crate::OsFamily;
 
@@ -44,18 +44,18 @@ pub struct Rendered {
     /// Network configuration files (written, removed or linked).
     pub files: Vec<FileChange>,
     /// Restart the affected interfaces with the manager's own commands.
-    pub restart: Vec<PlannedCommand>,
+    pub restart: Vec<PlannedProcess>,
     /// Checks that the interfaces came up with their addresses.
-    pub checks: Vec<PlannedCommand>,
+    pub checks: Vec<PlannedProcess>,
     /// Run after the files were restored (restart again with the old configuration).
-    pub rollback: Vec<PlannedCommand>,
+    pub rollback: Vec<PlannedProcess>,
     /// The manager writes `resolv.conf` itself (guestd then leaves it alone).
     pub manages_dns: bool,
     /// The renderer also set the hostname (FreeBSD `rc.conf`, Windows).
     pub sets_hostname: bool,
     /// Commands that set the hostname (when `sets_hostname`), run even when the network
     /// configuration is unchanged.
-    pub hostname_commands: Vec<PlannedCommand>,
+    pub hostname_commands: Vec<PlannedProcess>,
     /// There are no files to compare: the commands always run (Windows).
     pub always_restart: bool,
 }
@@ -64,8 +64,8 @@ impl Rendered {
     /// Files plus restart commands and checks; the rollback restarts the same way (best effort).
     pub fn restarting(
         files: Vec<FileChange>,
-        restart: Vec<PlannedCommand>,
-        checks: Vec<PlannedCommand>,
+        restart: Vec<PlannedProcess>,
+        checks: Vec<PlannedProcess>,
     ) -> Self {
         Self {
             files,
@@ -79,21 +79,21 @@ impl Rendered {
 
 /// Render `net` for `manager`.
 pub fn render(
-    manager: Manager,
+    manager: NetworkTool,
     net: &Network,
     ctx: RenderContext<'_>,
 ) -> Result<Rendered, NetworkError> {
     check::network(manager, net)?;
     match manager {
-        Manager::Netplan => netplan::render(net, ctx),
-        Manager::NetworkManager => networkmanager::render(net, ctx),
-        Manager::Networkd => networkd::render(net, ctx),
-        Manager::Ifupdown => ifupdown::render(net, ctx),
-        Manager::NetworkScripts => networkscripts::render(net, ctx),
-        Manager::Wicked => wicked::render(net, ctx),
-        Manager::Netifrc => netifrc::render(net, ctx),
-        Manager::FreeBsd => freebsd::render(net, ctx),
-        Manager::Windows => windows::render(net, ctx),
+        NetworkTool::Netplan => netplan::render(net, ctx),
+        NetworkTool::NetworkManager => networkmanager::render(net, ctx),
+        NetworkTool::Networkd => networkd::render(net, ctx),
+        NetworkTool::Ifupdown => ifupdown::render(net, ctx),
+        NetworkTool::NetworkScripts => networkscripts::render(net, ctx),
+        NetworkTool::Wicked => wicked::render(net, ctx),
+        NetworkTool::Netifrc => netifrc::render(net, ctx),
+        NetworkTool::FreeBsd => freebsd::render(net, ctx),
+        NetworkTool::Windows => windows::render(net, ctx),
     }
 }
 
@@ -103,12 +103,12 @@ pub fn hash_header() -> String {
 }
 
 /// `ip -o addr show dev X` must list each address (Linux).
-pub fn ip_checks(net: &Network) -> Vec<PlannedCommand> {
+pub fn ip_checks(net: &Network) -> Vec<PlannedProcess> {
     let mut checks = Vec::new();
     for iface in &net.interfaces {
         for addr in &iface.addresses {
-            checks.push(PlannedCommand {
-                command: Command::new("ip")
+            checks.push(PlannedProcess {
+                command: ProcessSpec::new("ip")
                     .args(["-o", "addr", "show", "dev", &iface.name])
                     .observes(),
                 expect: Expect::StdoutContains(ip_line(addr)),
@@ -120,7 +120,7 @@ pub fn ip_checks(net: &Network) -> Vec<PlannedCommand> {
 
 /// For managers that configure in the background (networkd, netplan): wait up to 30 s per
 /// interface for its addresses (best effort; the checks that follow decide).
-pub fn wait_for_addresses(net: &Network) -> Vec<PlannedCommand> {
+pub fn wait_for_addresses(net: &Network) -> Vec<PlannedProcess> {
     const SCRIPT: &str = "dev=$1; shift; for a in \"$@\"; do n=0; \
 until ip -o addr show dev \"$dev\" | grep -qF -- \"$a\"; do \
 n=$((n+1)); [ $n -ge 30 ] && exit 1; sleep 1; done; done";
@@ -134,8 +134,8 @@ n=$((n+1)); [ $n -ge 30 ] && exit 1; sleep 1; done; done";
                 iface.name.clone(),
             ];
             args.extend(iface.addresses.iter().map(ip_line));
-            PlannedCommand {
-                command: Command::new("sh").args(args).observes(),
+            PlannedProcess {
+                command: ProcessSpec::new("sh").args(args).observes(),
                 expect: Expect::Anything,
             }
         })
@@ -149,17 +149,17 @@ pub fn ip_line(addr: &IpNet) -> String {
 }
 
 /// A network command (restart, reload, `netsh`) that must succeed.
-pub fn must(program: &str, args: &[&str]) -> PlannedCommand {
-    Command::new(program)
+pub fn must(program: &str, args: &[&str]) -> PlannedProcess {
+    ProcessSpec::new(program)
         .args(args.iter().copied())
         .effect(Effect::Network)
         .into()
 }
 
 /// A best-effort network command (its result is ignored).
-pub fn best_effort(program: &str, args: &[&str]) -> PlannedCommand {
-    PlannedCommand {
-        command: Command::new(program)
+pub fn best_effort(program: &str, args: &[&str]) -> PlannedProcess {
+    PlannedProcess {
+        command: ProcessSpec::new(program)
             .args(args.iter().copied())
             .effect(Effect::Network),
         expect: Expect::Anything,
@@ -168,18 +168,18 @@ pub fn best_effort(program: &str, args: &[&str]) -> PlannedCommand {
 
 /// A command that sets the kernel's host name (`hostname NAME`, `hostnamectl set-hostname`);
 /// it must succeed.
-pub fn set_hostname(program: &str, args: &[&str]) -> PlannedCommand {
-    Command::new(program)
+pub fn set_hostname(program: &str, args: &[&str]) -> PlannedProcess {
+    ProcessSpec::new(program)
         .args(args.iter().copied())
         .effect(Effect::Hostname)
         .into()
 }
 
 /// The same commands, all best effort (for rollback).
-pub fn relaxed(commands: &[PlannedCommand]) -> Vec<PlannedCommand> {
+pub fn relaxed(commands: &[PlannedProcess]) -> Vec<PlannedProcess> {
     commands
         .iter()
-        .map(|c| PlannedCommand {
+        .map(|c| PlannedProcess {
             command: c.command.clone(),
             expect: Expect::Anything,
         })

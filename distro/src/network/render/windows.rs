@@ -11,16 +11,20 @@
 //! PowerShell script it is a literal through [`escape::ps_quote`] (every kind of single quote
 //! PowerShell accepts is doubled). Addresses are typed; the label is not written.
 
-use guestd_core::{Command, Effect, PlannedCommand, plan::Expect};
+use guestd_core::{Effect, PlannedProcess, ProcessSpec, plan::Expect};
 
 use super::{RenderContext, Rendered, best_effort, escape, must};
 use crate::network::model::{Network, NetworkError};
 
 /// `powershell -Command …` (a quoted PowerShell string uses doubled single quotes); `reach`
 /// marks it as changing the network or only checking it.
-fn powershell(script: String, expect: Expect, reach: fn(Command) -> Command) -> PlannedCommand {
-    PlannedCommand {
-        command: reach(Command::new("powershell").args([
+fn powershell(
+    script: String,
+    expect: Expect,
+    reach: fn(ProcessSpec) -> ProcessSpec,
+) -> PlannedProcess {
+    PlannedProcess {
+        command: reach(ProcessSpec::new("powershell").args([
             "-NoProfile",
             "-NonInteractive",
             "-Command",
@@ -30,7 +34,7 @@ fn powershell(script: String, expect: Expect, reach: fn(Command) -> Command) -> 
     }
 }
 
-fn changes_network(c: Command) -> Command {
+fn changes_network(c: ProcessSpec) -> ProcessSpec {
     c.effect(Effect::Network)
 }
 
@@ -187,7 +191,7 @@ pub fn render(net: &Network, _ctx: RenderContext<'_>) -> Result<Rendered, Networ
                     escape::ps_quote("address", &a.addr.to_string())?
                 ),
                 Expect::Success,
-                Command::observes,
+                ProcessSpec::observes,
             ));
         }
         rollback.push(best_effort(

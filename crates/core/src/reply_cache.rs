@@ -7,7 +7,7 @@
 //!
 //! An entry matches only if the id *and* the request bytes are the same, so a host that reuses
 //! an id for a different request (or two hosts that count ids from 1) gets that request run.
-//! Memory is bounded by [`RetryConfig::max_replies`] entries and [`RetryConfig::keep_secs`].
+//! Memory is bounded by [`ReplyCacheConfig::max_replies`] entries and [`ReplyCacheConfig::keep_secs`].
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -27,14 +27,14 @@ use crate::wire::Reply;
 /// How many replies a transport remembers, and for how long (`[retry]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
+pub struct ReplyCacheConfig {
     /// Replies remembered per transport; 0 turns safe retries off.
     pub max_replies: usize,
     /// Seconds a reply is remembered.
     pub keep_secs: u64,
 }
 
-impl Default for RetryConfig {
+impl Default for ReplyCacheConfig {
     fn default() -> Self {
         Self {
             max_replies: 256,
@@ -88,7 +88,7 @@ enum Plan {
 }
 
 impl ReplyCache {
-    pub fn new(config: &RetryConfig) -> Self {
+    pub fn new(config: &ReplyCacheConfig) -> Self {
         Self {
             max: config.max_replies,
             keep: Duration::from_secs(config.keep_secs),
@@ -261,7 +261,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn cache(max: usize, keep: u64) -> ReplyCache {
-        ReplyCache::new(&RetryConfig {
+        ReplyCache::new(&ReplyCacheConfig {
             max_replies: max,
             keep_secs: keep,
         })
