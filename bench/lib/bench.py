@@ -111,8 +111,9 @@ def machine():
         "python": platform.python_version(),
         # Other work on the machine during the run (the numbers are only as quiet as this).
         "loadavg_1m": os.getloadavg()[0],
-        # How much of a cached file one read fault maps: what an agent's file-backed RSS is
-        # made of (64 KiB on common kernels; some map far more).
+        # How much of a file just written (so cached in the large folios of the write path)
+        # one read fault maps. Executables read from disk or linked here were mapped in 64 KiB
+        # blocks on the 2026-12-03 machine (bench/footprint --map shows the agent's own).
         "file_fault_around_kib": procstat.fault_around_kib(),
     }
 
@@ -380,7 +381,7 @@ def main():
     print(f"{res['date']}, {m['os']}, kernel {m['kernel']}, {m['cores']} cores {m['cpu']}, "
           f"{m['memory_gib']} GiB; {res['mode']} run; load average {load_at_start:.2f} at the "
           f"start, {m['loadavg_1m']:.2f} at the end; one read fault maps "
-          f"{m['file_fault_around_kib']} KiB of a cached file\n")
+          f"{m['file_fault_around_kib']} KiB of a file just written\n")
     print(table(res))
     vm = res.get("serial_vm", {})
     if "vm" in vm:
