@@ -40,6 +40,7 @@ pub fn plan_set_clock(
     let command = |c: ProcessSpec| PlannedProcess {
         command: c.effect(Effect::Clock).timeout(TIMEOUT),
         expect: Expect::Success,
+        undo: None,
     };
     let commands = match time_ns {
         Some(ns) => vec![

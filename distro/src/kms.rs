@@ -124,7 +124,7 @@ pub fn plan_windows(system_root: &str, server: &str) -> Result<Plan, BackendErro
     Ok(Plan {
         changes: Vec::new(),
         commands: vec![cscript(&["/skms", server]), cscript(&["/ato"])],
-        rollback_commands: Vec::new(),
+        ..Plan::default()
     })
 }
 

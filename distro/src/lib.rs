@@ -7,13 +7,14 @@
 //! capabilities dispatch on the family. Planners are pure functions over `Root` that return a
 //! `guestd_core::Plan`, so the Windows and FreeBSD ones are tested on Linux too.
 //!
-//! [`password`] sets an account's password (chpasswd / locked shadow rewrite on Linux, `pw` on
-//! FreeBSD, `NetUserSetInfo` on Windows) and verifies the result.
+//! [`password`] plans setting an account's password (chpasswd / locked shadow rewrite on Linux,
+//! `pw` on FreeBSD, `NetUserSetInfo` on Windows) and the check of the result.
 //! [`network`] owns `resetnetwork` on this OS: finding and reading a config drive, the detection
 //! of the network manager in use, one renderer per manager for the network model
 //! (`guestd_network_model`, which also parses the host's formats), hostname and resolver files.
 //!
-//! [`power`] plans `guest-shutdown` with each family's own tool, [`clock`] `guest-set-time`.
+//! [`power`] plans `guest-shutdown` with each family's own tool and the ways to suspend,
+//! [`clock`] `guest-set-time`, [`freeze`] `guest-fsfreeze-*` and `guest-fstrim`.
 //!
 //! [`service`] knows the service managers (systemd, OpenRC, SysV init, rc.d, the Windows SCM):
 //! which one runs this guest, how to restart a service and how to start a program outside it.
@@ -26,6 +27,7 @@
 pub mod clock;
 pub mod configure;
 pub mod family;
+pub mod freeze;
 pub mod kms;
 pub mod network;
 pub mod password;
@@ -37,8 +39,8 @@ use std::sync::Arc;
 use guestd_core::configure::{ResourceContext, ResourcePlan, ResourceSpec};
 use guestd_core::plan::Plan;
 use guestd_core::{
-    Backend, BackendError, Env, KmsRequest, NetworkRequest, NetworkReset, PowerOff, Root,
-    SecretString,
+    Alternative, Backend, BackendError, Env, FreezeRequest, KmsRequest, NetworkRequest,
+    NetworkReset, PowerOff, Root, SecretString, SuspendMode,
 };
 
 pub use family::OsFamily;
@@ -138,22 +140,43 @@ impl Backend for OsBackend {
         Ok(power::plan_shutdown(self.family, mode))
     }
 
-    fn set_password(
+    fn plan_fsfreeze(&self, _env: &Env, request: &FreezeRequest) -> Result<Plan, BackendError> {
+        freeze::plan_fsfreeze(self.family, request)
+    }
+
+    fn plan_thaw(&self, _env: &Env, request: &FreezeRequest) -> Result<Plan, BackendError> {
+        freeze::plan_thaw(self.family, request)
+    }
+
+    fn plan_fstrim(
+        &self,
+        env: &Env,
+        mountpoints: &[String],
+        minimum: u64,
+    ) -> Result<Plan, BackendError> {
+        freeze::plan_fstrim(self.family, env.runner.as_ref(), mountpoints, minimum)
+    }
+
+    fn plan_suspend(&self, env: &Env, mode: SuspendMode) -> Result<Vec<Alternative>, BackendError> {
+        power::plan_suspend(self.family, env, mode)
+    }
+
+    fn plan_set_password(
         &self,
         env: &Env,
         user: Option<&str>,
         password: &SecretString,
-    ) -> Result<(), BackendError> {
-        password::set_password(self.family, env, &self.windows_accounts, user, password)
+    ) -> Result<Plan, BackendError> {
+        password::plan_set_password(self.family, env, &self.windows_accounts, user, password)
     }
 
-    fn set_password_hash(
+    fn plan_set_password_hash(
         &self,
         env: &Env,
         user: &str,
         hash: &SecretString,
-    ) -> Result<(), BackendError> {
-        password::set_password_hash(self.family, env, user, hash)
+    ) -> Result<Plan, BackendError> {
+        password::plan_set_password_hash(self.family, env, user, hash)
     }
 
     fn read_config_drive(

@@ -33,6 +33,7 @@ pub fn plan_restart(
             } else {
                 Expect::Anything
             },
+            undo: None,
         })
         .collect();
     Ok(Plan {

@@ -64,7 +64,11 @@ impl Setup {
                 "fsfreeze: /mnt/win: freeze failed: Operation not supported",
             ))
         });
-        let env = test_env(Root::sandbox(d).unwrap(), runner.clone(), None);
+        // A Debian guest: its backend plans the freeze and the thaw.
+        let backend: Arc<dyn guestd_core::Backend> = Arc::new(guestd_distro::OsBackend::new(
+            guestd_distro::OsFamily::Debian,
+        ));
+        let env = test_env(Root::sandbox(d).unwrap(), runner.clone(), Some(backend));
         let config = QgaConfig {
             freeze_timeout_secs,
             ..QgaConfig::default()

@@ -10,13 +10,15 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use guestd_network_model::NetworkSpec;
 use guestd_network_model::config_drive::ConfigDriveFiles;
 use zeroize::Zeroizing;
 
+use crate::alternatives::Alternative;
 use crate::configure::{ResourceContext, ResourcePlan, ResourceSpec};
-use crate::plan::{ApplyError, Plan};
+use crate::plan::{ApplyError, ApplyOptions, Plan};
 use crate::root::{Root, RootError};
 use crate::runner::{ProcessError, ProcessRunner};
 
@@ -111,33 +113,98 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Err(BackendError::Unsupported("setting the clock".into()))
     }
 
-    /// Set the password of `user` (`None`: the OS's administrator account — `root` on Unix, the
-    /// built-in Administrator on Windows) and verify it took effect. The password never goes
-    /// to argv, logs or errors.
+    /// `guest-fsfreeze-freeze`: the plan that freezes `request.mountpoints`, in the order given.
+    /// Its commands are, in order: the hook with `freeze` (when there is one), then exactly one
+    /// command per mount point, each [`Expect::SuccessOrDeclined`](crate::plan::Expect) (a
+    /// filesystem that cannot freeze declines and is skipped) and undone by its thaw, so that a
+    /// failure thaws what was frozen and runs the thaw hook. Nothing is run here.
+    fn plan_fsfreeze(&self, env: &Env, request: &FreezeRequest) -> Result<Plan, BackendError> {
+        let _ = (env, request);
+        Err(BackendError::Unsupported("freezing filesystems".into()))
+    }
+
+    /// `guest-fsfreeze-thaw` (and the thaw after a timeout, at stop, after a crash): the plan
+    /// that thaws `request.mountpoints` in the order given, exactly one command per mount point,
+    /// then the hook with `thaw` (when there is one), each [`Expect::Report`](crate::plan::Expect)
+    /// (one that fails does not stop the others; the caller reads each result).
+    fn plan_thaw(&self, env: &Env, request: &FreezeRequest) -> Result<Plan, BackendError> {
+        let _ = (env, request);
+        Err(BackendError::Unsupported("thawing filesystems".into()))
+    }
+
+    /// `guest-fstrim`: the plan that discards the unused blocks of each of `mountpoints`, in the
+    /// order given, exactly one command per mount point, each [`Expect::Report`]
+    /// (crate::plan::Expect) so that each has its own result; `minimum` is the smallest free
+    /// range to discard in bytes (0: the tool's default). `Unsupported` (with the reason) when
+    /// this guest has no tool for it.
+    fn plan_fstrim(
+        &self,
+        env: &Env,
+        mountpoints: &[String],
+        minimum: u64,
+    ) -> Result<Plan, BackendError> {
+        let _ = (env, mountpoints, minimum);
+        Err(BackendError::Unsupported("trimming filesystems".into()))
+    }
+
+    /// `guest-suspend-*`: the ways this guest can suspend as `mode` says, in the order to try
+    /// them ([`crate::alternatives::apply_first`]); empty when none is there. Lookups (files
+    /// through `env.root`, `env.runner.exists`) only: nothing is run here.
+    fn plan_suspend(&self, env: &Env, mode: SuspendMode) -> Result<Vec<Alternative>, BackendError> {
+        let _ = (env, mode);
+        Err(BackendError::Unsupported("suspending the guest".into()))
+    }
+
+    /// The plan that sets the password of `user` (`None`: the OS's administrator account —
+    /// `root` on Unix, the built-in Administrator on Windows) and verifies it took effect (its
+    /// [`FileCheck`](crate::plan::FileCheck)s). The password never goes to argv, logs, errors
+    /// or the plan's `Debug`. Lookups only: nothing is changed here.
+    fn plan_set_password(
+        &self,
+        env: &Env,
+        user: Option<&str>,
+        password: &SecretString,
+    ) -> Result<Plan, BackendError> {
+        let _ = (env, user, password);
+        Err(BackendError::Unsupported("setting a password".into()))
+    }
+
+    /// The plan that stores a ready crypt(3) hash (`$6$salt$…`, qga's `crypted: true`) as
+    /// `user`'s password, unchanged, and checks the stored entry is exactly that hash. A
+    /// malformed hash (unknown scheme, `:` or control characters) is refused with
+    /// [`BackendError::Invalid`]. The hash is never logged or put in argv.
+    fn plan_set_password_hash(
+        &self,
+        env: &Env,
+        user: &str,
+        hash: &SecretString,
+    ) -> Result<Plan, BackendError> {
+        let _ = (env, user, hash);
+        Err(BackendError::Unsupported(
+            "setting a crypted password".into(),
+        ))
+    }
+
+    /// Set the password of `user`: [`Self::plan_set_password`], carried out by
+    /// [`apply_account_plan`]. Backends implement the plan, not this (test fakes may).
     fn set_password(
         &self,
         env: &Env,
         user: Option<&str>,
         password: &SecretString,
     ) -> Result<(), BackendError> {
-        let _ = (env, user, password);
-        Err(BackendError::Unsupported("setting a password".into()))
+        apply_account_plan(env, &self.plan_set_password(env, user, password)?)
     }
 
-    /// Store a ready crypt(3) hash (`$6$salt$…`, qga's `crypted: true`) as `user`'s password,
-    /// unchanged, and verify the stored entry is exactly that hash. A malformed hash (unknown
-    /// scheme, `:` or control characters) is refused with [`BackendError::Invalid`]. The hash is
-    /// never logged or put in argv.
+    /// Store a ready crypt(3) hash: [`Self::plan_set_password_hash`], carried out by
+    /// [`apply_account_plan`].
     fn set_password_hash(
         &self,
         env: &Env,
         user: &str,
         hash: &SecretString,
     ) -> Result<(), BackendError> {
-        let _ = (env, user, hash);
-        Err(BackendError::Unsupported(
-            "setting a crypted password".into(),
-        ))
+        apply_account_plan(env, &self.plan_set_password_hash(env, user, hash)?)
     }
 
     /// `kmsactivate` (spec §4.8): the plan that registers/activates this OS.
@@ -191,6 +258,18 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Carry out a password plan: without backups (guestd keeps no copy of old password hashes
+/// anywhere), and a step a `--root` sandbox kept off the machine is a failure (the password
+/// was not set).
+pub fn apply_account_plan(env: &Env, plan: &Plan) -> Result<(), BackendError> {
+    let options = ApplyOptions { keep_backups: 0 };
+    let applied = crate::plan::apply(plan, &env.root, env.runner.as_ref(), options)?;
+    match applied.not_run_error() {
+        Some(not_run) => Err(not_run.into()),
+        None => Ok(()),
+    }
+}
+
 /// How `guest-shutdown` stops the guest (qemu-ga's `mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerOff {
@@ -200,6 +279,35 @@ pub enum PowerOff {
     Halt,
     /// Stop and start again (`reboot`).
     Reboot,
+}
+
+/// What to freeze or thaw (`guest-fsfreeze-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FreezeRequest {
+    /// Mount points, in the order to freeze (children before their parents) or to thaw.
+    pub mountpoints: Vec<String>,
+    /// The fsfreeze hook, already checked (owned by root, writable by no one else).
+    pub hook: Option<FreezeHook>,
+}
+
+/// qemu-ga's fsfreeze hook: run with `freeze` before freezing and `thaw` after thawing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreezeHook {
+    /// The program as this process reaches it (the guest path resolved through `Root`).
+    pub program: String,
+    /// How long one run may take.
+    pub timeout: Duration,
+}
+
+/// How `guest-suspend-*` suspends the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuspendMode {
+    /// To disk (hibernate).
+    Disk,
+    /// To RAM (suspend).
+    Ram,
+    /// To both (hybrid sleep).
+    Hybrid,
 }
 
 /// What a successful `resetnetwork` did.

@@ -193,6 +193,13 @@ impl ProcessRunner for SandboxRunner {
     fn exists(&self, program: &str) -> bool {
         self.inner.exists(program)
     }
+
+    fn allows(&self, reach: Reach) -> bool {
+        match reach {
+            Reach::Root | Reach::Observe => true,
+            Reach::Machine(effect) => self.allowed.contains(&effect),
+        }
+    }
 }
 
 #[cfg(all(test, unix))]

@@ -10,7 +10,9 @@
 //! - [`transport`]: the [`Transport`] trait and the shutdown signal; [`channel_spec`]: the one
 //!   grammar naming a channel (`[qga+]KIND:ADDRESS`) for guestd and guestctl.
 //! - [`root`], [`runner`], [`plan`]: all file access ([`Root`]), all process spawning
-//!   ([`ProcessRunner`]) and the plan/apply/rollback machinery backends use; [`process`]:
+//!   ([`ProcessRunner`]) and the plan/apply/rollback machinery backends use (per-step results
+//!   and undo, kernel-file writes); [`alternatives`]: ways to one goal tried in order, each
+//!   with its checks and its plan; [`process`]:
 //!   programs started for the host that run on their own ([`ProcessSpawner`], qga's
 //!   `guest-exec`).
 //! - [`effect`]: what each command reaches beyond the files ([`Effect`]), and the
@@ -24,11 +26,13 @@
 //! [`channel_spec`], and a [`Transport`] (stream listeners go through transport-socket's accept
 //! loop, which runs [`stream::serve_stream_with`] per connection).
 
+pub mod alternatives;
 pub mod backend;
 pub mod channel_spec;
 pub mod configure;
 pub mod dispatch;
 pub mod effect;
+pub mod file_lock;
 pub mod framing;
 pub mod plan;
 pub mod process;
@@ -40,9 +44,10 @@ pub mod stream;
 pub mod transport;
 pub mod wire;
 
+pub use alternatives::{Alternative, AlternativesError, apply_first};
 pub use backend::{
-    Backend, BackendError, Env, HostData, HostDataError, KmsRequest, NetworkRequest, NetworkReset,
-    NullBackend, PowerOff, SecretString,
+    Backend, BackendError, Env, FreezeHook, FreezeRequest, HostData, HostDataError, KmsRequest,
+    NetworkRequest, NetworkReset, NullBackend, PowerOff, SecretString, SuspendMode,
 };
 pub use channel_spec::{ChannelKind, ChannelSpec};
 pub use dispatch::{
@@ -51,8 +56,8 @@ pub use dispatch::{
 };
 pub use effect::{Effect, Reach, SandboxConfig, SandboxRunner};
 pub use plan::{
-    ApplyError, ApplyOptions, BACKUP_DIR, FileChange, Journal, Plan, PlannedProcess, apply,
-    apply_journaled,
+    Applied, ApplyError, ApplyOptions, BACKUP_DIR, Expect, FileChange, FileCheck, Journal,
+    NativeAction, NativeStep, Plan, PlannedProcess, Step, apply, apply_journaled,
 };
 pub use process::{
     Capture, Captured, ExitReport, OutputBudget, OutputLimits, ProcessSpawner, SpawnSpec,

@@ -1,4 +1,5 @@
-//! A [`Plan`] is what a backend wants done: files to write or remove, then commands to run.
+//! A [`Plan`] is what a backend wants done: files to write or remove (or a kernel file to write
+//! in place, [`FileChange::Kernel`]), then commands to run.
 //! [`apply`] carries it out with the rules every backend shares: unchanged files are skipped,
 //! replaced files are backed up under [`BACKUP_DIR`] (never beside them), writes are atomic and
 //! go through [`Root`] (so only regular files are read, with a bound, and replaced), and when a
@@ -6,6 +7,14 @@
 //! commands run. A file guestd must not read (a hard link in a user's directory) is replaced
 //! but neither backed up nor put back. A [`Journal`] keeps what several plans changed, so that a
 //! caller (`configure` with `"atomic": true`) can put every file back as a whole.
+//!
+//! Each command says what its result must be ([`Expect`]): success, an exit status among
+//! several (a check), success or a known refusal that skips the step ([`Step::Declined`]), or
+//! anything at all, reported per step ([`Expect::Report`]). [`Applied::steps`] says what became
+//! of each command, so a caller that reports per item (one `fstrim` per filesystem) reads its
+//! results from there. A command may carry its own undo ([`PlannedProcess::undone_by`]): when a
+//! later step fails, the undo of every step that was done runs, newest first, before the files
+//! are put back and the plan's rollback commands run.
 //!
 //! A command that a `--root` sandbox keeps off the machine ([`ProcessError::NotRun`], see
 //! [`crate::effect`]) is not a failure: the plan goes on, [`Applied::not_run`] lists it for the
@@ -44,6 +53,22 @@ pub enum FileChange {
     },
     /// Remove an empty directory (missing is fine; one with entries is an error).
     RemoveDir { path: String },
+    /// Replace a file the system's own tools also rewrite (`/etc/shadow`), only if it still
+    /// holds `prior` (what the plan was made from), with the `lock` file's POSIX lock held from
+    /// that comparison to the rename ([`crate::file_lock`]; `lckpwdf`'s `/etc/.pwd.lock`). If
+    /// another program changed it in between, nothing is written and the plan fails. Both
+    /// contents may be secret: wiped on drop, never printed.
+    Update {
+        path: String,
+        prior: Zeroizing<Vec<u8>>,
+        contents: Zeroizing<Vec<u8>>,
+        options: WriteOptions,
+        lock: Option<String>,
+    },
+    /// Write `value` to a kernel interface file (`/sys/power/state`) as it is, in place: such
+    /// a file is a request to the kernel, not content, so there is no temp file, no backup and
+    /// nothing to put back if a later step fails.
+    Kernel { path: String, value: Vec<u8> },
 }
 
 impl FileChange {
@@ -65,7 +90,9 @@ impl FileChange {
             | Self::Remove { path }
             | Self::Symlink { path, .. }
             | Self::Directory { path, .. }
-            | Self::RemoveDir { path } => path,
+            | Self::RemoveDir { path }
+            | Self::Update { path, .. }
+            | Self::Kernel { path, .. } => path,
         }
     }
 }
@@ -91,6 +118,23 @@ impl fmt::Debug for FileChange {
                 write!(f, "Directory({path}, mode {mode:o}, owner {owner:?})")
             }
             Self::RemoveDir { path } => write!(f, "RemoveDir({path})"),
+            Self::Update {
+                path,
+                contents,
+                options,
+                lock,
+                ..
+            } => {
+                write!(
+                    f,
+                    "Update({path}, {} bytes, mode {:o}, if unchanged, lock {lock:?})",
+                    contents.len(),
+                    options.mode
+                )
+            }
+            Self::Kernel { path, value } => {
+                write!(f, "Kernel({path} <- {:?})", String::from_utf8_lossy(value))
+            }
         }
     }
 }
@@ -104,36 +148,158 @@ pub enum Expect {
     Anything,
     /// Exit status 0 and stdout containing this text (e.g. an address after a restart).
     StdoutContains(String),
+    /// An exit status among these (a support check: `systemctl status UNIT` answers 1..=3 for
+    /// a unit that exists).
+    Status(Vec<i32>),
+    /// Exit status 0, or a failure whose stderr contains this text: the step does not apply
+    /// here and the plan goes on without it ([`Step::Declined`]; `fsfreeze` on a filesystem
+    /// whose FIFREEZE answers "Operation not supported").
+    SuccessOrDeclined(String),
+    /// Whatever happens, also a timeout or a program that cannot start: the plan goes on and
+    /// the caller reads each result from [`Applied::steps`] (one `fstrim` per filesystem, each
+    /// reported on its own).
+    Report,
 }
 
-/// A command of a plan with what its result must be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedProcess {
-    pub command: ProcessSpec,
-    pub expect: Expect,
-}
-
-impl From<ProcessSpec> for PlannedProcess {
-    fn from(command: ProcessSpec) -> Self {
-        Self {
-            command,
-            expect: Expect::Success,
+impl Expect {
+    /// Whether `out` is a result the plan goes on after (declined counts: the plan goes on).
+    pub fn met_by(&self, out: &Output) -> bool {
+        match self {
+            Self::Anything | Self::Report => true,
+            Self::Success => out.success(),
+            Self::StdoutContains(text) => {
+                out.success() && String::from_utf8_lossy(&out.stdout).contains(text.as_str())
+            }
+            Self::Status(codes) => out.code.is_some_and(|c| codes.contains(&c)),
+            Self::SuccessOrDeclined(text) => {
+                out.success() || String::from_utf8_lossy(&out.stderr).contains(text.as_str())
+            }
         }
     }
 }
 
-/// Files to change, then commands to run; on failure, rollback commands after the files are
-/// restored.
+/// A command of a plan with what its result must be, and the command that undoes it when a
+/// later step of the plan fails (`fsfreeze --unfreeze M` for `fsfreeze --freeze M`). Undo
+/// commands run in reverse order, only for steps that were done, before the files are put back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedProcess {
+    pub command: ProcessSpec,
+    pub expect: Expect,
+    pub undo: Option<ProcessSpec>,
+}
+
+impl PlannedProcess {
+    /// `command`, expected to succeed, with no undo.
+    pub fn new(command: ProcessSpec) -> Self {
+        Self {
+            command,
+            expect: Expect::Success,
+            undo: None,
+        }
+    }
+
+    /// With this expectation instead of success.
+    pub fn expecting(mut self, expect: Expect) -> Self {
+        self.expect = expect;
+        self
+    }
+
+    /// Undone by `undo` when a later step fails.
+    pub fn undone_by(mut self, undo: ProcessSpec) -> Self {
+        self.undo = Some(undo);
+        self
+    }
+}
+
+impl From<ProcessSpec> for PlannedProcess {
+    fn from(command: ProcessSpec) -> Self {
+        Self::new(command)
+    }
+}
+
+/// Files to change, then commands to run, then checks that the files now hold what the plan
+/// asked for; on failure, rollback commands after the files are restored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub changes: Vec<FileChange>,
     pub commands: Vec<PlannedProcess>,
     pub rollback_commands: Vec<PlannedProcess>,
+    /// Effects that are neither a file nor a process (an OS API call), run after the commands.
+    pub native: Vec<NativeStep>,
+    /// Checked after the commands and native steps ran (skipped when a sandbox kept one off
+    /// the machine: they would check an effect that did not happen).
+    pub checks: Vec<FileCheck>,
 }
+
+/// An effect that is neither a file nor a process: an OS API call (Windows `NetUserSetInfo`).
+/// It names and describes itself for logs and dry runs and says what it reaches, so a
+/// `--root` sandbox keeps it off the machine like a command ([`ProcessRunner::allows`]).
+pub trait NativeAction: Send + Sync + 'static {
+    /// A short name, as a program is named (`NetUserSetInfo`).
+    fn name(&self) -> &str;
+    /// What it does, for logs and dry runs; never a secret.
+    fn describe(&self) -> String;
+    /// What it reaches beyond the guest's files.
+    fn reach(&self) -> Reach;
+    /// Do it. The error is the short reason for the reply (never a secret).
+    fn run(&self) -> Result<(), String>;
+}
+
+/// A [`NativeAction`] in a plan.
+#[derive(Clone)]
+pub struct NativeStep(pub std::sync::Arc<dyn NativeAction>);
+
+impl fmt::Debug for NativeStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Native({}: {})", self.0.name(), self.0.describe())
+    }
+}
+
+impl PartialEq for NativeStep {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NativeStep {}
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.commands.is_empty()
+    }
+}
+
+/// A condition on a guest file after the plan's commands ran: a line of `path` starts with
+/// `line_start` (`alice:$6$…:` in `/etc/shadow` after `chpasswd -e`). No false success: a tool
+/// that answered 0 without storing what it was given fails the plan. `line_start` may be
+/// secret: wiped on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileCheck {
+    pub path: String,
+    pub line_start: Zeroizing<Vec<u8>>,
+    /// The error when it does not hold (for the reply: never the secret).
+    pub failure: String,
+}
+
+impl FileCheck {
+    fn holds(&self, root: &Root) -> bool {
+        root.read(&self.path).is_ok_and(|text| {
+            let text = Zeroizing::new(text);
+            text.split(|&b| b == b'\n')
+                .any(|line| line.starts_with(&self.line_start))
+        })
+    }
+}
+
+impl fmt::Debug for FileCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FileCheck({}: a line starts with {} given bytes, else {:?})",
+            self.path,
+            self.line_start.len(),
+            self.failure
+        )
     }
 }
 
@@ -185,6 +351,32 @@ pub struct Applied {
     pub outputs: Vec<Output>,
     /// Commands a `--root` sandbox kept off the machine, in plan order.
     pub not_run: Vec<NotRun>,
+    /// What became of each command of the plan, in plan order (one per command).
+    pub steps: Vec<Step>,
+}
+
+/// What became of one command of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// It ran, and its result met its [`Expect`] (for [`Expect::Report`]: any exit status).
+    Ran(Output),
+    /// It ran and declined ([`Expect::SuccessOrDeclined`]): the step does not apply here.
+    Declined(Output),
+    /// A `--root` sandbox kept it off the machine.
+    NotRun(Effect),
+    /// Not run: it only observes, and an earlier command of the plan was not run.
+    Unchecked,
+    /// [`Expect::Report`] only: it did not finish within its timeout and was killed.
+    TimedOut,
+    /// [`Expect::Report`] only: it could not be started (the reason, for the log).
+    CouldNotRun(String),
+}
+
+impl Step {
+    /// Whether the command ran and succeeded (exit status 0).
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Self::Ran(out) if out.success())
+    }
 }
 
 /// A command of the plan that was not run because of its effect.
@@ -251,14 +443,39 @@ pub enum ApplyError {
         source: RootError,
         restored: bool,
     },
+    /// Command `step` of the plan (an index into [`Plan::commands`]) failed.
     #[error("{source}")]
     ProcessSpec {
         #[source]
         source: ProcessError,
+        step: usize,
         restored: bool,
     },
     #[error("'{program}' did not report the expected result")]
-    Unexpected { program: String, restored: bool },
+    Unexpected {
+        program: String,
+        step: usize,
+        restored: bool,
+    },
+    /// A [`FileCheck`] of the plan did not hold.
+    #[error("{message}")]
+    Check { message: String, restored: bool },
+    /// A [`NativeStep`] failed.
+    #[error("{message}")]
+    Native { message: String, restored: bool },
+}
+
+impl ApplyError {
+    /// Whether every file was put back as it was.
+    pub fn restored(&self) -> bool {
+        match self {
+            Self::File { restored, .. }
+            | Self::ProcessSpec { restored, .. }
+            | Self::Unexpected { restored, .. }
+            | Self::Check { restored, .. }
+            | Self::Native { restored, .. } => *restored,
+        }
+    }
 }
 
 /// A path changed so far and what it was before (`backup`: one of guestd's own backups, changed
@@ -337,6 +554,23 @@ pub fn apply_journaled(
             }
             continue;
         }
+        if let FileChange::Update { .. } = change {
+            if let Err(source) = update(root, change, &mut undo) {
+                let restored = restore(root, &mut undo);
+                return Err(ApplyError::File { source, restored });
+            }
+            applied.changed.push(change.path().to_string());
+            continue;
+        }
+        if let FileChange::Kernel { path, value } = change {
+            // A request to the kernel: nothing to read back or put back.
+            if let Err(source) = root.write_in_place(path, value) {
+                let restored = restore(root, &mut undo);
+                return Err(ApplyError::File { source, restored });
+            }
+            applied.changed.push(path.clone());
+            continue;
+        }
         let result = snapshot(root, change.path()).and_then(|prior| {
             if unchanged(change, &prior) {
                 return Ok(());
@@ -366,61 +600,100 @@ pub fn apply_journaled(
             return Err(ApplyError::File { source, restored });
         }
     }
-    for planned in &plan.commands {
+    for (step, planned) in plan.commands.iter().enumerate() {
         if !applied.not_run.is_empty() && planned.command.reach == Reach::Observe {
             info!(command = %planned.command, "not checked: an earlier command of this plan was not run");
+            applied.steps.push(Step::Unchecked);
             continue;
         }
-        let failure = match runner.run(&planned.command) {
-            Err(ProcessError::NotRun { program, effect }) => {
+        let failure = match (runner.run(&planned.command), &planned.expect) {
+            (Err(ProcessError::NotRun { program, effect }), _) => {
                 applied.not_run.push(NotRun { program, effect });
+                applied.steps.push(Step::NotRun(effect));
                 None
             }
-            Err(e) => Some(ApplyError::ProcessSpec {
+            (Err(ProcessError::Timeout { .. }), Expect::Report) => {
+                applied.steps.push(Step::TimedOut);
+                None
+            }
+            (Err(e), Expect::Report) => {
+                applied.steps.push(Step::CouldNotRun(e.to_string()));
+                None
+            }
+            (Err(e), _) => Some(ApplyError::ProcessSpec {
                 source: e,
+                step,
                 restored: false,
             }),
-            Ok(out) => {
-                let verdict = match &planned.expect {
-                    Expect::Anything => None,
-                    Expect::Success => out.clone().check(&planned.command.program).err().map(|e| {
-                        ApplyError::ProcessSpec {
-                            source: e,
-                            restored: false,
-                        }
-                    }),
-                    Expect::StdoutContains(text) => {
-                        let found = out.success()
-                            && String::from_utf8_lossy(&out.stdout).contains(text.as_str());
-                        (!found).then(|| ApplyError::Unexpected {
+            (Ok(out), expect) => {
+                let verdict = if expect.met_by(&out) {
+                    None
+                } else if let Expect::StdoutContains(_) = expect {
+                    Some(ApplyError::Unexpected {
+                        program: planned.command.program.clone(),
+                        step,
+                        restored: false,
+                    })
+                } else {
+                    Some(ApplyError::ProcessSpec {
+                        source: ProcessError::Failed {
                             program: planned.command.program.clone(),
-                            restored: false,
-                        })
-                    }
+                            code: out.code,
+                            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                        },
+                        step,
+                        restored: false,
+                    })
                 };
+                if verdict.is_none() {
+                    let declined = matches!(expect, Expect::SuccessOrDeclined(_)) && !out.success();
+                    applied.steps.push(if declined {
+                        info!(command = %planned.command, "declined: this step does not apply here");
+                        Step::Declined(out.clone())
+                    } else {
+                        Step::Ran(out.clone())
+                    });
+                }
                 applied.outputs.push(out);
                 verdict
             }
         };
-        if let Some(mut err) = failure {
+        if let Some(err) = failure {
             warn!(command = %planned.command, error = %err, "plan failed; rolling back");
-            let ok = restore(root, &mut undo);
-            for cmd in &plan.rollback_commands {
-                match runner.run(&cmd.command) {
-                    Ok(out) if out.success() || cmd.expect == Expect::Anything => {}
-                    Ok(out) => {
-                        warn!(command = %cmd.command, code = ?out.code, "rollback command failed")
-                    }
-                    Err(ProcessError::NotRun { .. }) => {}
-                    Err(e) => warn!(command = %cmd.command, error = %e, "rollback command failed"),
-                }
-            }
-            match &mut err {
-                ApplyError::ProcessSpec { restored, .. }
-                | ApplyError::Unexpected { restored, .. }
-                | ApplyError::File { restored, .. } => *restored = ok,
-            }
-            return Err(err);
+            return Err(roll_back(plan, root, runner, &applied, &mut undo, err));
+        }
+    }
+    for step in &plan.native {
+        let action = &step.0;
+        if !runner.allows(action.reach()) {
+            let Reach::Machine(effect) = action.reach() else {
+                unreachable!("root-local and observing steps are always allowed")
+            };
+            info!(step = ?step, %effect, "not run: the --root sandbox keeps this effect off the machine");
+            applied.not_run.push(NotRun {
+                program: action.name().to_string(),
+                effect,
+            });
+            continue;
+        }
+        info!(step = ?step, "running");
+        if let Err(message) = action.run() {
+            warn!(step = ?step, error = %message, "plan failed; rolling back");
+            let err = ApplyError::Native {
+                message,
+                restored: false,
+            };
+            return Err(roll_back(plan, root, runner, &applied, &mut undo, err));
+        }
+    }
+    if applied.not_run.is_empty() {
+        if let Some(check) = plan.checks.iter().find(|c| !c.holds(root)) {
+            warn!(path = %check.path, failure = %check.failure, "plan check failed; rolling back");
+            let err = ApplyError::Check {
+                message: check.failure.clone(),
+                restored: false,
+            };
+            return Err(roll_back(plan, root, runner, &applied, &mut undo, err));
         }
     }
     if !applied.changed.is_empty() {
@@ -431,6 +704,87 @@ pub fn apply_journaled(
     }
     journal.undo.append(&mut undo);
     Ok(applied)
+}
+
+/// A [`FileChange::Update`]: under its lock, replace the file if it still holds what the plan
+/// was made from (no backup: such files hold secrets, and the system keeps its own `-` copy).
+fn update(root: &Root, change: &FileChange, undo: &mut Vec<Undo>) -> Result<(), RootError> {
+    let FileChange::Update {
+        path,
+        prior,
+        contents,
+        options,
+        lock,
+    } = change
+    else {
+        unreachable!("only updates come here")
+    };
+    let _held = lock
+        .as_deref()
+        .map(|l| crate::file_lock::FileLock::acquire(root, l, crate::file_lock::LOCK_TIMEOUT))
+        .transpose()?;
+    let now = root.snapshot(path, DEFAULT_READ_LIMIT)?;
+    if !matches!(&now, Snapshot::File { contents: c, .. } if c[..] == prior[..]) {
+        return Err(RootError::Io {
+            op: "replace",
+            path: path.clone(),
+            source: std::io::Error::other(
+                "another program changed it after the plan was made (nothing was written)",
+            ),
+        });
+    }
+    root.replace_file(path, contents, *options)?;
+    undo.push(Undo {
+        path: path.clone(),
+        prior: now.into(),
+        backup: false,
+    });
+    Ok(())
+}
+
+/// After a failed step or check: undo the steps done, put the files back, run the rollback
+/// commands; `err` with whether the files were all put back.
+fn roll_back(
+    plan: &Plan,
+    root: &Root,
+    runner: &dyn ProcessRunner,
+    applied: &Applied,
+    undo: &mut Vec<Undo>,
+    mut err: ApplyError,
+) -> ApplyError {
+    undo_steps(runner, &plan.commands, &applied.steps);
+    let ok = restore(root, undo);
+    for cmd in &plan.rollback_commands {
+        run_rollback(runner, cmd);
+    }
+    match &mut err {
+        ApplyError::ProcessSpec { restored, .. }
+        | ApplyError::Unexpected { restored, .. }
+        | ApplyError::Check { restored, .. }
+        | ApplyError::Native { restored, .. }
+        | ApplyError::File { restored, .. } => *restored = ok,
+    }
+    err
+}
+
+/// Run the undo command of every step that was done, newest first (the steps before the one
+/// that failed; a declined step or one a sandbox did not run has nothing to undo).
+fn undo_steps(runner: &dyn ProcessRunner, commands: &[PlannedProcess], steps: &[Step]) {
+    for (planned, step) in commands.iter().zip(steps).rev() {
+        if let (Some(undo), Step::Ran(_)) = (&planned.undo, step) {
+            run_rollback(runner, &PlannedProcess::new(undo.clone()));
+        }
+    }
+}
+
+/// Run one rollback or undo command; a failure is logged (the rollback goes on).
+fn run_rollback(runner: &dyn ProcessRunner, cmd: &PlannedProcess) {
+    match runner.run(&cmd.command) {
+        Ok(out) if out.success() || cmd.expect == Expect::Anything => {}
+        Ok(out) => warn!(command = %cmd.command, code = ?out.code, "rollback command failed"),
+        Err(ProcessError::NotRun { .. }) => {}
+        Err(e) => warn!(command = %cmd.command, error = %e, "rollback command failed"),
+    }
 }
 
 /// A [`FileChange::Directory`] or [`FileChange::RemoveDir`]: done through the directory's
@@ -533,8 +887,11 @@ fn perform(root: &Root, change: &FileChange) -> Result<(), RootError> {
         }
         FileChange::Remove { path } => root.remove_file(path),
         FileChange::Symlink { path, target } => root.symlink(path, target),
-        FileChange::Directory { .. } | FileChange::RemoveDir { .. } => {
-            unreachable!("directory changes are done by change_dir")
+        FileChange::Directory { .. }
+        | FileChange::RemoveDir { .. }
+        | FileChange::Update { .. }
+        | FileChange::Kernel { .. } => {
+            unreachable!("directory and kernel changes are done in apply_journaled")
         }
     }
 }
@@ -702,6 +1059,8 @@ mod tests {
             ],
             commands: vec![ProcessSpec::new("restart").into()],
             rollback_commands: vec![ProcessSpec::new("restart-again").into()],
+            native: vec![],
+            checks: vec![],
         }
     }
 
@@ -890,13 +1249,13 @@ mod tests {
                 ProcessSpec::new("ifdown").effect(Effect::Network).into(),
                 ProcessSpec::new("hostname").effect(Effect::Hostname).into(),
                 ProcessSpec::new("ifup").effect(Effect::Network).into(),
-                PlannedProcess {
-                    command: ProcessSpec::new("ip").arg("addr").observes(),
-                    expect: Expect::StdoutContains("10.0.0.2".into()),
-                },
+                PlannedProcess::new(ProcessSpec::new("ip").arg("addr").observes())
+                    .expecting(Expect::StdoutContains("10.0.0.2".into())),
                 ProcessSpec::new("chpasswd").root_local().into(),
             ],
             rollback_commands: vec![],
+            native: vec![],
+            checks: vec![],
         };
         let applied = apply(&plan, &root, &sandbox, ApplyOptions::default()).unwrap();
         assert_eq!(root.read("/etc/a").unwrap(), b"new a");
@@ -1023,5 +1382,286 @@ mod tests {
         let applied = apply(&plan, &root, &Recorder::default(), ApplyOptions::default()).unwrap();
         assert!(applied.backups.is_empty());
         assert_eq!(root.read("/etc/huge").unwrap(), b"small");
+    }
+
+    /// Answers by command line: `("freeze /b", 1, "Operation not supported")`; a `code` of
+    /// -1 is a timeout, -2 a program that cannot start; anything unlisted succeeds.
+    struct Scripted {
+        answers: Vec<(&'static str, i32, &'static str)>,
+        ran: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<(&'static str, i32, &'static str)>) -> Self {
+            Self {
+                answers,
+                ran: Mutex::default(),
+            }
+        }
+    }
+
+    impl ProcessRunner for Scripted {
+        fn run(&self, cmd: &ProcessSpec) -> Result<Output, ProcessError> {
+            let line = cmd.command_line();
+            self.ran.lock().unwrap().push(line.clone());
+            let (code, stderr) = self
+                .answers
+                .iter()
+                .find(|(l, _, _)| *l == line)
+                .map_or((0, ""), |(_, c, e)| (*c, *e));
+            match code {
+                -1 => Err(ProcessError::Timeout {
+                    program: cmd.program.clone(),
+                    timeout: cmd.timeout,
+                }),
+                -2 => Err(ProcessError::Spawn {
+                    program: cmd.program.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                }),
+                code => Ok(Output {
+                    code: Some(code),
+                    stderr: stderr.as_bytes().to_vec(),
+                    ..Output::default()
+                }),
+            }
+        }
+        fn exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    fn freeze_plan() -> Plan {
+        let step = |m: &str| {
+            PlannedProcess::new(ProcessSpec::new("freeze").arg(m))
+                .expecting(Expect::SuccessOrDeclined("Operation not supported".into()))
+                .undone_by(ProcessSpec::new("thaw").arg(m))
+        };
+        Plan {
+            changes: vec![FileChange::write(
+                "/etc/a",
+                "record",
+                WriteOptions::default(),
+            )],
+            commands: vec![
+                PlannedProcess::new(ProcessSpec::new("hook").arg("freeze"))
+                    .undone_by(ProcessSpec::new("hook").arg("thaw")),
+                step("/a"),
+                step("/b"),
+                step("/c"),
+                step("/d"),
+            ],
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn steps_are_reported_declined_ones_skipped_and_a_failure_undoes_the_done_ones_newest_first() {
+        let (_d, root) = setup();
+        let ok = Scripted::new(vec![("freeze /b", 1, "freeze /b: Operation not supported")]);
+        let applied = apply(&freeze_plan(), &root, &ok, ApplyOptions::default()).unwrap();
+        let kinds: Vec<&str> = applied
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Ran(_) => "ran",
+                Step::Declined(_) => "declined",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["ran", "ran", "declined", "ran", "ran"]);
+
+        let (_d, root) = setup();
+        let failing = Scripted::new(vec![
+            ("freeze /b", 1, "Operation not supported"),
+            ("freeze /d", 1, "Device or resource busy"),
+        ]);
+        let err = apply(&freeze_plan(), &root, &failing, ApplyOptions::default()).unwrap_err();
+        let ApplyError::ProcessSpec {
+            step,
+            restored: true,
+            source: ProcessError::Failed { stderr, .. },
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!((*step, stderr.as_str()), (4, "Device or resource busy"));
+        // Undone: /c, then /a (not the declined /b, not the failed /d), then the hook; and the
+        // file is back as it was.
+        assert_eq!(
+            *failing.ran.lock().unwrap(),
+            [
+                "hook freeze",
+                "freeze /a",
+                "freeze /b",
+                "freeze /c",
+                "freeze /d",
+                "thaw /c",
+                "thaw /a",
+                "hook thaw"
+            ]
+        );
+        assert_eq!(root.read("/etc/a").unwrap(), b"old a");
+    }
+
+    #[test]
+    fn reported_steps_never_fail_the_plan_and_say_what_happened() {
+        let (_d, root) = setup();
+        let runner = Scripted::new(vec![
+            ("trim /a", 1, "not supported"),
+            ("trim /b", -1, ""),
+            ("trim /c", -2, ""),
+        ]);
+        let plan = Plan {
+            commands: ["/a", "/b", "/c", "/d"]
+                .iter()
+                .map(|m| {
+                    PlannedProcess::new(ProcessSpec::new("trim").arg(*m)).expecting(Expect::Report)
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        let applied = apply(&plan, &root, &runner, ApplyOptions::default()).unwrap();
+        assert!(matches!(&applied.steps[0], Step::Ran(out) if out.code == Some(1)));
+        assert_eq!(applied.steps[1], Step::TimedOut);
+        assert!(matches!(&applied.steps[2], Step::CouldNotRun(why) if why.contains("trim")));
+        assert!(applied.steps[3].succeeded());
+        // A status check: 3 is among the expected ones, 0 is not.
+        let check = |code| {
+            let plan = Plan {
+                commands: vec![
+                    PlannedProcess::new(ProcessSpec::new("status").observes())
+                        .expecting(Expect::Status(vec![1, 2, 3])),
+                ],
+                ..Plan::default()
+            };
+            let runner = Scripted::new(vec![("status", code, "")]);
+            apply(&plan, &root, &runner, ApplyOptions::default()).is_ok()
+        };
+        assert!(check(3));
+        assert!(!check(0));
+    }
+
+    /// Records that it ran; fails when told to.
+    struct Api {
+        reach: Reach,
+        fail: bool,
+        ran: Mutex<bool>,
+    }
+
+    impl NativeAction for Api {
+        fn name(&self) -> &str {
+            "SetThing"
+        }
+        fn describe(&self) -> String {
+            "set the thing".into()
+        }
+        fn reach(&self) -> Reach {
+            self.reach
+        }
+        fn run(&self) -> Result<(), String> {
+            *self.ran.lock().unwrap() = true;
+            if self.fail {
+                Err("SetThing failed with error 5".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn native_steps_and_file_checks_fail_and_roll_back_like_commands_and_a_sandbox_refuses_them() {
+        let (_d, root) = setup();
+        let api = |reach, fail| {
+            std::sync::Arc::new(Api {
+                reach,
+                fail,
+                ran: Mutex::new(false),
+            })
+        };
+        let plan = |action: std::sync::Arc<Api>, line: &str| Plan {
+            changes: vec![FileChange::write(
+                "/etc/a",
+                "user:HASH:1\n",
+                WriteOptions::default(),
+            )],
+            native: vec![NativeStep(action)],
+            checks: vec![FileCheck {
+                path: "/etc/a".into(),
+                line_start: Zeroizing::new(line.as_bytes().to_vec()),
+                failure: "the entry does not hold the new hash".into(),
+            }],
+            ..Plan::default()
+        };
+        let runner = Recorder::default();
+        // All good.
+        let ok = api(Reach::Machine(Effect::Accounts), false);
+        apply(
+            &plan(ok.clone(), "user:HASH:"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(*ok.ran.lock().unwrap());
+        // The check does not hold: the file is put back.
+        let (_d, root) = setup();
+        let err = apply(
+            &plan(ok, "user:OTHER:"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ApplyError::Check { restored: true, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "the entry does not hold the new hash");
+        assert_eq!(root.read("/etc/a").unwrap(), b"old a");
+        // The native step fails: the same.
+        let failing = api(Reach::Machine(Effect::Accounts), true);
+        let err = apply(
+            &plan(failing, "user:HASH:"),
+            &root,
+            &runner,
+            ApplyOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ApplyError::Native { restored: true, .. }),
+            "{err:?}"
+        );
+        assert_eq!(root.read("/etc/a").unwrap(), b"old a");
+        // Under a sandbox: not run, reported, and the checks are not made.
+        let sandbox = crate::effect::SandboxRunner::new(
+            std::sync::Arc::new(Recorder::default()),
+            std::collections::BTreeSet::new(),
+        );
+        let kept = api(Reach::Machine(Effect::Accounts), false);
+        let applied = apply(
+            &plan(kept.clone(), "user:NEVER:"),
+            &root,
+            &sandbox,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(!*kept.ran.lock().unwrap());
+        assert_eq!(
+            applied.not_run_error().unwrap().to_string(),
+            "'SetThing' was not run: the --root sandbox keeps accounts effects off this machine \
+             ([sandbox] allow_effects)"
+        );
+        // A step that stays inside the root runs under the sandbox too.
+        let local = api(Reach::Root, false);
+        apply(
+            &plan(local.clone(), "user:HASH:"),
+            &root,
+            &sandbox,
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(*local.ran.lock().unwrap());
+        // Neither the check's bytes nor anything secret shows in the plan.
+        assert!(!format!("{:?}", plan(api(Reach::Root, false), "user:SECRET:")).contains("SECRET"));
     }
 }

@@ -182,6 +182,13 @@ pub trait ProcessRunner: Send + Sync + 'static {
 
     /// Whether `program` can be run (absolute path exists, or found on `PATH`).
     fn exists(&self, program: &str) -> bool;
+
+    /// Whether an effect that reaches this far may happen (a plan's native steps ask; a
+    /// `--root` sandbox answers no for the machine effects it keeps off). Default: yes.
+    fn allows(&self, reach: Reach) -> bool {
+        let _ = reach;
+        true
+    }
 }
 
 /// Runs commands on this machine.

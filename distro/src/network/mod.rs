@@ -23,7 +23,6 @@ pub mod render;
 
 pub use guestd_network_model as model;
 
-use guestd_core::plan::Expect;
 use guestd_core::{
     ApplyError, ApplyOptions, BackendError, Env, FileChange, NetworkRequest, NetworkReset, Plan,
     PlannedProcess, ProcessRunner, Root,
@@ -72,20 +71,17 @@ fn differs(root: &Root, change: &FileChange) -> bool {
             .read_link(path)
             .map_or(true, |t| t.to_string_lossy() != target.as_str()),
         // Network plans hold no directory changes; if one did, it would count as a change.
-        FileChange::Directory { .. } | FileChange::RemoveDir { .. } => true,
+        FileChange::Directory { .. }
+        | FileChange::RemoveDir { .. }
+        | FileChange::Update { .. }
+        | FileChange::Kernel { .. } => true,
     }
 }
 
 /// Whether every check passes right now (read-only commands).
 fn checks_pass(runner: &dyn ProcessRunner, checks: &[PlannedProcess]) -> bool {
     checks.iter().all(|c| match runner.run(&c.command) {
-        Ok(out) => match &c.expect {
-            Expect::Anything => true,
-            Expect::Success => out.success(),
-            Expect::StdoutContains(t) => {
-                out.success() && String::from_utf8_lossy(&out.stdout).contains(t.as_str())
-            }
-        },
+        Ok(out) => c.expect.met_by(&out),
         Err(_) => false,
     })
 }
@@ -245,11 +241,7 @@ pub fn reset_network(
             Ok(done)
         }
         Err(e) => {
-            let restored = match &e {
-                ApplyError::File { restored, .. }
-                | ApplyError::ProcessSpec { restored, .. }
-                | ApplyError::Unexpected { restored, .. } => *restored,
-            };
+            let restored = e.restored();
             warn!(error = %e, restored, "resetnetwork failed");
             let what = match &e {
                 ApplyError::Unexpected { program, .. }

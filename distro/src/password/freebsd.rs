@@ -1,5 +1,5 @@
 //! FreeBSD: `pw [-R <root>] usermod -n <user> -H 0` with the SHA-512-crypt hash on fd 0 (the
-//! password never in argv), then `/etc/master.passwd` is read back and verified.
+//! password never in argv), then the plan checks `/etc/master.passwd` holds the new hash.
 
 use std::time::Duration;
 
@@ -37,52 +37,58 @@ pub fn pw_plan(env: &Env, user: &str, hash: &str) -> Result<Plan, BackendError> 
     })
 }
 
-pub fn set_password(env: &Env, user: &str, password: &SecretString) -> Result<(), BackendError> {
+/// The plan that sets `user`'s password (hashed here with a fresh salt) with `pw` and checks
+/// `master.passwd` then holds the new hash.
+pub fn plan_set_password(
+    env: &Env,
+    user: &str,
+    password: &SecretString,
+) -> Result<Plan, BackendError> {
     shadow::check_user_name(user)?;
-    let current = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
-    if shadow::password_field(&current, user).is_none() {
-        return Err(BackendError::Invalid(format!(
-            "user '{user}' has no entry in {MASTER_PASSWD}"
-        )));
-    }
+    has_entry(env, user)?;
     let hash = crypt::sha512_crypt(password.expose(), &crypt::fresh_salt()?)?;
-    super::apply(env, &pw_plan(env, user, &hash)?)?;
-    let text = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
-    let ok = shadow::password_field(&text, user)
-        .and_then(|f| std::str::from_utf8(f).ok())
-        .is_some_and(|stored| crypt::verify(stored, password.expose()));
-    if !ok {
-        return Err(BackendError::Failed(format!(
-            "the password of '{user}' did not verify after it was set"
-        )));
-    }
-    info!(user, "password set and verified");
-    Ok(())
+    let failure = format!("the password of '{user}' did not verify after it was set");
+    let mut plan = pw_plan(env, user, &hash)?;
+    plan.checks.push(super::linux::entry_check(
+        MASTER_PASSWD,
+        user,
+        &hash,
+        failure,
+    ));
+    Ok(plan)
 }
 
-/// Store a ready crypt(3) hash with `pw usermod -H 0` and check `master.passwd` holds it.
-pub fn set_password_hash(env: &Env, user: &str, hash: &SecretString) -> Result<(), BackendError> {
+/// The plan that stores a ready crypt(3) hash with `pw usermod -H 0` and checks
+/// `master.passwd` then holds it.
+pub fn plan_set_password_hash(
+    env: &Env,
+    user: &str,
+    hash: &SecretString,
+) -> Result<Plan, BackendError> {
     shadow::check_user_name(user)?;
     let scheme = hash_format::check(hash.expose())?;
-    let current = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
-    if shadow::password_field(&current, user).is_none() {
-        return Err(BackendError::Invalid(format!(
-            "user '{user}' has no entry in {MASTER_PASSWD}"
-        )));
-    }
-    super::apply(env, &pw_plan(env, user, hash.expose())?)?;
-    let text = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
-    if shadow::password_field(&text, user) != Some(hash.expose().as_bytes()) {
-        return Err(BackendError::Failed(format!(
-            "the password entry of '{user}' does not hold the new hash after it was set"
-        )));
-    }
-    info!(
+    has_entry(env, user)?;
+    info!(user, scheme = scheme.name(), "storing a crypted password");
+    let failure =
+        format!("the password entry of '{user}' does not hold the new hash after it was set");
+    let mut plan = pw_plan(env, user, hash.expose())?;
+    plan.checks.push(super::linux::entry_check(
+        MASTER_PASSWD,
         user,
-        scheme = scheme.name(),
-        "crypted password stored and verified"
-    );
-    Ok(())
+        hash.expose(),
+        failure,
+    ));
+    Ok(plan)
+}
+
+fn has_entry(env: &Env, user: &str) -> Result<(), BackendError> {
+    let current = Zeroizing::new(env.root.read(MASTER_PASSWD)?);
+    match shadow::password_field(&current, user) {
+        Some(_) => Ok(()),
+        None => Err(BackendError::Invalid(format!(
+            "user '{user}' has no entry in {MASTER_PASSWD}"
+        ))),
+    }
 }
 
 #[cfg(all(test, unix))]
@@ -120,5 +126,37 @@ mod tests {
             !format!("{plan:?}").contains(hash),
             "the hash is never shown"
         );
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test builds its tree by path
+    fn the_password_plan_runs_pw_then_checks_master_passwd() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/master.passwd"),
+            "root:*:0:0::0:0:Charlie &:/root:/bin/csh\n",
+        )
+        .unwrap();
+        let runner = Arc::new(FakeRunner::new());
+        let env = Env {
+            root: Root::sandbox(d.path()).unwrap(),
+            runner: runner.clone(),
+            backend: Arc::new(NullBackend),
+        };
+        let pw = SecretString::new(Zeroizing::new("bsd pw".to_string()));
+        let plan = plan_set_password(&env, "root", &pw).unwrap();
+        assert_eq!(plan.commands.len(), 1);
+        let stdin = plan.commands[0].command.stdin.as_deref().unwrap().to_vec();
+        let hash = String::from_utf8(stdin).unwrap().trim_end().to_string();
+        assert!(crypt::verify(&hash, "bsd pw"));
+        let [check] = plan.checks.as_slice() else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(check.path, MASTER_PASSWD);
+        assert_eq!(&check.line_start[..], format!("root:{hash}:").as_bytes());
+        assert!(!format!("{plan:?}").contains(&hash));
+        assert!(runner.lines().is_empty());
+        assert!(plan_set_password(&env, "nobody", &pw).is_err());
     }
 }

@@ -10,12 +10,12 @@
 //! by [`hash_format`] and stored unchanged through the same tools (Linux, FreeBSD; Windows
 //! cannot take a hash).
 //!
-//! The tools run as a `Plan` (`linux::chpasswd_plan`, `freebsd::pw_plan`) carried out by
-//! `guestd_core::apply`, without backups: guestd keeps no copy of old password hashes.
-//!
-//! Every path re-reads the stored hash and verifies it against the password before reporting
-//! success (except Windows, where `NetUserSetInfo`'s own status is the answer). The password is
-//! never put in argv, logs or errors.
+//! Each is a `Plan` the caller carries out with `guestd_core::apply` (without backups: guestd
+//! keeps no copy of old password hashes): the tool (`linux::chpasswd_plan`,
+//! `freebsd::pw_plan`), or the locked `/etc/shadow` rewrite (`FileChange::Update`), or on
+//! Windows one native step (`NetUserSetInfo`); then a check that the stored entry holds exactly
+//! the new hash (`FileCheck`; on Windows `NetUserSetInfo`'s own status is the answer). The
+//! password is never put in argv, logs, errors or a plan's `Debug`.
 
 pub mod crypt;
 pub mod freebsd;
@@ -24,53 +24,44 @@ pub mod linux;
 pub mod shadow;
 pub mod windows;
 
-use guestd_core::{ApplyOptions, BackendError, Env, Plan, SecretString};
+use guestd_core::{BackendError, Env, Plan, SecretString};
 
 use crate::OsFamily;
 
 /// The default account on Unix.
 pub const DEFAULT_UNIX_USER: &str = "root";
 
-/// Set the password of `user` (`None`: root, or the built-in Administrator on Windows).
-pub fn set_password(
+/// The plan that sets the password of `user` (`None`: root, or the built-in Administrator on
+/// Windows) and verifies it.
+pub fn plan_set_password(
     family: OsFamily,
     env: &Env,
     accounts: &windows::AccountStore,
     user: Option<&str>,
     password: &SecretString,
-) -> Result<(), BackendError> {
+) -> Result<Plan, BackendError> {
     match family {
-        OsFamily::Windows => windows::set_password_in(accounts, user, password),
+        OsFamily::Windows => Ok(windows::plan_set_password(accounts, user, password)),
         OsFamily::FreeBsd => {
-            freebsd::set_password(env, user.unwrap_or(DEFAULT_UNIX_USER), password)
+            freebsd::plan_set_password(env, user.unwrap_or(DEFAULT_UNIX_USER), password)
         }
-        _ => linux::set_password(env, user.unwrap_or(DEFAULT_UNIX_USER), password),
+        _ => linux::plan_set_password(env, user.unwrap_or(DEFAULT_UNIX_USER), password),
     }
 }
 
-/// Store a ready crypt(3) hash as `user`'s password (Linux, FreeBSD) and verify the entry.
-pub fn set_password_hash(
+/// The plan that stores a ready crypt(3) hash as `user`'s password (Linux, FreeBSD) and checks
+/// the entry holds it.
+pub fn plan_set_password_hash(
     family: OsFamily,
     env: &Env,
     user: &str,
     hash: &SecretString,
-) -> Result<(), BackendError> {
+) -> Result<Plan, BackendError> {
     match family {
         OsFamily::Windows => Err(BackendError::Unsupported(
             "setting a crypted password (Windows stores no crypt(3) hashes)".into(),
         )),
-        OsFamily::FreeBsd => freebsd::set_password_hash(env, user, hash),
-        _ => linux::set_password_hash(env, user, hash),
-    }
-}
-
-/// Carry out a password plan: no backups (no copy of old hashes is kept anywhere), and a
-/// command a sandbox kept off the machine is a failure (the password was not set).
-fn apply(env: &Env, plan: &Plan) -> Result<(), BackendError> {
-    let options = ApplyOptions { keep_backups: 0 };
-    let applied = guestd_core::apply(plan, &env.root, env.runner.as_ref(), options)?;
-    match applied.not_run_error() {
-        Some(not_run) => Err(not_run.into()),
-        None => Ok(()),
+        OsFamily::FreeBsd => freebsd::plan_set_password_hash(env, user, hash),
+        _ => linux::plan_set_password_hash(env, user, hash),
     }
 }

@@ -1,16 +1,15 @@
 //! `/etc/shadow` (and FreeBSD `/etc/master.passwd`) as text: find and replace one user's
 //! password field, leaving every other byte of the file as it was; and the shadow lock.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
+use guestd_core::file_lock::{FileLock, LOCK_TIMEOUT};
 use guestd_core::{BackendError, Root};
 
 /// The lock file `lckpwdf(3)` uses, relative to the root.
 pub const LOCK_FILE: &str = "/etc/.pwd.lock";
-/// `lckpwdf` gives up after 15 seconds.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A user name we are willing to put into `user:hash` lines and argv.
 pub fn check_user_name(user: &str) -> Result<(), BackendError> {
@@ -82,65 +81,20 @@ pub fn days_since_epoch() -> u64 {
         .map_or(0, |d| d.as_secs() / 86_400)
 }
 
-/// The shadow lock (`lckpwdf` semantics: a write `fcntl` lock on `<root>/etc/.pwd.lock`),
-/// released on drop.
+/// The shadow lock (`lckpwdf` semantics: a write `fcntl` lock on `<root>/etc/.pwd.lock`, see
+/// `guestd_core::file_lock`), released on drop. Plans take it themselves
+/// (`FileChange::Update { lock, .. }`); this is for code that reads and writes under it.
 #[derive(Debug)]
 pub struct ShadowLock {
-    _file: std::fs::File,
+    _lock: FileLock,
 }
 
 impl ShadowLock {
     pub fn acquire(root: &Root) -> Result<Self, BackendError> {
-        let file = root
-            .open_lock_file(LOCK_FILE, 0o600)
-            .map_err(|e| BackendError::Failed(format!("cannot open {LOCK_FILE}: {e}")))?;
-        let started = Instant::now();
-        loop {
-            match try_lock(&file) {
-                Ok(true) => return Ok(Self { _file: file }),
-                Ok(false) if started.elapsed() < LOCK_TIMEOUT => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-                Ok(false) => {
-                    return Err(BackendError::Failed(format!(
-                        "the password files are locked by another program ({LOCK_FILE})"
-                    )));
-                }
-                Err(e) => {
-                    return Err(BackendError::Failed(format!(
-                        "cannot lock {LOCK_FILE}: {e}"
-                    )));
-                }
-            }
-        }
+        FileLock::acquire(root, LOCK_FILE, LOCK_TIMEOUT)
+            .map(|lock| Self { _lock: lock })
+            .map_err(|e| BackendError::Failed(format!("the password files are not locked: {e}")))
     }
-}
-
-/// One non-blocking attempt at the whole-file write lock. `Ok(false)`: held by someone else.
-#[cfg(unix)]
-#[allow(unsafe_code)]
-fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as _;
-    lock.l_whence = libc::SEEK_SET as _;
-    // SAFETY: `file` is an open descriptor for the duration of the call and `lock` is a valid,
-    // initialised `flock` that fcntl only reads.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EAGAIN) => Ok(false),
-        _ => Err(err),
-    }
-}
-
-#[cfg(not(unix))]
-fn try_lock(_file: &std::fs::File) -> std::io::Result<bool> {
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -13,9 +13,12 @@
 #[cfg(any(test, feature = "fake-windows-accounts"))]
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 #[cfg(any(test, feature = "fake-windows-accounts"))]
 use guestd_core::Root;
-use guestd_core::{BackendError, SecretString};
+use guestd_core::{BackendError, Effect, NativeAction, NativeStep, Plan, Reach, SecretString};
+use zeroize::Zeroizing;
 
 #[cfg(any(test, feature = "fake-windows-accounts"))]
 use super::crypt;
@@ -58,6 +61,66 @@ impl AccountStore {
             #[cfg(not(any(test, feature = "fake-windows-accounts")))]
             _ => Err(format!("windows_accounts '{spec}': expected 'netapi'")),
         }
+    }
+}
+
+/// The plan that sets the password of `user` (or of the built-in Administrator) in `store`: one
+/// native step (`NetUserSetInfo` is an API, not a command), which a `--root` sandbox keeps off
+/// the machine like `chpasswd` (the fake store stays in its own directory: it runs). The
+/// password is kept in a zeroizing buffer inside the step, never shown.
+pub fn plan_set_password(
+    store: &AccountStore,
+    user: Option<&str>,
+    password: &SecretString,
+) -> Plan {
+    Plan {
+        native: vec![NativeStep(Arc::new(SetPassword {
+            store: store.clone(),
+            user: user.map(str::to_string),
+            password: Zeroizing::new(password.expose().to_string()),
+        }))],
+        ..Plan::default()
+    }
+}
+
+/// The native step of [`plan_set_password`].
+struct SetPassword {
+    store: AccountStore,
+    user: Option<String>,
+    password: Zeroizing<String>,
+}
+
+impl NativeAction for SetPassword {
+    fn name(&self) -> &str {
+        "NetUserSetInfo"
+    }
+
+    fn describe(&self) -> String {
+        let account = match &self.user {
+            Some(user) => format!("of the local account '{user}'"),
+            None => format!("of the built-in Administrator (RID {ADMINISTRATOR_RID})"),
+        };
+        match &self.store {
+            AccountStore::NetApi => format!("set the password {account} (level 1003)"),
+            #[cfg(any(test, feature = "fake-windows-accounts"))]
+            AccountStore::Fake(dir) => format!(
+                "set the password {account} in the FAKE account store {}",
+                dir.display()
+            ),
+        }
+    }
+
+    fn reach(&self) -> Reach {
+        match &self.store {
+            AccountStore::NetApi => Reach::Machine(Effect::Accounts),
+            #[cfg(any(test, feature = "fake-windows-accounts"))]
+            AccountStore::Fake(_) => Reach::Root,
+        }
+    }
+
+    fn run(&self) -> Result<(), String> {
+        let password = SecretString::new(self.password.clone());
+        set_password_in(&self.store, self.user.as_deref(), &password).map_err(|e| e.to_string())
     }
 }
 
@@ -395,6 +458,37 @@ mod tests {
         std::fs::write(d.path().join("accounts"), "broken\n").unwrap();
         let err = set_password_in(&store, None, &pw).unwrap_err();
         assert!(err.to_string().contains("bad line 'broken'"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_is_one_native_step_that_names_the_account_and_hides_the_password() {
+        let pw = SecretString::new(zeroize::Zeroizing::new("s3cret pw".to_string()));
+        let plan = plan_set_password(&AccountStore::NetApi, None, &pw);
+        assert!(plan.changes.is_empty() && plan.commands.is_empty() && plan.checks.is_empty());
+        let [step] = plan.native.as_slice() else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(step.0.name(), "NetUserSetInfo");
+        assert_eq!(step.0.reach(), Reach::Machine(Effect::Accounts));
+        assert_eq!(
+            format!("{step:?}"),
+            "Native(NetUserSetInfo: set the password of the built-in Administrator (RID 500) \
+             (level 1003))"
+        );
+        assert!(!format!("{plan:?}").contains("s3cret"));
+        let d = tempfile::tempdir().unwrap();
+        let plan = plan_set_password(
+            &AccountStore::Fake(d.path().to_path_buf()),
+            Some("ops"),
+            &pw,
+        );
+        assert_eq!(plan.native[0].0.reach(), Reach::Root);
+        assert!(
+            plan.native[0]
+                .0
+                .describe()
+                .starts_with("set the password of the local account 'ops' in the FAKE")
+        );
     }
 
     #[test]

@@ -488,11 +488,7 @@ impl ConfigureHandler {
 
 /// A failed apply in words (the files of this resource were put back, or not).
 fn apply_reason(e: &ApplyError) -> String {
-    let restored = match e {
-        ApplyError::File { restored, .. }
-        | ApplyError::ProcessSpec { restored, .. }
-        | ApplyError::Unexpected { restored, .. } => *restored,
-    };
+    let restored = e.restored();
     if restored {
         e.to_string()
     } else {

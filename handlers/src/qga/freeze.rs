@@ -1,6 +1,10 @@
 //! `guest-fsfreeze-status`, `guest-fsfreeze-freeze`, `guest-fsfreeze-freeze-list`,
-//! `guest-fsfreeze-thaw`: Linux FIFREEZE and FITHAW through util-linux `fsfreeze` (run by the
-//! command runner, so tests use the fake runner), as qemu-ga does them and safer:
+//! `guest-fsfreeze-thaw`: Linux FIFREEZE and FITHAW, as qemu-ga does them and safer. This
+//! module decides *what* (which filesystems, the hook, the record, the state); the backend
+//! plans *how* (`Backend::plan_fsfreeze`/`plan_thaw`: util-linux `fsfreeze` per mount, each
+//! step undone by its thaw) and `guestd_core::apply` carries the plan out, reporting each
+//! filesystem's result (so tests use the fake runner, and a `--root` sandbox keeps it off the
+//! machine):
 //!
 //! - **Each filesystem once, by device.** The filesystems are qemu-ga's (`fsinfo::local_mounts`:
 //!   a device's first mount; its later mounts, such as the bind mounts `PrivateTmp=` makes of
@@ -23,8 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use guestd_core::{
-    Context, Dialect, Effect, Env, FreezeFlag, Handler, HandlerError, Lifecycle, ProcessError,
-    ProcessRunner, ProcessSpec, Reply, Root, WriteOptions,
+    ApplyError, ApplyOptions, BackendError, Context, Dialect, Env, FileChange, FreezeFlag,
+    FreezeHook, FreezeRequest, Handler, HandlerError, Lifecycle, Plan, ProcessError, Reply, Root,
+    Step, WriteOptions,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -32,16 +37,16 @@ use tracing::{debug, info, warn};
 
 use super::args;
 use super::fsinfo::local_mounts;
+use super::platform::not_on_this_os;
 
-const FSFREEZE: &str = "fsfreeze";
 /// What this agent froze (or is about to): thawed on the next start if it is still there.
 pub const RECORD: &str = "/run/guestd/fsfreeze.json";
 /// Filesystem types without FIFREEZE support (the kernel answers EOPNOTSUPP).
 const UNFREEZABLE: [&str; 10] = [
     "vfat", "msdos", "exfat", "squashfs", "iso9660", "udf", "erofs", "cramfs", "romfs", "fuseblk",
 ];
-/// How long one `fsfreeze` may take (a freeze waits for writes in flight to finish).
-const PER_MOUNT: Duration = Duration::from_secs(60);
+/// The record and its removal are guestd's own state: no copies of it are kept.
+const NO_BACKUPS: ApplyOptions = ApplyOptions { keep_backups: 0 };
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,38 +129,59 @@ impl Freezer {
                 "the filesystems are already frozen; thaw them first",
             ));
         }
-        let (root, runner) = (&env.root, env.runner.as_ref());
+        let root = &env.root;
         let mut mounts = candidates(root, only)?;
         // Children before their parents, as qemu-ga does.
         mounts.reverse();
         let hook = self.hook(root)?;
-        // Recorded before anything happens: from here on a crash leaves the record, and the
-        // next start thaws. Nothing is written while frozen.
-        write_record(
-            root,
-            &Record {
-                frozen: mounts.clone(),
-                hook: hook.is_some(),
-            },
-        )?;
-        if let Some(hook) = &hook {
-            if let Err(e) = self.run_hook(runner, hook, "freeze") {
-                remove_record(root);
-                return Err(e);
+        let request = FreezeRequest {
+            mountpoints: mounts.iter().map(|m| m.mountpoint.clone()).collect(),
+            hook: hook.clone().map(|program| FreezeHook {
+                program,
+                timeout: self.settings.hook_timeout,
+            }),
+        };
+        let mut plan = match env.backend.plan_fsfreeze(env, &request) {
+            Err(BackendError::Unsupported(_)) => {
+                return Err(not_on_this_os("guest-fsfreeze-freeze"));
+            }
+            other => other?,
+        };
+        // Recorded before anything happens (files go before commands): from here on a crash
+        // leaves the record, and the next start thaws. Nothing is written while frozen; a
+        // failed freeze thaws (each step's undo) and then takes the record away again.
+        let record = Record {
+            frozen: mounts.clone(),
+            hook: hook.is_some(),
+        };
+        plan.changes.insert(0, record_change(&record));
+        self.flag.set(true);
+        let applied = match guestd_core::apply(&plan, root, env.runner.as_ref(), NO_BACKUPS) {
+            Ok(applied) => applied,
+            Err(err) => {
+                self.flag.set(false);
+                state.hook_froze = false;
+                state.generation += 1;
+                warn!(error = %err, "freeze failed; what was frozen is thawed");
+                return Err(freeze_error(err, &mounts, hook.as_deref()));
+            }
+        };
+        // The plan's steps: the hook's (when there is one), then one per mount.
+        let offset = usize::from(hook.is_some());
+        state.hook_froze = hook.is_some() && applied.steps[0].succeeded();
+        for (mount, step) in mounts.iter().zip(&applied.steps[offset..]) {
+            match step {
+                Step::Ran(_) => state.frozen.push(mount.clone()),
+                Step::Declined(_) => {
+                    info!(mount = %mount.mountpoint, "cannot be frozen (EOPNOTSUPP); skipped")
+                }
+                _ => {}
             }
         }
-        state.hook_froze = hook.is_some();
-        self.flag.set(true);
-        for mount in &mounts {
-            match freeze_one(runner, mount) {
-                Ok(true) => state.frozen.push(mount.clone()),
-                Ok(false) => {}
-                Err(err) => {
-                    warn!(mount = %mount.mountpoint, error = %err, "freeze failed; thawing what was frozen");
-                    self.thaw_locked(env, &mut state);
-                    return Err(err);
-                }
-            }
+        if let Some(not_run) = applied.not_run_error() {
+            // A --root sandbox kept the freeze off the machine: nothing may stay half done.
+            self.thaw_locked(env, &mut state);
+            return Err(not_run.into());
         }
         state.generation += 1;
         let count = state.frozen.len();
@@ -164,7 +190,7 @@ impl Freezer {
             // here either).
             self.flag.set(false);
             state.hook_froze = false;
-            remove_record(root);
+            remove_record(env);
             return Ok(0);
         }
         info!(
@@ -199,36 +225,80 @@ impl Freezer {
     fn thaw(&self, env: &Env) -> Result<usize, HandlerError> {
         let mut state = self.lock();
         let done = std::mem::take(&mut state.frozen);
-        let count = thaw_all(env.runner.as_ref(), &done);
-        info!(count, "filesystems thawed");
-        self.after_thaw(env, &mut state, true).map(|()| count)
+        self.thaw_mounts(env, &mut state, &done, true)
     }
 
     /// Thaw what is frozen (the auto-thaw timer, the daemon stopping), with the thaw hook when
     /// the freeze hook ran.
     fn thaw_locked(&self, env: &Env, state: &mut State) {
         let done = std::mem::take(&mut state.frozen);
-        let count = thaw_all(env.runner.as_ref(), &done);
-        info!(count, "filesystems thawed");
         let hook = state.hook_froze;
-        if let Err(e) = self.after_thaw(env, state, hook) {
+        if let Err(e) = self.thaw_mounts(env, state, &done, hook) {
             warn!(error = %e, "thaw hook failed");
         }
     }
 
-    /// After a thaw: nothing is frozen any more; forget the record, then run the thaw hook
-    /// when `hook` says so.
-    fn after_thaw(&self, env: &Env, state: &mut State, hook: bool) -> Result<(), HandlerError> {
+    /// Thaw `frozen` (given in freeze order; thawed in reverse) through the backend's plan,
+    /// then run the thaw hook when `hook` says so; nothing is frozen any more and the record
+    /// is gone. Returns how many thawed; a failing thaw hook is the error (a filesystem that
+    /// fails to thaw is logged, and the others still thaw).
+    fn thaw_mounts(
+        &self,
+        env: &Env,
+        state: &mut State,
+        frozen: &[Frozen],
+        hook: bool,
+    ) -> Result<usize, HandlerError> {
+        let (hook, refused) = match hook.then(|| self.hook(&env.root)) {
+            Some(Ok(hook)) => (hook, None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        let request = FreezeRequest {
+            mountpoints: frozen.iter().rev().map(|f| f.mountpoint.clone()).collect(),
+            hook: hook.clone().map(|program| FreezeHook {
+                program,
+                timeout: self.settings.hook_timeout,
+            }),
+        };
+        let result = if request.mountpoints.is_empty() && request.hook.is_none() {
+            Ok(0)
+        } else {
+            self.apply_thaw(env, &request)
+        };
         state.generation += 1;
         state.hook_froze = false;
         self.flag.set(false);
-        remove_record(&env.root);
-        if !hook {
-            return Ok(());
+        remove_record(env);
+        match (result, refused) {
+            (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+            (Ok(count), None) => Ok(count),
         }
-        match self.hook(&env.root)? {
-            Some(hook) => self.run_hook(env.runner.as_ref(), &hook, "thaw"),
-            None => Ok(()),
+    }
+
+    /// Apply the thaw plan; the count of filesystems thawed, or the thaw hook's failure.
+    fn apply_thaw(&self, env: &Env, request: &FreezeRequest) -> Result<usize, HandlerError> {
+        let plan = match env.backend.plan_thaw(env, request) {
+            Err(BackendError::Unsupported(_)) => {
+                return Err(not_on_this_os("guest-fsfreeze-thaw"));
+            }
+            other => other?,
+        };
+        let applied = guestd_core::apply(&plan, &env.root, env.runner.as_ref(), NO_BACKUPS)?;
+        let mut count = 0;
+        for (mountpoint, step) in request.mountpoints.iter().zip(&applied.steps) {
+            if step.succeeded() {
+                count += 1;
+            } else {
+                warn!(mount = %mountpoint, result = ?step, "thaw failed");
+            }
+        }
+        info!(count, "filesystems thawed");
+        match (&request.hook, applied.steps.get(request.mountpoints.len())) {
+            (Some(hook), Some(step)) => {
+                hook_result(&hook.program, "thaw", step, self.settings.hook_timeout).map(|()| count)
+            }
+            _ => Ok(count),
         }
     }
 
@@ -241,7 +311,7 @@ impl Freezer {
                 Ok(record) => record,
                 Err(e) => {
                     warn!(record = RECORD, error = %e, "unreadable freeze record; removing it");
-                    remove_record(root);
+                    remove_record(env);
                     return;
                 }
             },
@@ -269,10 +339,8 @@ impl Freezer {
                     .unwrap_or_else(|| f.clone())
             })
             .collect();
-        let count = thaw_all(env.runner.as_ref(), &targets);
-        info!(count, "filesystems thawed");
         let mut state = self.lock();
-        if let Err(e) = self.after_thaw(env, &mut state, record.hook) {
+        if let Err(e) = self.thaw_mounts(env, &mut state, &targets, record.hook) {
             warn!(error = %e, "thaw hook failed");
         }
     }
@@ -317,51 +385,6 @@ impl Freezer {
         }
         Ok(Some(root.resolve(path)?.to_string_lossy().into_owned()))
     }
-
-    /// Run the hook with `freeze` or `thaw`; qemu-ga's words when it fails.
-    fn run_hook(
-        &self,
-        runner: &dyn ProcessRunner,
-        hook: &str,
-        arg: &str,
-    ) -> Result<(), HandlerError> {
-        let timeout = self.settings.hook_timeout;
-        info!(hook, arg, "executing fsfreeze hook");
-        let cmd = ProcessSpec::new(hook)
-            .arg(arg)
-            .timeout(timeout)
-            .effect(Effect::Freeze);
-        let out = match runner.run(&cmd) {
-            Ok(out) => out,
-            Err(ProcessError::Timeout { .. }) => {
-                return Err(HandlerError::failed(format!(
-                    "fsfreeze hook did not finish within {}s and was killed",
-                    timeout.as_secs()
-                )));
-            }
-            Err(e @ ProcessError::NotRun { .. }) => return Err(e.into()),
-            Err(e) => {
-                return Err(HandlerError::failed(format!(
-                    "can't run fsfreeze hook '{hook}': {e}"
-                )));
-            }
-        };
-        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-            let text = String::from_utf8_lossy(bytes);
-            if !text.trim().is_empty() {
-                info!(hook, arg, stream, output = %text.trim(), "fsfreeze hook output");
-            }
-        }
-        match out.code {
-            Some(0) => Ok(()),
-            Some(code) => Err(HandlerError::failed(format!(
-                "fsfreeze hook has failed with status {code}"
-            ))),
-            None => Err(HandlerError::failed(
-                "fsfreeze hook has terminated abnormally",
-            )),
-        }
-    }
 }
 
 impl Lifecycle for Freezer {
@@ -398,81 +421,116 @@ fn candidates(root: &Root, only: Option<&[String]>) -> Result<Vec<Frozen>, Handl
         .collect())
 }
 
-fn fsfreeze(flag: &str, mount: &Frozen) -> ProcessSpec {
-    ProcessSpec::new(FSFREEZE)
-        .args([flag, mount.mountpoint.as_str()])
-        .timeout(PER_MOUNT)
-        .effect(Effect::Freeze)
-}
-
-/// Freeze one filesystem: `Ok(true)` frozen, `Ok(false)` it cannot be frozen (EOPNOTSUPP).
-fn freeze_one(runner: &dyn ProcessRunner, mount: &Frozen) -> Result<bool, HandlerError> {
-    let out = runner.run(&fsfreeze("--freeze", mount))?;
-    if out.success() {
-        return Ok(true);
+/// The reply for a failed freeze plan: the record could not be written, the hook failed
+/// (qemu-ga's words), or one filesystem did not freeze (util-linux's reason).
+fn freeze_error(err: ApplyError, mounts: &[Frozen], hook: Option<&str>) -> HandlerError {
+    let (source, step) = match err {
+        ApplyError::File { source, .. } => {
+            return HandlerError::failed(format!(
+                "cannot record the freeze in {RECORD} (it is how a restarted agent knows what \
+                 to thaw): {source}"
+            ));
+        }
+        ApplyError::ProcessSpec { source, step, .. } => (source, step),
+        other => return other.into(),
+    };
+    let offset = usize::from(hook.is_some());
+    if let (Some(hook), 0) = (hook, step) {
+        return hook_error(hook, source);
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("Operation not supported") {
-        info!(mount = %mount.mountpoint, "cannot be frozen (EOPNOTSUPP); skipped");
-        return Ok(false);
-    }
-    warn!(mount = %mount.mountpoint, stderr = %stderr.trim(), "fsfreeze --freeze failed");
+    let Some(mount) = step.checked_sub(offset).and_then(|i| mounts.get(i)) else {
+        return source.into();
+    };
+    let ProcessError::Failed { code, stderr, .. } = &source else {
+        return source.into();
+    };
+    warn!(mount = %mount.mountpoint, stderr = %stderr, "fsfreeze --freeze failed");
     // util-linux: "fsfreeze: /: freeze failed: Device or resource busy".
     let reason = stderr
-        .trim()
         .rsplit(": ")
         .next()
         .filter(|r| !r.is_empty())
-        .map_or_else(
-            || format!("fsfreeze exited with {:?}", out.code),
-            str::to_string,
-        );
-    Err(HandlerError::failed(format!(
-        "failed to freeze {}: {reason}",
-        mount.mountpoint
-    )))
+        .map_or_else(|| format!("fsfreeze exited with {code:?}"), str::to_string);
+    HandlerError::failed(format!("failed to freeze {}: {reason}", mount.mountpoint))
 }
 
-/// Thaw in reverse freeze order; returns how many thawed. Failures are logged, the rest go on.
-fn thaw_all(runner: &dyn ProcessRunner, frozen: &[Frozen]) -> usize {
-    frozen
-        .iter()
-        .rev()
-        .filter(|mount| {
-            match runner
-                .run(&fsfreeze("--unfreeze", mount))
-                .map(|o| o.check(FSFREEZE))
-            {
-                Ok(Ok(_)) => true,
-                Ok(Err(e)) | Err(e) => {
-                    warn!(mount = %mount.mountpoint, error = %e, "thaw failed");
-                    false
+/// qemu-ga's words for a hook that could not run or failed.
+fn hook_error(hook: &str, err: ProcessError) -> HandlerError {
+    match err {
+        ProcessError::Timeout { timeout, .. } => HandlerError::failed(format!(
+            "fsfreeze hook did not finish within {}s and was killed",
+            timeout.as_secs()
+        )),
+        e @ ProcessError::NotRun { .. } => e.into(),
+        ProcessError::Failed {
+            code: Some(code),
+            stderr,
+            ..
+        } => {
+            if !stderr.is_empty() {
+                info!(hook, stderr = %stderr, "fsfreeze hook output");
+            }
+            HandlerError::failed(format!("fsfreeze hook has failed with status {code}"))
+        }
+        ProcessError::Failed { code: None, .. } => {
+            HandlerError::failed("fsfreeze hook has terminated abnormally")
+        }
+        e => HandlerError::failed(format!("can't run fsfreeze hook '{hook}': {e}")),
+    }
+}
+
+/// What one run of the hook (reported as a plan step) means: its output is logged, a failure
+/// is [`hook_error`].
+fn hook_result(hook: &str, arg: &str, step: &Step, timeout: Duration) -> Result<(), HandlerError> {
+    let program = hook.to_string();
+    let err = match step {
+        Step::Ran(out) => {
+            for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+                let text = String::from_utf8_lossy(bytes);
+                if !text.trim().is_empty() {
+                    info!(hook, arg, stream, output = %text.trim(), "fsfreeze hook output");
                 }
             }
-        })
-        .count()
-}
-
-fn write_record(root: &Root, record: &Record) -> Result<(), HandlerError> {
-    let json = serde_json::to_vec_pretty(record).expect("the record serializes");
-    let dir = std::path::Path::new(RECORD)
-        .parent()
-        .expect("the record has a directory");
-    root.create_dir_all(dir, 0o755)
-        .and_then(|()| root.write_atomic(RECORD, &json, WriteOptions::mode(0o600)))
-        .map_err(|e| {
-            HandlerError::failed(format!(
-                "cannot record the freeze in {RECORD} (it is how a restarted agent knows what \
-                 to thaw): {e}"
-            ))
-        })
-}
-
-fn remove_record(root: &Root) {
-    if let Err(e) = root.remove_file(RECORD) {
-        if !e.is_not_found() {
-            warn!(record = RECORD, error = %e, "cannot remove the freeze record");
+            if out.success() {
+                return Ok(());
+            }
+            ProcessError::Failed {
+                program,
+                code: out.code,
+                stderr: String::new(),
+            }
         }
+        Step::TimedOut => ProcessError::Timeout { program, timeout },
+        Step::NotRun(effect) => ProcessError::NotRun {
+            program,
+            effect: *effect,
+        },
+        Step::CouldNotRun(reason) => {
+            return Err(HandlerError::failed(format!(
+                "can't run fsfreeze hook '{hook}': {reason}"
+            )));
+        }
+        Step::Declined(_) | Step::Unchecked => return Ok(()),
+    };
+    Err(hook_error(hook, err))
+}
+
+/// Writing the record, as the first change of the freeze plan.
+fn record_change(record: &Record) -> FileChange {
+    let json = serde_json::to_vec_pretty(record).expect("the record serializes");
+    FileChange::write(RECORD, json, WriteOptions::mode(0o600))
+}
+
+/// Take the record away (a plan of its own: after the thaw, never while frozen).
+fn remove_record(env: &Env) {
+    let plan = Plan {
+        changes: vec![FileChange::Remove {
+            path: RECORD.into(),
+        }],
+        ..Plan::default()
+    };
+    if let Err(e) = guestd_core::apply(&plan, &env.root, env.runner.as_ref(), NO_BACKUPS) {
+        warn!(record = RECORD, error = %e, "cannot remove the freeze record");
     }
 }
 

@@ -1,6 +1,7 @@
 //! `guest-fstrim`: discard unused blocks of every local filesystem (the mounts
-//! `guest-get-fsinfo` reports), one util-linux `fstrim --verbose [--minimum N] MOUNTPOINT` per
-//! mount through the command runner, each with its own result as qemu-ga reports it:
+//! `guest-get-fsinfo` reports). The backend plans one step per mount (`Backend::plan_fstrim`:
+//! util-linux `fstrim --verbose [--minimum N] MOUNTPOINT` on Linux), `guestd_core::apply` runs
+//! them, and each step's own result becomes that mount's entry as qemu-ga reports it:
 //! `{path, trimmed, minimum}` or `{path, error}` ("trim not supported" for filesystems or
 //! devices without discard). `minimum` is the requested minimum: the fstrim tool does not print
 //! the kernel's effective one. Refused while this agent holds filesystems frozen.
@@ -8,7 +9,7 @@
 use std::time::Duration;
 
 use guestd_core::{
-    Context, Dialect, Effect, Handler, HandlerError, ProcessError, ProcessSpec, Reply,
+    ApplyOptions, BackendError, Context, Dialect, Handler, HandlerError, Reply, Step,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,9 +19,7 @@ use super::args;
 use super::fsinfo::local_mounts;
 use super::platform::{linux_only, unsupported};
 
-const FSTRIM: &str = "fstrim";
-/// Trimming a large, fragmented filesystem takes minutes.
-const PER_MOUNT: Duration = Duration::from_secs(600);
+/// Trimming every filesystem may take long (each step has its own timeout in the plan).
 const WHOLE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Deserialize)]
@@ -60,45 +59,66 @@ impl Handler for FstrimHandler {
             Some(m) => m,
             None => 0,
         };
-        if !ctx.env.runner.exists(FSTRIM) {
-            return Err(unsupported(
-                "fstrim (util-linux) is not installed in this guest",
-            ));
-        }
-        let mut paths = Vec::new();
+        let env = ctx.env;
         // qemu-ga lists the last mount first.
-        for mount in local_mounts(&ctx.env.root)?.iter().rev() {
-            paths.push(trim(ctx, &mount.mountpoint, minimum));
-        }
+        let mounts: Vec<String> = local_mounts(&env.root)?
+            .into_iter()
+            .rev()
+            .map(|m| m.mountpoint)
+            .collect();
+        let plan = match env
+            .backend
+            .plan_fstrim(env, &mounts, minimum.unsigned_abs())
+        {
+            Err(BackendError::Unsupported(why)) => return Err(unsupported(&why)),
+            other => other?,
+        };
+        let applied = guestd_core::apply(
+            &plan,
+            &env.root,
+            env.runner.as_ref(),
+            ApplyOptions::default(),
+        )?;
+        // One step per mount, in order (the backend's promise).
+        let paths: Vec<Value> = mounts
+            .iter()
+            .zip(plan.commands.iter().zip(&applied.steps))
+            .map(|(path, (planned, step))| result(path, &planned.command.program, step, minimum))
+            .collect();
         info!(count = paths.len(), "filesystems trimmed");
         Ok(guestd_core::qga::ok(&json!({ "paths": paths })))
     }
 }
 
-/// One mount's result.
-fn trim(ctx: &Context<'_>, path: &str, minimum: i64) -> Value {
-    let mut cmd = ProcessSpec::new(FSTRIM)
-        .arg("--verbose")
-        .timeout(PER_MOUNT)
-        .effect(Effect::Trim);
-    if minimum > 0 {
-        cmd = cmd.args(["--minimum".to_string(), minimum.to_string()]);
-    }
-    let cmd = cmd.arg(path);
-    match ctx.env.runner.run(&cmd) {
-        Ok(out) if out.success() => match trimmed_bytes(&String::from_utf8_lossy(&out.stdout)) {
-            Some(bytes) => json!({"path": path, "trimmed": bytes, "minimum": minimum}),
-            None => json!({"path": path, "error": "failed to trim: unreadable output of fstrim"}),
-        },
-        Ok(out) => {
+/// One mount's entry, from its step's result (`program`: the tool, for the sandbox's words).
+fn result(path: &str, program: &str, step: &Step, minimum: i64) -> Value {
+    match step {
+        Step::Ran(out) if out.success() => {
+            match trimmed_bytes(&String::from_utf8_lossy(&out.stdout)) {
+                Some(bytes) => json!({"path": path, "trimmed": bytes, "minimum": minimum}),
+                None => {
+                    json!({"path": path, "error": "failed to trim: unreadable output of fstrim"})
+                }
+            }
+        }
+        Step::Ran(out) | Step::Declined(out) => {
             json!({"path": path, "error": failure(&String::from_utf8_lossy(&out.stderr), out.code)})
         }
-        Err(ProcessError::Timeout { .. }) => {
+        Step::TimedOut => {
             json!({"path": path, "error": "failed to trim: fstrim did not finish in time"})
         }
         // A --root sandbox kept it off the machine: say so, not "failed".
-        Err(e @ ProcessError::NotRun { .. }) => json!({"path": path, "error": e.to_string()}),
-        Err(e) => json!({"path": path, "error": format!("failed to trim: {e}")}),
+        Step::NotRun(effect) => {
+            let not_run = guestd_core::ProcessError::NotRun {
+                program: program.into(),
+                effect: *effect,
+            };
+            json!({"path": path, "error": not_run.to_string()})
+        }
+        Step::CouldNotRun(reason) => {
+            json!({"path": path, "error": format!("failed to trim: {reason}")})
+        }
+        Step::Unchecked => json!({"path": path, "error": "failed to trim: not run"}),
     }
 }
 

@@ -22,7 +22,10 @@
 //! unless `[qga] exec_allow` / `file_allow` name what they may reach ([`disabled_by_config`],
 //! which the daemon adds to the command policy, so `guest-info` lists them as disabled and a
 //! call gets qemu-ga's "has been disabled"). Programs start through core's `ProcessSpawner`,
-//! files open through `Root::open_file`.
+//! files open through `Root::open_file`. They are the one exception to "handlers never spawn or
+//! write by themselves", by design: the process or the open file *is* what the host asked for
+//! (it polls it, reads and writes it), not a change to the guest that a backend could plan and
+//! `guestd_core::apply` roll back. Every other effect here is a backend's plan.
 
 mod exec;
 mod file;

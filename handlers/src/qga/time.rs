@@ -124,7 +124,7 @@ fn set_time_error(err: &ApplyError) -> HandlerError {
             | ProcessError::NotRun { program, .. } => program.as_str(),
         },
         ApplyError::Unexpected { program, .. } => program.as_str(),
-        ApplyError::File { .. } => "",
+        ApplyError::File { .. } | ApplyError::Check { .. } | ApplyError::Native { .. } => "",
     };
     if program == HWCLOCK {
         HandlerError::failed(format!(

@@ -205,6 +205,7 @@ pub fn render(net: &Network, ctx: RenderContext<'_>) -> Result<Rendered, Network
             checks.push(PlannedProcess {
                 command: ProcessSpec::new("ifconfig").arg(&iface.name).observes(),
                 expect: Expect::StdoutContains(text),
+                undo: None,
             });
         }
     }

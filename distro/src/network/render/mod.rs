@@ -112,6 +112,7 @@ pub fn ip_checks(net: &Network) -> Vec<PlannedProcess> {
                     .args(["-o", "addr", "show", "dev", &iface.name])
                     .observes(),
                 expect: Expect::StdoutContains(ip_line(addr)),
+                undo: None,
             });
         }
     }
@@ -137,6 +138,7 @@ n=$((n+1)); [ $n -ge 30 ] && exit 1; sleep 1; done; done";
             PlannedProcess {
                 command: ProcessSpec::new("sh").args(args).observes(),
                 expect: Expect::Anything,
+                undo: None,
             }
         })
         .collect()
@@ -163,6 +165,7 @@ pub fn best_effort(program: &str, args: &[&str]) -> PlannedProcess {
             .args(args.iter().copied())
             .effect(Effect::Network),
         expect: Expect::Anything,
+        undo: None,
     }
 }
 
@@ -182,6 +185,7 @@ pub fn relaxed(commands: &[PlannedProcess]) -> Vec<PlannedProcess> {
         .map(|c| PlannedProcess {
             command: c.command.clone(),
             expect: Expect::Anything,
+            undo: None,
         })
         .collect()
 }

@@ -31,6 +31,7 @@ fn powershell(
             &script,
         ])),
         expect,
+        undo: None,
     }
 }
 
