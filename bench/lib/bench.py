@@ -111,8 +111,9 @@ def machine():
         "python": platform.python_version(),
         # Other work on the machine during the run (the numbers are only as quiet as this).
         "loadavg_1m": os.getloadavg()[0],
-        # How much of a cached file one read fault maps: what an agent's file-backed RSS is
-        # made of (64 KiB on common kernels; some map far more).
+        # How much of a file just written (so cached in the large folios of the write path)
+        # one read fault maps. Executables read from disk or linked here were mapped in 64 KiB
+        # blocks on the 2026-12-03 machine (bench/footprint --map shows the agent's own).
         "file_fault_around_kib": procstat.fault_around_kib(),
     }
 
@@ -192,13 +193,19 @@ def table(results):
            for name, r in (("guestd", g), ("qemu-ga", q)) if "clients_200" in r]
     if per:
         lines.append("  " + "; ".join(per))
+    grow = [f"{name}: anon {r['growth_after_1m_kib']['anon']:+} KiB, file "
+            f"{r['growth_after_1m_kib']['file']:+} KiB"
+            for name, r in (("guestd", g), ("qemu-ga", q)) if "growth_after_1m_kib" in r]
+    if grow:
+        lines.append("  growth after 1M requests: " + "; ".join(grow))
     return "\n".join(lines)
 
 
 def memory(pid):
     """RSS, PSS and USS of pid now, in KiB."""
     st = procstat.status(pid)
-    return {"rss_kib": st["VmRSS"], "pss_kib": st.get("Pss"), "uss_kib": st.get("Uss")}
+    return {"rss_kib": st["VmRSS"], "pss_kib": st.get("Pss"), "uss_kib": st.get("Uss"),
+            "anon_kib": st.get("RssAnon"), "file_kib": st.get("RssFile")}
 
 
 def main():
@@ -291,6 +298,13 @@ def main():
             c.close()
             res[key]["rss_after_1m_kib"] = after["rss_kib"]
             res[key]["pss_after_1m_kib"] = after["pss_kib"]
+            # Growth split: anonymous memory (heap, buffers: a leak or a cache) and file pages
+            # (code the later requests ran, mapped on first use: not a leak).
+            idle_st = res[key]["idle_status"]
+            res[key]["growth_after_1m_kib"] = {
+                "anon": after["anon_kib"] - idle_st["RssAnon"],
+                "file": after["file_kib"] - idle_st["RssFile"],
+            }
             res[key]["requests"] = (n_seq + n_pipe + 500) * rounds + MILLION
             res[key]["cpu_ms_total"] = procstat.cpu_ms(procs[key].pid)
 
@@ -367,7 +381,7 @@ def main():
     print(f"{res['date']}, {m['os']}, kernel {m['kernel']}, {m['cores']} cores {m['cpu']}, "
           f"{m['memory_gib']} GiB; {res['mode']} run; load average {load_at_start:.2f} at the "
           f"start, {m['loadavg_1m']:.2f} at the end; one read fault maps "
-          f"{m['file_fault_around_kib']} KiB of a cached file\n")
+          f"{m['file_fault_around_kib']} KiB of a file just written\n")
     print(table(res))
     vm = res.get("serial_vm", {})
     if "vm" in vm:

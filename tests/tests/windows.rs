@@ -148,7 +148,9 @@ impl WinGuestd {
             format!(
                 "[password]\nwindows_accounts = 'fake:{}'\n\
                  # the Linux guestctl drives guestd.exe over plain loopback TCP\n\
-                 [tcp]\nallow_unauthenticated_loopback = true\n",
+                 [tcp]\nallow_unauthenticated_loopback = true\n\
+                 # the hostname test sets the computer name in its private Wine prefix\n\
+                 [sandbox]\nallow_effects = ['hostname']\n",
                 win_path(&accounts)
             ),
         )

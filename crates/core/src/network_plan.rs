@@ -21,8 +21,8 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::backend::{BackendError, Env, NetworkReset};
-use crate::effect::Reach;
-use crate::plan::{ApplyError, ApplyOptions, BACKUP_DIR, Expect, Plan, apply};
+use crate::effect::{Effect, Reach};
+use crate::plan::{ApplyError, ApplyOptions, BACKUP_DIR, Expect, NotRun, Plan, apply};
 
 /// Previous versions kept per file a network plan replaces (under [`BACKUP_DIR`]).
 pub const NETWORK_KEEP_BACKUPS: usize = 3;
@@ -120,7 +120,7 @@ pub fn apply_network_plan(env: &Env, planned: &NetworkPlan) -> Result<NetworkRes
     let options = ApplyOptions {
         keep_backups: NETWORK_KEEP_BACKUPS,
     };
-    let applied = match apply(&planned.plan, &env.root, env.runner.as_ref(), options) {
+    let mut applied = match apply(&planned.plan, &env.root, env.runner.as_ref(), options) {
         Ok(applied) => applied,
         Err(e) => return Err(failure(planned, e)),
     };
@@ -138,7 +138,19 @@ pub fn apply_network_plan(env: &Env, planned: &NetworkPlan) -> Result<NetworkRes
         ),
         notice: planned.notice.clone(),
     };
-    if let Some(change) = &planned.computer_name {
+    let hostname_allowed = env.runner.allows(Reach::Machine(Effect::Hostname));
+    if let Some(change) = planned.computer_name.as_ref().filter(|_| !hostname_allowed) {
+        // An API call, not a command: the sandbox's rule for hostname commands holds for it
+        // all the same, and the reply lists it with the commands that were not run.
+        info!(hostname = %change.label, "computer name not set: the --root sandbox keeps hostname effects off this machine");
+        applied.not_run.push(NotRun {
+            program: "SetComputerNameExW".into(),
+            effect: Effect::Hostname,
+        });
+        // The planned notice says the name was set; the not-run note says what happened.
+        done.notice.clear();
+        done.summary = format!("{}; computer name not set (sandbox)", done.summary);
+    } else if let Some(change) = &planned.computer_name {
         change.names.set(&change.label).map_err(|e| {
             warn!(error = %e, "setting the computer name failed");
             let what = if planned.interfaces.is_empty() {
@@ -379,5 +391,39 @@ mod tests {
             err,
             "setting the computer name failed: SetComputerNameExW failed"
         );
+    }
+
+    /// Under a `--root` sandbox that keeps hostname effects off the machine, the computer name
+    /// (an API call, not a command) is not set either, and the reply says so with the
+    /// commands that were not run; with `hostname` allowed it is set.
+    #[test]
+    fn the_sandbox_keeps_the_computer_name_off_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Arc::new(Names::default());
+        let mut p = planned();
+        p.plan.commands.clear();
+        p.notice = "hostname set to 'web1'; it takes effect after a reboot".into();
+        p.computer_name = Some(ComputerNameChange {
+            label: "web1".into(),
+            previous: "OLD".into(),
+            names: names.clone(),
+        });
+        let sandboxed = |allowed: &[Effect]| Env {
+            runner: Arc::new(crate::effect::SandboxRunner::new(
+                Arc::new(Runner::default()),
+                allowed.iter().copied().collect(),
+            )),
+            ..env(dir.path(), Runner::default())
+        };
+        let done = apply_network_plan(&sandboxed(&[]), &p).unwrap();
+        assert!(names.set.lock().unwrap().is_empty());
+        assert_eq!(
+            done.notice,
+            "not run (the --root sandbox keeps these effects off this machine; [sandbox] \
+             allow_effects): SetComputerNameExW (hostname)"
+        );
+        let done = apply_network_plan(&sandboxed(&[Effect::Hostname]), &p).unwrap();
+        assert_eq!(*names.set.lock().unwrap(), ["web1"]);
+        assert_eq!(done.notice, p.notice);
     }
 }

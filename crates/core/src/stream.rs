@@ -147,14 +147,40 @@ async fn answer_qga(
     out
 }
 
-/// What a decoded line turns into: bytes to write back.
+/// A reply ready to be written: a native one is encoded straight into the conversation's
+/// reused output buffer (no buffer of its own per request).
+enum Answer {
+    Native {
+        id: Option<Value>,
+        reply: Reply,
+        resync: bool,
+    },
+    Bytes(Vec<u8>),
+}
+
+impl Answer {
+    fn write_to(self, out: &mut Vec<u8>) {
+        match self {
+            Self::Native { id, reply, resync } => {
+                if resync {
+                    out.push(RESYNC);
+                }
+                reply.encode_into(id.as_ref(), out);
+                out.push(b'\n');
+            }
+            Self::Bytes(bytes) => out.extend_from_slice(&bytes),
+        }
+    }
+}
+
+/// What a decoded line turns into: the reply to write back.
 async fn answer(
     dispatcher: &Arc<Dispatcher>,
     channel: &Arc<Channel>,
     frame: Frame,
     limits: StreamLimits,
     replies: Option<&ReplyCache>,
-) -> Vec<u8> {
+) -> Answer {
     let (id, reply, resync) = match frame {
         Frame::TooLong => {
             let r = Reply::error(format!(
@@ -197,13 +223,7 @@ async fn answer(
             }
         }
     };
-    let mut out = Vec::with_capacity(64 + reply.message.len());
-    if resync {
-        out.push(RESYNC);
-    }
-    reply.encode_into(id.as_ref(), &mut out);
-    out.push(b'\n');
-    out
+    Answer::Native { id, reply, resync }
 }
 
 /// Serve one stream until the peer closes it or shutdown is requested (the request in flight is
@@ -269,6 +289,8 @@ where
     let mut decoder = Decoder::new(options.dialect, limits.max_line);
     let mut buf = vec![0u8; 16 * 1024];
     let mut frames = Vec::new();
+    // Replies waiting to be written, reused from one read to the next.
+    let mut pending = Vec::new();
     loop {
         let n = tokio::select! {
             read = stream.read(&mut buf) => read?,
@@ -283,7 +305,6 @@ where
         decoder.push(&buf[..n], &mut frames);
         // Replies that are ready at once are written together (one write for a pipelined
         // batch); before a request that has to wait, the replies before it are sent.
-        let mut pending = Vec::new();
         for frame in frames.drain(..) {
             let answer = async {
                 match options.dialect {
@@ -291,7 +312,9 @@ where
                         let replies = options.replies.as_deref();
                         answer(dispatcher, channel, frame, limits, replies).await
                     }
-                    Dialect::Qga => answer_qga(dispatcher, channel, frame, limits).await,
+                    Dialect::Qga => {
+                        Answer::Bytes(answer_qga(dispatcher, channel, frame, limits).await)
+                    }
                 }
             };
             let mut answer = std::pin::pin!(answer);
@@ -304,7 +327,7 @@ where
                     answer.await
                 }
             };
-            pending.extend_from_slice(&out);
+            out.write_to(&mut pending);
             if pending.len() >= MAX_BATCH
                 && !send(stream, &mut pending, channel, options, shutdown).await?
             {
@@ -363,7 +386,8 @@ async fn ready_now<F: Future>(mut fut: Pin<&mut F>) -> Option<F::Output> {
     .await
 }
 
-/// Write and empty `out` (if it holds anything) within the write timeout. `Ok(false)`:
+/// Write and empty `out` (if it holds anything) within the write timeout; its buffer is kept
+/// for the next replies unless a large reply grew it beyond a batch. `Ok(false)`:
 /// shutdown was requested (the bytes got a short grace period to reach a peer that reads); stop
 /// the conversation.
 async fn send<S>(
@@ -379,9 +403,28 @@ where
     if out.is_empty() {
         return Ok(true);
     }
-    let bytes = std::mem::take(out);
+    let result = write_within_timeout(stream, out, channel, options, shutdown).await;
+    if out.capacity() > MAX_BATCH {
+        // A large reply (a file read, captured output) does not stay allocated.
+        *out = Vec::new();
+    } else {
+        out.clear();
+    }
+    result
+}
+
+async fn write_within_timeout<S>(
+    stream: &mut S,
+    bytes: &[u8],
+    channel: &Channel,
+    options: &StreamOptions,
+    shutdown: &mut Shutdown,
+) -> std::io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+{
     let written = async {
-        stream.write_all(&bytes).await?;
+        stream.write_all(bytes).await?;
         stream.flush().await
     };
     // Usually the peer takes the reply at once: no timer then.

@@ -224,6 +224,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             tasks.spawn(async move { (name, fut.await) });
         }
         let mut signals = Signals::new()?;
+        // Start-up is over: its code need not stay resident.
+        let advised = crate::trim::page_out_startup_code();
+        tracing::debug!(kib = advised / 1024, "start-up code paged out");
         loop {
             tokio::select! {
                 which = signals.recv() => {

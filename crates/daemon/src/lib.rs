@@ -11,5 +11,6 @@ mod listen;
 mod notify;
 #[cfg(windows)]
 mod service;
+mod trim;
 
 pub use daemon::main;
