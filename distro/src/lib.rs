@@ -15,7 +15,8 @@
 //! the Windows computer name; `guestd_core::apply_network_plan` applies the plan.
 //!
 //! [`power`] plans `guest-shutdown` with each family's own tool and the ways to suspend,
-//! [`clock`] `guest-set-time`, [`freeze`] `guest-fsfreeze-*` and `guest-fstrim`.
+//! [`clock`] `guest-set-time`, [`freeze`] `guest-fsfreeze-*` and `guest-fstrim`, [`hw`]
+//! `guest-set-vcpus` and `guest-set-memory-blocks`.
 //!
 //! [`service`] knows the service managers (systemd, OpenRC, SysV init, rc.d, the Windows SCM):
 //! which one runs this guest, how to restart a service and how to start a program outside it.
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod configure;
 pub mod family;
 pub mod freeze;
+pub mod hw;
 pub mod kms;
 pub mod network;
 pub mod password;
@@ -160,6 +162,19 @@ impl Backend for OsBackend {
 
     fn plan_suspend(&self, env: &Env, mode: SuspendMode) -> Result<Vec<Alternative>, BackendError> {
         power::plan_suspend(self.family, env, mode)
+    }
+
+    fn plan_set_vcpu(&self, _env: &Env, id: u64, online: bool) -> Result<Plan, BackendError> {
+        hw::plan_set_vcpu(self.family, id, online)
+    }
+
+    fn plan_set_memory_block(
+        &self,
+        _env: &Env,
+        index: u64,
+        online: bool,
+    ) -> Result<Plan, BackendError> {
+        hw::plan_set_memory_block(self.family, index, online)
     }
 
     fn plan_set_password(

@@ -156,6 +156,33 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Err(BackendError::Unsupported("suspending the guest".into()))
     }
 
+    /// `guest-set-vcpus`: the plan that brings logical processor `id` online (`online`) or
+    /// takes it offline: one [`FileChange::Kernel`](crate::plan::FileChange) write, applied per
+    /// processor so that the caller knows which one failed. Which processors, whether they need
+    /// a change and what the reply says are the handler's (qemu-ga's rules). Nothing is read
+    /// or written here.
+    fn plan_set_vcpu(&self, env: &Env, id: u64, online: bool) -> Result<Plan, BackendError> {
+        let _ = (env, id, online);
+        Err(BackendError::Unsupported(
+            "bringing logical processors online or offline".into(),
+        ))
+    }
+
+    /// `guest-set-memory-blocks`: the plan that brings memory block `index` online or takes it
+    /// offline, one [`FileChange::Kernel`](crate::plan::FileChange) write, applied per block
+    /// (each block has its own response). Nothing is read or written here.
+    fn plan_set_memory_block(
+        &self,
+        env: &Env,
+        index: u64,
+        online: bool,
+    ) -> Result<Plan, BackendError> {
+        let _ = (env, index, online);
+        Err(BackendError::Unsupported(
+            "bringing memory blocks online or offline".into(),
+        ))
+    }
+
     /// The plan that sets the password of `user` (`None`: the OS's administrator account —
     /// `root` on Unix, the built-in Administrator on Windows) and verifies it took effect (its
     /// [`FileCheck`](crate::plan::FileCheck)s). The password never goes to argv, logs, errors

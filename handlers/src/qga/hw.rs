@@ -3,14 +3,17 @@
 //! that file, usually cpu0, is online and cannot be offlined) and
 //! `guest-get-memory-blocks`/`guest-set-memory-blocks`/`guest-get-memory-block-info`
 //! (`/sys/devices/system/memory/memoryN/state`, per-block results with qemu-ga's response
-//! codes and errno). Writes go through `Root::write_in_place`, so under a sandbox root they
-//! reach the sandbox's files, never the real /sys. `guest-get-devices` is Windows-only in
-//! qemu-ga and not available here.
+//! codes and errno). This module reads the state and decides, per item, whether it needs a
+//! change and what the reply says (qemu-ga's rules); the backend plans each change
+//! (`Backend::plan_set_vcpu`/`plan_set_memory_block`: a `FileChange::Kernel` write) and
+//! `guestd_core::apply` carries it out, one plan per item so that each has its own result. The
+//! write goes through `Root`, so under a sandbox root it reaches the sandbox's files, never the
+//! real /sys. `guest-get-devices` is Windows-only in qemu-ga and not available here.
 
-use guestd_core::{HandlerError, Root};
+use guestd_core::{ApplyError, ApplyOptions, BackendError, Env, HandlerError, Plan, Root};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::platform::{linux_only, not_on_this_os};
 use super::sysfs::{errno, is_not_found};
@@ -59,7 +62,7 @@ pub const SET_VCPUS: QgaCommand = QgaCommand {
     run: |ctx, value| {
         let a: SetVcpus = args(value)?;
         linux_only("guest-set-vcpus")?;
-        set_vcpus(&ctx.env.root, &a.vcpus).map(|n| json!(n))
+        set_vcpus(ctx.env, &a.vcpus).map(|n| json!(n))
     },
 };
 
@@ -102,7 +105,7 @@ pub const SET_MEMORY_BLOCKS: QgaCommand = QgaCommand {
         Ok(Value::Array(
             a.mem_blks
                 .iter()
-                .map(|b| set_memory_block(&ctx.env.root, b))
+                .map(|b| set_memory_block(ctx.env, b))
                 .collect(),
         ))
     },
@@ -176,10 +179,10 @@ fn get_vcpus(root: &Root) -> Result<Value, HandlerError> {
 
 /// Apply the requests in order; the count of the initial run that succeeded. An error only
 /// when the very first one fails (nothing changed then), as the schema specifies.
-fn set_vcpus(root: &Root, vcpus: &[Vcpu]) -> Result<u64, HandlerError> {
+fn set_vcpus(env: &Env, vcpus: &[Vcpu]) -> Result<u64, HandlerError> {
     let mut processed = 0;
     for vcpu in vcpus {
-        if let Err(err) = set_vcpu(root, vcpu) {
+        if let Err(err) = set_vcpu(env, vcpu) {
             if processed == 0 {
                 return Err(err);
             }
@@ -191,13 +194,17 @@ fn set_vcpus(root: &Root, vcpus: &[Vcpu]) -> Result<u64, HandlerError> {
     Ok(processed)
 }
 
-fn set_vcpu(root: &Root, vcpu: &Vcpu) -> Result<(), HandlerError> {
+fn set_vcpu(env: &Env, vcpu: &Vcpu) -> Result<(), HandlerError> {
+    let root = &env.root;
     let dir = format!("{CPU_DIR}/cpu{}", vcpu.logical_id);
-    if vcpu.logical_id < 0 || !root.is_dir(&dir) {
-        return Err(HandlerError::failed(format!(
-            "open(\"{dir}/\"): No such file or directory"
-        )));
-    }
+    let id = match u64::try_from(vcpu.logical_id) {
+        Ok(id) if root.is_dir(&dir) => id,
+        _ => {
+            return Err(HandlerError::failed(format!(
+                "open(\"{dir}/\"): No such file or directory"
+            )));
+        }
+    };
     let path = format!("{dir}/online");
     match first_byte(root, &path)? {
         None if vcpu.online => Ok(()),
@@ -207,8 +214,11 @@ fn set_vcpu(root: &Root, vcpu: &Vcpu) -> Result<(), HandlerError> {
         ))),
         Some(b) if (b != b'0') == vcpu.online => Ok(()),
         Some(_) => {
-            let state: &[u8] = if vcpu.online { b"1" } else { b"0" };
-            root.write_in_place(&path, state)
+            let plan = env
+                .backend
+                .plan_set_vcpu(env, id, vcpu.online)
+                .map_err(|e| unplanned("guest-set-vcpus", e))?;
+            apply(env, &plan)
                 .map_err(|e| HandlerError::failed(format!("pwrite(\"{path}\"): {e}")))?;
             info!(
                 cpu = vcpu.logical_id,
@@ -254,7 +264,8 @@ fn get_memory_blocks(root: &Root) -> Result<Value, HandlerError> {
 
 /// One `GuestMemoryBlockResponse`: `success`, `not-found`, `operation-not-supported` or
 /// `operation-failed`, with the errno as `error-code` when it failed.
-fn set_memory_block(root: &Root, block: &MemoryBlock) -> Value {
+fn set_memory_block(env: &Env, block: &MemoryBlock) -> Value {
+    let root = &env.root;
     let response = |response: &str, code: Option<i32>| {
         let mut v = json!({"phys-index": block.phys_index, "response": response});
         if let Some(code) = code {
@@ -285,8 +296,17 @@ fn set_memory_block(root: &Root, block: &MemoryBlock) -> Value {
     if state.starts_with(b"online") == block.online {
         return response("success", None);
     }
-    let new: &[u8] = if block.online { b"online" } else { b"offline" };
-    match root.write_in_place(&path, new) {
+    let plan = match env
+        .backend
+        .plan_set_memory_block(env, block.phys_index, block.online)
+    {
+        Ok(plan) => plan,
+        Err(e) => {
+            warn!(block = block.phys_index, error = %e, "memory block not changed");
+            return response("operation-not-supported", None);
+        }
+    };
+    match apply(env, &plan) {
         Ok(()) => {
             info!(
                 block = block.phys_index,
@@ -295,7 +315,32 @@ fn set_memory_block(root: &Root, block: &MemoryBlock) -> Value {
             );
             response("success", None)
         }
-        Err(e) => response("operation-failed", errno(&e)),
+        Err(e) => response(
+            "operation-failed",
+            match &e {
+                ApplyError::File { source, .. } => errno(source),
+                _ => None,
+            },
+        ),
+    }
+}
+
+/// Carry out the plan of one item's change (a kernel write: nothing backed up).
+fn apply(env: &Env, plan: &Plan) -> Result<(), ApplyError> {
+    guestd_core::apply(
+        plan,
+        &env.root,
+        env.runner.as_ref(),
+        ApplyOptions::default(),
+    )
+    .map(drop)
+}
+
+/// A change the backend cannot plan: not on this OS, or its reason.
+fn unplanned(name: &str, err: BackendError) -> HandlerError {
+    match err {
+        BackendError::Unsupported(_) => not_on_this_os(name),
+        other => other.into(),
     }
 }
 
@@ -313,7 +358,21 @@ fn memory_block_info(root: &Root) -> Result<Value, HandlerError> {
 #[cfg(all(test, unix))]
 #[allow(clippy::disallowed_methods)] // tests build their trees by path
 mod tests {
+    use std::sync::Arc;
+
+    use guestd_testkit::{FakeRunner, test_env};
+
     use super::*;
+
+    /// A Debian guest over `root`: its backend plans the sysfs writes, nothing may be run.
+    fn env_of(root: &Root) -> Env {
+        let backend = guestd_distro::OsBackend::new(guestd_distro::OsFamily::Debian);
+        test_env(
+            root.clone(),
+            Arc::new(FakeRunner::new()),
+            Some(Arc::new(backend)),
+        )
+    }
 
     fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, Root) {
         let d = tempfile::tempdir().unwrap();
@@ -351,8 +410,9 @@ mod tests {
                 {"logical-id": 10, "online": false, "can-offline": true},
             ])
         );
+        let env = env_of(&root);
         // cpu0 cannot be offlined: the first request fails, so an error and nothing changed.
-        let err = set_vcpus(&root, &[vcpu(0, false), vcpu(1, false)]).unwrap_err();
+        let err = set_vcpus(&env, &[vcpu(0, false), vcpu(1, false)]).unwrap_err();
         assert!(err.to_string().contains("#0 can't be offlined"), "{err}");
         let online = |n: u32| {
             std::fs::read_to_string(
@@ -365,7 +425,7 @@ mod tests {
         // A later failure stops there and reports how many were done.
         assert_eq!(
             set_vcpus(
-                &root,
+                &env,
                 &[vcpu(1, false), vcpu(0, true), vcpu(7, true), vcpu(10, true)]
             )
             .unwrap(),
@@ -374,12 +434,12 @@ mod tests {
         assert!(online(1).starts_with('0'));
         assert!(online(10).starts_with('0'));
         assert_eq!(
-            set_vcpus(&root, &[vcpu(10, true), vcpu(10, true)]).unwrap(),
+            set_vcpus(&env, &[vcpu(10, true), vcpu(10, true)]).unwrap(),
             2
         );
         assert!(online(10).starts_with('1'));
-        assert_eq!(set_vcpus(&root, &[]).unwrap(), 0);
-        assert!(set_vcpus(&root, &[vcpu(-1, true)]).is_err());
+        assert_eq!(set_vcpus(&env, &[]).unwrap(), 0);
+        assert!(set_vcpus(&env, &[vcpu(-1, true)]).is_err());
     }
 
     #[test]
@@ -410,6 +470,7 @@ mod tests {
             online,
             can_offline: None,
         };
+        let env = env_of(&root);
         let results: Vec<Value> = [
             block(32, true),
             block(0, true),
@@ -418,7 +479,7 @@ mod tests {
             block(33, true),
         ]
         .iter()
-        .map(|b| set_memory_block(&root, b))
+        .map(|b| set_memory_block(&env, b))
         .collect();
         assert_eq!(
             results,
@@ -437,9 +498,41 @@ mod tests {
         let (_e, bare) = tree(&[("/sys/devices/system/cpu/cpu0/online", "1")]);
         assert_eq!(get_memory_blocks(&bare).unwrap(), json!([]));
         assert_eq!(
-            set_memory_block(&bare, &block(1, true)),
+            set_memory_block(&env_of(&bare), &block(1, true)),
             json!({"phys-index": 1, "response": "operation-not-supported", "error-code": 2})
         );
         assert!(memory_block_info(&bare).is_err());
+    }
+
+    #[test]
+    fn changes_are_the_backends_to_plan() {
+        let (d, root) = tree(&[
+            ("/sys/devices/system/cpu/cpu1/online", "1\n"),
+            ("/sys/devices/system/memory/memory0/state", "online\n"),
+        ]);
+        // A backend that cannot plan them: nothing is written, and the reply says why.
+        let none = test_env(root.clone(), Arc::new(FakeRunner::new()), None);
+        let err = set_vcpus(&none, &[vcpu(1, false)]).unwrap_err();
+        assert!(err.to_string().contains("not available"), "{err}");
+        let block = MemoryBlock {
+            phys_index: 0,
+            online: false,
+            can_offline: None,
+        };
+        assert_eq!(
+            set_memory_block(&none, &block),
+            json!({"phys-index": 0, "response": "operation-not-supported"})
+        );
+        // Items that need no change are not planned at all.
+        assert_eq!(set_vcpus(&none, &[vcpu(1, true)]).unwrap(), 1);
+        let read = |p: &str| std::fs::read_to_string(d.path().join(p)).unwrap();
+        assert_eq!(read("sys/devices/system/cpu/cpu1/online"), "1\n");
+        assert_eq!(read("sys/devices/system/memory/memory0/state"), "online\n");
+        // The Debian backend's plan, applied: the kernel files take the request.
+        assert_eq!(
+            set_memory_block(&env_of(&root), &block)["response"],
+            "success"
+        );
+        assert_eq!(read("sys/devices/system/memory/memory0/state"), "offline");
     }
 }
