@@ -230,8 +230,8 @@ mod tests {
 mod suspend_tests {
     use std::sync::Arc;
 
-    use guestd_core::{NullBackend, Reach, Root};
-    use guestd_testkit::FakeRunner;
+    use guestd_core::{Reach, Root};
+    use guestd_testkit::{FakeRunner, test_env};
 
     use super::*;
 
@@ -243,11 +243,7 @@ mod suspend_tests {
             std::fs::write(p, text).unwrap();
         }
         let runner = Arc::new(FakeRunner::new());
-        let env = Env {
-            root: Root::sandbox(d.path()).unwrap(),
-            runner: runner.clone(),
-            backend: Arc::new(NullBackend),
-        };
+        let env = test_env(Root::sandbox(d.path()).unwrap(), runner.clone(), None);
         (d, env, runner)
     }
 

@@ -33,7 +33,12 @@ pub fn drop_to(name: &str) -> Result<u32, String> {
         // SAFETY: as above.
         return Ok(unsafe { libc::geteuid() });
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    // An unreadable passwd file is only survivable for `nobody` (the kernel's overflow id).
+    let passwd = match std::fs::read_to_string("/etc/passwd") {
+        Ok(text) => text,
+        Err(_) if name == "nobody" => String::new(),
+        Err(e) => return Err(format!("cannot read /etc/passwd to find '{name}': {e}")),
+    };
     let (uid, gid) = lookup(&passwd, name)?;
     if uid == 0 {
         return Err(format!("refusing to run the download as '{name}' (uid 0)"));

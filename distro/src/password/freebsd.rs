@@ -95,8 +95,8 @@ fn has_entry(env: &Env, user: &str) -> Result<(), BackendError> {
 mod tests {
     use std::sync::Arc;
 
-    use guestd_core::{NullBackend, Reach, Root};
-    use guestd_testkit::FakeRunner;
+    use guestd_core::{Reach, Root};
+    use guestd_testkit::{FakeRunner, test_env};
 
     use super::*;
 
@@ -104,11 +104,11 @@ mod tests {
     fn pw_plan_carries_the_hash_on_stdin_only() {
         let hash = "$6$saltsaltsaltsalt$abc";
         let d = tempfile::tempdir().unwrap();
-        let env = Env {
-            root: Root::sandbox(d.path()).unwrap(),
-            runner: Arc::new(FakeRunner::new()),
-            backend: Arc::new(NullBackend),
-        };
+        let env = test_env(
+            Root::sandbox(d.path()).unwrap(),
+            Arc::new(FakeRunner::new()),
+            None,
+        );
         let plan = pw_plan(&env, "alice", hash).unwrap();
         assert!(plan.changes.is_empty() && plan.rollback_commands.is_empty());
         let cmd = &plan.commands[0].command;
@@ -139,11 +139,7 @@ mod tests {
         )
         .unwrap();
         let runner = Arc::new(FakeRunner::new());
-        let env = Env {
-            root: Root::sandbox(d.path()).unwrap(),
-            runner: runner.clone(),
-            backend: Arc::new(NullBackend),
-        };
+        let env = test_env(Root::sandbox(d.path()).unwrap(), runner.clone(), None);
         let pw = SecretString::new(Zeroizing::new("bsd pw".to_string()));
         let plan = plan_set_password(&env, "root", &pw).unwrap();
         assert_eq!(plan.commands.len(), 1);

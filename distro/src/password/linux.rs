@@ -148,18 +148,14 @@ mod tests {
     use std::sync::Arc;
 
     use guestd_core::plan::Expect;
-    use guestd_core::{NullBackend, Reach, Root};
-    use guestd_testkit::FakeRunner;
+    use guestd_core::{Reach, Root};
+    use guestd_testkit::{FakeRunner, test_env};
     use zeroize::Zeroizing;
 
     use super::*;
 
     fn env(root: Root) -> Env {
-        Env {
-            root,
-            runner: Arc::new(FakeRunner::new()),
-            backend: Arc::new(NullBackend),
-        }
+        test_env(root, Arc::new(FakeRunner::new()), None)
     }
 
     #[test]
@@ -209,11 +205,7 @@ mod tests {
         if !chpasswd {
             runner.mark_missing(CHPASSWD);
         }
-        let env = Env {
-            root: Root::sandbox(d.path()).unwrap(),
-            runner: runner.clone(),
-            backend: Arc::new(NullBackend),
-        };
+        let env = test_env(Root::sandbox(d.path()).unwrap(), runner.clone(), None);
         (d, env, runner)
     }
 
