@@ -120,6 +120,20 @@ impl Guestd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The daemon's log once it contains `needle` (or after 10 s, to let the caller's assert
+    /// show it). For lines written after the client already has its answer, such as a refused
+    /// TLS handshake: TLS 1.3 clients finish before the server has checked their certificate.
+    pub fn log_once_it_has(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.as_mut().unwrap().try_wait().unwrap().is_none()

@@ -107,7 +107,7 @@ fn guestctl_over_tcp_with_mutual_tls_next_to_the_unix_socket() {
     ]);
     assert!(!out.status.success(), "rogue client answered: {out:?}");
     assert!(!text(&out.stdout).contains(&version));
-    let log = g.log();
+    let log = g.log_once_it_has("connection refused");
     assert!(log.contains("connection refused"), "{log}");
     // Plain TCP to the TLS port gets no answer either.
     let out = guestctl(&[
