@@ -2,6 +2,7 @@
 what its reply must look like."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -50,6 +51,24 @@ class Agent:
         client.send(self.request(0))
         self.check(client.recv(), 0)
         return client
+
+
+def cold_copy(binary):
+    """A copy of `binary` that is on disk and not in the page cache: what a guest starts at
+    boot. A file just written (by the linker, cp or dpkg) sits in the page cache as the writer
+    left it, and what the kernel maps around a fault, and what guestd's start-up page-out can
+    reclaim, depend on that; a file read from disk is cached in readahead-sized pieces. The
+    figures of a binary read from disk are the ones a guest sees, and they repeat. The copy is
+    `BINARY.cold` beside it: on the build's disk, as /tmp may be a tmpfs, which has no disk."""
+    copy = binary + ".cold"
+    shutil.copy2(binary, copy)
+    fd = os.open(copy, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return copy
 
 
 def stop(proc):
