@@ -385,6 +385,7 @@ fn freebsd_rc_conf() {
             r#"run ifconfig xn0 [observe, shows "inet6 2001:db8:0:1::10 prefixlen 64 "]"#,
             "rollback service netif restart xn0 [network]",
             "rollback service routing restart [network]",
+            "rollback hostname old [hostname]",
         ],
     );
     assert_eq!(p.on_failure, OnFailure::Restore);

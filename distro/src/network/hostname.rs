@@ -119,12 +119,17 @@ pub fn plan(root: &Root, family: OsFamily, name: &Hostname) -> Result<HostnamePl
         }
     };
     p.commands.push(set(name.as_str()));
-    if let Some(old) = old.filter(|o| Hostname::parse(o).is_ok()) {
-        let mut undo = set(&old);
-        undo.expect = Expect::Anything;
-        p.rollback.push(undo);
-    }
+    p.rollback.extend(restore(old.as_deref(), set));
     Ok(p)
+}
+
+/// The rollback that gives the running system its `old` name back (best effort), when the old
+/// name is one a command may be given.
+pub fn restore(old: Option<&str>, set: impl Fn(&str) -> PlannedProcess) -> Option<PlannedProcess> {
+    let old = old.filter(|o| Hostname::parse(o).is_ok())?;
+    let mut undo = set(old);
+    undo.expect = Expect::Anything;
+    Some(undo)
 }
 
 /// Names no rename touches, whatever the old hostname was.

@@ -155,6 +155,10 @@ pub fn plan(
                     guestd_core::WriteOptions::mode(0o644),
                 ));
             }
+            // rc.conf goes back with the files; the running kernel's name needs the command.
+            let set = |n: &str| render::set_hostname("hostname", &[n]);
+            out.rollback_commands
+                .extend(hostname::restore(old.as_deref(), set));
         } else if manager != NetworkTool::Windows {
             let h = hostname::plan(root, family, name)?;
             out.changes.extend(h.files);
