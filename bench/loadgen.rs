@@ -6,11 +6,18 @@
 //!     loadgen seq  SOCK guestd|qemu-ga N   N sequential round trips
 //!     loadgen pipe SOCK guestd|qemu-ga N   N requests written by one thread while another reads
 //!
+//!     loadgen serve SOCK                   the floor: the least a server can do per request
+//!
 //! Prints one JSON object: `{"n", "p50_us", "p99_us", "max_us", "rps"}` (latencies only for
 //! `seq`). Each reply must carry its request's id and a success marker, else exit status 1.
+//!
+//! `serve` answers guestd's `version` lines on SOCK with a thread per connection blocked in
+//! `read`: two system calls per request and no event loop, a line scan for the id and nothing
+//! else. What `seq` measures against it is the client's and the kernel's share of a round trip
+//! on this machine, which no agent can go below.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 struct Dialect {
@@ -65,8 +72,47 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
+/// The floor server: answer each line with a success reply carrying its id.
+fn serve(sock: &str) -> ! {
+    let _ = std::fs::remove_file(sock);
+    let listener = UnixListener::bind(sock).unwrap_or_else(|e| fail(format!("bind {sock}: {e}")));
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let Ok(mut writer) = conn.try_clone() else {
+                return;
+            };
+            let mut reader = BufReader::new(conn);
+            let mut line = Vec::with_capacity(256);
+            let mut reply = Vec::with_capacity(256);
+            while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                let id: String = text
+                    .split("\"id\":")
+                    .nth(1)
+                    .unwrap_or("0")
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                reply.clear();
+                let _ = writeln!(reply, "{{\"returncode\":\"0\",\"message\":\"\",\"id\":{id}}}");
+                if writer.write_all(&reply).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+        });
+    }
+    std::process::exit(0)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, sock] = args.as_slice() {
+        if mode == "serve" {
+            serve(sock);
+        }
+    }
     let [_, mode, sock, kind, n] = args.as_slice() else {
         fail("usage: loadgen seq|pipe SOCK guestd|qemu-ga N".into());
     };

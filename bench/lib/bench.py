@@ -264,6 +264,9 @@ def main():
             res[key]["pss_kib"] = st.get("Pss")
             res[key]["uss_kib"] = st.get("Uss")
             res[key]["idle_status"] = st
+            # Read while the agent is surely up (qemu-ga's were sometimes missing when read last).
+            files = procstat.mapped_files(procs[key].pid)
+            res[key]["mapped_files_kib"] = {path: size // 1024 for path, size in files.items()}
         log(f"idle window, {a.idle_seconds:g} s, both agents at once, a client connected")
         idle = procstat.idle_windows([p.pid for p in procs.values()], a.idle_seconds)
         for key in agents:
@@ -276,12 +279,31 @@ def main():
         clients.clear()
         seq = {key: [] for key in agents}
         pipe = {key: [] for key in agents}
+        # The floor: the same client against the least a server can do (bench/loadgen.rs
+        # `serve`), in the same rounds, so that the sequential figures can be read against it.
+        floor_sock = os.path.join(workdir, "floor.sock")
+        floor = subprocess.Popen([a.loadgen, "serve", floor_sock], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, start_new_session=True)
+        procs["floor"] = floor
+        deadline = time.monotonic() + 10
+        while not os.path.exists(floor_sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        floor_seq = []
         for r in range(rounds):
             for key, agent in agents.items():  # interleaved, so that noise hits both
                 log(f"round {r + 1}/{rounds}: {agent.name}, {n_seq} sequential + {n_pipe} pipelined")
                 loadgen(a.loadgen, "seq", socks[key], agent, 500)  # warm-up
                 seq[key].append(loadgen(a.loadgen, "seq", socks[key], agent, n_seq))
                 pipe[key].append(loadgen(a.loadgen, "pipe", socks[key], agent, n_pipe)["rps"])
+            log(f"round {r + 1}/{rounds}: the floor server, {n_seq} sequential")
+            loadgen(a.loadgen, "seq", floor_sock, agents["guestd"], 500)
+            floor_seq.append(loadgen(a.loadgen, "seq", floor_sock, agents["guestd"], n_seq))
+        stop(procs.pop("floor"))
+        res["floor"] = {
+            "p50_us": round(median([x["p50_us"] for x in floor_seq]), 1),
+            "rps": round(median([x["rps"] for x in floor_seq])),
+            "rounds": floor_seq,
+        }
         for key in agents:
             res[key]["p50_us"] = round(median([x["p50_us"] for x in seq[key]]), 1)
             res[key]["p99_us"] = round(median([x["p99_us"] for x in seq[key]]), 1)
@@ -329,8 +351,6 @@ def main():
 
         for key, agent in agents.items():
             res[key]["binary_kib"] = os.path.getsize(agent.binary) // 1024
-            files = procstat.mapped_files(procs[key].pid)
-            res[key]["mapped_files_kib"] = {path: size // 1024 for path, size in files.items()}
             res[key]["idle_pss_kib"] = res[key]["pss_kib"]  # the name of earlier runs
             res[key]["idle_rss_anon_kib"] = res[key]["idle_status"].get("RssAnon")
         res["guestd"]["version"] = version_of([a.guestd, "--version"])
@@ -386,6 +406,12 @@ def main():
           f"start, {m['loadavg_1m']:.2f} at the end; one read fault maps "
           f"{m['file_fault_around_kib']} KiB of a file just written\n")
     print(table(res))
+    fl = res.get("floor")
+    if fl:
+        print(f"  floor (bench/loadgen.rs serve: a blocking read, a line scan, a write): "
+              f"{fl['rps']} req/s, p50 {fl['p50_us']} us; sequential rate guestd "
+              f"{res['guestd']['rps'] / fl['rps']:.2f} of it, qemu-ga "
+              f"{res['qemu_ga']['rps'] / fl['rps']:.2f}")
     vm = res.get("serial_vm", {})
     if "vm" in vm:
         print(f"  virtio-serial: {vm['vm']['qemu']}, TCG, 1 vCPU; guestd as "
